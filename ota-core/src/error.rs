@@ -1,0 +1,105 @@
+//! One error type for the whole domain. Variants say *what* went wrong, never which backend
+//! raised it; each backend maps its own failures into these once.
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything an operation of ota can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Input that does not parse or breaks a rule (name, version, policy value, file content).
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// The named thing does not exist. `hint` lists what does (may be empty).
+    #[error("{what} {name:?} not found{}", hint_suffix(.hint))]
+    NotFound {
+        what: &'static str,
+        name: String,
+        hint: String,
+    },
+    /// Creating something that must be unique (a published version, a rollout id).
+    #[error("{what} {name:?} already exists{}", hint_suffix(.hint))]
+    AlreadyExists {
+        what: &'static str,
+        name: String,
+        hint: String,
+    },
+    /// The firmware's digest, its `firmware.sha256` and its `metadata.json` disagree, or a
+    /// file of the artifact is missing or malformed.
+    #[error("integrity check failed for {artifact}: {detail}")]
+    Integrity { artifact: String, detail: String },
+    /// The caller lacks the role the operation needs.
+    #[error("permission denied: {action} needs the {needed} role, and {subject} has {has}")]
+    Forbidden {
+        action: String,
+        needed: String,
+        subject: String,
+        has: String,
+    },
+    /// The operation is refused by a safety rule (OTA disabled, nothing to do, ...).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The operation conflicts with the current state (an active rollout for the type, a
+    /// rollout that already ended, a concurrent change).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The storage behind a port failed; the message is the backend's.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!("; {hint}")
+    }
+}
+
+impl Error {
+    /// Builds [`Error::Invalid`].
+    pub fn invalid(what: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds [`Error::NotFound`] with no hint.
+    pub fn not_found(what: &'static str, name: impl Into<String>) -> Self {
+        Error::NotFound {
+            what,
+            name: name.into(),
+            hint: String::new(),
+        }
+    }
+
+    /// Builds [`Error::NotFound`] with a hint such as "available: 1.0.0, 2.0.0".
+    pub fn not_found_hint(what: &'static str, name: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::NotFound {
+            what,
+            name: name.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// Builds [`Error::AlreadyExists`] with no hint.
+    pub fn already_exists(what: &'static str, name: impl Into<String>) -> Self {
+        Error::AlreadyExists {
+            what,
+            name: name.into(),
+            hint: String::new(),
+        }
+    }
+
+    /// Builds [`Error::Storage`] from any displayable backend error.
+    pub fn storage(err: impl std::fmt::Display) -> Self {
+        Error::Storage(err.to_string())
+    }
+}

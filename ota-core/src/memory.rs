@@ -1,0 +1,253 @@
+//! In-memory implementations of every port: the reference behaviour the conformance suite
+//! pins down, the backend of unit tests, and the registry of the 1,000,000-device benchmark.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::audit::AuditEntry;
+use crate::catalog::{ArtifactRef, CatalogFile};
+use crate::config::TypeConfig;
+use crate::device::{Device, DeviceQuery};
+use crate::error::{Error, Result};
+use crate::names::{DeviceType, JobId, ThingName};
+use crate::ports::{AuditLog, Backend, ByteStream, ConfigStore, DeviceRegistry, FirmwareCatalog, RolloutStore};
+use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh, empty in-memory backend.
+pub fn backend() -> Backend {
+    Backend {
+        catalog: Arc::new(MemoryCatalog::default()),
+        registry: Arc::new(MemoryRegistry::default()),
+        config: Arc::new(MemoryConfig::default()),
+        rollouts: Arc::new(MemoryRollouts::default()),
+        audit: Arc::new(MemoryAudit::default()),
+    }
+}
+
+/// File name → content, for one artifact.
+type ArtifactFiles = HashMap<&'static str, Arc<Vec<u8>>>;
+
+/// Catalog files in a map keyed by artifact and file.
+#[derive(Debug, Default)]
+pub struct MemoryCatalog {
+    files: Mutex<BTreeMap<ArtifactRef, ArtifactFiles>>,
+}
+
+impl MemoryCatalog {
+    /// Writes or removes one file directly, bypassing `publish`'s rules: for tests that need
+    /// a corrupt or incomplete catalog.
+    pub fn put_raw(&self, artifact: &ArtifactRef, file: CatalogFile, content: Option<Vec<u8>>) {
+        let mut files = lock(&self.files);
+        let entry = files.entry(artifact.clone()).or_default();
+        match content {
+            Some(c) => {
+                entry.insert(file.file_name(), Arc::new(c));
+            }
+            None => {
+                entry.remove(file.file_name());
+            }
+        }
+    }
+
+    fn read(&self, artifact: &ArtifactRef, file: CatalogFile) -> Result<Arc<Vec<u8>>> {
+        lock(&self.files)
+            .get(artifact)
+            .and_then(|f| f.get(file.file_name()))
+            .cloned()
+            .ok_or_else(|| Error::not_found(file.file_name(), artifact.key(file)))
+    }
+}
+
+#[async_trait]
+impl FirmwareCatalog for MemoryCatalog {
+    async fn artifacts(&self) -> Result<Vec<ArtifactRef>> {
+        Ok(lock(&self.files).iter().filter(|(_, f)| !f.is_empty()).map(|(a, _)| a.clone()).collect())
+    }
+
+    async fn read_sha256(&self, artifact: &ArtifactRef) -> Result<String> {
+        let bytes = self.read(artifact, CatalogFile::Sha256)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| Error::Integrity {
+            artifact: artifact.to_string(),
+            detail: "firmware.sha256 is not text".into(),
+        })
+    }
+
+    async fn read_metadata(&self, artifact: &ArtifactRef) -> Result<Vec<u8>> {
+        Ok(self.read(artifact, CatalogFile::Metadata)?.to_vec())
+    }
+
+    async fn open(&self, artifact: &ArtifactRef) -> Result<ByteStream> {
+        let image = self.read(artifact, CatalogFile::Image)?;
+        const CHUNK: usize = 64 * 1024;
+        let chunks = (0..image.len().div_ceil(CHUNK)).map(move |i| {
+            let end = ((i + 1) * CHUNK).min(image.len());
+            Ok(image[i * CHUNK..end].to_vec())
+        });
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn publish(&self, artifact: &ArtifactRef, image: Vec<u8>, sha256_file: String, metadata: Vec<u8>) -> Result<()> {
+        let mut files = lock(&self.files);
+        if files.get(artifact).is_some_and(|f| !f.is_empty()) {
+            return Err(published_is_immutable(artifact));
+        }
+        let mut f = HashMap::new();
+        f.insert(CatalogFile::Image.file_name(), Arc::new(image));
+        f.insert(CatalogFile::Sha256.file_name(), Arc::new(sha256_file.into_bytes()));
+        f.insert(CatalogFile::Metadata.file_name(), Arc::new(metadata));
+        files.insert(artifact.clone(), f);
+        Ok(())
+    }
+}
+
+/// The error every catalog returns when publishing over an existing artifact.
+pub fn published_is_immutable(artifact: &ArtifactRef) -> Error {
+    Error::AlreadyExists {
+        what: "firmware",
+        name: artifact.to_string(),
+        hint: "published versions are immutable; publish a new version".into(),
+    }
+}
+
+/// Devices in a sorted map.
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    devices: Mutex<BTreeMap<ThingName, Device>>,
+}
+
+impl MemoryRegistry {
+    /// Inserts many devices at once (benchmarks load a million).
+    pub fn extend(&self, devices: impl IntoIterator<Item = Device>) {
+        let mut map = lock(&self.devices);
+        for d in devices {
+            map.insert(d.thing.clone(), d);
+        }
+    }
+}
+
+#[async_trait]
+impl DeviceRegistry for MemoryRegistry {
+    async fn list(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
+        Ok(lock(&self.devices).values().filter(|d| query.matches(d)).cloned().collect())
+    }
+
+    async fn get(&self, thing: &ThingName) -> Result<Option<Device>> {
+        Ok(lock(&self.devices).get(thing).cloned())
+    }
+
+    async fn upsert(&self, device: Device) -> Result<()> {
+        lock(&self.devices).insert(device.thing.clone(), device);
+        Ok(())
+    }
+
+    async fn device_types(&self) -> Result<Vec<DeviceType>> {
+        let mut types: Vec<DeviceType> = lock(&self.devices).values().map(|d| d.device_type.clone()).collect();
+        types.sort();
+        types.dedup();
+        Ok(types)
+    }
+}
+
+/// Type configs in a sorted map.
+#[derive(Debug, Default)]
+pub struct MemoryConfig {
+    configs: Mutex<BTreeMap<DeviceType, TypeConfig>>,
+}
+
+#[async_trait]
+impl ConfigStore for MemoryConfig {
+    async fn get(&self, device_type: &DeviceType) -> Result<Option<TypeConfig>> {
+        Ok(lock(&self.configs).get(device_type).cloned())
+    }
+
+    async fn put(&self, config: TypeConfig) -> Result<()> {
+        lock(&self.configs).insert(config.device_type.clone(), config);
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<TypeConfig>> {
+        Ok(lock(&self.configs).values().cloned().collect())
+    }
+}
+
+/// Rollouts in a map; one lock makes `create`'s two checks atomic.
+#[derive(Debug, Default)]
+pub struct MemoryRollouts {
+    rollouts: Mutex<BTreeMap<JobId, Rollout>>,
+}
+
+/// The conflict every store reports for a second active rollout on a type.
+pub fn active_rollout_conflict(active: &JobId, device_type: &DeviceType) -> Error {
+    Error::Conflict(format!("rollout {active} is already active for {device_type}; cancel it or wait for it to finish"))
+}
+
+#[async_trait]
+impl RolloutStore for MemoryRollouts {
+    async fn create(&self, rollout: &Rollout) -> Result<()> {
+        let mut map = lock(&self.rollouts);
+        if map.contains_key(&rollout.id) {
+            return Err(Error::already_exists("rollout", rollout.id.as_str()));
+        }
+        if let Some(active) = map.values().find(|r| r.device_type == rollout.device_type && r.status.is_active()) {
+            return Err(active_rollout_conflict(&active.id, &rollout.device_type));
+        }
+        map.insert(rollout.id.clone(), rollout.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Rollout> {
+        lock(&self.rollouts).get(id).cloned().ok_or_else(|| Error::not_found("rollout", id.as_str()))
+    }
+
+    async fn list(&self, query: &RolloutQuery) -> Result<Vec<Rollout>> {
+        let mut out: Vec<Rollout> = lock(&self.rollouts).values().filter(|r| query.matches(r)).cloned().collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        if let Some(limit) = query.limit {
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+
+    async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Rollout> {
+        let mut map = lock(&self.rollouts);
+        let r = map.get_mut(id).ok_or_else(|| Error::not_found("rollout", id.as_str()))?;
+        if !r.status.is_active() {
+            return Err(Error::Conflict(format!("rollout {id} already ended ({})", r.status.as_str())));
+        }
+        if status.is_active() {
+            return Err(Error::invalid("rollout status", status.as_str(), "a rollout can only finish as COMPLETED, CANCELED or ABORTED"));
+        }
+        r.status = status;
+        r.status_reason = Some(reason.to_string());
+        r.updated_at = at;
+        Ok(r.clone())
+    }
+}
+
+/// Audit entries in a vector.
+#[derive(Debug, Default)]
+pub struct MemoryAudit {
+    entries: Mutex<Vec<AuditEntry>>,
+}
+
+#[async_trait]
+impl AuditLog for MemoryAudit {
+    async fn append(&self, mut entry: AuditEntry) -> Result<u64> {
+        let mut entries = lock(&self.entries);
+        entry.seq = entries.len() as u64 + 1;
+        let seq = entry.seq;
+        entries.push(entry);
+        Ok(seq)
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        Ok(lock(&self.entries).iter().rev().take(limit).cloned().collect())
+    }
+}

@@ -1,0 +1,121 @@
+//! Ports: the traits every backend implements (in memory here, SQLite and a folder in
+//! `ota-local`, AWS in `ota-aws`). Guarantees are stated on each method and checked for every
+//! backend by the [`crate::conformance`] suite.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+use crate::audit::AuditEntry;
+use crate::catalog::ArtifactRef;
+use crate::config::TypeConfig;
+use crate::device::{Device, DeviceQuery};
+use crate::error::Result;
+use crate::names::{DeviceType, JobId, ThingName};
+use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
+use crate::version::FirmwareVersion;
+
+/// A firmware image as a stream of chunks.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>>> + Send>>;
+
+/// The firmware catalog: `firmwares/v{semver}/{device_type}/...` in a bucket or a folder.
+#[async_trait]
+pub trait FirmwareCatalog: Send + Sync + std::fmt::Debug + 'static {
+    /// Every artifact folder in the catalog (a folder holding at least one of the three files,
+    /// whose version and type parse), sorted by type then version. Folders whose names do not
+    /// parse are ignored, never turned into types.
+    async fn artifacts(&self) -> Result<Vec<ArtifactRef>>;
+
+    /// The raw content of `firmware.sha256`. `NotFound` when the artifact or the file is missing.
+    async fn read_sha256(&self, artifact: &ArtifactRef) -> Result<String>;
+
+    /// The raw content of `metadata.json`. `NotFound` when the artifact or the file is missing.
+    async fn read_metadata(&self, artifact: &ArtifactRef) -> Result<Vec<u8>>;
+
+    /// Streams `firmware.bin`; the caller verifies it. `NotFound` when missing.
+    async fn open(&self, artifact: &ArtifactRef) -> Result<ByteStream>;
+
+    /// Writes a new artifact. `AlreadyExists` when the folder holds any file: a published
+    /// version is immutable. Readers never observe a partly written artifact: `artifacts()`
+    /// lists it only once all three files are in place.
+    async fn publish(&self, artifact: &ArtifactRef, image: Vec<u8>, sha256_file: String, metadata: Vec<u8>) -> Result<()>;
+
+    /// Every version that has a folder for `device_type`, highest first.
+    async fn versions(&self, device_type: &DeviceType) -> Result<Vec<FirmwareVersion>> {
+        let mut v: Vec<FirmwareVersion> =
+            self.artifacts().await?.into_iter().filter(|a| &a.device_type == device_type).map(|a| a.version).collect();
+        v.sort_by(|a, b| b.cmp(a));
+        Ok(v)
+    }
+}
+
+/// The device registry: things, their type and group, and what their shadows report.
+#[async_trait]
+pub trait DeviceRegistry: Send + Sync + std::fmt::Debug + 'static {
+    /// Devices matching `query`, sorted by thing name.
+    async fn list(&self, query: &DeviceQuery) -> Result<Vec<Device>>;
+
+    /// One device, or `None`.
+    async fn get(&self, thing: &ThingName) -> Result<Option<Device>>;
+
+    /// Creates or replaces a device record (registration, or a shadow report).
+    async fn upsert(&self, device: Device) -> Result<()>;
+
+    /// The distinct device types of registered devices, sorted.
+    async fn device_types(&self) -> Result<Vec<DeviceType>>;
+}
+
+/// The per-type config gate.
+#[async_trait]
+pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The record for a type, or `None` when the type was never configured.
+    async fn get(&self, device_type: &DeviceType) -> Result<Option<TypeConfig>>;
+
+    /// Creates or replaces the record for `config.device_type`.
+    async fn put(&self, config: TypeConfig) -> Result<()>;
+
+    /// Every record, sorted by type.
+    async fn list(&self) -> Result<Vec<TypeConfig>>;
+}
+
+/// Stored rollouts.
+#[async_trait]
+pub trait RolloutStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new rollout, atomically with two checks: `AlreadyExists` when the id is taken,
+    /// `Conflict` naming the active rollout when one is active for the same device type. On
+    /// error nothing is stored.
+    async fn create(&self, rollout: &Rollout) -> Result<()>;
+
+    /// One rollout; `NotFound` when the id is unknown.
+    async fn get(&self, id: &JobId) -> Result<Rollout>;
+
+    /// Rollouts matching `query`, newest first (ties broken by id).
+    async fn list(&self, query: &RolloutQuery) -> Result<Vec<Rollout>>;
+
+    /// Moves an active rollout to `status` (`Canceled`, `Aborted` or `Completed`) with a
+    /// reason, atomically. `NotFound` for an unknown id, `Conflict` when it already ended.
+    /// Returns the updated rollout.
+    async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Rollout>;
+}
+
+/// The append-only audit trail.
+#[async_trait]
+pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends an entry and returns its sequence number, greater than every earlier one.
+    async fn append(&self, entry: AuditEntry) -> Result<u64>;
+
+    /// The newest `limit` entries, newest first.
+    async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>>;
+}
+
+/// One backend: an implementation of every port.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub catalog: Arc<dyn FirmwareCatalog>,
+    pub registry: Arc<dyn DeviceRegistry>,
+    pub config: Arc<dyn ConfigStore>,
+    pub rollouts: Arc<dyn RolloutStore>,
+    pub audit: Arc<dyn AuditLog>,
+}

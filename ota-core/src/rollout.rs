@@ -1,0 +1,84 @@
+//! Rollouts as stored: one per deployment (one device type, one firmware), with the plan and
+//! policy they were started with. Executions per device arrive with the jobs engine.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Sha256Digest;
+use crate::names::{DeviceType, JobId, ThingGroupName, ThingName};
+use crate::policy::RolloutPolicy;
+use crate::targeting::UpdateAction;
+use crate::version::FirmwareVersion;
+
+/// Lifecycle of a rollout (AWS IoT job status, plus `Aborted` for a policy abort).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutStatus {
+    InProgress,
+    Completed,
+    Canceled,
+    Aborted,
+}
+
+impl RolloutStatus {
+    /// Whether the rollout still holds its device type (one active rollout per type).
+    pub fn is_active(self) -> bool {
+        self == RolloutStatus::InProgress
+    }
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStatus::InProgress => "IN_PROGRESS",
+            RolloutStatus::Completed => "COMPLETED",
+            RolloutStatus::Canceled => "CANCELED",
+            RolloutStatus::Aborted => "ABORTED",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [RolloutStatus::InProgress, RolloutStatus::Completed, RolloutStatus::Canceled, RolloutStatus::Aborted]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A started rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: JobId,
+    pub plan_id: String,
+    pub action: UpdateAction,
+    pub device_type: DeviceType,
+    pub thing_group: ThingGroupName,
+    pub version: FirmwareVersion,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    /// Sorted.
+    pub things: Vec<ThingName>,
+    pub fleet_query: String,
+    pub policy: RolloutPolicy,
+    pub status: RolloutStatus,
+    /// Why the status last changed (cancel reason, abort reason).
+    pub status_reason: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A query over stored rollouts; the default lists all, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutQuery {
+    pub device_type: Option<DeviceType>,
+    pub active_only: bool,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+impl RolloutQuery {
+    /// Whether `r` passes the filters (not the limit).
+    pub fn matches(&self, r: &Rollout) -> bool {
+        self.device_type.as_ref().is_none_or(|t| *t == r.device_type) && (!self.active_only || r.status.is_active())
+    }
+}

@@ -1,0 +1,281 @@
+//! Plain-language requests: the intent engine turns words into a typed request, this module
+//! resolves the names it found against the registry and plans it with the same code as a
+//! typed request. Roles come from the caller only; words never add one.
+
+use std::collections::BTreeSet;
+
+use super::FleetManager;
+use crate::auth::{Caller, Role};
+use crate::device::DeviceQuery;
+use crate::error::Result;
+use crate::intent::{Intent, RolloutRef, ThingMatch, UpdateIntent, parse, resolve_thing};
+use crate::names::ThingName;
+use crate::plan::{Action, Plan};
+use crate::rollout::{Rollout, RolloutQuery};
+use crate::targeting::{Filters, Refusal, Target, UpdateAction, UpdateRequest};
+
+const EXAMPLES: &str = "Try: \"Update all pet_feeder devices to 2.0.0\", \"Upgrade the whole fleet to the latest firmware\", \"Roll back pet_feeder-03 to 1.0.0\", \"Which pet_feeder devices are still on 1.x?\", \"List firmware\", \"How is the rollout going?\".";
+
+impl FleetManager {
+    /// Understands a plain-language request and plans it. Nothing changes: starting,
+    /// cancelling and gate changes are separate, confirmed calls.
+    pub async fn plan_prompt(&self, caller: &Caller, text: &str) -> Result<Plan> {
+        caller.require(Role::Viewer, "ask")?;
+        let vocab = self.vocabulary().await?;
+        match parse(text, &vocab) {
+            Intent::Update(u) => self.plan_update_intent(caller, u).await,
+            Intent::ListFirmware { device_types } => {
+                caller.require(Role::Viewer, "list firmware")?;
+                let versions = self.catalog_versions().await?;
+                let types: Vec<_> = if device_types.is_empty() { versions.keys().cloned().collect() } else { device_types };
+                let lines: Vec<String> = types
+                    .iter()
+                    .map(|t| {
+                        let mut vs = versions.get(t).cloned().unwrap_or_default();
+                        vs.sort();
+                        let list: Vec<String> = vs.iter().map(ToString::to_string).collect();
+                        format!("{t}: {}", if list.is_empty() { "no firmware".to_string() } else { list.join(", ") })
+                    })
+                    .collect();
+                let mut plan = Plan::informational(
+                    Action::ListFirmware,
+                    format!("Firmware for {} device type{}: {}.", types.len(), if types.len() == 1 { "" } else { "s" }, lines.join("; ")),
+                );
+                plan.device_types = types;
+                Ok(plan)
+            }
+            Intent::FleetStatus { device_types, thing_mentions, current_version } => {
+                caller.require(Role::Viewer, "read fleet status")?;
+                let mut refusals = Vec::new();
+                let mut things = Vec::new();
+                for m in &thing_mentions {
+                    match self.resolve_mention(m).await? {
+                        Ok(t) => things.push(t),
+                        Err(r) => refusals.push(r),
+                    }
+                }
+                let mut parts = Vec::new();
+                let queries: Vec<DeviceQuery> = if device_types.is_empty() {
+                    vec![DeviceQuery { version: current_version.clone(), ..Default::default() }]
+                } else {
+                    device_types
+                        .iter()
+                        .map(|t| DeviceQuery { device_type: Some(t.clone()), version: current_version.clone(), ..Default::default() })
+                        .collect()
+                };
+                if things.is_empty() || !device_types.is_empty() {
+                    for q in &queries {
+                        let status = self.fleet_status(caller, q).await?;
+                        let scope = q.device_type.as_ref().map_or("the fleet".to_string(), ToString::to_string);
+                        let filter = current_version.as_ref().map(|f| format!(" on {f}")).unwrap_or_default();
+                        let counts: Vec<String> = status
+                            .summary
+                            .iter()
+                            .flat_map(|s| s.by_version.iter().map(move |(v, n)| (s.device_type.clone(), v, n)))
+                            .fold(std::collections::BTreeMap::<&String, usize>::new(), |mut acc, (_, v, n)| {
+                                *acc.entry(v).or_default() += n;
+                                acc
+                            })
+                            .into_iter()
+                            .map(|(v, n)| format!("{n} on {v}"))
+                            .collect();
+                        let shown: Vec<&str> = status.devices.iter().take(20).map(|d| d.thing.as_str()).collect();
+                        let more = status.devices.len().saturating_sub(shown.len());
+                        parts.push(format!(
+                            "{} device{} in {scope}{filter} ({}){}{}",
+                            status.devices.len(),
+                            if status.devices.len() == 1 { "" } else { "s" },
+                            counts.join(", "),
+                            if shown.is_empty() { String::new() } else { format!(": {}", shown.join(", ")) },
+                            if more > 0 { format!(" and {more} more") } else { String::new() },
+                        ));
+                    }
+                }
+                for t in &things {
+                    let d = self.device(caller, t).await?;
+                    let v = d.firmware_version.map_or_else(|| "an unknown version".to_string(), |v| v.to_string());
+                    parts.push(format!("{} runs {v} ({})", d.thing, if d.connected { "connected" } else { "offline" }));
+                }
+                let mut plan = Plan::informational(Action::FleetStatus, format!("{}.", parts.join("; ")));
+                plan.device_types = device_types;
+                plan.refusals = refusals;
+                Ok(plan)
+            }
+            Intent::RolloutStatus { rollout } => {
+                caller.require(Role::Viewer, "read rollouts")?;
+                let rollouts = match rollout {
+                    Some(r) => self.rollouts_for(&r, false).await?,
+                    None => self.backend.rollouts.list(&RolloutQuery { limit: Some(10), ..Default::default() }).await?,
+                };
+                let message = if rollouts.is_empty() {
+                    "No rollouts match.".to_string()
+                } else {
+                    let lines: Vec<String> = rollouts
+                        .iter()
+                        .map(|r| format!("{} {} {} → {} ({} devices)", r.id, r.status.as_str(), r.device_type, r.version, r.things.len()))
+                        .collect();
+                    format!("{}.", lines.join("; "))
+                };
+                let mut plan = Plan::informational(Action::RolloutStatus, message);
+                plan.rollouts = rollouts.into_iter().map(|r| r.id).collect();
+                Ok(plan)
+            }
+            Intent::Cancel { rollout } => {
+                caller.require(Role::Operator, "cancel a rollout")?;
+                let active = self.rollouts_for(&rollout, true).await?;
+                let mut plan = Plan::informational(Action::Cancel, String::new());
+                if active.is_empty() {
+                    let target = match &rollout {
+                        RolloutRef::Id(id) => id.to_string(),
+                        RolloutRef::DeviceType(t) => t.to_string(),
+                        RolloutRef::Current => "rollout".to_string(),
+                    };
+                    plan.refusals.push(Refusal { target, reason: "no active rollout matches".into() });
+                    plan.message = "Nothing to cancel: no active rollout matches.".into();
+                } else if rollout == RolloutRef::Current && active.len() > 1 {
+                    let ids: Vec<String> = active.iter().map(|r| r.id.to_string()).collect();
+                    plan.message = format!("{} rollouts are active; say which to cancel: {}.", ids.len(), ids.join(", "));
+                    plan.suggestions = ids;
+                } else {
+                    let ids: Vec<String> = active.iter().map(|r| format!("{} ({})", r.id, r.device_type)).collect();
+                    plan.message = format!("Would cancel {}; queued devices would not start.", ids.join(", "));
+                    plan.rollouts = active.into_iter().map(|r| r.id).collect();
+                }
+                Ok(plan)
+            }
+            Intent::SetOta { enabled, device_types } => {
+                caller.require(Role::Admin, if enabled { "enable OTA" } else { "disable OTA" })?;
+                let now_enabled = self.enabled_types(device_types.iter().cloned()).await?;
+                let (action, verb) = if enabled { (Action::EnableOta, "enable") } else { (Action::DisableOta, "disable") };
+                let states: Vec<String> = device_types
+                    .iter()
+                    .map(|t| format!("{t} (now {})", if now_enabled.contains(t) { "enabled" } else { "disabled" }))
+                    .collect();
+                let mut plan = Plan::informational(action, format!("Would {verb} OTA for {}.", states.join(", ")));
+                plan.device_types = device_types;
+                Ok(plan)
+            }
+            Intent::Unknown { message, suggestions } => {
+                let mut plan = Plan::informational(Action::Unknown, format!("{message} {EXAMPLES}"));
+                plan.suggestions = suggestions;
+                Ok(plan)
+            }
+        }
+    }
+
+    async fn plan_update_intent(&self, caller: &Caller, u: UpdateIntent) -> Result<Plan> {
+        caller.require(Role::Operator, "plan an update")?;
+        let action = if u.rollback { UpdateAction::Rollback } else { UpdateAction::Update };
+        let mut refusals: Vec<Refusal> = u
+            .unknown_names
+            .iter()
+            .map(|n| Refusal {
+                target: n.text.clone(),
+                reason: if n.suggestions.is_empty() {
+                    "unknown device type or thing".to_string()
+                } else {
+                    format!("unknown device type or thing; did you mean {}?", n.suggestions.join(", "))
+                },
+            })
+            .collect();
+        let mut things = BTreeSet::new();
+        for m in &u.thing_mentions {
+            match self.resolve_mention(m).await? {
+                Ok(t) => {
+                    things.insert(t);
+                }
+                Err(r) => refusals.push(r),
+            }
+        }
+        let mut exclude_things = BTreeSet::new();
+        for m in &u.exclude_thing_mentions {
+            match self.resolve_mention(m).await? {
+                Ok(t) => {
+                    exclude_things.insert(t);
+                }
+                Err(r) => refusals.push(r),
+            }
+        }
+        let Some(version) = u.version else {
+            let mut plan = Plan::informational(Action::Unknown, format!("Which version? Say \"to latest\" or a version such as 2.0.0. {EXAMPLES}"));
+            plan.refusals = refusals;
+            return Ok(plan);
+        };
+        let req = UpdateRequest {
+            action,
+            version,
+            target: Target { whole_fleet: u.whole_fleet, device_types: u.device_types.into_iter().collect(), things },
+            filters: Filters {
+                current_version: u.current_version,
+                exclude_types: u.exclude_types.into_iter().collect(),
+                exclude_things,
+            },
+        };
+        let mut plan = if req.target.is_empty() {
+            let mut p = Plan::informational(action.into(), String::new());
+            p.request = Some(req);
+            p
+        } else {
+            self.plan_update(caller, &req).await?
+        };
+        if !refusals.is_empty() {
+            plan.refusals.extend(refusals);
+            plan.refusals.sort();
+            plan.refusals.dedup();
+            if plan.deployments.is_empty() {
+                let list: Vec<String> = plan.refusals.iter().map(|r| format!("{} ({})", r.target, r.reason)).collect();
+                plan.message = format!("Nothing to {}. Refused: {}.", action.as_str().replace("rollback", "roll back"), list.join("; "));
+            } else {
+                let list: Vec<String> = plan.refusals.iter().map(|r| format!("{} ({})", r.target, r.reason)).collect();
+                let head = plan.message.split(" Refused:").next().unwrap_or_default().to_string();
+                plan.message = format!("{head} Refused: {}.", list.join("; "));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Resolves a written thing name (`pet_feeder-3`) to a registered thing, or a refusal
+    /// with close matches. Several equally close things are never guessed between.
+    async fn resolve_mention(&self, mention: &str) -> Result<Result<ThingName, Refusal>> {
+        if let Ok(t) = ThingName::parse(mention)
+            && self.backend.registry.get(&t).await?.is_some()
+        {
+            return Ok(Ok(t));
+        }
+        let candidates = self.thing_candidates(mention).await?;
+        Ok(match resolve_thing(mention, &candidates) {
+            ThingMatch::Found(t) => Ok(t),
+            ThingMatch::NotFound { suggestions } => Err(Refusal {
+                target: mention.to_string(),
+                reason: if suggestions.is_empty() {
+                    "unknown thing: no such device in the registry".to_string()
+                } else {
+                    format!("unknown thing; did you mean {}?", suggestions.join(", "))
+                },
+            }),
+        })
+    }
+
+    /// The rollouts a reference means.
+    async fn rollouts_for(&self, r: &RolloutRef, active_only: bool) -> Result<Vec<Rollout>> {
+        match r {
+            RolloutRef::Id(id) => Ok(match self.backend.rollouts.get(id).await {
+                Ok(r) if !active_only || r.status.is_active() => vec![r],
+                Ok(_) | Err(crate::Error::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            }),
+            RolloutRef::DeviceType(t) => {
+                let q = RolloutQuery { device_type: Some(t.clone()), active_only, limit: Some(if active_only { 1 } else { 5 }) };
+                self.backend.rollouts.list(&q).await
+            }
+            RolloutRef::Current => {
+                let active = self.backend.rollouts.list(&RolloutQuery { active_only: true, ..Default::default() }).await?;
+                if active.is_empty() && !active_only {
+                    return self.backend.rollouts.list(&RolloutQuery { limit: Some(1), ..Default::default() }).await;
+                }
+                Ok(active)
+            }
+        }
+    }
+}
+
