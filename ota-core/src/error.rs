@@ -98,6 +98,20 @@ impl Error {
         }
     }
 
+    /// The error every catalog returns when publishing over an existing artifact.
+    pub fn published_is_immutable(artifact: &impl std::fmt::Display) -> Self {
+        Error::AlreadyExists {
+            what: "firmware",
+            name: artifact.to_string(),
+            hint: "published versions are immutable; publish a new version".into(),
+        }
+    }
+
+    /// The conflict every rollout store reports for a second active rollout on a type.
+    pub fn active_rollout(active: &impl std::fmt::Display, device_type: &impl std::fmt::Display) -> Self {
+        Error::Conflict(format!("rollout {active} is already active for {device_type}; cancel it or wait for it to finish"))
+    }
+
     /// Builds [`Error::Storage`] from any displayable backend error.
     pub fn storage(err: impl std::fmt::Display) -> Self {
         Error::Storage(err.to_string())

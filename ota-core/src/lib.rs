@@ -22,6 +22,8 @@ pub mod config;
 #[cfg(feature = "service")]
 pub mod conformance;
 #[cfg(feature = "service")]
+pub mod demo;
+#[cfg(feature = "service")]
 pub mod device;
 #[cfg(feature = "service")]
 pub mod intent;

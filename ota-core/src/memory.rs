@@ -96,7 +96,7 @@ impl FirmwareCatalog for MemoryCatalog {
     async fn publish(&self, artifact: &ArtifactRef, image: Vec<u8>, sha256_file: String, metadata: Vec<u8>) -> Result<()> {
         let mut files = lock(&self.files);
         if files.get(artifact).is_some_and(|f| !f.is_empty()) {
-            return Err(published_is_immutable(artifact));
+            return Err(Error::published_is_immutable(artifact));
         }
         let mut f = HashMap::new();
         f.insert(CatalogFile::Image.file_name(), Arc::new(image));
@@ -104,15 +104,6 @@ impl FirmwareCatalog for MemoryCatalog {
         f.insert(CatalogFile::Metadata.file_name(), Arc::new(metadata));
         files.insert(artifact.clone(), f);
         Ok(())
-    }
-}
-
-/// The error every catalog returns when publishing over an existing artifact.
-pub fn published_is_immutable(artifact: &ArtifactRef) -> Error {
-    Error::AlreadyExists {
-        what: "firmware",
-        name: artifact.to_string(),
-        hint: "published versions are immutable; publish a new version".into(),
     }
 }
 
@@ -144,6 +135,11 @@ impl DeviceRegistry for MemoryRegistry {
 
     async fn upsert(&self, device: Device) -> Result<()> {
         lock(&self.devices).insert(device.thing.clone(), device);
+        Ok(())
+    }
+
+    async fn upsert_many(&self, devices: Vec<Device>) -> Result<()> {
+        self.extend(devices);
         Ok(())
     }
 
@@ -183,11 +179,6 @@ pub struct MemoryRollouts {
     rollouts: Mutex<BTreeMap<JobId, Rollout>>,
 }
 
-/// The conflict every store reports for a second active rollout on a type.
-pub fn active_rollout_conflict(active: &JobId, device_type: &DeviceType) -> Error {
-    Error::Conflict(format!("rollout {active} is already active for {device_type}; cancel it or wait for it to finish"))
-}
-
 #[async_trait]
 impl RolloutStore for MemoryRollouts {
     async fn create(&self, rollout: &Rollout) -> Result<()> {
@@ -196,7 +187,7 @@ impl RolloutStore for MemoryRollouts {
             return Err(Error::already_exists("rollout", rollout.id.as_str()));
         }
         if let Some(active) = map.values().find(|r| r.device_type == rollout.device_type && r.status.is_active()) {
-            return Err(active_rollout_conflict(&active.id, &rollout.device_type));
+            return Err(Error::active_rollout(&active.id, &rollout.device_type));
         }
         map.insert(rollout.id.clone(), rollout.clone());
         Ok(())

@@ -25,7 +25,9 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>>> + Send>>;
 pub trait FirmwareCatalog: Send + Sync + std::fmt::Debug + 'static {
     /// Every artifact folder in the catalog (a folder holding at least one of the three files,
     /// whose version and type parse), sorted by type then version. Folders whose names do not
-    /// parse are ignored, never turned into types.
+    /// parse are ignored, never turned into types. An artifact being published is not listed
+    /// until complete (publish is atomic); one damaged later is listed, and the service's
+    /// integrity check names its missing file.
     async fn artifacts(&self) -> Result<Vec<ArtifactRef>>;
 
     /// The raw content of `firmware.sha256`. `NotFound` when the artifact or the file is missing.
@@ -63,6 +65,14 @@ pub trait DeviceRegistry: Send + Sync + std::fmt::Debug + 'static {
     /// Creates or replaces a device record (registration, or a shadow report).
     async fn upsert(&self, device: Device) -> Result<()>;
 
+    /// Creates or replaces many records; backends that can make it one transaction do.
+    async fn upsert_many(&self, devices: Vec<Device>) -> Result<()> {
+        for d in devices {
+            self.upsert(d).await?;
+        }
+        Ok(())
+    }
+
     /// The distinct device types of registered devices, sorted.
     async fn device_types(&self) -> Result<Vec<DeviceType>>;
 }
@@ -95,8 +105,8 @@ pub trait RolloutStore: Send + Sync + std::fmt::Debug + 'static {
     async fn list(&self, query: &RolloutQuery) -> Result<Vec<Rollout>>;
 
     /// Moves an active rollout to `status` (`Canceled`, `Aborted` or `Completed`) with a
-    /// reason, atomically. `NotFound` for an unknown id, `Conflict` when it already ended.
-    /// Returns the updated rollout.
+    /// reason, atomically. `NotFound` for an unknown id, `Conflict` when it already ended,
+    /// then `Invalid` when `status` is `InProgress`. Returns the updated rollout.
     async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Rollout>;
 }
 

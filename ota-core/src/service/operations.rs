@@ -77,7 +77,7 @@ impl FleetManager {
                         .list(&RolloutQuery { device_type: Some(d.device_type.clone()), active_only: true, limit: Some(1) })
                         .await?;
                     if let Some(a) = active.first() {
-                        return Err(crate::memory::active_rollout_conflict(&a.id, &d.device_type));
+                        return Err(Error::active_rollout(&a.id, &d.device_type));
                     }
                 }
                 Err(e) => return Err(e),

@@ -1,0 +1,84 @@
+//! The intent engine: plain words in, a structured request out, with no language model.
+//!
+//! It is deterministic and conservative: names are resolved against the known device types
+//! (tolerating plurals, spaces for underscores and small typos), thing names are returned as
+//! mentions for the service to resolve against the registry, and when the engine is unsure
+//! it answers [`Intent::Unknown`] with close matches instead of guessing a target or a
+//! version. Words in a prompt never carry permissions: "as admin" or "ignore the rules" are
+//! just words here; roles come from the authenticated caller only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{DeviceType, JobId};
+use crate::version::{VersionFilter, VersionRequest};
+
+mod parse;
+mod things;
+
+pub use parse::parse;
+pub use things::{ThingMatch, resolve_thing};
+
+/// What the engine knows while parsing: the device types of the catalog and the registry.
+#[derive(Debug, Clone, Default)]
+pub struct Vocabulary {
+    pub device_types: Vec<DeviceType>,
+}
+
+/// A request understood from plain words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "intent")]
+pub enum Intent {
+    /// Update or roll back devices.
+    Update(UpdateIntent),
+    /// List firmware, for some types or (empty) all.
+    ListFirmware { device_types: Vec<DeviceType> },
+    /// Fleet status, optionally narrowed.
+    FleetStatus {
+        device_types: Vec<DeviceType>,
+        thing_mentions: Vec<String>,
+        current_version: Option<VersionFilter>,
+    },
+    /// Status of one rollout, the rollouts of a type, or (None) every recent rollout.
+    RolloutStatus { rollout: Option<RolloutRef> },
+    /// Cancel a rollout.
+    Cancel { rollout: RolloutRef },
+    /// Enable or disable OTA for device types.
+    SetOta { enabled: bool, device_types: Vec<DeviceType> },
+    /// Not understood; `message` says what was missing and `suggestions` offers close matches.
+    Unknown { message: String, suggestions: Vec<String> },
+}
+
+/// An update or rollback, before thing mentions are resolved against the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UpdateIntent {
+    /// Asked for with roll back / revert / downgrade words.
+    pub rollback: bool,
+    pub version: Option<VersionRequest>,
+    pub whole_fleet: bool,
+    pub device_types: Vec<DeviceType>,
+    /// Words that look like thing names (`pet_feeder-3`), as written.
+    pub thing_mentions: Vec<String>,
+    /// "only those on 1.0.0", "still on 1.x", "older than 2.0.0".
+    pub current_version: Option<VersionFilter>,
+    pub exclude_types: Vec<DeviceType>,
+    pub exclude_thing_mentions: Vec<String>,
+    /// Identifier-like words that matched no device type (`pet_feedr_x`): refused, never guessed.
+    pub unknown_names: Vec<UnknownName>,
+}
+
+/// A name in the prompt that matched nothing, with close matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownName {
+    pub text: String,
+    pub suggestions: Vec<String>,
+}
+
+/// Which rollout a status or cancel request means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum RolloutRef {
+    Id(JobId),
+    DeviceType(DeviceType),
+    /// "stop it", "how is the rollout going": the service picks the only active one, or asks.
+    Current,
+}

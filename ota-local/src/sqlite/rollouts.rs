@@ -1,0 +1,182 @@
+//! Stored rollouts on the `rollouts` table. The partial unique index
+//! `rollouts_one_active_per_type` backs the "one active rollout per type" check, so even a
+//! writer that skips `create` cannot store a second active rollout for a type.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ota_core::names::{DeviceType, JobId};
+use ota_core::ports::RolloutStore;
+use ota_core::rollout::{Rollout, RolloutQuery, RolloutStatus};
+use ota_core::{Error, Result};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+
+use super::{
+    DbResult, SqliteStore, StoreError, column, json_column, sql_limit, timestamp, to_i64, to_json,
+};
+
+const COLUMNS: &str = "id, plan_id, action, device_type, thing_group, version, sha256, size, things, \
+                       fleet_query, policy, status, status_reason, created_by, created_at, updated_at";
+
+fn rollout_from_row(row: &Row<'_>) -> rusqlite::Result<Rollout> {
+    let size: i64 = row.get(7)?;
+    Ok(Rollout {
+        id: column(row, 0)?,
+        plan_id: row.get(1)?,
+        action: column(row, 2)?,
+        device_type: column(row, 3)?,
+        thing_group: column(row, 4)?,
+        version: column(row, 5)?,
+        sha256: column(row, 6)?,
+        size: u64::try_from(size).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(7, size))?,
+        things: json_column(row, 8)?,
+        fleet_query: row.get(9)?,
+        policy: json_column(row, 10)?,
+        status: column(row, 11)?,
+        status_reason: row.get(12)?,
+        created_by: row.get(13)?,
+        created_at: column(row, 14)?,
+        updated_at: column(row, 15)?,
+    })
+}
+
+fn select_one(conn: &Connection, id: &JobId) -> DbResult<Option<Rollout>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM rollouts WHERE id = ?1"))?;
+    Ok(stmt.query_row([id.as_str()], rollout_from_row).optional()?)
+}
+
+fn active_for(conn: &Connection, device_type: &DeviceType) -> DbResult<Option<JobId>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM rollouts WHERE device_type = ?1 AND status = 'IN_PROGRESS'",
+    )?;
+    Ok(stmt
+        .query_row([device_type.as_str()], |row| column(row, 0))
+        .optional()?)
+}
+
+fn not_found(id: &JobId) -> StoreError {
+    StoreError::Domain(Error::not_found("rollout", id.as_str()))
+}
+
+fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO rollouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))?;
+    stmt.execute(params![
+        r.id.as_str(),
+        r.plan_id,
+        r.action.as_str(),
+        r.device_type.as_str(),
+        r.thing_group.as_str(),
+        r.version.to_string(),
+        r.sha256.to_hex(),
+        to_i64("firmware size", r.size)?,
+        to_json("things", &r.things)?,
+        r.fleet_query,
+        to_json("policy", &r.policy)?,
+        r.status.as_str(),
+        r.status_reason,
+        r.created_by,
+        timestamp(&r.created_at),
+        timestamp(&r.updated_at),
+    ])?;
+    Ok(())
+}
+
+#[async_trait]
+impl RolloutStore for SqliteStore {
+    async fn create(&self, rollout: &Rollout) -> Result<()> {
+        let rollout = rollout.clone();
+        self.call(move |conn| {
+            // IMMEDIATE takes the write lock before the checks, so no other connection (or
+            // process) can slip a rollout in between the checks and the insert.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken: Option<i64> = tx
+                .prepare_cached("SELECT 1 FROM rollouts WHERE id = ?1")?
+                .query_row([rollout.id.as_str()], |r| r.get(0))
+                .optional()?;
+            if taken.is_some() {
+                return Err(Error::already_exists("rollout", rollout.id.as_str()).into());
+            }
+            if let Some(active) = active_for(&tx, &rollout.device_type)? {
+                return Err(ota_core::Error::active_rollout(&active, &rollout.device_type).into());
+            }
+            insert(&tx, &rollout)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Rollout> {
+        let id = id.clone();
+        self.call(move |conn| select_one(conn, &id)?.ok_or_else(|| not_found(&id)))
+            .await
+    }
+
+    async fn list(&self, query: &RolloutQuery) -> Result<Vec<Rollout>> {
+        let query = query.clone();
+        self.call(move |conn| {
+            let mut sql = format!("SELECT {COLUMNS} FROM rollouts");
+            let mut clauses = Vec::new();
+            let mut values = Vec::new();
+            if let Some(t) = &query.device_type {
+                clauses.push("device_type = ?");
+                values.push(Value::Text(t.to_string()));
+            }
+            if query.active_only {
+                clauses.push("status = 'IN_PROGRESS'");
+            }
+            if !clauses.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&clauses.join(" AND "));
+            }
+            // Newest first, ties by id: timestamps are stored fixed-width, so text order is
+            // time order.
+            sql.push_str(" ORDER BY created_at DESC, id ASC LIMIT ?");
+            values.push(Value::Integer(sql_limit(query.limit)));
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rollouts = stmt
+                .query_map(params_from_iter(values), rollout_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rollouts)
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        id: &JobId,
+        status: RolloutStatus,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Rollout> {
+        let (id, reason) = (id.clone(), reason.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: RolloutStatus = tx
+                .prepare_cached("SELECT status FROM rollouts WHERE id = ?1")?
+                .query_row([id.as_str()], |row| column(row, 0))
+                .optional()?
+                .ok_or_else(|| not_found(&id))?;
+            if !current.is_active() {
+                return Err(Error::Conflict(format!("rollout {id} already ended ({})", current.as_str())).into());
+            }
+            if status.is_active() {
+                return Err(Error::invalid(
+                    "rollout status",
+                    status.as_str(),
+                    "a rollout can only finish as COMPLETED, CANCELED or ABORTED",
+                )
+                .into());
+            }
+            tx.prepare_cached("UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1")?.execute(
+                params![id.as_str(), status.as_str(), reason, timestamp(&at)],
+            )?;
+            let updated = select_one(&tx, &id)?.ok_or_else(|| not_found(&id))?;
+            tx.commit()?;
+            Ok(updated)
+        })
+        .await
+    }
+}

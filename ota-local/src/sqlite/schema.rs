@@ -1,0 +1,116 @@
+//! Connection settings and the schema, versioned by `PRAGMA user_version`: migration `i`
+//! (0-based) brings a database from version `i` to `i + 1`. Migrations are only ever
+//! appended, never edited, so every existing file can be brought forward.
+
+use std::time::Duration;
+
+use ota_core::Error;
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::{DbResult, StoreError};
+
+/// How long a writer waits for another connection (another process on the same file)
+/// before giving up with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Version 1: registry, config gate, rollouts, audit trail.
+const V1: &str = "
+CREATE TABLE devices (
+    thing            TEXT PRIMARY KEY NOT NULL,
+    device_type      TEXT NOT NULL,
+    thing_group      TEXT NOT NULL,
+    firmware_version TEXT,
+    connected        INTEGER NOT NULL CHECK (connected IN (0, 1)),
+    last_seen        TEXT
+) WITHOUT ROWID;
+-- Serves `list` by type already sorted by thing, and `device_types`.
+CREATE INDEX devices_by_type ON devices (device_type, thing);
+
+CREATE TABLE type_configs (
+    device_type TEXT PRIMARY KEY NOT NULL,
+    ota_enabled INTEGER NOT NULL CHECK (ota_enabled IN (0, 1)),
+    policy      TEXT,            -- JSON RolloutPolicy; NULL: the default policy applies
+    updated_by  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE rollouts (
+    id            TEXT PRIMARY KEY NOT NULL,
+    plan_id       TEXT NOT NULL,
+    action        TEXT NOT NULL CHECK (action IN ('update', 'rollback')),
+    device_type   TEXT NOT NULL,
+    thing_group   TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    size          INTEGER NOT NULL CHECK (size >= 0),
+    things        TEXT NOT NULL,  -- JSON array of thing names, sorted
+    fleet_query   TEXT NOT NULL,
+    policy        TEXT NOT NULL,  -- JSON RolloutPolicy
+    status        TEXT NOT NULL CHECK (status IN ('IN_PROGRESS', 'COMPLETED', 'CANCELED', 'ABORTED')),
+    status_reason TEXT,
+    created_by    TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+-- The backstop of 'one active rollout per device type': whatever writes to this file, a
+-- second IN_PROGRESS row for a type cannot exist.
+CREATE UNIQUE INDEX rollouts_one_active_per_type ON rollouts (device_type) WHERE status = 'IN_PROGRESS';
+CREATE INDEX rollouts_newest_first ON rollouts (created_at DESC, id);
+CREATE INDEX rollouts_by_type_newest_first ON rollouts (device_type, created_at DESC, id);
+
+CREATE TABLE audit (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused
+    at             TEXT NOT NULL,
+    subject        TEXT NOT NULL,
+    roles          TEXT NOT NULL,  -- JSON array of roles
+    operation      TEXT NOT NULL,
+    request        TEXT NOT NULL,  -- JSON
+    plan           TEXT,           -- JSON
+    outcome        TEXT NOT NULL CHECK (outcome IN ('ok', 'refused', 'error')),
+    outcome_detail TEXT NOT NULL
+);
+-- Append-only, enforced by the database itself and not just by the absence of an API.
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+";
+
+/// Every migration, in order. Append only.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Per-connection settings. WAL lets readers (a CLI) run while `ota serve` writes; foreign
+/// keys are on for the tables later migrations add (job executions reference rollouts).
+pub(super) fn configure(conn: &Connection) -> DbResult<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    // An in-memory database answers "memory" and stays so; only files can use WAL.
+    let _mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    Ok(())
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]. Runs under a write lock, so two processes
+/// opening a new file at once apply each migration exactly once.
+pub(super) fn migrate(conn: &mut Connection) -> DbResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if usize::try_from(current).map_or(true, |v| v > SCHEMA_VERSION) {
+        return Err(StoreError::Domain(Error::storage(format!(
+            "the database has schema version {current}, which this build of ota does not know (it knows up to {SCHEMA_VERSION}); upgrade ota"
+        ))));
+    }
+    for (version, sql) in (1i64..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.execute_batch(sql)?;
+        // `user_version` lives in the file header and commits with the migration's tables.
+        tx.pragma_update(None, "user_version", version)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
