@@ -31,7 +31,11 @@ fn plan_million(c: &mut Criterion) {
         b.iter(|| block_on(registry.list(&DeviceQuery::default())).expect("list").len())
     });
     g.bench_function("plan_prompt_whole_fleet_latest", |b| {
-        b.iter(|| block_on(svc.plan_prompt(&op, "Upgrade the whole fleet to the latest firmware")).expect("plan").device_count())
+        b.iter(|| {
+            block_on(svc.plan_prompt(&op, "Upgrade the whole fleet to the latest firmware"))
+                .expect("plan")
+                .device_count()
+        })
     });
     g.finish();
 }

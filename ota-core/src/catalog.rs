@@ -151,14 +151,20 @@ pub fn parse_sha256_file(content: &str) -> Result<Sha256Digest> {
     if body.contains('\n') {
         return Err(Error::invalid(WHAT, preview(content), "must hold one line"));
     }
-    let hex_part = body.get(..64).ok_or_else(|| Error::invalid(WHAT, preview(content), "must start with 64 hex characters"))?;
-    let digest = Sha256Digest::parse_hex(hex_part).map_err(|_| Error::invalid(WHAT, preview(content), "must start with 64 hex characters"))?;
+    let hex_part =
+        body.get(..64).ok_or_else(|| Error::invalid(WHAT, preview(content), "must start with 64 hex characters"))?;
+    let digest = Sha256Digest::parse_hex(hex_part)
+        .map_err(|_| Error::invalid(WHAT, preview(content), "must start with 64 hex characters"))?;
     let rest = &body[64..];
     if rest.is_empty() {
         return Ok(digest);
     }
     if !rest.starts_with([' ', '\t']) {
-        return Err(Error::invalid(WHAT, preview(content), "the digest must be followed by whitespace and a file name, or nothing"));
+        return Err(Error::invalid(
+            WHAT,
+            preview(content),
+            "the digest must be followed by whitespace and a file name, or nothing",
+        ));
     }
     let name = rest.trim_start_matches([' ', '\t']);
     let name = name.strip_prefix('*').unwrap_or(name);

@@ -163,7 +163,13 @@ pub async fn catalog_missing_files_are_not_found(b: &Backend) {
 }
 
 pub async fn catalog_versions_are_per_type_highest_first(b: &Backend) {
-    for (t, v) in [("pet_feeder", "1.0.0"), ("pet_feeder", "2.1.0"), ("pet_feeder", "2.0.0"), ("smart_plug", "3.0.0"), ("pet_feeder", "10.0.0")] {
+    for (t, v) in [
+        ("pet_feeder", "1.0.0"),
+        ("pet_feeder", "2.1.0"),
+        ("pet_feeder", "2.0.0"),
+        ("smart_plug", "3.0.0"),
+        ("pet_feeder", "10.0.0"),
+    ] {
         put_artifact(b, t, v, image(3, 10)).await;
     }
     let v = b.catalog.versions(&ty("pet_feeder")).await.unwrap();
@@ -215,22 +221,40 @@ pub async fn registry_queries_filter_by_type_version_and_connectivity(b: &Backen
         connected: c,
     };
     let names = |ds: Vec<Device>| ds.into_iter().map(|d| d.thing.to_string()).collect::<Vec<_>>();
-    assert_eq!(names(b.registry.list(&q(Some("pet_feeder"), Some("1.x"), None)).await.unwrap()), ["pet_feeder-01", "pet_feeder-02"]);
-    assert_eq!(names(b.registry.list(&q(None, Some("1.0.0"), None)).await.unwrap()), ["pet_feeder-01", "smart_plug-01"]);
+    assert_eq!(
+        names(b.registry.list(&q(Some("pet_feeder"), Some("1.x"), None)).await.unwrap()),
+        ["pet_feeder-01", "pet_feeder-02"]
+    );
+    assert_eq!(
+        names(b.registry.list(&q(None, Some("1.0.0"), None)).await.unwrap()),
+        ["pet_feeder-01", "smart_plug-01"]
+    );
     assert_eq!(names(b.registry.list(&q(Some("pet_feeder"), None, Some(false))).await.unwrap()), ["pet_feeder-02"]);
     assert_eq!(b.registry.list(&q(Some("motion_sensor"), None, None)).await.unwrap().len(), 0);
 }
 
 pub async fn config_absent_then_put_replaces(b: &Backend) {
     assert_eq!(b.config.get(&ty("pet_feeder")).await.unwrap(), None);
-    let mut c = TypeConfig { device_type: ty("pet_feeder"), ota_enabled: true, policy: None, updated_by: "admin".into(), updated_at: t0() };
+    let mut c = TypeConfig {
+        device_type: ty("pet_feeder"),
+        ota_enabled: true,
+        policy: None,
+        updated_by: "admin".into(),
+        updated_at: t0(),
+    };
     b.config.put(c.clone()).await.unwrap();
     assert_eq!(b.config.get(&ty("pet_feeder")).await.unwrap(), Some(c.clone()));
     c.ota_enabled = false;
     c.policy = Some(RolloutPolicy { max_in_flight: 3, max_per_minute: Some(20), ..Default::default() });
     b.config.put(c.clone()).await.unwrap();
     b.config
-        .put(TypeConfig { device_type: ty("beehive_scale"), ota_enabled: false, policy: None, updated_by: "a".into(), updated_at: t0() })
+        .put(TypeConfig {
+            device_type: ty("beehive_scale"),
+            ota_enabled: false,
+            policy: None,
+            updated_by: "a".into(),
+            updated_at: t0(),
+        })
         .await
         .unwrap();
     assert_eq!(b.config.get(&ty("pet_feeder")).await.unwrap(), Some(c), "put replaces, policy round-trips");
@@ -281,11 +305,17 @@ pub async fn rollouts_finish_only_once(b: &Backend) {
     b.rollouts.create(&r).await.unwrap();
     let later = t0() + Duration::minutes(3);
     let done = b.rollouts.finish(&r.id, RolloutStatus::Aborted, "3 of 16 failed", later).await.unwrap();
-    assert_eq!((done.status, done.status_reason.as_deref(), done.updated_at), (RolloutStatus::Aborted, Some("3 of 16 failed"), later));
+    assert_eq!(
+        (done.status, done.status_reason.as_deref(), done.updated_at),
+        (RolloutStatus::Aborted, Some("3 of 16 failed"), later)
+    );
     assert_eq!(b.rollouts.get(&r.id).await.unwrap(), done);
     let err = b.rollouts.finish(&r.id, RolloutStatus::Canceled, "again", later).await.unwrap_err();
     assert!(matches!(&err, Error::Conflict(m) if m.contains("ABORTED")), "{err}");
-    assert!(matches!(b.rollouts.finish(&JobId::parse("nope").unwrap(), RolloutStatus::Canceled, "x", later).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        b.rollouts.finish(&JobId::parse("nope").unwrap(), RolloutStatus::Canceled, "x", later).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 pub async fn audit_is_append_only_and_newest_first(b: &Backend) {
@@ -413,5 +443,11 @@ pub async fn service_plans_starts_repeats_and_cancels(b: &Backend) {
     assert!(matches!(svc.cancel(&op, &started.rollouts[0].id, "again").await, Err(Error::Conflict(_))));
     let trail = svc.audit_trail(&admin, 50).await.unwrap();
     let ops: Vec<&str> = trail.iter().map(|e| e.operation.as_str()).collect();
-    assert!(ops.contains(&"start") && ops.contains(&"cancel") && ops.contains(&"publish") && ops.contains(&"start a rollout"), "{ops:?}");
+    assert!(
+        ops.contains(&"start")
+            && ops.contains(&"cancel")
+            && ops.contains(&"publish")
+            && ops.contains(&"start a rollout"),
+        "{ops:?}"
+    );
 }

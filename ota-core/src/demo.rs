@@ -38,7 +38,8 @@ pub const DEVICE_TYPES: [&str; 26] = [
 /// The one type whose OTA gate the demo leaves closed.
 pub const DISABLED_TYPE: &str = "beehive_scale";
 
-const WITH_1_1: [&str; 5] = ["pet_feeder", "vision_ai_face_detector", "smart_doorbell", "weather_station", "air_quality_monitor"];
+const WITH_1_1: [&str; 5] =
+    ["pet_feeder", "vision_ai_face_detector", "smart_doorbell", "weather_station", "air_quality_monitor"];
 const WITH_2_1: [&str; 4] = ["pet_feeder", "sphero_rvr_bridge", "lerobot_follower_arm", "lerobot_leader_arm"];
 const WITH_3_0: [&str; 3] = ["vision_ai_face_detector", "pet_feeder", "smart_plug"];
 

@@ -10,37 +10,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// Input that does not parse or breaks a rule (name, version, policy value, file content).
     #[error("invalid {what} {value:?}: {reason}")]
-    Invalid {
-        what: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { what: &'static str, value: String, reason: String },
     /// The named thing does not exist. `hint` lists what does (may be empty).
     #[error("{what} {name:?} not found{}", hint_suffix(.hint))]
-    NotFound {
-        what: &'static str,
-        name: String,
-        hint: String,
-    },
+    NotFound { what: &'static str, name: String, hint: String },
     /// Creating something that must be unique (a published version, a rollout id).
     #[error("{what} {name:?} already exists{}", hint_suffix(.hint))]
-    AlreadyExists {
-        what: &'static str,
-        name: String,
-        hint: String,
-    },
+    AlreadyExists { what: &'static str, name: String, hint: String },
     /// The firmware's digest, its `firmware.sha256` and its `metadata.json` disagree, or a
     /// file of the artifact is missing or malformed.
     #[error("integrity check failed for {artifact}: {detail}")]
     Integrity { artifact: String, detail: String },
     /// The caller lacks the role the operation needs.
     #[error("permission denied: {action} needs the {needed} role, and {subject} has {has}")]
-    Forbidden {
-        action: String,
-        needed: String,
-        subject: String,
-        has: String,
-    },
+    Forbidden { action: String, needed: String, subject: String, has: String },
     /// The operation is refused by a safety rule (OTA disabled, nothing to do, ...).
     #[error("refused: {0}")]
     Refused(String),
@@ -54,48 +37,28 @@ pub enum Error {
 }
 
 fn hint_suffix(hint: &str) -> String {
-    if hint.is_empty() {
-        String::new()
-    } else {
-        format!("; {hint}")
-    }
+    if hint.is_empty() { String::new() } else { format!("; {hint}") }
 }
 
 impl Error {
     /// Builds [`Error::Invalid`].
     pub fn invalid(what: &'static str, value: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Invalid {
-            what,
-            value: value.into(),
-            reason: reason.into(),
-        }
+        Error::Invalid { what, value: value.into(), reason: reason.into() }
     }
 
     /// Builds [`Error::NotFound`] with no hint.
     pub fn not_found(what: &'static str, name: impl Into<String>) -> Self {
-        Error::NotFound {
-            what,
-            name: name.into(),
-            hint: String::new(),
-        }
+        Error::NotFound { what, name: name.into(), hint: String::new() }
     }
 
     /// Builds [`Error::NotFound`] with a hint such as "available: 1.0.0, 2.0.0".
     pub fn not_found_hint(what: &'static str, name: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::NotFound {
-            what,
-            name: name.into(),
-            hint: hint.into(),
-        }
+        Error::NotFound { what, name: name.into(), hint: hint.into() }
     }
 
     /// Builds [`Error::AlreadyExists`] with no hint.
     pub fn already_exists(what: &'static str, name: impl Into<String>) -> Self {
-        Error::AlreadyExists {
-            what,
-            name: name.into(),
-            hint: String::new(),
-        }
+        Error::AlreadyExists { what, name: name.into(), hint: String::new() }
     }
 
     /// The error every catalog returns when publishing over an existing artifact.
@@ -109,7 +72,9 @@ impl Error {
 
     /// The conflict every rollout store reports for a second active rollout on a type.
     pub fn active_rollout(active: &impl std::fmt::Display, device_type: &impl std::fmt::Display) -> Self {
-        Error::Conflict(format!("rollout {active} is already active for {device_type}; cancel it or wait for it to finish"))
+        Error::Conflict(format!(
+            "rollout {active} is already active for {device_type}; cancel it or wait for it to finish"
+        ))
     }
 
     /// Builds [`Error::Storage`] from any displayable backend error.

@@ -136,10 +136,7 @@ mod tests {
         }
         assert_eq!(v.bytes(), 100_000);
         assert_eq!(v.finish().0, digest(&data));
-        assert_eq!(
-            digest(b"test").to_hex(),
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-        );
+        assert_eq!(digest(b"test").to_hex(), "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
     }
 
     #[test]

@@ -93,7 +93,13 @@ impl FirmwareCatalog for MemoryCatalog {
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
 
-    async fn publish(&self, artifact: &ArtifactRef, image: Vec<u8>, sha256_file: String, metadata: Vec<u8>) -> Result<()> {
+    async fn publish(
+        &self,
+        artifact: &ArtifactRef,
+        image: Vec<u8>,
+        sha256_file: String,
+        metadata: Vec<u8>,
+    ) -> Result<()> {
         let mut files = lock(&self.files);
         if files.get(artifact).is_some_and(|f| !f.is_empty()) {
             return Err(Error::published_is_immutable(artifact));
@@ -206,14 +212,24 @@ impl RolloutStore for MemoryRollouts {
         Ok(out)
     }
 
-    async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Rollout> {
+    async fn finish(
+        &self,
+        id: &JobId,
+        status: RolloutStatus,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Rollout> {
         let mut map = lock(&self.rollouts);
         let r = map.get_mut(id).ok_or_else(|| Error::not_found("rollout", id.as_str()))?;
         if !r.status.is_active() {
             return Err(Error::Conflict(format!("rollout {id} already ended ({})", r.status.as_str())));
         }
         if status.is_active() {
-            return Err(Error::invalid("rollout status", status.as_str(), "a rollout can only finish as COMPLETED, CANCELED or ABORTED"));
+            return Err(Error::invalid(
+                "rollout status",
+                status.as_str(),
+                "a rollout can only finish as COMPLETED, CANCELED or ABORTED",
+            ));
         }
         r.status = status;
         r.status_reason = Some(reason.to_string());

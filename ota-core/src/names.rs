@@ -205,10 +205,13 @@ pub struct NamingConvention {
 impl Default for NamingConvention {
     fn default() -> Self {
         NamingConvention {
-            acronyms: ["ai", "aws", "ble", "co2", "esp32", "gps", "ir", "iot", "led", "ml", "pir", "rgb", "rvr", "uart", "usb", "uv"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            acronyms: [
+                "ai", "aws", "ble", "co2", "esp32", "gps", "ir", "iot", "led", "ml", "pir", "rgb", "rvr", "uart",
+                "usb", "uv",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             suffix: "AWSDevice".to_string(),
             overrides: BTreeMap::new(),
         }
@@ -260,8 +263,9 @@ impl NamingConvention {
         for part in stem.split('_') {
             words.extend(segment_lowercase(part));
         }
-        DeviceType::parse(&words.join("_"))
-            .map_err(|_| Error::invalid("thing group name", group.as_str(), "does not name a device type by the naming convention"))
+        DeviceType::parse(&words.join("_")).map_err(|_| {
+            Error::invalid("thing group name", group.as_str(), "does not name a device type by the naming convention")
+        })
     }
 
     /// Checks a convention read from configuration.
@@ -364,7 +368,18 @@ mod tests {
 
     #[test]
     fn malformed_names_are_rejected_with_the_rule() {
-        for bad in ["", "../x", "Pet Feeder", "pet__feeder", "pet_feeder_", "_pet", "1pet", "pet-feeder", "PetFeeder", "pet/feeder"] {
+        for bad in [
+            "",
+            "../x",
+            "Pet Feeder",
+            "pet__feeder",
+            "pet_feeder_",
+            "_pet",
+            "1pet",
+            "pet-feeder",
+            "PetFeeder",
+            "pet/feeder",
+        ] {
             let err = DeviceType::parse(bad).unwrap_err();
             assert!(matches!(err, Error::Invalid { .. }), "{bad:?}: {err}");
         }

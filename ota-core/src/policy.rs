@@ -210,9 +210,7 @@ impl RolloutPolicy {
         if let Some(max) = self.abort.max_failures
             && failures > max
         {
-            return Decision::Abort {
-                reason: format!("{failures} devices failed, more than the limit of {max}"),
-            };
+            return Decision::Abort { reason: format!("{failures} devices failed, more than the limit of {max}") };
         }
         if executed >= self.abort.min_executed && executed > 0 {
             let share = f64::from(failures) * 100.0 / f64::from(executed);
@@ -371,7 +369,14 @@ mod tests {
         let p = RolloutPolicy::default();
         let s = RolloutStats { total: 10_000, succeeded: 5_000, failed: 10, ..Default::default() };
         assert_eq!(p.decide(&s), Decision::Continue, "10 is not more than 10");
-        let s = RolloutStats { total: 10_000, succeeded: 5_000, failed: 6, timed_out: 3, rejected: 2, ..Default::default() };
+        let s = RolloutStats {
+            total: 10_000,
+            succeeded: 5_000,
+            failed: 6,
+            timed_out: 3,
+            rejected: 2,
+            ..Default::default()
+        };
         let Decision::Abort { reason } = p.decide(&s) else { panic!("must abort") };
         assert!(reason.contains("11 devices failed"), "{reason}");
     }
@@ -387,7 +392,11 @@ mod tests {
         let s = RolloutStats {
             total: 100,
             queued: 90,
-            recent_starts: vec![t0() - Duration::seconds(90), t0() - Duration::seconds(30), t0() - Duration::seconds(5)],
+            recent_starts: vec![
+                t0() - Duration::seconds(90),
+                t0() - Duration::seconds(30),
+                t0() - Duration::seconds(5),
+            ],
             ..Default::default()
         };
         assert_eq!(p.admit(&s, t0()), 2, "two of the three starts fall in the last minute");
@@ -457,6 +466,9 @@ mod tests {
     #[test]
     fn summary_reads_like_the_defaults() {
         let s = RolloutPolicy::default().to_string();
-        assert_eq!(s, "at most 10 in flight; abort above 5 % failed (after 10 executed) or above 10 failures; timeout 30 min");
+        assert_eq!(
+            s,
+            "at most 10 in flight; abort above 5 % failed (after 10 executed) or above 10 failures; timeout 30 min"
+        );
     }
 }

@@ -42,7 +42,13 @@ pub trait FirmwareCatalog: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a new artifact. `AlreadyExists` when the folder holds any file: a published
     /// version is immutable. Readers never observe a partly written artifact: `artifacts()`
     /// lists it only once all three files are in place.
-    async fn publish(&self, artifact: &ArtifactRef, image: Vec<u8>, sha256_file: String, metadata: Vec<u8>) -> Result<()>;
+    async fn publish(
+        &self,
+        artifact: &ArtifactRef,
+        image: Vec<u8>,
+        sha256_file: String,
+        metadata: Vec<u8>,
+    ) -> Result<()>;
 
     /// Every version that has a folder for `device_type`, highest first.
     async fn versions(&self, device_type: &DeviceType) -> Result<Vec<FirmwareVersion>> {
@@ -107,7 +113,13 @@ pub trait RolloutStore: Send + Sync + std::fmt::Debug + 'static {
     /// Moves an active rollout to `status` (`Canceled`, `Aborted` or `Completed`) with a
     /// reason, atomically. `NotFound` for an unknown id, `Conflict` when it already ended,
     /// then `Invalid` when `status` is `InProgress`. Returns the updated rollout.
-    async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Rollout>;
+    async fn finish(
+        &self,
+        id: &JobId,
+        status: RolloutStatus,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Rollout>;
 }
 
 /// The append-only audit trail.

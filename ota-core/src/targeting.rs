@@ -150,7 +150,10 @@ pub fn resolve<'d>(
     }
     for t in named_things {
         if !found_things.contains(t) {
-            out.refusals.push(Refusal { target: t.to_string(), reason: "unknown thing: no such device in the registry".into() });
+            out.refusals.push(Refusal {
+                target: t.to_string(),
+                reason: "unknown thing: no such device in the registry".into(),
+            });
         }
     }
 
@@ -170,14 +173,14 @@ pub fn resolve<'d>(
         let named_here: Vec<&ThingName> =
             members.iter().filter(|d| named_things.contains(&d.thing)).map(|d| &d.thing).collect();
         // What to call this type in a refusal: the type if the request named it, else the things.
-        let refusal_targets: Vec<String> = if type_named {
-            vec![ty.to_string()]
-        } else {
-            named_here.iter().map(|t| t.to_string()).collect()
-        };
+        let refusal_targets: Vec<String> =
+            if type_named { vec![ty.to_string()] } else { named_here.iter().map(|t| t.to_string()).collect() };
         let known_type = ctx.versions.contains_key(ty) || !members.is_empty();
         if !known_type {
-            out.refusals.push(Refusal { target: ty.to_string(), reason: "unknown device type: not in the catalog or the registry".into() });
+            out.refusals.push(Refusal {
+                target: ty.to_string(),
+                reason: "unknown device type: not in the catalog or the registry".into(),
+            });
             continue;
         }
         if !ctx.enabled.contains(ty) {
@@ -196,7 +199,8 @@ pub fn resolve<'d>(
                 format!("available: {}", sorted.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
             };
             for t in refusal_targets {
-                out.refusals.push(Refusal { target: t, reason: format!("no firmware {} for {ty}; {list}", req.version) });
+                out.refusals
+                    .push(Refusal { target: t, reason: format!("no firmware {} for {ty}; {list}", req.version) });
             }
             continue;
         };
@@ -269,7 +273,15 @@ pub fn resolve<'d>(
             &planned_versions,
             &held_back,
         );
-        out.targets.push(TypeTarget { device_type: ty.clone(), thing_group, version, things, downgrades, held_back, fleet_query });
+        out.targets.push(TypeTarget {
+            device_type: ty.clone(),
+            thing_group,
+            version,
+            things,
+            downgrades,
+            held_back,
+            fleet_query,
+        });
     }
     out.refusals.sort();
     out.refusals.dedup();
@@ -378,12 +390,21 @@ mod tests {
             World { versions, enabled, naming: NamingConvention::default(), devices }
         }
         fn resolve(&self, req: &UpdateRequest) -> Resolution {
-            resolve(req, &self.devices, PlanningContext { versions: &self.versions, enabled: &self.enabled, naming: &self.naming })
+            resolve(
+                req,
+                &self.devices,
+                PlanningContext { versions: &self.versions, enabled: &self.enabled, naming: &self.naming },
+            )
         }
     }
 
     fn req(action: UpdateAction, version: &str) -> UpdateRequest {
-        UpdateRequest { action, version: VersionRequest::parse(version).unwrap(), target: Target::default(), filters: Filters::default() }
+        UpdateRequest {
+            action,
+            version: VersionRequest::parse(version).unwrap(),
+            target: Target::default(),
+            filters: Filters::default(),
+        }
     }
 
     fn names(t: &TypeTarget) -> Vec<&str> {
@@ -403,7 +424,10 @@ mod tests {
         assert_eq!(names(pf), ["pet_feeder-01", "pet_feeder-02", "pet_feeder-03"]);
         assert_eq!(pf.fleet_query, "thingGroupNames:PetFeederAWSDevice AND NOT shadow.reported.firmwareVersion:3.0.0");
         assert_eq!(names(&res.targets[1]), ["smart_plug-01", "smart_plug-02"]);
-        assert_eq!(res.refusals, vec![Refusal { target: "beehive_scale".into(), reason: "OTA is disabled for beehive_scale".into() }]);
+        assert_eq!(
+            res.refusals,
+            vec![Refusal { target: "beehive_scale".into(), reason: "OTA is disabled for beehive_scale".into() }]
+        );
     }
 
     #[test]

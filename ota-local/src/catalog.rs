@@ -68,9 +68,7 @@ impl FolderCatalog {
     }
 
     async fn read(&self, artifact: &ArtifactRef, file: CatalogFile) -> Result<Vec<u8>> {
-        tokio::fs::read(self.file_path(artifact, file))
-            .await
-            .map_err(|e| file_error(e, artifact, file))
+        tokio::fs::read(self.file_path(artifact, file)).await.map_err(|e| file_error(e, artifact, file))
     }
 }
 
@@ -93,12 +91,7 @@ fn storage_io(action: &str, path: &Path, e: io::Error) -> Error {
 fn dir_names(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
             return Ok(Vec::new());
         }
         Err(e) => return Err(storage_io("list", dir, e)),
@@ -117,14 +110,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>> {
 fn is_non_empty_dir(dir: &Path) -> Result<bool> {
     match fs::read_dir(dir) {
         Ok(mut entries) => Ok(entries.next().is_some()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            Ok(false)
-        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(false),
         Err(e) => Err(storage_io("list", dir, e)),
     }
 }
@@ -137,17 +123,11 @@ impl FolderCatalog {
             for device_type in dir_names(&catalog.join(&version))? {
                 // Parsing a key of the layout validates both names at once, exactly as the
                 // bucket backend does; `latest`, `2.0.0`, `V2.0.0` or `Bad Name` give None.
-                let key = format!(
-                    "{CATALOG_PREFIX}/{version}/{device_type}/{}",
-                    CatalogFile::Image.file_name()
-                );
+                let key = format!("{CATALOG_PREFIX}/{version}/{device_type}/{}", CatalogFile::Image.file_name());
                 let Some((artifact, _)) = parse_catalog_key(&key) else {
                     continue;
                 };
-                if CatalogFile::ALL
-                    .into_iter()
-                    .any(|f| self.file_path(&artifact, f).is_file())
-                {
+                if CatalogFile::ALL.into_iter().any(|f| self.file_path(&artifact, f).is_file()) {
                     found.push(artifact);
                 }
             }
@@ -156,11 +136,7 @@ impl FolderCatalog {
         Ok(found)
     }
 
-    fn publish_blocking(
-        &self,
-        artifact: &ArtifactRef,
-        files: [(CatalogFile, &[u8]); 3],
-    ) -> Result<()> {
+    fn publish_blocking(&self, artifact: &ArtifactRef, files: [(CatalogFile, &[u8]); 3]) -> Result<()> {
         let target = self.artifact_dir(artifact);
         // Early answer for the common case; the rename below is what decides a race.
         if is_non_empty_dir(&target)? {
@@ -187,8 +163,7 @@ impl FolderCatalog {
         for (file, content) in files {
             let path = staging.join(file.file_name());
             let mut f = fs::File::create_new(&path).map_err(|e| storage_io("create", &path, e))?;
-            f.write_all(content)
-                .map_err(|e| storage_io("write", &path, e))?;
+            f.write_all(content).map_err(|e| storage_io("write", &path, e))?;
             // Flushed before the rename, so a crash never leaves a renamed artifact whose
             // files are still empty on disk.
             f.sync_all().map_err(|e| storage_io("sync", &path, e))?;
@@ -217,17 +192,11 @@ impl FolderCatalog {
 /// two publishers never share one, even across processes.
 fn create_staging_dir(catalog: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let mut last_error = None;
     for _ in 0..16 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = catalog.join(format!(
-            "{STAGING_PREFIX}{}-{nanos}-{n}",
-            std::process::id()
-        ));
+        let dir = catalog.join(format!("{STAGING_PREFIX}{}-{nanos}-{n}", std::process::id()));
         match fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),

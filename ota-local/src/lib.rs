@@ -28,12 +28,8 @@ pub const DATABASE_FILE: &str = "ota.db";
 /// open the same directory (a CLI next to `ota serve`): SQLite serialises their writes and a
 /// publish is one atomic rename.
 pub fn open_backend(data_dir: &Path) -> Result<Backend> {
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        Error::storage(format!(
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        ))
-    })?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::storage(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
     let store = Arc::new(SqliteStore::open(&data_dir.join(DATABASE_FILE))?);
     Ok(Backend {
         catalog: Arc::new(FolderCatalog::new(data_dir)),

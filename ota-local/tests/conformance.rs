@@ -16,8 +16,5 @@ async fn local_backend_passes_the_conformance_suite() {
         async move { backend }
     })
     .await;
-    assert!(
-        !dirs.lock().unwrap().is_empty(),
-        "the suite ran no behaviour"
-    );
+    assert!(!dirs.lock().unwrap().is_empty(), "the suite ran no behaviour");
 }

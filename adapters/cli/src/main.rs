@@ -96,7 +96,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let published = svc
                 .publish_firmware(
                     &me,
-                    PublishRequest { device_type, version, image, release_notes: notes, built_at: None, extra: Default::default() },
+                    PublishRequest {
+                        device_type,
+                        version,
+                        image,
+                        release_notes: notes,
+                        built_at: None,
+                        extra: Default::default(),
+                    },
                 )
                 .await?;
             out.published(&published);
@@ -142,7 +149,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rollouts(RolloutsCommand::Start(args)) => {
             let plan = svc.plan_prompt(&me, &args.prompt).await?;
-            let Some(request) = plan.request.clone().filter(|_| matches!(plan.action, Action::Update | Action::Rollback)) else {
+            let Some(request) =
+                plan.request.clone().filter(|_| matches!(plan.action, Action::Update | Action::Rollback))
+            else {
                 return Err(Error::Refused(format!("nothing to start: {}", plan.message)));
             };
             let started = svc.start(&me, &request, args.plan_id.as_deref()).await?;

@@ -55,7 +55,10 @@ impl Output {
                 s.devices_created,
                 ota_core::demo::DISABLED_TYPE
             );
-            println!("next: ota --data-dir {} plan \"Update all vision_ai_face_detector devices to v2.0.0\"", dir.display());
+            println!(
+                "next: ota --data-dir {} plan \"Update all vision_ai_face_detector devices to v2.0.0\"",
+                dir.display()
+            );
         }
     }
 
@@ -85,7 +88,8 @@ impl Output {
                     println!("    held back {}: {}", h.thing, h.reason);
                 }
             }
-            let policies: std::collections::BTreeSet<String> = plan.deployments.iter().map(|d| d.policy.to_string()).collect();
+            let policies: std::collections::BTreeSet<String> =
+                plan.deployments.iter().map(|d| d.policy.to_string()).collect();
             for p in policies {
                 println!("Policy: {p}");
             }
@@ -111,8 +115,15 @@ impl Output {
         let mut t = Table::new(&["DEVICE TYPE", "VERSION", "SIZE", "SHA256", "BUILT", "NOTES"]);
         for e in entries {
             let (size, sha, built, notes) = match &e.metadata {
-                Some(m) => (m.size.to_string(), m.sha256.to_hex()[..12].to_string(), m.built_at.format("%Y-%m-%d").to_string(), m.release_notes.clone()),
-                None => ("-".into(), "-".into(), "-".into(), format!("PROBLEM: {}", e.problem.clone().unwrap_or_default())),
+                Some(m) => (
+                    m.size.to_string(),
+                    m.sha256.to_hex()[..12].to_string(),
+                    m.built_at.format("%Y-%m-%d").to_string(),
+                    m.release_notes.clone(),
+                ),
+                None => {
+                    ("-".into(), "-".into(), "-".into(), format!("PROBLEM: {}", e.problem.clone().unwrap_or_default()))
+                }
             };
             t.row(vec![e.device_type.to_string(), e.version.to_string(), size, sha, built, notes]);
         }
@@ -224,7 +235,11 @@ impl Output {
             return json(r);
         }
         println!("rollout:      {}", r.id);
-        println!("status:       {}{}", r.status.as_str(), r.status_reason.as_ref().map(|s| format!(" ({s})")).unwrap_or_default());
+        println!(
+            "status:       {}{}",
+            r.status.as_str(),
+            r.status_reason.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+        );
         println!("action:       {}", r.action.as_str());
         println!("device type:  {} ({})", r.device_type, r.thing_group);
         println!("version:      {} ({} bytes, sha256 {})", r.version, r.size, r.sha256);
@@ -240,7 +255,14 @@ impl Output {
         }
         for r in &s.rollouts {
             let note = if s.existing.contains(&r.id) { " (already started earlier; nothing new)" } else { "" };
-            println!("{} {} {} -> {} ({} devices){note}", r.id, r.status.as_str(), r.device_type, r.version, r.things.len());
+            println!(
+                "{} {} {} -> {} ({} devices){note}",
+                r.id,
+                r.status.as_str(),
+                r.device_type,
+                r.version,
+                r.things.len()
+            );
         }
         if !s.plan.refusals.is_empty() {
             for r in &s.plan.refusals {
@@ -259,7 +281,13 @@ impl Output {
                 .ok()
                 .map(|v| format!("{}: {}", v["result"].as_str().unwrap_or(""), v["detail"].as_str().unwrap_or("")))
                 .unwrap_or_default();
-            t.row(vec![e.seq.to_string(), e.at.format("%Y-%m-%d %H:%M:%S").to_string(), e.subject.clone(), e.operation.clone(), outcome]);
+            t.row(vec![
+                e.seq.to_string(),
+                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.subject.clone(),
+                e.operation.clone(),
+                outcome,
+            ]);
         }
         print!("{}", t.render());
     }

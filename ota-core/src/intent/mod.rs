@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::{DeviceType, JobId};
 use crate::version::{VersionFilter, VersionRequest};
 
+mod fuzzy;
 mod parse;
 mod things;
 
@@ -33,11 +34,7 @@ pub enum Intent {
     /// List firmware, for some types or (empty) all.
     ListFirmware { device_types: Vec<DeviceType> },
     /// Fleet status, optionally narrowed.
-    FleetStatus {
-        device_types: Vec<DeviceType>,
-        thing_mentions: Vec<String>,
-        current_version: Option<VersionFilter>,
-    },
+    FleetStatus { device_types: Vec<DeviceType>, thing_mentions: Vec<String>, current_version: Option<VersionFilter> },
     /// Status of one rollout, the rollouts of a type, or (None) every recent rollout.
     RolloutStatus { rollout: Option<RolloutRef> },
     /// Cancel a rollout.

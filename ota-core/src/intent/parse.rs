@@ -1,6 +1,390 @@
-use super::{Intent, Vocabulary};
+//! Plain words to an [`Intent`], by rules: no model, no state, the same answer every time.
+//!
+//! The prompt is split into words ([`tokens`]), device types are found in it ([`types`]),
+//! one pass reads verbs, targets and exclusions ([`reading`]), versions get their part from
+//! the words before them ([`versions`]), and [`parse`] puts it together. Requests that
+//! change the fleet (update, roll back, cancel, enable or disable OTA) are held to a
+//! stricter standard than questions: an unknown word, a stray number or an ambiguous name
+//! makes the answer [`Intent::Unknown`], because acting on a half-understood request could
+//! reach devices the operator did not mean.
+
+mod lexicon;
+mod reading;
+mod tokens;
+mod types;
+mod versions;
+
+#[cfg(test)]
+mod tests;
+
+use super::{Intent, RolloutRef, UpdateIntent, Vocabulary};
+use crate::names::DeviceType;
+use reading::Reading;
+use types::TypeIndex;
+use versions::Versions;
+
+/// Longest prompt read, in characters: a request is a sentence or two, and the cap keeps
+/// the cost of one parse bounded whatever is pasted in.
+const MAX_PROMPT_CHARS: usize = 2_000;
+
+const ASK_VERSION: &str = "Which version? Say \"to latest\" or a version such as 2.0.0.";
+const ASK_TARGETS: &str =
+    "Which devices? Name a device type (pet_feeder), a device (pet_feeder-03) or say \"the whole fleet\".";
+const HELP: &str = "I can update or roll back firmware, list firmware, show fleet and rollout status, cancel a rollout, and enable or disable OTA per device type. For example: \"update pet_feeder to 2.0.0\", \"roll back pet_feeder-03 to 1.0.0\", \"which pet_feeder devices are still on 1.x?\", \"how is the rollout going?\".";
 
 /// Parses a plain-language request.
-pub fn parse(_text: &str, _vocab: &Vocabulary) -> Intent {
-    Intent::Unknown { message: "not implemented yet".into(), suggestions: vec![] }
+pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
+    if text.len() > MAX_PROMPT_CHARS && text.chars().count() > MAX_PROMPT_CHARS {
+        return unknown(
+            format!(
+                "That request is too long: at most {MAX_PROMPT_CHARS} characters are read. Ask for one thing in a sentence or two."
+            ),
+            Vec::new(),
+        );
+    }
+    let (tokens, question_mark) = tokens::tokenize(text);
+    if tokens.is_empty() {
+        return unknown(format!("Say what should happen. {HELP}"), Vec::new());
+    }
+    let index = TypeIndex::new(&vocab.device_types);
+    let hits = index.find_hits(&tokens);
+    let reading = reading::read(&tokens, &hits, &index, question_mark);
+    let versions = versions::find(&tokens);
+    Decision { r: &reading, v: &versions, index: &index }.decide()
+}
+
+/// The one change a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Update { rollback: bool },
+    Cancel,
+    SetOta { enabled: bool },
+}
+
+struct Decision<'a> {
+    r: &'a Reading,
+    v: &'a Versions,
+    index: &'a TypeIndex<'a>,
+}
+
+impl Decision<'_> {
+    fn decide(&self) -> Intent {
+        let r = self.r;
+        if r.acts.pause && !r.question {
+            return unknown("Pausing a rollout is not supported; say \"cancel the rollout\" to stop it.", Vec::new());
+        }
+        let change = match self.change() {
+            Ok(c) => c,
+            Err(message) => return unknown(message, Vec::new()),
+        };
+        if let Some((text, types)) = r.ambiguous.first() {
+            let names = self.names(types);
+            return unknown(
+                format!("\"{text}\" could mean {}. Name the type or types you mean.", join_or(&names)),
+                names,
+            );
+        }
+        match change {
+            Some(Change::Update { rollback }) => self.update(rollback),
+            Some(Change::Cancel) => self.cancel(),
+            Some(Change::SetOta { enabled }) => self.set_ota(enabled),
+            None => self.read_only(),
+        }
+    }
+
+    /// The change asked for, if any: questions change nothing, and two changes in one
+    /// request are refused rather than half done.
+    fn change(&self) -> Result<Option<Change>, String> {
+        let r = self.r;
+        if r.question {
+            return Ok(None);
+        }
+        if r.negated {
+            return Err("I act on what should happen, not on what should not: leave out the \"don't\", or say \"cancel the rollout\" to stop one.".into());
+        }
+        let a = r.acts;
+        let updates = a.update || a.rollout_verb;
+        let mut changes = Vec::new();
+        if a.rollback || (updates && a.back) {
+            changes.push(Change::Update { rollback: true });
+        }
+        if updates && !a.back {
+            changes.push(Change::Update { rollback: false });
+        }
+        if a.cancel {
+            changes.push(Change::Cancel);
+        }
+        if a.enable {
+            changes.push(Change::SetOta { enabled: true });
+        }
+        if a.disable {
+            changes.push(Change::SetOta { enabled: false });
+        }
+        if changes.len() > 1 {
+            return Err("That asks for several changes; I take one request at a time. Send them one by one.".into());
+        }
+        Ok(changes.pop())
+    }
+
+    /// Why a change cannot go ahead on what was understood, if it cannot.
+    fn refuse_change(&self) -> Option<Intent> {
+        let r = self.r;
+        if !r.unknown_words.is_empty() {
+            let words: Vec<String> = r.unknown_words.iter().map(|w| format!("\"{w}\"")).collect();
+            let hint = if r.suggestions.is_empty() {
+                String::new()
+            } else {
+                format!(" Did you mean {}?", join_or(&r.suggestions))
+            };
+            return Some(unknown(
+                format!("I did not understand {}, so I will not act on it.{hint}", join_and(&words)),
+                r.suggestions.clone(),
+            ));
+        }
+        if let Some(n) = self.v.stray.first() {
+            return Some(unknown(
+                format!(
+                    "What does \"{n}\" stand for? Write a version as \"to 2.0.0\" or \"version 2\", and a device by its name, such as pet_feeder-03."
+                ),
+                Vec::new(),
+            ));
+        }
+        if r.excluded_version {
+            return Some(unknown(
+                "I can't leave devices out by version. Say which devices to include instead: \"only those on 1.x\" or \"older than 2.0.0\".",
+                Vec::new(),
+            ));
+        }
+        if let Some(name) = r.exclude.unknown_names.first() {
+            let hint = if name.suggestions.is_empty() {
+                String::new()
+            } else {
+                format!(" Did you mean {}?", join_or(&name.suggestions))
+            };
+            return Some(unknown(
+                format!("I don't know \"{}\", so I can't leave it out.{hint}", name.text),
+                name.suggestions.clone(),
+            ));
+        }
+        None
+    }
+
+    fn update(&self, rollback: bool) -> Intent {
+        if let Some(refusal) = self.refuse_change() {
+            return refusal;
+        }
+        let r = self.r;
+        if let Some(id) = r.rollout_ids.first() {
+            return unknown(format!("\"{id}\" is a rollout; name devices or device types to update."), Vec::new());
+        }
+        let chosen = match self.v.for_update() {
+            Ok(c) => c,
+            Err(message) => return unknown(message, Vec::new()),
+        };
+        let named = !r.include.is_empty();
+        let whole_fleet =
+            !named && (r.fleet || (r.quantifier && !r.pronoun) || (r.device_noun && chosen.filter.is_some()));
+        if !named && !whole_fleet {
+            let message = if r.pronoun {
+                format!("{ASK_TARGETS} I can't see earlier messages, so \"them\" or \"it\" does not tell me.")
+            } else {
+                ASK_TARGETS.to_string()
+            };
+            return unknown(message, Vec::new());
+        }
+        let Some(version) = chosen.target else {
+            return unknown(ASK_VERSION, Vec::new());
+        };
+        Intent::Update(UpdateIntent {
+            rollback,
+            version: Some(version),
+            whole_fleet,
+            device_types: self.types(&r.include.types),
+            thing_mentions: dedup(&r.include.things),
+            current_version: chosen.filter,
+            exclude_types: self.types(&r.exclude.types),
+            exclude_thing_mentions: dedup(&r.exclude.things),
+            unknown_names: r.include.unknown_names.clone(),
+        })
+    }
+
+    fn cancel(&self) -> Intent {
+        if let Some(refusal) = self.refuse_change() {
+            return refusal;
+        }
+        let r = self.r;
+        if let Some(refusal) = self.unknown_name() {
+            return refusal;
+        }
+        if !r.include.things.is_empty() {
+            return unknown(
+                "Cancelling works on a rollout, not on one device: name the rollout's device type or id, or say \"stop the rollout\".",
+                Vec::new(),
+            );
+        }
+        let types = self.types(&r.include.types);
+        match (r.rollout_ids.as_slice(), types.as_slice()) {
+            ([id], []) => Intent::Cancel { rollout: RolloutRef::Id(id.clone()) },
+            ([], [t]) => Intent::Cancel { rollout: RolloutRef::DeviceType(t.clone()) },
+            ([], []) if !(r.fleet || r.quantifier || r.rollout_plural) => {
+                Intent::Cancel { rollout: RolloutRef::Current }
+            }
+            _ => {
+                let names: Vec<String> = types.iter().map(ToString::to_string).collect();
+                unknown(
+                    "I cancel one rollout at a time: name its device type or id, or say \"stop the rollout\" when only one is running.",
+                    names,
+                )
+            }
+        }
+    }
+
+    fn set_ota(&self, enabled: bool) -> Intent {
+        if let Some(refusal) = self.refuse_change() {
+            return refusal;
+        }
+        let r = self.r;
+        let verb = if enabled { "enable" } else { "disable" };
+        if !(r.ota || r.update_noun || r.rollout_noun) {
+            return unknown(format!("{} what? Say \"{verb} OTA for pet_feeder\".", capitalised(verb)), Vec::new());
+        }
+        if let Some(refusal) = self.unknown_name() {
+            return refusal;
+        }
+        if !r.include.things.is_empty() || !r.exclude.things.is_empty() {
+            return unknown(
+                "OTA is switched per device type, not per device: name the type, such as pet_feeder.",
+                Vec::new(),
+            );
+        }
+        if !self.v.is_empty() || !r.rollout_ids.is_empty() {
+            return unknown("OTA is switched per device type for every version: leave the version out.", Vec::new());
+        }
+        let device_types = if !r.include.types.is_empty() {
+            self.types_except(&r.include.types)
+        } else if r.fleet || r.quantifier {
+            self.types_except(&(0..self.index.types.len()).collect::<Vec<_>>())
+        } else {
+            return unknown(format!("For which device types? Say \"{verb} OTA for pet_feeder\"."), Vec::new());
+        };
+        Intent::SetOta { enabled, device_types }
+    }
+
+    /// Questions: rollout status, firmware listing or fleet status.
+    fn read_only(&self) -> Intent {
+        let r = self.r;
+        let cue = r.question || r.asks || r.read || r.status || r.progress || r.rollout_noun || r.firmware;
+        if !(cue || r.device_state || !r.rollout_ids.is_empty()) {
+            let hint = if r.suggestions.is_empty() {
+                String::new()
+            } else {
+                format!(" Did you mean {}?", join_or(&r.suggestions))
+            };
+            return unknown(format!("I did not understand that.{hint} {HELP}"), r.suggestions.clone());
+        }
+        if !r.suggestions.is_empty() {
+            let words: Vec<String> = r.unknown_words.iter().map(|w| format!("\"{w}\"")).collect();
+            return unknown(
+                format!("I don't know {}. Did you mean {}?", join_and(&words), join_or(&r.suggestions)),
+                r.suggestions.clone(),
+            );
+        }
+        if let Some(refusal) = self.unknown_name() {
+            return refusal;
+        }
+        if !r.exclude.things.is_empty() || !r.exclude.unknown_names.is_empty() {
+            return unknown("Status can leave out device types, not single devices.", Vec::new());
+        }
+        let types = if r.include.types.is_empty() && !r.exclude.types.is_empty() {
+            self.types_except(&(0..self.index.types.len()).collect::<Vec<_>>())
+        } else {
+            self.types_except(&r.include.types)
+        };
+        let things = dedup(&r.include.things);
+        let about_rollout = !r.rollout_ids.is_empty() || r.rollout_noun || r.progress || (r.update_noun && r.status);
+        if about_rollout && (things.is_empty() || !r.rollout_ids.is_empty()) {
+            let rollout = match (r.rollout_ids.as_slice(), types.as_slice()) {
+                ([id], _) => Some(RolloutRef::Id(id.clone())),
+                ([], [t]) => Some(RolloutRef::DeviceType(t.clone())),
+                ([], []) if !(r.rollout_plural || r.quantifier || r.fleet) => Some(RolloutRef::Current),
+                _ => None,
+            };
+            return Intent::RolloutStatus { rollout };
+        }
+        let current_version = match self.v.for_read() {
+            Ok(f) => f,
+            Err(message) => return unknown(message, Vec::new()),
+        };
+        if r.firmware && things.is_empty() && !r.device_state && !self.v.selects_devices() {
+            return Intent::ListFirmware { device_types: types };
+        }
+        Intent::FleetStatus { device_types: types, thing_mentions: things, current_version }
+    }
+
+    /// An identifier that names no type, outside an update (where it is reported instead).
+    fn unknown_name(&self) -> Option<Intent> {
+        let name = self.r.include.unknown_names.first()?;
+        let hint = if name.suggestions.is_empty() {
+            String::new()
+        } else {
+            format!(" Did you mean {}?", join_or(&name.suggestions))
+        };
+        Some(unknown(format!("I don't know the device type \"{}\".{hint}", name.text), name.suggestions.clone()))
+    }
+
+    fn names(&self, types: &[usize]) -> Vec<String> {
+        types.iter().map(|&t| self.index.name(t)).collect()
+    }
+
+    /// Types by index, in prompt order, each once.
+    fn types(&self, types: &[usize]) -> Vec<DeviceType> {
+        let mut out: Vec<DeviceType> = Vec::new();
+        for t in types.iter().filter_map(|&t| self.index.types.get(t)) {
+            if !out.contains(t) {
+                out.push(t.clone());
+            }
+        }
+        out
+    }
+
+    /// Types by index less the excluded ones.
+    fn types_except(&self, types: &[usize]) -> Vec<DeviceType> {
+        let excluded = self.types(&self.r.exclude.types);
+        self.types(types).into_iter().filter(|t| !excluded.contains(t)).collect()
+    }
+}
+
+fn unknown(message: impl Into<String>, suggestions: Vec<String>) -> Intent {
+    Intent::Unknown { message: message.into(), suggestions }
+}
+
+fn dedup(items: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items {
+        if !out.contains(i) {
+            out.push(i.clone());
+        }
+    }
+    out
+}
+
+fn join_with(items: &[String], last: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., tail] => format!("{} {last} {tail}", init.join(", ")),
+    }
+}
+
+fn join_or(items: &[String]) -> String {
+    join_with(items, "or")
+}
+
+fn join_and(items: &[String]) -> String {
+    join_with(items, "and")
+}
+
+fn capitalised(word: &str) -> String {
+    let mut c = word.chars();
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
 }

@@ -264,7 +264,10 @@ impl FleetManager {
     }
 
     /// The gate for `types`: those whose OTA is enabled.
-    pub(crate) async fn enabled_types(&self, types: impl IntoIterator<Item = DeviceType>) -> Result<BTreeSet<DeviceType>> {
+    pub(crate) async fn enabled_types(
+        &self,
+        types: impl IntoIterator<Item = DeviceType>,
+    ) -> Result<BTreeSet<DeviceType>> {
         self.enabled_types_with(types, BTreeSet::new()).await
     }
 
@@ -348,7 +351,13 @@ impl FleetManager {
     }
 
     /// Checks the role; a refusal is audited before it is returned.
-    pub(crate) async fn require(&self, caller: &Caller, role: Role, action: &str, request: &serde_json::Value) -> Result<()> {
+    pub(crate) async fn require(
+        &self,
+        caller: &Caller,
+        role: Role,
+        action: &str,
+        request: &serde_json::Value,
+    ) -> Result<()> {
         if let Err(e) = caller.require(role, action) {
             self.audit(caller, action, request.clone(), None, AuditOutcome::Refused(e.to_string())).await?;
             return Err(e);

@@ -33,7 +33,12 @@ impl FleetManager {
     /// Plans `req` again with a full integrity check and creates one rollout per deployment
     /// (operator). When `expected_plan_id` is given, the new plan must match it: what runs is
     /// exactly what was shown. Repeating a started request returns the existing rollouts.
-    pub async fn start(&self, caller: &Caller, req: &UpdateRequest, expected_plan_id: Option<&str>) -> Result<StartOutcome> {
+    pub async fn start(
+        &self,
+        caller: &Caller,
+        req: &UpdateRequest,
+        expected_plan_id: Option<&str>,
+    ) -> Result<StartOutcome> {
         let request = serde_json::to_value(req).unwrap_or_default();
         self.require(caller, Role::Operator, "start a rollout", &request).await?;
         let result = self.start_inner(caller, req, expected_plan_id).await;
@@ -52,7 +57,12 @@ impl FleetManager {
         result
     }
 
-    async fn start_inner(&self, caller: &Caller, req: &UpdateRequest, expected_plan_id: Option<&str>) -> Result<StartOutcome> {
+    async fn start_inner(
+        &self,
+        caller: &Caller,
+        req: &UpdateRequest,
+        expected_plan_id: Option<&str>,
+    ) -> Result<StartOutcome> {
         let plan = self.build_plan(req, Verification::Full).await?;
         if let Some(expected) = expected_plan_id
             && plan.plan_id.as_deref() != Some(expected)
@@ -74,7 +84,11 @@ impl FleetManager {
                     let active = self
                         .backend
                         .rollouts
-                        .list(&RolloutQuery { device_type: Some(d.device_type.clone()), active_only: true, limit: Some(1) })
+                        .list(&RolloutQuery {
+                            device_type: Some(d.device_type.clone()),
+                            active_only: true,
+                            limit: Some(1),
+                        })
                         .await?;
                     if let Some(a) = active.first() {
                         return Err(Error::active_rollout(&a.id, &d.device_type));
@@ -91,7 +105,11 @@ impl FleetManager {
                 rollouts.push(self.backend.rollouts.get(&d.rollout_id).await?);
                 continue;
             }
-            let action = if d.rollout_id.as_str().starts_with("rollback-") { UpdateAction::Rollback } else { UpdateAction::Update };
+            let action = if d.rollout_id.as_str().starts_with("rollback-") {
+                UpdateAction::Rollback
+            } else {
+                UpdateAction::Update
+            };
             let r = Rollout {
                 id: d.rollout_id.clone(),
                 plan_id: plan_id.clone(),
@@ -132,7 +150,11 @@ impl FleetManager {
     pub async fn cancel(&self, caller: &Caller, id: &JobId, reason: &str) -> Result<Rollout> {
         let request = json!({ "rollout": id, "reason": reason });
         self.require(caller, Role::Operator, "cancel a rollout", &request).await?;
-        let reason = if reason.trim().is_empty() { format!("canceled by {}", caller.subject) } else { reason.trim().to_string() };
+        let reason = if reason.trim().is_empty() {
+            format!("canceled by {}", caller.subject)
+        } else {
+            reason.trim().to_string()
+        };
         let result = self.backend.rollouts.finish(id, RolloutStatus::Canceled, &reason, self.now()).await;
         let outcome = match &result {
             Ok(r) => AuditOutcome::Ok(format!("{} canceled", r.id)),
@@ -144,7 +166,12 @@ impl FleetManager {
 
     /// Opens or closes the OTA gate of a type (admin). The type must be known to the catalog
     /// or the registry.
-    pub async fn set_ota_enabled(&self, caller: &Caller, device_type: &DeviceType, enabled: bool) -> Result<TypeConfig> {
+    pub async fn set_ota_enabled(
+        &self,
+        caller: &Caller,
+        device_type: &DeviceType,
+        enabled: bool,
+    ) -> Result<TypeConfig> {
         let request = json!({ "device_type": device_type, "ota_enabled": enabled });
         self.require(caller, Role::Admin, if enabled { "enable OTA" } else { "disable OTA" }, &request).await?;
         if !self.known_types().await?.contains(device_type) {
@@ -165,7 +192,12 @@ impl FleetManager {
     }
 
     /// Sets or clears a type's policy override (admin). The policy is validated first.
-    pub async fn set_policy(&self, caller: &Caller, device_type: &DeviceType, policy: Option<RolloutPolicy>) -> Result<TypeConfig> {
+    pub async fn set_policy(
+        &self,
+        caller: &Caller,
+        device_type: &DeviceType,
+        policy: Option<RolloutPolicy>,
+    ) -> Result<TypeConfig> {
         let request = json!({ "device_type": device_type, "policy": policy });
         self.require(caller, Role::Admin, "change a rollout policy", &request).await?;
         if let Some(p) = &policy {
@@ -183,7 +215,8 @@ impl FleetManager {
             updated_at: self.now(),
         };
         self.backend.config.put(config.clone()).await?;
-        self.audit(caller, "set_policy", request, None, AuditOutcome::Ok(format!("policy set for {device_type}"))).await?;
+        self.audit(caller, "set_policy", request, None, AuditOutcome::Ok(format!("policy set for {device_type}")))
+            .await?;
         Ok(config)
     }
 
@@ -191,7 +224,8 @@ impl FleetManager {
     /// `metadata.json`. A published version is immutable.
     pub async fn publish_firmware(&self, caller: &Caller, publish: PublishRequest) -> Result<VerifiedArtifact> {
         let artifact = ArtifactRef::new(publish.device_type.clone(), publish.version.clone());
-        let request = json!({ "artifact": artifact, "size": publish.image.len(), "release_notes": publish.release_notes });
+        let request =
+            json!({ "artifact": artifact, "size": publish.image.len(), "release_notes": publish.release_notes });
         self.require(caller, Role::Admin, "publish firmware", &request).await?;
         if publish.image.is_empty() {
             return Err(Error::invalid("firmware image", "", "is empty"));

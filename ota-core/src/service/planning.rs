@@ -20,11 +20,7 @@ impl FleetManager {
 
     pub(crate) async fn build_plan(&self, req: &UpdateRequest, verification: Verification) -> Result<Plan> {
         if req.target.is_empty() {
-            return Err(Error::invalid(
-                "request",
-                "no target",
-                "name device types, things, or the whole fleet",
-            ));
+            return Err(Error::invalid("request", "no target", "name device types, things, or the whole fleet"));
         }
         let versions = self.catalog_versions().await?;
         let known = self.known_types().await?;
@@ -87,7 +83,11 @@ impl FleetManager {
 
     /// The devices a request can reach: every device for the whole fleet, else the devices of
     /// the named types plus the named things.
-    async fn snapshot_for(&self, req: &UpdateRequest, known: &BTreeSet<crate::names::DeviceType>) -> Result<Vec<Device>> {
+    async fn snapshot_for(
+        &self,
+        req: &UpdateRequest,
+        known: &BTreeSet<crate::names::DeviceType>,
+    ) -> Result<Vec<Device>> {
         let registry = &self.backend.registry;
         if req.target.whole_fleet {
             return registry.list(&DeviceQuery::default()).await;
@@ -95,7 +95,8 @@ impl FleetManager {
         let mut devices = Vec::new();
         for t in &req.target.device_types {
             if known.contains(t) {
-                devices.extend(registry.list(&DeviceQuery { device_type: Some(t.clone()), ..Default::default() }).await?);
+                devices
+                    .extend(registry.list(&DeviceQuery { device_type: Some(t.clone()), ..Default::default() }).await?);
             }
         }
         for thing in &req.target.things {
@@ -126,7 +127,9 @@ fn describe(action: Action, deployments: &[Deployment], refusals: &[Refusal], al
     } else {
         let per_type: Vec<String> = deployments
             .iter()
-            .map(|d| format!("{} to {} ({} device{})", d.device_type, d.version, d.things.len(), plural(d.things.len())))
+            .map(|d| {
+                format!("{} to {} ({} device{})", d.device_type, d.version, d.things.len(), plural(d.things.len()))
+            })
             .collect();
         parts.push(format!(
             "{verb} {devices} device{} of {} type{}: {}.",

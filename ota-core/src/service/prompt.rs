@@ -27,7 +27,8 @@ impl FleetManager {
             Intent::ListFirmware { device_types } => {
                 caller.require(Role::Viewer, "list firmware")?;
                 let versions = self.catalog_versions().await?;
-                let types: Vec<_> = if device_types.is_empty() { versions.keys().cloned().collect() } else { device_types };
+                let types: Vec<_> =
+                    if device_types.is_empty() { versions.keys().cloned().collect() } else { device_types };
                 let lines: Vec<String> = types
                     .iter()
                     .map(|t| {
@@ -39,7 +40,12 @@ impl FleetManager {
                     .collect();
                 let mut plan = Plan::informational(
                     Action::ListFirmware,
-                    format!("Firmware for {} device type{}: {}.", types.len(), if types.len() == 1 { "" } else { "s" }, lines.join("; ")),
+                    format!(
+                        "Firmware for {} device type{}: {}.",
+                        types.len(),
+                        if types.len() == 1 { "" } else { "s" },
+                        lines.join("; ")
+                    ),
                 );
                 plan.device_types = types;
                 Ok(plan)
@@ -60,7 +66,11 @@ impl FleetManager {
                 } else {
                     device_types
                         .iter()
-                        .map(|t| DeviceQuery { device_type: Some(t.clone()), version: current_version.clone(), ..Default::default() })
+                        .map(|t| DeviceQuery {
+                            device_type: Some(t.clone()),
+                            version: current_version.clone(),
+                            ..Default::default()
+                        })
                         .collect()
                 };
                 if things.is_empty() || !device_types.is_empty() {
@@ -112,7 +122,16 @@ impl FleetManager {
                 } else {
                     let lines: Vec<String> = rollouts
                         .iter()
-                        .map(|r| format!("{} {} {} → {} ({} devices)", r.id, r.status.as_str(), r.device_type, r.version, r.things.len()))
+                        .map(|r| {
+                            format!(
+                                "{} {} {} → {} ({} devices)",
+                                r.id,
+                                r.status.as_str(),
+                                r.device_type,
+                                r.version,
+                                r.things.len()
+                            )
+                        })
                         .collect();
                     format!("{}.", lines.join("; "))
                 };
@@ -134,7 +153,8 @@ impl FleetManager {
                     plan.message = "Nothing to cancel: no active rollout matches.".into();
                 } else if rollout == RolloutRef::Current && active.len() > 1 {
                     let ids: Vec<String> = active.iter().map(|r| r.id.to_string()).collect();
-                    plan.message = format!("{} rollouts are active; say which to cancel: {}.", ids.len(), ids.join(", "));
+                    plan.message =
+                        format!("{} rollouts are active; say which to cancel: {}.", ids.len(), ids.join(", "));
                     plan.suggestions = ids;
                 } else {
                     let ids: Vec<String> = active.iter().map(|r| format!("{} ({})", r.id, r.device_type)).collect();
@@ -146,7 +166,8 @@ impl FleetManager {
             Intent::SetOta { enabled, device_types } => {
                 caller.require(Role::Admin, if enabled { "enable OTA" } else { "disable OTA" })?;
                 let now_enabled = self.enabled_types(device_types.iter().cloned()).await?;
-                let (action, verb) = if enabled { (Action::EnableOta, "enable") } else { (Action::DisableOta, "disable") };
+                let (action, verb) =
+                    if enabled { (Action::EnableOta, "enable") } else { (Action::DisableOta, "disable") };
                 let states: Vec<String> = device_types
                     .iter()
                     .map(|t| format!("{t} (now {})", if now_enabled.contains(t) { "enabled" } else { "disabled" }))
@@ -156,7 +177,7 @@ impl FleetManager {
                 Ok(plan)
             }
             Intent::Unknown { message, suggestions } => {
-                let mut plan = Plan::informational(Action::Unknown, format!("{message} {EXAMPLES}"));
+                let mut plan = Plan::informational(Action::Unknown, message);
                 plan.suggestions = suggestions;
                 Ok(plan)
             }
@@ -188,16 +209,35 @@ impl FleetManager {
             }
         }
         let mut exclude_things = BTreeSet::new();
+        let mut unresolved_exclusions = Vec::new();
         for m in &u.exclude_thing_mentions {
             match self.resolve_mention(m).await? {
                 Ok(t) => {
                     exclude_things.insert(t);
                 }
-                Err(r) => refusals.push(r),
+                Err(r) => unresolved_exclusions.push(r),
             }
         }
+        // An exclusion we cannot resolve may be a device the operator meant to protect: plan
+        // nothing rather than update it.
+        if !unresolved_exclusions.is_empty() {
+            let list: Vec<String> =
+                unresolved_exclusions.iter().map(|r| format!("{} ({})", r.target, r.reason)).collect();
+            let mut plan = Plan::informational(
+                action.into(),
+                format!(
+                    "Nothing planned: the exclusion {} names no device, so it cannot be honoured. Name the devices to leave out exactly.",
+                    list.join("; ")
+                ),
+            );
+            plan.refusals = unresolved_exclusions;
+            return Ok(plan);
+        }
         let Some(version) = u.version else {
-            let mut plan = Plan::informational(Action::Unknown, format!("Which version? Say \"to latest\" or a version such as 2.0.0. {EXAMPLES}"));
+            let mut plan = Plan::informational(
+                Action::Unknown,
+                format!("Which version? Say \"to latest\" or a version such as 2.0.0. {EXAMPLES}"),
+            );
             plan.refusals = refusals;
             return Ok(plan);
         };
@@ -224,7 +264,11 @@ impl FleetManager {
             plan.refusals.dedup();
             if plan.deployments.is_empty() {
                 let list: Vec<String> = plan.refusals.iter().map(|r| format!("{} ({})", r.target, r.reason)).collect();
-                plan.message = format!("Nothing to {}. Refused: {}.", action.as_str().replace("rollback", "roll back"), list.join("; "));
+                plan.message = format!(
+                    "Nothing to {}. Refused: {}.",
+                    action.as_str().replace("rollback", "roll back"),
+                    list.join("; ")
+                );
             } else {
                 let list: Vec<String> = plan.refusals.iter().map(|r| format!("{} ({})", r.target, r.reason)).collect();
                 let head = plan.message.split(" Refused:").next().unwrap_or_default().to_string();
@@ -265,11 +309,16 @@ impl FleetManager {
                 Err(e) => return Err(e),
             }),
             RolloutRef::DeviceType(t) => {
-                let q = RolloutQuery { device_type: Some(t.clone()), active_only, limit: Some(if active_only { 1 } else { 5 }) };
+                let q = RolloutQuery {
+                    device_type: Some(t.clone()),
+                    active_only,
+                    limit: Some(if active_only { 1 } else { 5 }),
+                };
                 self.backend.rollouts.list(&q).await
             }
             RolloutRef::Current => {
-                let active = self.backend.rollouts.list(&RolloutQuery { active_only: true, ..Default::default() }).await?;
+                let active =
+                    self.backend.rollouts.list(&RolloutQuery { active_only: true, ..Default::default() }).await?;
                 if active.is_empty() && !active_only {
                     return self.backend.rollouts.list(&RolloutQuery { limit: Some(1), ..Default::default() }).await;
                 }
@@ -278,4 +327,3 @@ impl FleetManager {
         }
     }
 }
-

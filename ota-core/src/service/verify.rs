@@ -17,7 +17,11 @@ impl FleetManager {
     }
 
     /// Verifies every artifact of the catalog (optionally one type).
-    pub async fn verify_catalog(&self, caller: &Caller, device_type: Option<&crate::names::DeviceType>) -> Result<Vec<VerifyReport>> {
+    pub async fn verify_catalog(
+        &self,
+        caller: &Caller,
+        device_type: Option<&crate::names::DeviceType>,
+    ) -> Result<Vec<VerifyReport>> {
         caller.require(Role::Viewer, "verify firmware")?;
         let mut out = Vec::new();
         for a in self.backend.catalog.artifacts().await? {
@@ -25,11 +29,7 @@ impl FleetManager {
                 continue;
             }
             let r = self.verify_uncached(&a).await;
-            out.push(VerifyReport {
-                artifact: a,
-                error: r.as_ref().err().map(ToString::to_string),
-                verified: r.ok(),
-            });
+            out.push(VerifyReport { artifact: a, error: r.as_ref().err().map(ToString::to_string), verified: r.ok() });
         }
         Ok(out)
     }
@@ -77,7 +77,9 @@ impl FleetManager {
 /// A missing file of an artifact is an integrity failure of that artifact.
 fn missing(artifact: &ArtifactRef, file: &str, e: Error) -> Error {
     match e {
-        Error::NotFound { .. } => Error::Integrity { artifact: artifact.to_string(), detail: format!("{file} is missing") },
+        Error::NotFound { .. } => {
+            Error::Integrity { artifact: artifact.to_string(), detail: format!("{file} is missing") }
+        }
         other => other,
     }
 }

@@ -27,10 +27,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
         "refused" => AuditOutcome::Refused(detail),
         "error" => AuditOutcome::Error(detail),
         other => {
-            return Err(conversion_error(
-                7,
-                format!("unknown audit outcome {other:?}"),
-            ));
+            return Err(conversion_error(7, format!("unknown audit outcome {other:?}")));
         }
     };
     Ok(AuditEntry {

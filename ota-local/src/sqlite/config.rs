@@ -26,23 +26,16 @@ impl ConfigStore for SqliteStore {
     async fn get(&self, device_type: &DeviceType) -> Result<Option<TypeConfig>> {
         let device_type = device_type.clone();
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM type_configs WHERE device_type = ?1"
-            ))?;
-            Ok(stmt
-                .query_row([device_type.as_str()], config_from_row)
-                .optional()?)
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM type_configs WHERE device_type = ?1"))?;
+            Ok(stmt.query_row([device_type.as_str()], config_from_row).optional()?)
         })
         .await
     }
 
     async fn put(&self, config: TypeConfig) -> Result<()> {
         self.call(move |conn| {
-            let policy = config
-                .policy
-                .as_ref()
-                .map(|p| to_json("policy", p))
-                .transpose()?;
+            let policy = config.policy.as_ref().map(|p| to_json("policy", p)).transpose()?;
             conn.prepare_cached(
                 "INSERT INTO type_configs (device_type, ota_enabled, policy, updated_by, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
@@ -66,12 +59,8 @@ impl ConfigStore for SqliteStore {
 
     async fn list(&self) -> Result<Vec<TypeConfig>> {
         self.call(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM type_configs ORDER BY device_type"
-            ))?;
-            let configs = stmt
-                .query_map([], config_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM type_configs ORDER BY device_type"))?;
+            let configs = stmt.query_map([], config_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(configs)
         })
         .await

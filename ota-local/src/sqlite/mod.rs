@@ -40,9 +40,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -51,9 +49,8 @@ impl SqliteStore {
     /// schema up to date. The folder must exist. Fails when the file was written by a newer
     /// version of ota whose schema this build does not know.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let conn = Connection::open(path).map_err(|e| {
-            Error::storage(format!("cannot open the database {}: {e}", path.display()))
-        })?;
+        let conn = Connection::open(path)
+            .map_err(|e| Error::storage(format!("cannot open the database {}: {e}", path.display())))?;
         Self::with_connection(conn, Some(path.to_path_buf()))
     }
 
@@ -66,10 +63,7 @@ impl SqliteStore {
     fn with_connection(mut conn: Connection, path: Option<PathBuf>) -> Result<SqliteStore> {
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
     }
 
     /// The database file, `None` when in memory.
@@ -143,13 +137,7 @@ macro_rules! stored_by_parse {
         }
     )*};
 }
-stored_by_parse!(
-    DeviceType,
-    ThingName,
-    ThingGroupName,
-    JobId,
-    FirmwareVersion
-);
+stored_by_parse!(DeviceType, ThingName, ThingGroupName, JobId, FirmwareVersion);
 
 impl Stored for Sha256Digest {
     fn from_stored(s: &str) -> std::result::Result<Self, BoxError> {
@@ -197,8 +185,7 @@ fn column<T: Stored>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
 /// Nullable column `idx` as a domain value.
 fn optional_column<T: Stored>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
-    text.map(|t| T::from_stored(&t).map_err(|e| conversion_error(idx, e)))
-        .transpose()
+    text.map(|t| T::from_stored(&t).map_err(|e| conversion_error(idx, e))).transpose()
 }
 
 /// JSON column `idx`.
@@ -208,26 +195,19 @@ fn json_column<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Resu
 }
 
 /// Nullable JSON column `idx`.
-fn optional_json_column<T: DeserializeOwned>(
-    row: &Row<'_>,
-    idx: usize,
-) -> rusqlite::Result<Option<T>> {
+fn optional_json_column<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| conversion_error(idx, e)))
-        .transpose()
+    text.map(|t| serde_json::from_str(&t).map_err(|e| conversion_error(idx, e))).transpose()
 }
 
 /// A value as JSON text for a JSON column.
 fn to_json<T: Serialize>(what: &str, value: &T) -> DbResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Domain(Error::storage(format!("cannot encode {what}: {e}"))))
+    serde_json::to_string(value).map_err(|e| StoreError::Domain(Error::storage(format!("cannot encode {what}: {e}"))))
 }
 
 /// SQLite integers are signed 64-bit; counts and sizes beyond that cannot be stored.
 fn to_i64(what: &'static str, n: u64) -> DbResult<i64> {
-    i64::try_from(n).map_err(|_| {
-        StoreError::Domain(Error::invalid(what, n.to_string(), "is too large to store"))
-    })
+    i64::try_from(n).map_err(|_| StoreError::Domain(Error::invalid(what, n.to_string(), "is too large to store")))
 }
 
 /// A limit for SQL `LIMIT`; anything beyond `i64::MAX` means "all" anyway.
@@ -257,12 +237,7 @@ mod tests {
             base + Duration::days(3650),
         ];
         let texts: Vec<String> = instants.iter().map(timestamp).collect();
-        assert!(
-            texts
-                .windows(2)
-                .all(|w| w[0] < w[1] && w[0].len() == w[1].len()),
-            "{texts:?}"
-        );
+        assert!(texts.windows(2).all(|w| w[0] < w[1] && w[0].len() == w[1].len()), "{texts:?}");
         for (t, text) in instants.iter().zip(&texts) {
             assert_eq!(DateTime::<Utc>::from_stored(text).unwrap(), *t);
         }
@@ -291,9 +266,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         schema::migrate(&mut conn).unwrap();
         schema::migrate(&mut conn).expect("an up-to-date database needs no migration");
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, i64::try_from(schema::SCHEMA_VERSION).unwrap());
     }
 }

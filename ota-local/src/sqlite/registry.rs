@@ -102,11 +102,8 @@ impl DeviceRegistry for SqliteStore {
     async fn get(&self, thing: &ThingName) -> Result<Option<Device>> {
         let thing = thing.clone();
         self.call(move |conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE thing = ?1"))?;
-            Ok(stmt
-                .query_row([thing.as_str()], device_from_row)
-                .optional()?)
+            let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE thing = ?1"))?;
+            Ok(stmt.query_row([thing.as_str()], device_from_row).optional()?)
         })
         .await
     }
@@ -121,11 +118,8 @@ impl DeviceRegistry for SqliteStore {
 
     async fn device_types(&self) -> Result<Vec<DeviceType>> {
         self.call(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT DISTINCT device_type FROM devices ORDER BY device_type")?;
-            let types = stmt
-                .query_map([], |row| column(row, 0))?
-                .collect::<rusqlite::Result<Vec<DeviceType>>>()?;
+            let mut stmt = conn.prepare_cached("SELECT DISTINCT device_type FROM devices ORDER BY device_type")?;
+            let types = stmt.query_map([], |row| column(row, 0))?.collect::<rusqlite::Result<Vec<DeviceType>>>()?;
             Ok(types)
         })
         .await

@@ -11,9 +11,7 @@ use ota_core::{Error, Result};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 
-use super::{
-    DbResult, SqliteStore, StoreError, column, json_column, sql_limit, timestamp, to_i64, to_json,
-};
+use super::{DbResult, SqliteStore, StoreError, column, json_column, sql_limit, timestamp, to_i64, to_json};
 
 const COLUMNS: &str = "id, plan_id, action, device_type, thing_group, version, sha256, size, things, \
                        fleet_query, policy, status, status_reason, created_by, created_at, updated_at";
@@ -46,12 +44,8 @@ fn select_one(conn: &Connection, id: &JobId) -> DbResult<Option<Rollout>> {
 }
 
 fn active_for(conn: &Connection, device_type: &DeviceType) -> DbResult<Option<JobId>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id FROM rollouts WHERE device_type = ?1 AND status = 'IN_PROGRESS'",
-    )?;
-    Ok(stmt
-        .query_row([device_type.as_str()], |row| column(row, 0))
-        .optional()?)
+    let mut stmt = conn.prepare_cached("SELECT id FROM rollouts WHERE device_type = ?1 AND status = 'IN_PROGRESS'")?;
+    Ok(stmt.query_row([device_type.as_str()], |row| column(row, 0)).optional()?)
 }
 
 fn not_found(id: &JobId) -> StoreError {
@@ -110,8 +104,7 @@ impl RolloutStore for SqliteStore {
 
     async fn get(&self, id: &JobId) -> Result<Rollout> {
         let id = id.clone();
-        self.call(move |conn| select_one(conn, &id)?.ok_or_else(|| not_found(&id)))
-            .await
+        self.call(move |conn| select_one(conn, &id)?.ok_or_else(|| not_found(&id))).await
     }
 
     async fn list(&self, query: &RolloutQuery) -> Result<Vec<Rollout>> {
@@ -136,21 +129,14 @@ impl RolloutStore for SqliteStore {
             sql.push_str(" ORDER BY created_at DESC, id ASC LIMIT ?");
             values.push(Value::Integer(sql_limit(query.limit)));
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rollouts = stmt
-                .query_map(params_from_iter(values), rollout_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let rollouts =
+                stmt.query_map(params_from_iter(values), rollout_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rollouts)
         })
         .await
     }
 
-    async fn finish(
-        &self,
-        id: &JobId,
-        status: RolloutStatus,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Rollout> {
+    async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: DateTime<Utc>) -> Result<Rollout> {
         let (id, reason) = (id.clone(), reason.to_string());
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -170,9 +156,8 @@ impl RolloutStore for SqliteStore {
                 )
                 .into());
             }
-            tx.prepare_cached("UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1")?.execute(
-                params![id.as_str(), status.as_str(), reason, timestamp(&at)],
-            )?;
+            tx.prepare_cached("UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1")?
+                .execute(params![id.as_str(), status.as_str(), reason, timestamp(&at)])?;
             let updated = select_one(&tx, &id)?.ok_or_else(|| not_found(&id))?;
             tx.commit()?;
             Ok(updated)

@@ -88,8 +88,7 @@ pub(super) fn configure(conn: &Connection) -> DbResult<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // An in-memory database answers "memory" and stays so; only files can use WAL.
-    let _mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     Ok(())
 }
 
@@ -103,10 +102,7 @@ pub(super) fn migrate(conn: &mut Connection) -> DbResult<()> {
             "the database has schema version {current}, which this build of ota does not know (it knows up to {SCHEMA_VERSION}); upgrade ota"
         ))));
     }
-    for (version, sql) in (1i64..)
-        .zip(MIGRATIONS)
-        .skip(usize::try_from(current).unwrap_or(0))
-    {
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(usize::try_from(current).unwrap_or(0)) {
         tx.execute_batch(sql)?;
         // `user_version` lives in the file header and commits with the migration's tables.
         tx.pragma_update(None, "user_version", version)?;

@@ -59,11 +59,7 @@ pub fn device(device_type: &str, n: u32, firmware: Option<&str>) -> Device {
 
 /// A policy with non-default values everywhere JSON could lose them.
 pub fn policy() -> RolloutPolicy {
-    let mut p = RolloutPolicy {
-        max_in_flight: 3,
-        max_per_minute: Some(20),
-        ..Default::default()
-    };
+    let mut p = RolloutPolicy { max_in_flight: 3, max_per_minute: Some(20), ..Default::default() };
     p.abort.failure_percent = 12.5;
     p.abort.max_failures = Some(4);
     p
@@ -79,12 +75,7 @@ pub fn config(device_type: &str, enabled: bool) -> TypeConfig {
     }
 }
 
-pub fn rollout(
-    id: &str,
-    device_type: &str,
-    status: RolloutStatus,
-    created_at: DateTime<Utc>,
-) -> Rollout {
+pub fn rollout(id: &str, device_type: &str, status: RolloutStatus, created_at: DateTime<Utc>) -> Rollout {
     let t = ty(device_type);
     let group = NamingConvention::default().thing_group_of(&t);
     Rollout {
@@ -97,10 +88,7 @@ pub fn rollout(
         version: version("2.0.0"),
         sha256: Sha256Digest([0xab; 32]),
         size: 1_234_567,
-        things: vec![
-            thing(&format!("{device_type}-01")),
-            thing(&format!("{device_type}-02")),
-        ],
+        things: vec![thing(&format!("{device_type}-01")), thing(&format!("{device_type}-02"))],
         policy: policy(),
         status,
         status_reason: None,
@@ -128,11 +116,7 @@ pub fn tree(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
             if path.is_dir() {
                 out.push(format!("{rel}/"));
                 walk(root, &path, out);
