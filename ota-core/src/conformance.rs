@@ -2,8 +2,10 @@
 //! `pub async fn` per behaviour, each given a fresh, empty backend, and [`run_all`].
 //!
 //! Backends call it from a test:
-//! ```ignore
-//! ota_core::conformance::run_all(|| async { my_fresh_backend() }).await;
+//! ```no_run
+//! # async fn example() {
+//! ota_core::conformance::run_all(|| async { ota_core::memory::backend() }).await;
+//! # }
 //! ```
 
 use std::future::Future;
@@ -71,11 +73,10 @@ fn image(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
-/// Publishes a consistent artifact straight through the port.
-async fn put_artifact(b: &Backend, t: &str, v: &str, img: Vec<u8>) -> ArtifactRef {
-    let a = ArtifactRef::new(ty(t), ver(v));
+/// The digest and a `metadata.json` that agree with `img`.
+fn describe(a: &ArtifactRef, img: &[u8], notes: String) -> (crate::catalog::Sha256Digest, FirmwareMetadata) {
     let mut h = Sha256Verifier::new();
-    h.update(&img);
+    h.update(img);
     let (sha, size) = h.finish();
     let meta = FirmwareMetadata {
         version: a.version.clone(),
@@ -83,9 +84,16 @@ async fn put_artifact(b: &Backend, t: &str, v: &str, img: Vec<u8>) -> ArtifactRe
         size,
         sha256: sha,
         built_at: t0(),
-        release_notes: format!("{t} {v}"),
+        release_notes: notes,
         extra: Default::default(),
     };
+    (sha, meta)
+}
+
+/// Publishes a consistent artifact straight through the port.
+async fn put_artifact(b: &Backend, t: &str, v: &str, img: Vec<u8>) -> ArtifactRef {
+    let a = ArtifactRef::new(ty(t), ver(v));
+    let (sha, meta) = describe(&a, &img, format!("{t} {v}"));
     b.catalog.publish(&a, img, sha256_file_content(&sha), meta.to_json()).await.expect("publish");
     a
 }
@@ -365,18 +373,8 @@ pub async fn service_refuses_artifacts_whose_files_disagree(b: &Backend) {
     // 2.0.0: metadata.json claims another digest than firmware.sha256 and the image.
     let a = ArtifactRef::new(ty("pet_feeder"), ver("2.0.0"));
     let img = image(6, 100);
-    let mut h = Sha256Verifier::new();
-    h.update(&img);
-    let (sha, size) = h.finish();
-    let meta = FirmwareMetadata {
-        version: a.version.clone(),
-        device_type: a.device_type.clone(),
-        size,
-        sha256: crate::catalog::Sha256Digest([9; 32]),
-        built_at: t0(),
-        release_notes: String::new(),
-        extra: Default::default(),
-    };
+    let (sha, mut meta) = describe(&a, &img, String::new());
+    meta.sha256 = crate::catalog::Sha256Digest([9; 32]);
     b.catalog.publish(&a, img, sha256_file_content(&sha), meta.to_json()).await.unwrap();
     b.registry.upsert(device("pet_feeder-01", Some("1.0.0"), true)).await.unwrap();
     enable(&svc, "pet_feeder").await;
