@@ -78,17 +78,12 @@ impl FleetManager {
                         let status = self.fleet_status(caller, q).await?;
                         let scope = q.device_type.as_ref().map_or("the fleet".to_string(), ToString::to_string);
                         let filter = current_version.as_ref().map(|f| format!(" on {f}")).unwrap_or_default();
-                        let counts: Vec<String> = status
-                            .summary
-                            .iter()
-                            .flat_map(|s| s.by_version.iter().map(move |(v, n)| (s.device_type.clone(), v, n)))
-                            .fold(std::collections::BTreeMap::<&String, usize>::new(), |mut acc, (_, v, n)| {
-                                *acc.entry(v).or_default() += n;
-                                acc
-                            })
-                            .into_iter()
-                            .map(|(v, n)| format!("{n} on {v}"))
-                            .collect();
+                        // Devices per version across the types in scope.
+                        let mut per_version: std::collections::BTreeMap<&str, usize> = Default::default();
+                        for (v, n) in status.summary.iter().flat_map(|s| s.by_version.iter()) {
+                            *per_version.entry(v.as_str()).or_default() += n;
+                        }
+                        let counts: Vec<String> = per_version.into_iter().map(|(v, n)| format!("{n} on {v}")).collect();
                         let shown: Vec<&str> = status.devices.iter().take(20).map(|d| d.thing.as_str()).collect();
                         let more = status.devices.len().saturating_sub(shown.len());
                         parts.push(format!(
