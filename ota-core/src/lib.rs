@@ -10,7 +10,9 @@
 pub mod catalog;
 pub mod error;
 pub mod integrity;
+pub mod job;
 pub mod names;
+pub mod update;
 pub mod version;
 
 #[cfg(feature = "service")]

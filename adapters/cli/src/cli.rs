@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Manage the firmware of a fleet of ESP32 devices by saying what you want.
 ///
@@ -16,8 +16,19 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Where the fleet lives: `local` (the data dir) or `aws` (resources named by the
+    /// `OTA_AWS_*` variables; see deploy/README.md).
+    #[arg(long, global = true, env = "OTA_BACKEND", value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The storage behind every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Local,
+    Aws,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +56,9 @@ pub enum Command {
     /// Rollouts: list, show, start, cancel.
     #[command(subcommand)]
     Rollouts(RolloutsCommand),
+    /// The AWS deployment (with --backend aws).
+    #[command(subcommand)]
+    Aws(AwsCommand),
     /// The audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -132,4 +146,15 @@ pub struct StartArgs {
     /// The plan id `ota plan` showed; refuse if the plan changed since.
     #[arg(long)]
     pub plan_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Upload the demo world: firmware to S3, things, thing groups and shadows to IoT, and the
+    /// config gate to DynamoDB. Idempotent.
+    SeedDemo {
+        /// Also create the bucket and tables (for emulators such as moto; on AWS the stack does).
+        #[arg(long)]
+        create_resources: bool,
+    },
 }

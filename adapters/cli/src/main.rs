@@ -1,6 +1,6 @@
 //! `ota`: the command-line front door. A thin adapter: it parses flags into typed requests,
-//! calls `ota-core`'s service on the embedded backend (`ota-local`), and prints tables or
-//! JSON. Every rule is enforced by the service, not here.
+//! calls `ota-core`'s service on the embedded backend (`ota-local`) or on AWS (`ota-aws`,
+//! with `--backend aws`), and prints tables or JSON. Every rule is enforced by the service, not here.
 
 mod cli;
 mod demo;
@@ -20,7 +20,7 @@ use ota_core::service::{FleetManager, PublishRequest, Settings};
 use ota_core::version::{FirmwareVersion, VersionFilter};
 use ota_core::{Error, Result};
 
-use cli::{Cli, Command, ConfigCommand, DevicesCommand, FirmwareCommand, RolloutsCommand};
+use cli::{AwsCommand, BackendKind, Cli, Command, ConfigCommand, DevicesCommand, FirmwareCommand, RolloutsCommand};
 use render::Output;
 
 fn main() -> ExitCode {
@@ -65,17 +65,38 @@ fn load_settings(data_dir: &Path) -> Result<Settings> {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let out = Output { json: cli.json };
-    if !matches!(cli.command, Command::Init { .. }) && !cli.data_dir.join("ota.db").exists() {
-        return Err(Error::not_found_hint(
-            "data dir",
-            cli.data_dir.display().to_string(),
-            "run `ota init --demo` (or `ota init`) first, or pass --data-dir",
-        ));
-    }
-    let backend = ota_local::open_backend(&cli.data_dir)?;
+    let mut aws_settings = None;
+    let backend = match cli.backend {
+        BackendKind::Local => {
+            if matches!(cli.command, Command::Aws(_)) {
+                return Err(Error::invalid("backend", "local", "`ota aws` commands need --backend aws"));
+            }
+            if !matches!(cli.command, Command::Init { .. }) && !cli.data_dir.join("ota.db").exists() {
+                return Err(Error::not_found_hint(
+                    "data dir",
+                    cli.data_dir.display().to_string(),
+                    "run `ota init --demo` (or `ota init`) first, or pass --data-dir",
+                ));
+            }
+            ota_local::open_backend(&cli.data_dir)?
+        }
+        BackendKind::Aws => {
+            let settings = ota_aws::AwsSettings::from_env()?;
+            let (clients, backend) = ota_aws::connect(&settings).await?;
+            if let Command::Aws(AwsCommand::SeedDemo { create_resources: true }) = &cli.command {
+                ota_aws::provision::create_resources(&clients, &settings).await?;
+            }
+            aws_settings = Some(settings);
+            backend
+        }
+    };
     let svc = FleetManager::new(backend, load_settings(&cli.data_dir)?);
     let me = local_caller();
     match cli.command {
+        Command::Aws(AwsCommand::SeedDemo { .. }) => {
+            let summary = demo::init_demo(&svc, &me).await?;
+            out.seeded(&summary);
+        }
         Command::Init { demo } => {
             let summary = if demo { Some(demo::init_demo(&svc, &me).await?) } else { None };
             out.init(&cli.data_dir, summary.as_ref());
@@ -83,6 +104,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan { prompt } => {
             let plan = svc.plan_prompt(&me, &prompt).await?;
             out.plan(&plan);
+            // IoT Jobs caps a start rate, not devices in flight: say what the policy becomes.
+            if let Some(s) = aws_settings.as_ref().filter(|_| !cli.json) {
+                for d in &plan.deployments {
+                    let rate = ota_aws::job_spec::start_rate(&d.policy, s.expected_update_minutes);
+                    println!("On AWS ({}): {rate}", d.device_type);
+                }
+            }
         }
         Command::Firmware(FirmwareCommand::List { device_type }) => {
             let t = device_type.as_deref().map(DeviceType::parse).transpose()?;

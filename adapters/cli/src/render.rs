@@ -62,6 +62,21 @@ impl Output {
         }
     }
 
+    pub fn seeded(&self, s: &DemoSummary) {
+        if self.json {
+            return json(&serde_json::json!({ "demo": s }));
+        }
+        println!(
+            "AWS demo world: {} device types, {} firmware builds ({} uploaded), {} things ({} registered); OTA enabled for every type but {}",
+            s.device_types,
+            s.firmware,
+            s.firmware_created,
+            s.devices,
+            s.devices_created,
+            ota_core::demo::DISABLED_TYPE
+        );
+    }
+
     pub fn plan(&self, plan: &Plan) {
         if self.json {
             return json(plan);

@@ -1,0 +1,233 @@
+//! What moto cannot check, checked on the exact requests sent (aws-smithy-mocks): dynamic
+//! thing groups for large deployments, Fleet Indexing queries on shadow fields, the monitor's
+//! CancelJob and SNS Publish, and the messages for denied actions and exhausted retries.
+
+use std::time::Duration;
+
+use aws_sdk_iot::Client as Iot;
+use aws_sdk_iot::operation::cancel_job::CancelJobOutput;
+use aws_sdk_iot::operation::create_dynamic_thing_group::CreateDynamicThingGroupOutput;
+use aws_sdk_iot::operation::create_job::CreateJobOutput;
+use aws_sdk_iot::operation::describe_job::DescribeJobOutput;
+use aws_sdk_iot::operation::search_index::SearchIndexOutput;
+use aws_sdk_iot::types::{Job, JobProcessDetails, JobStatus, ThingConnectivity, ThingDocument};
+use aws_sdk_s3::error::ErrorMetadata;
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_sns::operation::publish::PublishOutput;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use ota_aws::{IotRegistry, JobSettings, JobsRolloutStore};
+use ota_core::device::DeviceQuery;
+use ota_core::names::{DeviceType, NamingConvention, ThingName};
+use ota_core::ports::{DeviceRegistry, FirmwareCatalog, RolloutStore};
+use ota_core::rollout::Rollout;
+use ota_core::version::VersionFilter;
+
+fn rollout(things: usize) -> Rollout {
+    let things: Vec<String> = (1..=things).map(|i| format!("pet_feeder-{i:03}")).collect();
+    serde_json::from_value(serde_json::json!({
+        "id": "update-pet_feeder-2_0_0-abc", "plan_id": "plan-1", "action": "update", "device_type": "pet_feeder",
+        "thing_group": "PetFeederAWSDevice", "version": "2.0.0", "sha256": "ab".repeat(32), "size": 1000,
+        "things": things, "fleet_query": "thingGroupNames:PetFeederAWSDevice AND NOT shadow.reported.firmwareVersion:2.0.0",
+        "policy": {"max_in_flight": 10, "retries": {"failed": 1, "timed_out": 2}},
+        "status": "IN_PROGRESS", "status_reason": null, "created_by": "op",
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+    }))
+    .unwrap()
+}
+
+fn dynamo_ok() -> aws_sdk_dynamodb::Client {
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[&tx])
+}
+
+fn jobs(account: Option<&str>) -> JobSettings {
+    JobSettings {
+        bucket: "fw".into(),
+        region: "eu-west-1".into(),
+        account_id: account.map(str::to_string),
+        presign_role_arn: Some("arn:aws:iam::111122223333:role/presign".into()),
+        url_expiry_seconds: 3600,
+        expected_update_minutes: 5,
+    }
+}
+
+#[tokio::test]
+async fn large_deployments_target_a_dynamic_group_from_the_fleet_query() {
+    let group = mock!(Iot::create_dynamic_thing_group)
+        .match_requests(|r| {
+            r.thing_group_name() == Some("ota-update-pet_feeder-2_0_0-abc")
+                && r.query_string()
+                    == Some("thingGroupNames:PetFeederAWSDevice AND NOT shadow.reported.firmwareVersion:2.0.0")
+        })
+        .then_output(|| {
+            CreateDynamicThingGroupOutput::builder()
+                .thing_group_arn("arn:aws:iot:eu-west-1:111122223333:thinggroup/ota-update-pet_feeder-2_0_0-abc")
+                .build()
+        });
+    let job = mock!(Iot::create_job)
+        .match_requests(|r| {
+            let retry = r.job_executions_retry_config().map(|c| c.criteria_list().len());
+            r.targets() == ["arn:aws:iot:eu-west-1:111122223333:thinggroup/ota-update-pet_feeder-2_0_0-abc"]
+                && r.target_selection() == Some(&aws_sdk_iot::types::TargetSelection::Snapshot)
+                && r.presigned_url_config().and_then(|p| p.expires_in_sec()) == Some(3600)
+                && r.job_executions_rollout_config().and_then(|c| c.maximum_per_minute()) == Some(2)
+                && r.timeout_config().and_then(|t| t.in_progress_timeout_in_minutes()) == Some(30)
+                && retry == Some(2)
+        })
+        .then_output(|| CreateJobOutput::builder().job_id("update-pet_feeder-2_0_0-abc").build());
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&group, &job]);
+    let store = JobsRolloutStore::new(iot, dynamo_ok(), "ota-rollouts", jobs(Some("111122223333")));
+    store.create(&rollout(150)).await.expect("created");
+    assert_eq!((group.num_calls(), job.num_calls()), (1, 1));
+}
+
+#[tokio::test]
+async fn small_deployments_target_thing_arns() {
+    let job = mock!(Iot::create_job)
+        .match_requests(|r| {
+            r.targets().len() == 3 && r.targets()[0] == "arn:aws:iot:eu-west-1:111122223333:thing/pet_feeder-001"
+        })
+        .then_output(|| CreateJobOutput::builder().build());
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&job]);
+    let store = JobsRolloutStore::new(iot, dynamo_ok(), "ota-rollouts", jobs(Some("111122223333")));
+    store.create(&rollout(3)).await.expect("created");
+    assert_eq!(job.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn version_queries_go_to_fleet_indexing_with_shadow_fields() {
+    let search = mock!(Iot::search_index)
+        .match_requests(|r| {
+            r.query_string()
+                == Some(
+                    "attributes.deviceType:* AND thingGroupNames:PetFeederAWSDevice AND shadow.reported.firmwareVersion:1.* AND connectivity.connected:true",
+                )
+        })
+        .then_output(|| {
+            SearchIndexOutput::builder()
+                .things(
+                    ThingDocument::builder()
+                        .thing_name("pet_feeder-01")
+                        .attributes("deviceType", "pet_feeder")
+                        .attributes("thingGroup", "PetFeederAWSDevice")
+                        .shadow(r#"{"reported":{"firmwareVersion":"1.2.0"},"version":3}"#)
+                        .connectivity(ThingConnectivity::builder().connected(true).timestamp(1_767_225_600_000).build())
+                        .build(),
+                )
+                .build()
+        });
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&search]);
+    let data = mock_client!(aws_sdk_iotdataplane, RuleMode::MatchAny, &[] as &[&aws_smithy_mocks::Rule]);
+    let registry = IotRegistry::new(iot, data, NamingConvention::default(), true);
+    let q = DeviceQuery {
+        device_type: Some(DeviceType::parse("pet_feeder").unwrap()),
+        version: Some(VersionFilter::parse("1.x").unwrap()),
+        connected: Some(true),
+    };
+    let found = registry.list(&q).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].thing, ThingName::parse("pet_feeder-01").unwrap());
+    assert_eq!(found[0].firmware_version.as_ref().map(|v| v.to_string()).as_deref(), Some("1.2.0"));
+    assert!(found[0].connected && found[0].last_seen.is_some(), "connectivity comes from the index");
+}
+
+#[tokio::test]
+async fn denied_actions_are_named_and_throttling_says_retries_ran_out() {
+    let denied = mock!(aws_sdk_s3::Client::list_objects_v2).then_error(|| {
+        aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("User is not authorized to perform: s3:ListBucket")
+                .build(),
+        )
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&denied]);
+    let err = ota_aws::S3Catalog::new(s3, "fw").artifacts().await.unwrap_err().to_string();
+    assert!(err.contains("AWS denied s3:ListBucket") && err.contains("grant s3:ListBucket"), "{err}");
+
+    let throttled = mock!(Iot::describe_thing)
+        .sequence()
+        .error(|| {
+            aws_sdk_iot::operation::describe_thing::DescribeThingError::generic(
+                ErrorMetadata::builder().code("ThrottlingException").message("Rate exceeded").build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&throttled], |c| c.retry_config(
+        aws_sdk_iot::config::retry::RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(Duration::from_millis(1))
+    ));
+    let data = mock_client!(aws_sdk_iotdataplane, RuleMode::MatchAny, &[] as &[&aws_smithy_mocks::Rule]);
+    let registry = IotRegistry::new(iot, data, NamingConvention::default(), false);
+    let err = registry.get(&ThingName::parse("pet_feeder-01").unwrap()).await.unwrap_err().to_string();
+    assert!(err.contains("throttled iot:DescribeThing") && err.contains("retries were exhausted"), "{err}");
+    assert_eq!(throttled.num_calls(), 3, "the SDK retried before giving up");
+}
+
+#[tokio::test]
+async fn a_missing_object_is_not_found() {
+    let missing = mock!(aws_sdk_s3::Client::get_object)
+        .then_error(|| // As deserialized from a real 404: the modeled error carries its code.
+        GetObjectError::NoSuchKey(
+            aws_sdk_s3::types::error::NoSuchKey::builder().meta(ErrorMetadata::builder().code("NoSuchKey").build()).build(),
+        ));
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[&missing]);
+    let a = ota_core::catalog::ArtifactRef::new(DeviceType::parse("pet_feeder").unwrap(), "2.0.0".parse().unwrap());
+    let err = ota_aws::S3Catalog::new(s3, "fw").read_metadata(&a).await.unwrap_err();
+    assert!(matches!(err, ota_core::Error::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_monitor_cancels_and_alerts_past_the_absolute_limit() {
+    let backend = ota_core::memory::backend();
+    let r = rollout(3);
+    backend.rollouts.create(&r).await.unwrap();
+    let describe = mock!(Iot::describe_job).then_output(|| {
+        DescribeJobOutput::builder()
+            .job(
+                Job::builder()
+                    .status(JobStatus::InProgress)
+                    .job_process_details(
+                        JobProcessDetails::builder()
+                            .number_of_succeeded_things(389)
+                            .number_of_failed_things(11)
+                            .number_of_queued_things(100)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let cancel = mock!(Iot::cancel_job)
+        .match_requests(|c| {
+            c.job_id() == Some("update-pet_feeder-2_0_0-abc")
+                && c.reason_code() == Some("ABORTED")
+                && c.comment().is_some_and(|m| m.contains("11 devices failed"))
+        })
+        .then_output(|| CancelJobOutput::builder().build());
+    let publish = mock!(aws_sdk_sns::Client::publish)
+        .match_requests(|p| {
+            p.topic_arn() == Some("arn:aws:sns:eu-west-1:111122223333:ota-alerts")
+                && p.message().is_some_and(|m| m.contains("update-pet_feeder-2_0_0-abc") && m.contains("ABORTED"))
+        })
+        .then_output(|| PublishOutput::builder().message_id("m-1").build());
+    let monitor = ota_aws::monitor::Monitor {
+        backend: backend.clone(),
+        iot: mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&describe, &cancel]),
+        sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[&publish]),
+        topic_arn: Some("arn:aws:sns:eu-west-1:111122223333:ota-alerts".into()),
+    };
+    let checked = monitor.check_active(chrono::Utc::now()).await.unwrap();
+    assert_eq!(checked.len(), 1);
+    assert!(checked[0].alerted);
+    assert_eq!((cancel.num_calls(), publish.num_calls()), (1, 1));
+    let after = backend.rollouts.get(&r.id).await.unwrap();
+    assert_eq!(after.status, ota_core::rollout::RolloutStatus::Aborted);
+    assert_eq!(backend.audit.recent(1).await.unwrap()[0].operation, "abort");
+    // Nothing active any more: a second run does nothing.
+    assert!(monitor.check_active(chrono::Utc::now()).await.unwrap().is_empty());
+    assert_eq!(publish.num_calls(), 1);
+}

@@ -1,0 +1,325 @@
+//! The OTA job as a device sees it: the job document delivered through the AWS IoT Jobs MQTT
+//! API, its validation, and the status updates the device sends back.
+//!
+//! A document is validated completely before a single byte is written to flash: a device
+//! must be able to refuse a job with a precise reason code (AWS's `REJECTED` status with
+//! `statusDetails.reason`) instead of half-applying it. Codes are stable strings because the
+//! jobs engine and operators match on them.
+
+use serde::Deserialize;
+
+use crate::catalog::Sha256Digest;
+use crate::names::{DeviceType, JobId};
+use crate::version::FirmwareVersion;
+
+/// The only `operation` this device understands.
+pub const OPERATION: &str = "ota_update";
+
+/// Longest URL accepted. S3 pre-signed URLs with a session token run to about 1.5 KB.
+pub const MAX_URL_LEN: usize = 4096;
+
+/// A validated `ota_update` job: everything needed to fetch, check and install one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateJob {
+    pub job_id: JobId,
+    pub device_type: DeviceType,
+    pub version: FirmwareVersion,
+    /// The operator asked for an older version on purpose.
+    pub rollback: bool,
+    pub firmware: FirmwareSource,
+}
+
+/// Where the image is and what it must hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareSource {
+    /// `http` or `https`; on AWS the pre-signed S3 URL that replaced the placeholder.
+    pub url: String,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    /// Carried through for a future code-signing check; not verified by this version.
+    pub signature: Option<String>,
+}
+
+/// Why a job is refused before anything is written. [`Rejection::code`] is what goes into
+/// `statusDetails.reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    #[error("the job document is malformed: {0}")]
+    Malformed(String),
+    #[error("operation {0:?} is not {OPERATION:?}")]
+    UnsupportedOperation(String),
+    #[error("the job is for device type {job:?}, this device is {device}")]
+    WrongDeviceType { job: String, device: DeviceType },
+    #[error("version {0:?} is not a firmware version")]
+    InvalidVersion(String),
+    #[error("firmware.sha256 {0:?} is not 64 hex characters")]
+    InvalidSha256(String),
+    #[error("firmware.size must be greater than 0")]
+    EmptyImage,
+    #[error("the image has {size} bytes but the update slot holds {slot_size}")]
+    TooLarge { size: u64, slot_size: u64 },
+    #[error("firmware.url must be http or https: {0:?}")]
+    UnsupportedUrl(String),
+    #[error("version {target} is older than the running {running} and the job is not a rollback")]
+    Downgrade { running: FirmwareVersion, target: FirmwareVersion },
+}
+
+impl Rejection {
+    /// The stable reason code reported in `statusDetails.reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Malformed(_) => "malformed_document",
+            Rejection::UnsupportedOperation(_) => "unsupported_operation",
+            Rejection::WrongDeviceType { .. } => "wrong_device_type",
+            Rejection::InvalidVersion(_) => "invalid_version",
+            Rejection::InvalidSha256(_) => "invalid_sha256",
+            Rejection::EmptyImage => "invalid_size",
+            Rejection::TooLarge { .. } => "image_too_large",
+            Rejection::UnsupportedUrl(_) => "unsupported_url",
+            Rejection::Downgrade { .. } => "downgrade_not_allowed",
+        }
+    }
+}
+
+// The wire shape. Unknown fields are ignored so the cloud can add fields without breaking
+// devices in the field.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDocument {
+    operation: String,
+    device_type: String,
+    version: String,
+    #[serde(default)]
+    rollback: bool,
+    firmware: RawFirmware,
+}
+
+#[derive(Deserialize)]
+struct RawFirmware {
+    url: String,
+    size: u64,
+    sha256: String,
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+/// Validates a job document for a device of type `own_type` whose update slot holds
+/// `slot_size` bytes. Checks run in a fixed order so the reason is predictable.
+pub fn validate(
+    job_id: JobId,
+    document: &serde_json::Value,
+    own_type: &DeviceType,
+    slot_size: u64,
+) -> Result<UpdateJob, Rejection> {
+    let raw = RawDocument::deserialize(document).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    if raw.operation != OPERATION {
+        return Err(Rejection::UnsupportedOperation(raw.operation));
+    }
+    if raw.device_type != own_type.as_str() {
+        return Err(Rejection::WrongDeviceType { job: raw.device_type, device: own_type.clone() });
+    }
+    let version = FirmwareVersion::parse(&raw.version).map_err(|_| Rejection::InvalidVersion(raw.version.clone()))?;
+    let sha256 = Sha256Digest::parse_hex(&raw.firmware.sha256)
+        .map_err(|_| Rejection::InvalidSha256(raw.firmware.sha256.clone()))?;
+    let size = raw.firmware.size;
+    if size == 0 {
+        return Err(Rejection::EmptyImage);
+    }
+    if size > slot_size {
+        return Err(Rejection::TooLarge { size, slot_size });
+    }
+    check_url(&raw.firmware.url)?;
+    Ok(UpdateJob {
+        job_id,
+        device_type: own_type.clone(),
+        version,
+        rollback: raw.rollback,
+        firmware: FirmwareSource { url: raw.firmware.url, size, sha256, signature: raw.firmware.signature },
+    })
+}
+
+/// Accepts `http://host...` and `https://host...` only. `file:`, `ftp:` and friends would
+/// let a job point the device at something other than a web server.
+fn check_url(url: &str) -> Result<(), Rejection> {
+    let bad = || Rejection::UnsupportedUrl(truncate(url));
+    if url.len() > MAX_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(bad());
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// One job execution as the Jobs API delivers it on `notify-next` and `$next/get/accepted`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobExecution {
+    pub job_id: JobId,
+    /// `QUEUED` or `IN_PROGRESS` (a device that lost power mid-update sees its own job again).
+    pub status: String,
+    /// The raw document; [`validate`] turns it into an [`UpdateJob`].
+    pub document: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawExecutionMessage {
+    #[serde(default)]
+    execution: Option<RawExecution>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawExecution {
+    job_id: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    job_document: serde_json::Value,
+}
+
+/// Parses a `notify-next` or `$next/get/accepted` payload. `Ok(None)`: no pending job.
+/// An execution whose job id is invalid is an error: the device could not even answer it.
+pub fn parse_execution(payload: &[u8]) -> Result<Option<JobExecution>, String> {
+    let msg: RawExecutionMessage = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    let Some(exec) = msg.execution else { return Ok(None) };
+    let job_id = JobId::parse(&exec.job_id).map_err(|e| e.to_string())?;
+    Ok(Some(JobExecution { job_id, status: exec.status, document: exec.job_document }))
+}
+
+/// A job execution status a device may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    InProgress,
+    Succeeded,
+    Failed,
+    Rejected,
+}
+
+impl JobStatus {
+    /// The Jobs API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::InProgress => "IN_PROGRESS",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Rejected => "REJECTED",
+        }
+    }
+
+    /// Whether the job execution ends with this status.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatus::InProgress)
+    }
+}
+
+/// The payload of `$aws/things/{thing}/jobs/{jobId}/update`. `statusDetails` values are
+/// strings because AWS refuses anything else there.
+pub fn status_update_payload(status: JobStatus, details: &[(&str, String)]) -> String {
+    let details: serde_json::Map<String, serde_json::Value> =
+        details.iter().map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone()))).collect();
+    serde_json::json!({ "status": status.as_str(), "statusDetails": details }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ty() -> DeviceType {
+        DeviceType::parse("pet_feeder").unwrap()
+    }
+
+    fn doc() -> serde_json::Value {
+        json!({
+            "operation": "ota_update",
+            "deviceType": "pet_feeder",
+            "version": "2.0.0",
+            "rollback": false,
+            "firmware": { "url": "https://bucket.s3.amazonaws.com/v2.0.0/pet_feeder/firmware.bin?X-Amz-Signature=ab",
+                          "size": 1000, "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" }
+        })
+    }
+
+    fn check(d: &serde_json::Value) -> Result<UpdateJob, Rejection> {
+        validate(JobId::parse("job-1").unwrap(), d, &ty(), 4096)
+    }
+
+    #[test]
+    fn a_good_document_validates() {
+        let job = check(&doc()).unwrap();
+        assert_eq!(job.version, FirmwareVersion::new(2, 0, 0));
+        assert_eq!(job.firmware.size, 1000);
+        assert!(!job.rollback);
+        let mut d = doc();
+        d["firmware"]["url"] = json!("http://127.0.0.1:8080/firmware.bin");
+        d["extraField"] = json!({"ignored": true});
+        assert!(check(&d).is_ok());
+    }
+
+    #[test]
+    fn each_defect_has_its_reason_code() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("operation", json!("format_disk"), "unsupported_operation"),
+            ("deviceType", json!("smart_plug"), "wrong_device_type"),
+            ("deviceType", json!("../etc"), "wrong_device_type"),
+            ("version", json!("two"), "invalid_version"),
+            ("version", json!(2), "malformed_document"),
+        ];
+        for (field, value, code) in cases {
+            let mut d = doc();
+            d[field] = value.clone();
+            assert_eq!(check(&d).unwrap_err().code(), code, "{field} = {value}");
+        }
+        let fw_cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("sha256", json!("abc"), "invalid_sha256"),
+            ("sha256", json!("zz".repeat(32)), "invalid_sha256"),
+            ("size", json!(0), "invalid_size"),
+            ("size", json!(4097), "image_too_large"),
+            ("size", json!(-1), "malformed_document"),
+            ("url", json!("ftp://example.com/fw.bin"), "unsupported_url"),
+            ("url", json!("file:///etc/passwd"), "unsupported_url"),
+            ("url", json!("https://"), "unsupported_url"),
+            ("url", json!("https://host/a b"), "unsupported_url"),
+            ("url", json!("example.com/fw.bin"), "unsupported_url"),
+        ];
+        for (field, value, code) in fw_cases {
+            let mut d = doc();
+            d["firmware"][field] = value.clone();
+            assert_eq!(check(&d).unwrap_err().code(), code, "firmware.{field} = {value}");
+        }
+        assert_eq!(check(&json!("not an object")).unwrap_err().code(), "malformed_document");
+        assert_eq!(check(&json!({"operation": "ota_update"})).unwrap_err().code(), "malformed_document");
+    }
+
+    #[test]
+    fn executions_parse_with_and_without_a_job() {
+        let msg = json!({"timestamp": 1, "execution": {"jobId": "update-pet_feeder-2_0_0-ab", "status": "QUEUED",
+                         "versionNumber": 1, "jobDocument": doc()}});
+        let exec = parse_execution(msg.to_string().as_bytes()).unwrap().unwrap();
+        assert_eq!(exec.job_id.as_str(), "update-pet_feeder-2_0_0-ab");
+        assert_eq!(exec.status, "QUEUED");
+        assert_eq!(exec.document, doc());
+        assert_eq!(parse_execution(br#"{"timestamp":1}"#).unwrap(), None);
+        assert!(parse_execution(br#"{"execution":{"jobId":"bad id!"}}"#).is_err());
+        assert!(parse_execution(b"not json").is_err());
+    }
+
+    #[test]
+    fn status_details_are_strings() {
+        let p = status_update_payload(JobStatus::Failed, &[("reason", "sha256_mismatch".into()), ("n", 5.to_string())]);
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["status"], "FAILED");
+        assert!(v["statusDetails"].as_object().unwrap().values().all(|v| v.is_string()), "{p}");
+        assert!(JobStatus::Rejected.is_terminal() && !JobStatus::InProgress.is_terminal());
+    }
+}
