@@ -17,7 +17,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Where the fleet lives: `local` (the data dir) or `aws` (resources named by the
-    /// `OTA_AWS_*` variables; see deploy/README.md).
+    /// `OTA_AWS_*` variables; see README.md, "On AWS").
     #[arg(long, global = true, env = "OTA_BACKEND", value_enum, default_value_t = BackendKind::Local)]
     pub backend: BackendKind,
     #[command(subcommand)]
