@@ -142,11 +142,22 @@ fn run(thing: &str, scenario: Scenario) -> Option<Outcome> {
     let (c, doc) = (cloud.clone(), document(&image, &url));
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
+    // The device must not start before the broker has the cloud's subscriptions, or the
+    // cloud misses the device's first shadow report and never announces the job.
+    let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
     let cloud_thread = std::thread::spawn(move || {
         let mut job_sent = false;
+        let mut subacks = 0;
         for event in cloud_conn.iter() {
             if d.load(Ordering::SeqCst) {
                 return;
+            }
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) = event {
+                subacks += 1;
+                if subacks == 3 {
+                    let _ = subscribed_tx.send(());
+                }
+                continue;
             }
             let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event else { continue };
             let mut cloud = c.lock().unwrap();
@@ -167,6 +178,7 @@ fn run(thing: &str, scenario: Scenario) -> Option<Outcome> {
         }
     });
 
+    subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("the cloud's subscriptions are acknowledged");
     let port = broker.port;
     let exits = run_until_idle(&cloud, &flash, &power, || {
         let (client, connection) = ota_device::host::connect(thing, "127.0.0.1", port);
