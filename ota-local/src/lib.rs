@@ -9,6 +9,7 @@
 //! adapters; adapters call [`open_backend`] and get a plain [`ota_core::ports::Backend`].
 
 mod catalog;
+pub mod jobs;
 mod sqlite;
 
 use std::path::Path;
@@ -18,7 +19,9 @@ use ota_core::ports::Backend;
 use ota_core::{Error, Result};
 
 pub use catalog::FolderCatalog;
-pub use sqlite::SqliteStore;
+pub use sqlite::{
+    EngineContext, Execution, ExecutionCounts, ExecutionStatus, Output, RolloutEvent, RolloutProgress, SqliteStore,
+};
 
 /// File name of the SQLite database inside the data directory.
 pub const DATABASE_FILE: &str = "ota.db";

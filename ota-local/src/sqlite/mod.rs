@@ -8,6 +8,7 @@
 
 mod audit;
 mod config;
+mod jobs;
 mod registry;
 mod rollouts;
 mod schema;
@@ -28,6 +29,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::blocking;
+
+pub use jobs::{EngineContext, Execution, ExecutionCounts, ExecutionStatus, Output, RolloutEvent, RolloutProgress};
 
 /// The registry, config gate, rollouts and audit trail in one SQLite database. Implements
 /// [`ota_core::ports::DeviceRegistry`], [`ota_core::ports::ConfigStore`],

@@ -38,7 +38,7 @@ fn rollout_from_row(row: &Row<'_>) -> rusqlite::Result<Rollout> {
     })
 }
 
-fn select_one(conn: &Connection, id: &JobId) -> DbResult<Option<Rollout>> {
+pub(super) fn select_one(conn: &Connection, id: &JobId) -> DbResult<Option<Rollout>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM rollouts WHERE id = ?1"))?;
     Ok(stmt.query_row([id.as_str()], rollout_from_row).optional()?)
 }
@@ -96,6 +96,9 @@ impl RolloutStore for SqliteStore {
                 return Err(ota_core::Error::active_rollout(&active, &rollout.device_type).into());
             }
             insert(&tx, &rollout)?;
+            // The executions are created with the rollout, in the same transaction: a
+            // rollout can never exist with some of its devices missing.
+            super::jobs::create_executions(&tx, &rollout)?;
             tx.commit()?;
             Ok(())
         })
@@ -158,6 +161,9 @@ impl RolloutStore for SqliteStore {
             }
             tx.prepare_cached("UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1")?
                 .execute(params![id.as_str(), status.as_str(), reason, timestamp(&at)])?;
+            // As AWS IoT's CancelJob without `force`: queued executions are canceled, devices
+            // already updating finish and report.
+            super::jobs::rollout_finished(&tx, &id, status, &reason, at)?;
             let updated = select_one(&tx, &id)?.ok_or_else(|| not_found(&id))?;
             tx.commit()?;
             Ok(updated)

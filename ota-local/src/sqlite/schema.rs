@@ -76,8 +76,53 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
+/// Version 2: the jobs engine. One execution per (rollout, device) with AWS IoT's execution
+/// states, the device shadows, and the per-rollout event stream.
+const V2: &str = "
+CREATE TABLE executions (
+    rollout_id       TEXT NOT NULL REFERENCES rollouts (id),
+    thing            TEXT NOT NULL,
+    -- Position in the rollout's queue: devices start in this order.
+    position         INTEGER NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN
+                         ('QUEUED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'REJECTED', 'TIMED_OUT', 'CANCELED', 'REMOVED')),
+    -- 1 once the engine has offered the job to the device (AWS: the execution exists and
+    -- the device was notified). Queued and not released: waiting for the policy's admit.
+    released         INTEGER NOT NULL DEFAULT 0 CHECK (released IN (0, 1)),
+    version_number   INTEGER NOT NULL DEFAULT 1,
+    execution_number INTEGER NOT NULL DEFAULT 1,
+    status_details   TEXT,            -- JSON object of strings
+    queued_at        TEXT NOT NULL,
+    started_at       TEXT,            -- when released
+    in_progress_at   TEXT,
+    deadline         TEXT,            -- in-progress timeout
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, thing)
+) WITHOUT ROWID;
+CREATE INDEX executions_by_rollout_status ON executions (rollout_id, status, released, position);
+CREATE INDEX executions_by_thing ON executions (thing, status);
+
+CREATE TABLE shadows (
+    thing      TEXT PRIMARY KEY NOT NULL,
+    version    INTEGER NOT NULL,
+    reported   TEXT NOT NULL,  -- JSON object
+    desired    TEXT NOT NULL,  -- JSON object
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE rollout_events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout_id TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    thing      TEXT,
+    detail     TEXT NOT NULL   -- JSON
+);
+CREATE INDEX rollout_events_by_rollout ON rollout_events (rollout_id, seq);
+";
+
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -1,0 +1,226 @@
+//! The local jobs engine: the async shell around the transitions in `sqlite::jobs`.
+//!
+//! One task owns the engine. It takes device messages (from the embedded endpoint or an
+//! external broker, see [`crate::link`]) and clock ticks, runs each as one SQLite
+//! transaction, and only after the commit hands the replies to a publishing task and the
+//! events to subscribers. Handling messages one at a time keeps every transition ordered:
+//! the policy's `admit` and `decide` always see the state the last transition left.
+//!
+//! When the policy aborts a rollout, operators hear of it three ways: a structured log line
+//! on stderr, the rollout's event stream, and, when configured, a JSON POST to a webhook.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use ota_core::names::{DeviceType, JobId, ThingName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::sqlite::{EngineContext, Output, RolloutEvent, SqliteStore};
+
+/// What devices did, as the engine consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceInput {
+    Connected(ThingName),
+    Disconnected(ThingName),
+    /// A publish under `$aws/things/{thing}/`; the transport has checked the thing's identity.
+    Message {
+        thing: ThingName,
+        topic: String,
+        payload: Vec<u8>,
+    },
+}
+
+/// Where the engine's replies to devices go.
+#[async_trait]
+pub trait DevicePublisher: Send + Sync + 'static {
+    /// Publishes at QoS 1.
+    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String>;
+}
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How often timeouts, admissions and completions are checked without device traffic.
+    pub tick: Duration,
+    /// Receives `{"event": "rollout_aborted", ...}` as a JSON POST on every abort (`http://` only).
+    pub webhook: Option<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { tick: Duration::from_millis(200), webhook: None }
+    }
+}
+
+/// The engine. Cheap to share; [`JobsEngine::run`] drives it.
+#[derive(Debug)]
+pub struct JobsEngine {
+    store: Arc<SqliteStore>,
+    ctx: EngineContext,
+    options: EngineOptions,
+    events: broadcast::Sender<RolloutEvent>,
+}
+
+impl JobsEngine {
+    /// An engine over `store`, signing download links with `ctx`.
+    pub fn new(store: Arc<SqliteStore>, ctx: EngineContext, options: EngineOptions) -> Arc<Self> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(JobsEngine { store, ctx, options, events })
+    }
+
+    /// Every event of every rollout from now on. A subscriber that falls behind by more than
+    /// 4096 events misses some (`Lagged`) and can catch up from the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<RolloutEvent> {
+        self.events.subscribe()
+    }
+
+    /// The store the engine runs on.
+    pub fn store(&self) -> &Arc<SqliteStore> {
+        &self.store
+    }
+
+    /// Runs until `shutdown` turns true or the device input closes. Storage errors are logged
+    /// and the engine carries on: the transition that failed was rolled back whole, and the
+    /// device will repeat its request.
+    pub async fn run(
+        self: Arc<Self>,
+        mut input: mpsc::Receiver<DeviceInput>,
+        publisher: Arc<dyn DevicePublisher>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
+        let publishing = tokio::spawn(publish_loop(out_rx, publisher));
+        // Offers made before a restart may never have reached their devices.
+        match self.store.pending_offers(self.ctx.clone(), Utc::now()).await {
+            Ok(out) => self.dispatch(out, &out_tx),
+            Err(e) => log("error", "engine_recovery_failed", json!({"error": e.to_string()})),
+        }
+        let mut ticker = tokio::time::interval(self.options.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                _ = ticker.tick() => {
+                    match self.store.engine_tick(self.ctx.clone(), Utc::now()).await {
+                        Ok(out) => self.dispatch(out, &out_tx),
+                        Err(e) => log("error", "engine_tick_failed", json!({"error": e.to_string()})),
+                    }
+                }
+                message = input.recv() => {
+                    let Some(message) = message else { break };
+                    self.handle(message, &out_tx).await;
+                }
+            }
+        }
+        drop(out_tx);
+        let _ = publishing.await;
+    }
+
+    async fn handle(&self, input: DeviceInput, out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>) {
+        let now = Utc::now();
+        let result = match input {
+            DeviceInput::Connected(thing) => {
+                self.store.set_connected(thing, true, now).await.map(|()| Output::default())
+            }
+            DeviceInput::Disconnected(thing) => {
+                self.store.set_connected(thing, false, now).await.map(|()| Output::default())
+            }
+            DeviceInput::Message { thing, topic, payload } => {
+                self.store.handle_device_message(self.ctx.clone(), thing, topic, payload, now).await
+            }
+        };
+        match result {
+            Ok(out) => self.dispatch(out, out_tx),
+            Err(e) => log("error", "device_message_failed", json!({"error": e.to_string()})),
+        }
+    }
+
+    fn dispatch(&self, out: Output, out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>) {
+        for message in out.publish {
+            let _ = out_tx.send(message);
+        }
+        for event in out.events {
+            let _ = self.events.send(event);
+        }
+        for (id, device_type, reason) in out.aborted {
+            notify_abort(&id, &device_type, &reason, self.options.webhook.clone());
+        }
+    }
+}
+
+async fn publish_loop(mut rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>, publisher: Arc<dyn DevicePublisher>) {
+    while let Some((topic, payload)) = rx.recv().await {
+        if let Err(e) = publisher.publish(topic.clone(), payload).await {
+            log("warn", "publish_failed", json!({"topic": topic, "error": e}));
+        }
+    }
+}
+
+/// One structured log line on stderr.
+pub(crate) fn log(level: &str, event: &str, mut fields: serde_json::Value) {
+    fields["level"] = json!(level);
+    fields["event"] = json!(event);
+    fields["at"] = json!(Utc::now().to_rfc3339());
+    eprintln!("{fields}");
+}
+
+fn notify_abort(id: &JobId, device_type: &DeviceType, reason: &str, webhook: Option<String>) {
+    let body = json!({"event": "rollout_aborted", "rollout": id.as_str(), "device_type": device_type.as_str(),
+                      "reason": reason, "at": Utc::now().to_rfc3339()});
+    log("warn", "rollout_aborted", body.clone());
+    if let Some(url) = webhook {
+        tokio::spawn(async move {
+            if let Err(e) = post_json(&url, &body.to_string()).await {
+                log("error", "webhook_failed", json!({"url": url, "error": e}));
+            }
+        });
+    }
+}
+
+/// A minimal `http://` JSON POST with a 10 s budget: enough for a chat webhook or a local
+/// relay, and no HTTP client crate in the server for one request per abort.
+pub async fn post_json(url: &str, body: &str) -> Result<u16, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// webhooks are supported: {url}"))?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+        let line = String::from_utf8_lossy(&response);
+        let status = line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or("no HTTP status")?;
+        if (200..300).contains(&status) { Ok(status) } else { Err(format!("the webhook answered {status}")) }
+    };
+    tokio::time::timeout(Duration::from_secs(10), work).await.map_err(|_| "the webhook timed out".to_string())?
+}
+
+/// A helper for tests and tools: waits until the rollout has ended (any status but
+/// `IN_PROGRESS`) and every execution is final, or `timeout` passes.
+pub async fn wait_until_settled(
+    store: &SqliteStore,
+    id: &JobId,
+    timeout: Duration,
+) -> ota_core::Result<crate::sqlite::RolloutProgress> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let p = store.rollout_progress(id).await?;
+        let settled = !p.rollout.status.is_active() && p.counts.queued == 0 && p.counts.in_progress == 0;
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(p);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
