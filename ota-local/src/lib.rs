@@ -10,6 +10,7 @@
 
 mod catalog;
 pub mod jobs;
+pub mod link;
 mod sqlite;
 
 use std::path::Path;
