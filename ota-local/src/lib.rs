@@ -9,6 +9,7 @@
 //! adapters; adapters call [`open_backend`] and get a plain [`ota_core::ports::Backend`].
 
 mod catalog;
+pub mod download;
 pub mod jobs;
 pub mod link;
 mod sqlite;

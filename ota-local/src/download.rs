@@ -1,0 +1,524 @@
+//! Firmware downloads over HTTP straight from the catalog folder, for devices of the local
+//! backend: the job document carries a link that [`UrlSigner::firmware_url`] signed, and
+//! [`router`] serves it. It plays the part S3 presigned URLs play on AWS, so the device agent
+//! sees the same thing from both backends: a plain `GET` of one image that works for a while,
+//! honours `Range` (a resumed download asks for `bytes=N-`) and needs no credentials.
+//!
+//! A link is `/firmwares/v{version}/{device_type}/firmware.bin?X-Ota-Expires={unix seconds}
+//! &X-Ota-Signature={hex HMAC-SHA256}` under the signer's base URL. The HMAC covers
+//! `"{path}\n{expires}"` with a 32-byte key kept in the data directory
+//! ([`UrlSigner::load_or_create`]), so a link cannot be stretched in time or pointed at another
+//! image, and the method is not signed: `HEAD` works with the `GET` link.
+//!
+//! Answers, in the order they are decided:
+//! - a path that is not exactly an image of the layout (`..`, another file, a malformed version
+//!   or type, percent-encoding) → 404; nothing outside the catalog is ever opened, because the
+//!   file path is rebuilt from a validated [`ArtifactRef`], never from the request;
+//! - a missing, malformed or wrong signature → 403; a valid one past its expiry → 403 saying
+//!   when it expired;
+//! - an image that is not in the catalog → 404;
+//! - otherwise 200, or 206 for one satisfiable range, or 416 with `Content-Range: bytes */len`.
+//!   Several ranges or a malformed `Range` get the whole image (RFC 9110 lets a server ignore
+//!   `Range`), which a client that resumes handles as well as 206.
+//!
+//! The image is streamed from the file in fixed chunks, so memory per download does not grow
+//! with the image.
+
+use std::fmt;
+use std::io::{self, Read as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use ota_core::catalog::{ArtifactRef, CatalogFile, parse_catalog_key, parse_sha256_file};
+use ota_core::names::DeviceType;
+use ota_core::version::FirmwareVersion;
+use sha2::Sha256;
+use tokio::io::AsyncReadExt as _;
+use tokio_util::io::ReaderStream;
+
+/// Query parameter holding the link's expiry, in Unix seconds.
+pub const EXPIRES_PARAM: &str = "X-Ota-Expires";
+/// Query parameter holding the hex HMAC-SHA256 of the path and the expiry.
+pub const SIGNATURE_PARAM: &str = "X-Ota-Signature";
+/// How long a link works unless [`UrlSigner::with_ttl`] says otherwise: long enough for a
+/// rollout's devices to fetch the image, as with S3 presigned URLs in AWS IoT jobs.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// Name of the key file inside the data directory.
+pub const KEY_FILE: &str = "download-key";
+
+/// Bytes read from the file per chunk of the response body: large enough that a download is
+/// a few dozen reads, small enough that a thousand concurrent downloads hold 64 MB at most.
+const CHUNK: usize = 64 * 1024;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Signs download links and checks them; one key per data directory, shared by whatever
+/// writes job documents and the server that answers the devices.
+#[derive(Clone)]
+pub struct UrlSigner {
+    key: Arc<[u8; 32]>,
+    base_url: String,
+    ttl: Duration,
+}
+
+impl fmt::Debug for UrlSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key: a signer ends up in logs through the structs that hold it.
+        f.debug_struct("UrlSigner")
+            .field("base_url", &self.base_url)
+            .field("ttl", &self.ttl)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a link was refused; the text is what the device (and whoever reads its logs) gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// No expiry or no signature in the query.
+    #[error("the link is not signed (it needs {EXPIRES_PARAM} and {SIGNATURE_PARAM})")]
+    Unsigned,
+    /// The signature does not match the path and expiry (wrong key, edited link).
+    #[error("the link's signature is not valid")]
+    BadSignature,
+    /// The signature is right but the link's time is over.
+    #[error("the link expired at {}", .0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    Expired(DateTime<Utc>),
+}
+
+impl UrlSigner {
+    /// A signer with `key` (32 secret bytes) whose links start with `base_url`, such as
+    /// `http://127.0.0.1:8080`; a trailing `/` is dropped.
+    pub fn new(key: [u8; 32], base_url: impl Into<String>) -> Self {
+        let mut base_url = base_url.into();
+        while base_url.ends_with('/') {
+            base_url.pop();
+        }
+        UrlSigner { key: Arc::new(key), base_url, ttl: DEFAULT_TTL }
+    }
+
+    /// The signer of `data_dir`: reads the key from `data_dir/download-key` (64 hex
+    /// characters), or creates that file with a fresh random key, readable by its owner only,
+    /// so that links survive restarts and every process of the same data directory agrees.
+    /// A key file that is not 64 hex characters is an error, never silently replaced: that
+    /// would invalidate every link already handed out.
+    pub fn load_or_create(data_dir: &Path, base_url: impl Into<String>) -> io::Result<Self> {
+        let path = data_dir.join(KEY_FILE);
+        let key = match read_key(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(data_dir, &path)?,
+            other => other?,
+        };
+        Ok(UrlSigner::new(key, base_url))
+    }
+
+    /// Links valid for `ttl` instead of [`DEFAULT_TTL`].
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long links stay valid.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The base every link starts with, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// A URL for one firmware image valid until `now` + the signer's time to live.
+    pub fn firmware_url(&self, version: &FirmwareVersion, device_type: &DeviceType, now: DateTime<Utc>) -> String {
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        let expires = now.timestamp().saturating_add(ttl);
+        let artifact = ArtifactRef::new(device_type.clone(), version.clone());
+        self.url_for_path(&format!("/{}", artifact.key(CatalogFile::Image)), expires)
+    }
+
+    /// A signed URL for `path` (which starts with `/`) that expires at `expires` (Unix
+    /// seconds). Tests use it to forge links the public API would never produce.
+    pub fn url_for_path(&self, path: &str, expires: i64) -> String {
+        let signature = hex::encode(self.mac(path, expires).finalize().into_bytes());
+        format!("{}{path}?{EXPIRES_PARAM}={expires}&{SIGNATURE_PARAM}={signature}", self.base_url)
+    }
+
+    /// Checks the query of a request for `path` at `now`: the signature first (in constant
+    /// time), then the expiry, so a forged link never learns anything about time.
+    pub fn verify(&self, path: &str, query: Option<&str>, now: DateTime<Utc>) -> Result<(), LinkError> {
+        let (expires, signature) = signed_params(query.unwrap_or(""))?;
+        let expires: i64 = parse_digits(expires).and_then(|e| i64::try_from(e).ok()).ok_or(LinkError::BadSignature)?;
+        let mut signature_bytes = [0u8; 32];
+        hex::decode_to_slice(signature, &mut signature_bytes).map_err(|_| LinkError::BadSignature)?;
+        self.mac(path, expires).verify_slice(&signature_bytes).map_err(|_| LinkError::BadSignature)?;
+        if now.timestamp() > expires {
+            let at = DateTime::from_timestamp(expires, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+            return Err(LinkError::Expired(at));
+        }
+        Ok(())
+    }
+
+    fn mac(&self, path: &str, expires: i64) -> HmacSha256 {
+        // Any key length is valid for HMAC; 32 bytes cannot fail.
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(self.key.as_slice()).expect("HMAC takes any key length");
+        mac.update(path.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        mac
+    }
+}
+
+/// The values of the two signing parameters; a parameter given twice is refused rather than
+/// guessed at.
+fn signed_params(query: &str) -> Result<(&str, &str), LinkError> {
+    let (mut expires, mut signature) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match name {
+            EXPIRES_PARAM => &mut expires,
+            SIGNATURE_PARAM => &mut signature,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(LinkError::BadSignature);
+        }
+    }
+    match (expires, signature) {
+        (Some(e), Some(s)) => Ok((e, s)),
+        _ => Err(LinkError::Unsigned),
+    }
+}
+
+fn read_key(path: &Path) -> io::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} must hold 64 hex characters (the download signing key)", path.display()),
+        )
+    })?;
+    Ok(key)
+}
+
+fn create_key(data_dir: &Path, path: &Path) -> io::Result<[u8; 32]> {
+    std::fs::create_dir_all(data_dir)?;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| io::Error::other(format!("no randomness for the download key: {e}")))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        // Another process of the same data directory won the race: use its key.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return read_key(path),
+        Err(e) => return Err(e),
+    };
+    file.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
+    file.sync_all()?;
+    Ok(key)
+}
+
+/// Digits only: `u64::from_str` would also take `+5`.
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+struct Shared {
+    root: PathBuf,
+    signer: UrlSigner,
+    clock: Clock,
+}
+
+/// The download server: `GET` and `HEAD` of `/firmwares/v{ver}/{type}/firmware.bin` with a
+/// signed query, answered from the catalog folder `catalog_root` (the folder that holds
+/// `firmwares/`, as for [`crate::FolderCatalog`]). See the module docs for every answer.
+pub fn router(catalog_root: PathBuf, signer: UrlSigner) -> Router {
+    router_with_clock(catalog_root, signer, Utc::now)
+}
+
+/// [`router`] reading the time from `clock`, so tests can move past a link's expiry.
+pub fn router_with_clock(
+    catalog_root: PathBuf,
+    signer: UrlSigner,
+    clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+) -> Router {
+    let shared = Arc::new(Shared { root: catalog_root, signer, clock: Arc::new(clock) });
+    // `get` answers HEAD too; the handler leaves the body out itself so HEAD opens no stream.
+    Router::new().route("/firmwares/{*rest}", get(download)).fallback(not_found).with_state(shared)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such firmware image\n").into_response()
+}
+
+async fn download(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    // The raw path, not the decoded wildcard: `%2e%2e` or `%2F` never become separators, and
+    // only the canonical spelling of a key parses, which is also the spelling that was signed.
+    let path = uri.path();
+    let artifact = match path.strip_prefix('/').and_then(parse_catalog_key) {
+        Some((artifact, CatalogFile::Image)) => artifact,
+        _ => return not_found().await,
+    };
+    if let Err(e) = shared.signer.verify(path, uri.query(), (shared.clock)()) {
+        return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response();
+    }
+    let image_path = file_path(&shared.root, &artifact, CatalogFile::Image);
+    let sha_path = file_path(&shared.root, &artifact, CatalogFile::Sha256);
+    let image = match tokio::task::spawn_blocking(move || open_image(&image_path, &sha_path)).await {
+        Ok(Ok(image)) => image,
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+            return (StatusCode::NOT_FOUND, format!("{artifact} is not in the catalog\n")).into_response();
+        }
+        Ok(Err(e)) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {artifact}: {e}\n")).into_response();
+        }
+        Err(e) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {artifact}: {e}\n")).into_response();
+        }
+    };
+    respond(image, &method, &headers).await
+}
+
+/// The file of an artifact under the root, built segment by segment from the validated key,
+/// as [`crate::FolderCatalog`] does.
+fn file_path(root: &Path, artifact: &ArtifactRef, file: CatalogFile) -> PathBuf {
+    let mut path = root.to_path_buf();
+    path.extend(artifact.key(file).split('/'));
+    path
+}
+
+/// An open image, its length and its strong ETag (the quoted sha256) when the digest file is
+/// there and well formed.
+struct OpenImage {
+    file: std::fs::File,
+    len: u64,
+    etag: Option<String>,
+}
+
+/// One trip to the blocking pool for everything synchronous: open, length, digest file.
+fn open_image(image_path: &Path, sha_path: &Path) -> io::Result<OpenImage> {
+    let file = std::fs::File::open(image_path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
+    }
+    let etag = read_small(sha_path)
+        .ok()
+        .and_then(|text| parse_sha256_file(&text).ok())
+        .map(|digest| format!("\"{}\"", digest.to_hex()));
+    Ok(OpenImage { file, len: meta.len(), etag })
+}
+
+/// Reads a file of at most 4 KiB as text (the digest file is one line).
+fn read_small(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(4096).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// What the `Range` header asks of an image of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeAsk {
+    /// No usable range: the whole image with 200.
+    Full,
+    /// Bytes `start..=end` with 206.
+    Part { start: u64, end: u64 },
+    /// Nothing of the image is in the range: 416.
+    Unsatisfiable,
+}
+
+/// Reads one `Range` value against an image of `len` bytes. Only single byte ranges are
+/// served; several ranges or anything malformed yield [`RangeAsk::Full`], which RFC 9110
+/// allows (a server may ignore `Range`).
+fn parse_range(value: &str, len: u64) -> RangeAsk {
+    let value = value.trim();
+    let Some(spec) = value.get(..6).filter(|unit| unit.eq_ignore_ascii_case("bytes=")).map(|_| &value[6..]) else {
+        return RangeAsk::Full;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let (start, end) = if first.is_empty() {
+        // `bytes=-n`: the last n bytes; the whole image when n is larger.
+        let Some(n) = parse_digits(last) else { return RangeAsk::Full };
+        if n == 0 || len == 0 {
+            return RangeAsk::Unsatisfiable;
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let Some(start) = parse_digits(first) else { return RangeAsk::Full };
+        let end = if last.is_empty() {
+            u64::MAX
+        } else {
+            match parse_digits(last) {
+                Some(end) if end >= start => end,
+                _ => return RangeAsk::Full,
+            }
+        };
+        if start >= len {
+            return RangeAsk::Unsatisfiable;
+        }
+        (start, end.min(len - 1))
+    };
+    RangeAsk::Part { start, end }
+}
+
+async fn respond(image: OpenImage, method: &Method, headers: &HeaderMap) -> Response {
+    let OpenImage { file, len, etag } = image;
+    let ask = requested_range(headers, len, etag.as_deref());
+    let mut builder = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(etag) = etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+        builder = builder.header(header::ETAG, etag);
+    }
+    let (status, start, count) = match ask {
+        RangeAsk::Full => (StatusCode::OK, 0, len),
+        RangeAsk::Part { start, end } => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeAsk::Unsatisfiable => {
+            let body = "the range is outside the image\n";
+            return builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Body::from(body))
+                .unwrap_or_else(|_| StatusCode::RANGE_NOT_SATISFIABLE.into_response());
+        }
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, count);
+    let body = if method == Method::HEAD || count == 0 {
+        Body::empty()
+    } else {
+        let mut file = tokio::fs::File::from_std(file);
+        if start > 0
+            && let Err(e) = tokio::io::AsyncSeekExt::seek(&mut file, SeekFrom::Start(start)).await
+        {
+            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the image: {e}\n")).into_response();
+        }
+        Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK))
+    };
+    builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The range to serve: none when there is no `Range`, when there are several `Range`
+/// headers, or when `If-Range` names another version of the bytes than `etag`.
+fn requested_range(headers: &HeaderMap, len: u64, etag: Option<&str>) -> RangeAsk {
+    let mut ranges = headers.get_all(header::RANGE).iter();
+    let (Some(range), None) = (ranges.next(), ranges.next()) else {
+        return RangeAsk::Full;
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        // Only a strong ETag match keeps the range; a date or another tag gets the whole image.
+        if etag.is_none_or(|etag| if_range.as_bytes() != etag.as_bytes()) {
+            return RangeAsk::Full;
+        }
+    }
+    range.to_str().map_or(RangeAsk::Full, |v| parse_range(v, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        use RangeAsk::*;
+        let len = 1000;
+        let cases = [
+            ("bytes=0-99", Part { start: 0, end: 99 }),
+            ("bytes=100-", Part { start: 100, end: 999 }),
+            ("bytes=990-5000", Part { start: 990, end: 999 }),
+            ("bytes=-10", Part { start: 990, end: 999 }),
+            ("bytes=-5000", Part { start: 0, end: 999 }),
+            ("BYTES=5-5", Part { start: 5, end: 5 }),
+            ("bytes=1000-", Unsatisfiable),
+            ("bytes=1000-2000", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+            ("bytes=0-1,5-6", Full),
+            ("bytes=9-3", Full),
+            ("bytes=+3-", Full),
+            ("bytes=a-b", Full),
+            ("bytes=-", Full),
+            ("items=0-1", Full),
+            ("bytes=5", Full),
+            ("", Full),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_range(value, len), expected, "{value:?}");
+        }
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn a_signed_link_verifies_only_for_its_path_and_time() {
+        let signer = UrlSigner::new([7; 32], "http://h:1/");
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let url = signer.url_for_path("/a", 1_000_100);
+        let query = url.split_once('?').unwrap().1;
+        assert!(url.starts_with("http://h:1/a?"), "{url}");
+        assert_eq!(signer.verify("/a", Some(query), now), Ok(()));
+        assert_eq!(signer.verify("/b", Some(query), now), Err(LinkError::BadSignature));
+        let later = DateTime::from_timestamp(1_000_101, 0).unwrap();
+        assert!(matches!(signer.verify("/a", Some(query), later), Err(LinkError::Expired(_))));
+        let other_key = UrlSigner::new([8; 32], "http://h:1");
+        assert_eq!(other_key.verify("/a", Some(query), now), Err(LinkError::BadSignature));
+        assert_eq!(signer.verify("/a", None, now), Err(LinkError::Unsigned));
+        let twice = format!("{query}&{EXPIRES_PARAM}=2000000");
+        assert_eq!(signer.verify("/a", Some(&twice), now), Err(LinkError::BadSignature));
+        let stretched = query.replace("1000100", "1000200");
+        assert_eq!(signer.verify("/a", Some(&stretched), now), Err(LinkError::BadSignature));
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let text = format!("{:?}", UrlSigner::new([0xab; 32], "http://h"));
+        assert!(!text.contains("ab, ") && !text.contains("abab") && !text.contains("171"), "{text}");
+        assert!(text.contains("redacted"), "{text}");
+    }
+
+    #[test]
+    fn the_key_file_is_created_once_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = UrlSigner::load_or_create(&data, "http://h").unwrap();
+        let again = UrlSigner::load_or_create(&data, "http://h").unwrap();
+        assert_eq!(first.key, again.key, "the same key after a restart");
+        assert_ne!(*first.key, [0u8; 32]);
+        let path = data.join(KEY_FILE);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim().len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        std::fs::write(&path, "not hex\n").unwrap();
+        let e = UrlSigner::load_or_create(&data, "http://h").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("64 hex characters"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not hex\n", "a bad key file is left alone");
+    }
+}
