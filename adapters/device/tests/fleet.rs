@@ -283,13 +283,114 @@ fn serve(conn: TcpStream, image: &[u8], log: &Mutex<Vec<(String, u64, u16)>>) {
 const PET_FEEDER: &str = "pet_feeder";
 const JOB: &str = "update-pet_feeder-2_1_0";
 
+/// What gives a thing its job once it has reported its shadow (None: no job).
+type JobFor = Box<dyn Fn(&str) -> Option<Value> + Send>;
+
+/// The cloud: one [`Cloud`] per thing on the wildcard topics, as user `cloud`. A thing's job
+/// is created and announced on `notify-next` once the thing has reported its shadow.
+struct TestCloud {
+    clouds: Arc<Mutex<BTreeMap<String, Cloud>>>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestCloud {
+    fn start(port: u16, things: &[String], job_for: JobFor) -> Self {
+        let clouds: Arc<Mutex<BTreeMap<String, Cloud>>> =
+            Arc::new(Mutex::new(things.iter().map(|t| (t.clone(), Cloud::new(t))).collect()));
+        let mut options = rumqttc::MqttOptions::new("cloud", "127.0.0.1", port);
+        options.set_credentials("cloud", "cloud-pw");
+        options.set_keep_alive(Duration::from_secs(30));
+        let (cloud_client, mut cloud_conn) = rumqttc::Client::new(options, 1024);
+        for t in ["jobs/$next/get", "jobs/+/update", "shadow/update"] {
+            cloud_client.subscribe(format!("$aws/things/+/{t}"), rumqttc::QoS::AtLeastOnce).unwrap();
+        }
+        let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
+        let done = Arc::new(AtomicBool::new(false));
+        let (c, d) = (clouds.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut subacks = 0;
+            for event in cloud_conn.iter() {
+                if d.load(Ordering::SeqCst) {
+                    return;
+                }
+                let p = match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        subacks += 1;
+                        if subacks == 3 {
+                            let _ = subscribed_tx.send(());
+                        }
+                        continue;
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => p,
+                    _ => continue,
+                };
+                let Some(thing) = p.topic.strip_prefix("$aws/things/").and_then(|r| r.split('/').next()) else {
+                    continue;
+                };
+                let mut clouds = c.lock().unwrap();
+                let Some(cloud) = clouds.get_mut(thing) else { continue };
+                let mut replies = cloud.handle(&p.topic, &p.payload);
+                if cloud.jobs.is_empty()
+                    && p.topic.ends_with("/shadow/update")
+                    && let Some(document) = job_for(thing)
+                {
+                    cloud.add_job(JOB, document);
+                    replies.push(cloud.notify_next());
+                }
+                drop(clouds);
+                for (topic, payload) in replies {
+                    if cloud_client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("the cloud's subscriptions are acknowledged");
+        TestCloud { clouds, done, thread: Some(thread) }
+    }
+
+    fn with<T>(&self, thing: &str, f: impl FnOnce(&Cloud) -> T) -> T {
+        f(&self.clouds.lock().unwrap()[thing])
+    }
+
+    /// Ends the cloud's thread; call once the broker is gone (its connection then errors).
+    fn finish(mut self) -> BTreeMap<String, Cloud> {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.clouds.lock().unwrap())
+    }
+}
+
+/// Fleet settings with short waits.
+fn fleet_config(port: u16, password_for: PasswordFor) -> FleetConfig {
+    let mut config = FleetConfig::new("127.0.0.1", port, password_for);
+    config.self_test_timeout = Duration::from_secs(10);
+    config.reconnect_delay = Duration::from_millis(200);
+    config.poll_interval = Duration::from_millis(50);
+    config.retry_delay = Duration::from_millis(100);
+    config.reboot_grace = Duration::from_millis(300);
+    config.http_timeout = Duration::from_secs(5);
+    config
+}
+
+fn password(thing: &str) -> String {
+    format!("pw-{thing}")
+}
+
+/// The broker's users: every thing with its password, and the cloud.
+fn users(things: &[String]) -> Vec<(String, String)> {
+    let mut users: Vec<(String, String)> = things.iter().map(|t| (t.clone(), password(t))).collect();
+    users.push(("cloud".into(), "cloud-pw".into()));
+    users
+}
+
 #[test]
 fn mosquitto_a_simulated_fleet_updates_and_fails_as_its_faults_say() {
     let things: Vec<String> = (1..=5).map(|n| format!("pet_feeder-{n:02}")).collect();
-    let password = |thing: &str| format!("pw-{thing}");
-    let mut users: Vec<(String, String)> = things.iter().map(|t| (t.clone(), password(t))).collect();
-    users.push(("cloud".into(), "cloud-pw".into()));
-    let Some(broker) = broker(&users) else { return };
+    let Some(broker) = broker(&users(&things)) else { return };
 
     let target = FirmwareVersion::new(2, 1, 0);
     let image = ota_core::demo::firmware_image(&ty(PET_FEEDER), &target);
@@ -297,58 +398,13 @@ fn mosquitto_a_simulated_fleet_updates_and_fails_as_its_faults_say() {
     verifier.update(&image);
     let (digest, size) = verifier.finish();
     let downloads = Downloads::start(Arc::new(image));
-
-    // The cloud: one job per thing, announced once the thing has reported its shadow.
-    let clouds: Arc<Mutex<BTreeMap<String, Cloud>>> =
-        Arc::new(Mutex::new(things.iter().map(|t| (t.clone(), Cloud::new(t))).collect()));
-    let mut options = rumqttc::MqttOptions::new("cloud", "127.0.0.1", broker.port);
-    options.set_credentials("cloud", "cloud-pw");
-    let (cloud_client, mut cloud_conn) = rumqttc::Client::new(options, 256);
-    for t in ["jobs/$next/get", "jobs/+/update", "shadow/update"] {
-        cloud_client.subscribe(format!("$aws/things/+/{t}"), rumqttc::QoS::AtLeastOnce).unwrap();
-    }
-    let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
-    let done = Arc::new(AtomicBool::new(false));
-    let (c, d, addr) = (clouds.clone(), done.clone(), downloads.addr);
-    let cloud_thread = std::thread::spawn(move || {
-        let mut subacks = 0;
-        for event in cloud_conn.iter() {
-            if d.load(Ordering::SeqCst) {
-                return;
-            }
-            let p = match event {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    subacks += 1;
-                    if subacks == 3 {
-                        let _ = subscribed_tx.send(());
-                    }
-                    continue;
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => p,
-                _ => continue,
-            };
-            let Some(thing) = p.topic.strip_prefix("$aws/things/").and_then(|r| r.split('/').next()) else {
-                continue;
-            };
-            let mut clouds = c.lock().unwrap();
-            let Some(cloud) = clouds.get_mut(thing) else { continue };
-            let mut replies = cloud.handle(&p.topic, &p.payload);
-            if cloud.jobs.is_empty() && p.topic.ends_with("/shadow/update") {
-                let document = json!({"operation": "ota_update", "deviceType": PET_FEEDER, "version": "2.1.0",
-                    "rollback": false, "firmware": {"url": format!("http://{addr}/{thing}/firmware.bin"),
-                    "size": size, "sha256": digest.to_hex()}});
-                cloud.add_job(JOB, document);
-                replies.push(cloud.notify_next());
-            }
-            drop(clouds);
-            for (topic, payload) in replies {
-                if cloud_client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).is_err() {
-                    return;
-                }
-            }
-        }
+    let addr = downloads.addr;
+    let job_for: JobFor = Box::new(move |thing| {
+        Some(json!({"operation": "ota_update", "deviceType": PET_FEEDER, "version": "2.1.0", "rollback": false,
+            "firmware": {"url": format!("http://{addr}/{thing}/firmware.bin"), "size": size,
+                         "sha256": digest.to_hex()}}))
     });
-    subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("the cloud's subscriptions are acknowledged");
+    let cloud = TestCloud::start(broker.port, &things, job_for);
 
     let faults = [
         DeviceFaults::default(),
@@ -368,39 +424,28 @@ fn mosquitto_a_simulated_fleet_updates_and_fails_as_its_faults_say() {
             faults,
         })
         .collect();
-    let password_for: PasswordFor =
-        Arc::new(
-            move |thing: &ThingName| {
-                if thing.as_str() == "pet_feeder-05" { "wrong".to_string() } else { password(thing.as_str()) }
-            },
-        );
-    let mut config = FleetConfig::new("127.0.0.1", broker.port, password_for);
-    config.self_test_timeout = Duration::from_secs(10);
-    config.reconnect_delay = Duration::from_millis(200);
-    config.poll_interval = Duration::from_millis(50);
-    config.retry_delay = Duration::from_millis(100);
-    config.reboot_grace = Duration::from_millis(300);
-    config.http_timeout = Duration::from_secs(5);
-    let fleet = SimFleet::start(specs, config).unwrap();
+    let password_for: PasswordFor = Arc::new(|thing: &ThingName| match thing.as_str() {
+        "pet_feeder-05" => "wrong".to_string(),
+        other => password(other),
+    });
+    let fleet = SimFleet::start(specs, fleet_config(broker.port, password_for)).unwrap();
 
-    let final_status = |thing: &str| clouds.lock().unwrap()[thing].final_status(JOB);
+    let ended = |thing: &str| cloud.with(thing, |c| c.final_status(JOB).is_some());
     let deadline = Instant::now() + Duration::from_secs(50);
-    while things[..4].iter().any(|t| final_status(t).is_none()) {
+    while !things[..4].iter().all(|t| ended(t)) {
         assert!(Instant::now() < deadline, "not every job ended within 50 s: {:#?}", fleet.snapshot());
         std::thread::sleep(Duration::from_millis(100));
     }
     let states: BTreeMap<String, _> = fleet.snapshot().into_iter().map(|s| (s.thing.to_string(), s)).collect();
     let left = fleet.stop();
-    done.store(true, Ordering::SeqCst);
     drop(broker);
-    let _ = cloud_thread.join();
+    let clouds = cloud.finish();
     assert_eq!(left, 0, "every device thread ended within the stop timeout");
 
     let summary = |thing: &str| {
         let s = &states[thing];
         (s.firmware_version.as_str(), s.slot_state, s.boots)
     };
-    let clouds = clouds.lock().unwrap();
     let reason = |thing: &str| {
         let (status, details) = clouds[thing].final_status(JOB).unwrap();
         (status, details["reason"].as_str().unwrap_or_default().to_string(), details["firmwareVersion"].clone())
@@ -431,8 +476,63 @@ fn mosquitto_a_simulated_fleet_updates_and_fails_as_its_faults_say() {
     assert_eq!(downloads.requests("/pet_feeder-04/firmware.bin"), [(0, 200), (DROP_AT, 206)]);
 
     // -05: refused by the broker, so it never had a session nor a job.
-    assert!(states["pet_feeder-05"].connected.eq(&false) && states["pet_feeder-01"].connected);
+    assert!(!states["pet_feeder-05"].connected && states["pet_feeder-01"].connected);
     assert!(clouds["pet_feeder-05"].jobs.is_empty());
     assert_eq!(summary("pet_feeder-05"), ("1.0.0", "valid", 1));
     assert!(states.values().all(|s| s.last_error.is_none()), "{states:#?}");
+}
+
+/// A field of /proc/self/status (Linux), for the figures.
+fn proc_status(field: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn mosquitto_four_hundred_devices_connect_report_their_versions_and_stop() {
+    let types = [ty("pet_feeder"), ty("smart_plug"), ty("motion_sensor"), ty("weather_station")];
+    let specs = demo_fleet(&types, 100, FaultRates::default(), 9).unwrap();
+    let things: Vec<String> = specs.iter().map(|s| s.thing.to_string()).collect();
+    let Some(broker) = broker(&users(&things)) else { return };
+    let cloud = TestCloud::start(broker.port, &things, Box::new(|_| None));
+    let threads_before: usize = proc_status("Threads:").parse().unwrap_or(0);
+
+    let started = Instant::now();
+    let password_for: PasswordFor = Arc::new(|thing: &ThingName| password(thing.as_str()));
+    let fleet = SimFleet::start(specs.clone(), FleetConfig::new("127.0.0.1", broker.port, password_for)).unwrap();
+    let reported = |s: &SimDeviceSpec| {
+        cloud.with(s.thing.as_str(), |c| c.shadow["firmwareVersion"] == Value::from(s.version.to_string()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(50);
+    while !specs.iter().all(reported) {
+        let missing = specs.iter().filter(|s| !reported(s)).count();
+        assert!(Instant::now() < deadline, "{missing} of 400 devices did not report within 50 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all_reported = started.elapsed();
+    let snapshot = fleet.snapshot();
+    let threads: usize = proc_status("Threads:").parse().unwrap_or(0);
+    let rss = proc_status("VmRSS:");
+    let stopping = Instant::now();
+    let left = fleet.stop();
+    let stop_took = stopping.elapsed();
+    println!(
+        "400 devices: all reported in {all_reported:?}; {} fleet threads; RSS {rss}; stop took {stop_took:?}",
+        threads.saturating_sub(threads_before)
+    );
+    drop(broker);
+    cloud.finish();
+
+    assert_eq!(left, 0, "every device thread ended within the stop timeout");
+    assert!(snapshot.iter().all(|s| s.connected && s.boots == 1 && s.slot_state == "valid"), "{snapshot:#?}");
+    let versions: Vec<(&str, &str)> =
+        snapshot.iter().map(|s| (s.thing.as_str(), s.firmware_version.as_str())).collect();
+    let expected: Vec<(&str, String)> = specs.iter().map(|s| (s.thing.as_str(), s.version.to_string())).collect();
+    assert_eq!(versions, expected.iter().map(|(t, v)| (*t, v.as_str())).collect::<Vec<_>>());
+    // Two threads a device; other tests of this binary may start or end threads meanwhile.
+    let ours = threads.saturating_sub(threads_before);
+    assert!(ours < 1_000, "{ours} threads for 400 devices: more than an agent and a pump each");
 }
