@@ -503,9 +503,8 @@ fn mosquitto_four_hundred_devices_connect_report_their_versions_and_stop() {
     let started = Instant::now();
     let password_for: PasswordFor = Arc::new(|thing: &ThingName| password(thing.as_str()));
     let fleet = SimFleet::start(specs.clone(), FleetConfig::new("127.0.0.1", broker.port, password_for)).unwrap();
-    let reported = |s: &SimDeviceSpec| {
-        cloud.with(s.thing.as_str(), |c| c.shadow["firmwareVersion"] == Value::from(s.version.to_string()))
-    };
+    let reported =
+        |s: &SimDeviceSpec| cloud.with(s.thing.as_str(), |c| c.shadow["firmwareVersion"] == s.version.to_string());
     let deadline = Instant::now() + Duration::from_secs(50);
     while !specs.iter().all(reported) {
         let missing = specs.iter().filter(|s| !reported(s)).count();
