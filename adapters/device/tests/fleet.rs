@@ -121,6 +121,43 @@ fn a_fleet_with_a_thing_twice_is_refused_before_anything_starts() {
     assert!(matches!(&err, FleetError::DuplicateThing(t) if t == "pet_feeder-01"), "{err}");
 }
 
+#[test]
+fn devices_without_an_endpoint_keep_their_image_and_stop_when_told() {
+    // A port nothing listens on: every connection attempt is refused.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let specs = demo_fleet(&[ty("pet_feeder")], 4, FaultRates::default(), 1).unwrap();
+    let password_for: PasswordFor = Arc::new(|_| "pw".to_string());
+    let mut config = FleetConfig::new("127.0.0.1", port, password_for);
+    config.reconnect_delay = Duration::from_millis(50);
+    config.start_interval = Duration::from_millis(1);
+    let fleet = SimFleet::start(specs.clone(), config).unwrap();
+    assert_eq!(fleet.len(), 4);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.snapshot().iter().any(|s| s.boots == 0) {
+        assert!(Instant::now() < deadline, "the devices never booted: {:#?}", fleet.snapshot());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Some connection attempts go by.
+    std::thread::sleep(Duration::from_millis(300));
+    let snapshot = fleet.snapshot();
+    assert_eq!(fleet.stop(), 0, "every device thread ended within the stop timeout");
+    let seen: Vec<(&str, &str, &str, u32, bool)> = snapshot
+        .iter()
+        .map(|s| (s.thing.as_str(), s.firmware_version.as_str(), s.slot_state, s.boots, s.connected))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("pet_feeder-01", "1.0.0", "valid", 1, false),
+            ("pet_feeder-02", "1.0.0", "valid", 1, false),
+            ("pet_feeder-03", "2.0.0", "valid", 1, false),
+            ("pet_feeder-04", "3.0.0", "valid", 1, false),
+        ],
+        "still on their first boot, never connected"
+    );
+    assert!(snapshot.iter().all(|s| s.last_error.is_none() && s.device_type == ty("pet_feeder")));
+}
+
 // ---------------------------------------------------------------------------------------
 // Against mosquitto.
 
