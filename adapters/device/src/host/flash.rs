@@ -1,8 +1,10 @@
 //! A simulated two-slot OTA flash with the ESP-IDF bootloader's rollback rules.
 //!
-//! Each slot keeps only what the bootloader needs: the image header (for the version), the
-//! length and the digest of what was written, and its state. So an 8 MB image costs no
-//! memory here either, and a test can still check exactly which bytes landed.
+//! Each slot keeps only what the bootloader needs: the image header (for the version, from
+//! the synthetic header or an ESP32 app descriptor), the length and the digest of what was
+//! written, and its state. So an 8 MB image costs no memory here either, and a test can
+//! still check exactly which bytes landed. A flash can start with an image of any version
+//! without its bytes ([`SimFlash::new`]), as a simulated fleet of hundreds needs.
 //!
 //! States follow ESP-IDF with `CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE`: a freshly activated
 //! image is `New`; its first boot makes it `PendingVerify`; the app confirms it (`Valid`) or
@@ -16,7 +18,7 @@ use embedded_svc::ota::{FirmwareInfo, Ota, OtaUpdate, OtaUpdateFinished, Slot, S
 use ota_core::catalog::Sha256Digest;
 use ota_core::integrity::Sha256Verifier;
 
-use super::image::{HEADER_LEN, header_version};
+use super::image::{IMAGE_HEADER_LEN, header_version};
 use super::power::{Power, PowerCut};
 
 /// A slot's state as the simulated bootloader tracks it.
@@ -67,6 +69,8 @@ struct FlashState {
     running: usize,
     slot_size: u64,
     failing_versions: Vec<String>,
+    /// Every image an update wrote fails its self-test (the factory image does not).
+    updates_fail: bool,
 }
 
 /// Errors of the simulated flash.
@@ -108,6 +112,7 @@ impl SimFlash {
             running: 0,
             slot_size,
             failing_versions: Vec::new(),
+            updates_fail: false,
         };
         SimFlash { state: Arc::new(Mutex::new(state)), power }
     }
@@ -121,10 +126,20 @@ impl SimFlash {
         self.lock().failing_versions.push(version.to_string());
     }
 
+    /// Fault knob: every image an update writes fails its self-test, whatever its version
+    /// (a device whose hardware the new firmware trips over); the image the flash started
+    /// with keeps passing. For a simulation that does not know the versions it will be sent.
+    pub fn fail_self_test_of_updates(&self) {
+        self.lock().updates_fail = true;
+    }
+
     /// Whether the running image is one that fails its self-test.
     pub fn running_image_fails_self_test(&self) -> bool {
         let s = self.lock();
-        s.slots[s.running].version.as_ref().is_some_and(|v| s.failing_versions.contains(v))
+        let slot = &s.slots[s.running];
+        // Only streamed images have a digest; the factory image never was.
+        (s.updates_fail && slot.digest.is_some())
+            || slot.version.as_ref().is_some_and(|v| s.failing_versions.contains(v))
     }
 
     /// Runs the bootloader: picks the slot to start, rolling back an image that booted
@@ -233,7 +248,7 @@ impl Ota for SimFlash {
             s.slots[slot] = SimSlot::empty();
             slot
         };
-        Ok(SimUpdate { flash: self, slot, verifier: Sha256Verifier::new(), header: [0; HEADER_LEN], done: false })
+        Ok(SimUpdate { flash: self, slot, verifier: Sha256Verifier::new(), header: [0; IMAGE_HEADER_LEN], done: false })
     }
 
     fn mark_running_slot_valid(&mut self) -> Result<(), FlashError> {
@@ -263,7 +278,7 @@ pub struct SimUpdate<'a> {
     flash: &'a SimFlash,
     slot: usize,
     verifier: Sha256Verifier,
-    header: [u8; HEADER_LEN],
+    header: [u8; IMAGE_HEADER_LEN],
     done: bool,
 }
 
@@ -280,8 +295,8 @@ impl Write for SimUpdate<'_> {
         if end > size {
             return Err(FlashError::TooLarge(size));
         }
-        if at < HEADER_LEN as u64 {
-            let n = (HEADER_LEN - at as usize).min(buf.len());
+        if at < IMAGE_HEADER_LEN as u64 {
+            let n = (IMAGE_HEADER_LEN - at as usize).min(buf.len());
             self.header[at as usize..at as usize + n].copy_from_slice(&buf[..n]);
         }
         self.verifier.update(buf);

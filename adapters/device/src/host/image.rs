@@ -4,6 +4,11 @@
 //! Layout: the magic `OTA-SIM\0`, the version as NUL-padded ASCII (32 bytes), then
 //! pseudo-random bytes seeded by the version. The simulated flash reads the version from
 //! this header the way the ESP-IDF bootloader reads the app descriptor.
+//!
+//! The simulated flash also reads real ESP32 application images (and the demo catalog's,
+//! `ota_core::demo::firmware_image`, which are shaped like them): the image magic `0xE9` at
+//! 0, then the `esp_app_desc_t` at 32 (magic `0xABCD5432`, little-endian) with the version
+//! as NUL-padded ASCII at 48..80. So a simulated device runs what the local server serves.
 
 use ota_core::catalog::Sha256Digest;
 use ota_core::integrity::Sha256Verifier;
@@ -12,6 +17,19 @@ use ota_core::integrity::Sha256Verifier;
 pub const MAGIC: &[u8; 8] = b"OTA-SIM\0";
 /// Bytes of the header: magic and version.
 pub const HEADER_LEN: usize = 40;
+/// The first byte of an ESP32 application image.
+pub const ESP_IMAGE_MAGIC: u8 = 0xE9;
+/// Where the `esp_app_desc_t` starts: after the 24-byte image header and the first
+/// 8-byte segment header.
+const APP_DESC_OFFSET: usize = 32;
+/// `ESP_APP_DESC_MAGIC_WORD`.
+const APP_DESC_MAGIC: u32 = 0xABCD_5432;
+/// `esp_app_desc_t.version`: 32 bytes after the magic, two reserved words and the secure
+/// version.
+const APP_DESC_VERSION: std::ops::Range<usize> = 48..80;
+/// Bytes the flash keeps from the start of an image to read its version from either
+/// format: through the app descriptor's version and project name.
+pub const IMAGE_HEADER_LEN: usize = 112;
 
 /// An image that exists only as a function of its version and length.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +98,25 @@ impl SyntheticImage {
     }
 }
 
-/// Reads the version from an image header, if the bytes start with one.
+/// Reads the version from the first bytes of an image, synthetic or ESP32 (see the module
+/// docs), if they carry one: printable ASCII, NUL-padded.
 pub fn header_version(header: &[u8]) -> Option<String> {
-    if header.len() < HEADER_LEN || &header[..MAGIC.len()] != MAGIC {
+    let raw = if header.len() >= HEADER_LEN && &header[..MAGIC.len()] == MAGIC {
+        &header[MAGIC.len()..HEADER_LEN]
+    } else if header.len() >= APP_DESC_VERSION.end
+        && header[0] == ESP_IMAGE_MAGIC
+        && header[APP_DESC_OFFSET..APP_DESC_OFFSET + 4] == APP_DESC_MAGIC.to_le_bytes()
+    {
+        &header[APP_DESC_VERSION]
+    } else {
+        return None;
+    };
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    let version = &raw[..end];
+    if version.is_empty() || !version.iter().all(|b| b.is_ascii_graphic()) {
         return None;
     }
-    let raw = &header[MAGIC.len()..HEADER_LEN];
-    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-    std::str::from_utf8(&raw[..end]).ok().map(str::to_string)
+    std::str::from_utf8(version).ok().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -106,5 +135,25 @@ mod tests {
         assert_eq!(a.sha256(), SyntheticImage::new("2.0.0", 10_000).sha256());
         assert_ne!(a.sha256(), SyntheticImage::new("2.0.1", 10_000).sha256());
         assert!(buf[HEADER_LEN..].iter().any(|b| *b != buf[HEADER_LEN]), "the body is not constant");
+    }
+
+    #[test]
+    fn the_version_is_read_from_esp32_app_descriptors() {
+        use ota_core::names::DeviceType;
+        use ota_core::version::FirmwareVersion;
+        let image =
+            ota_core::demo::firmware_image(&DeviceType::parse("pet_feeder").unwrap(), &FirmwareVersion::new(2, 1, 0));
+        assert_eq!(header_version(&image[..IMAGE_HEADER_LEN]).as_deref(), Some("2.1.0"));
+        // Cut before the end of the version field, or without either magic: no version.
+        assert_eq!(header_version(&image[..70]), None);
+        let mut wrong = image[..IMAGE_HEADER_LEN].to_vec();
+        wrong[32] ^= 1;
+        assert_eq!(header_version(&wrong), None);
+        wrong = image[..IMAGE_HEADER_LEN].to_vec();
+        wrong[0] = 0;
+        assert_eq!(header_version(&wrong), None);
+        wrong = image[..IMAGE_HEADER_LEN].to_vec();
+        wrong[48..80].fill(0);
+        assert_eq!(header_version(&wrong), None, "an empty version is no version");
     }
 }

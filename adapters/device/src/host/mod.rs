@@ -1,10 +1,12 @@
 //! Host implementations of the embedded-svc traits the agent needs, for simulation and tests,
 //! with fault knobs: corrupt bytes in transit, a truncated or dropped download at byte N, a
-//! new image that fails its self-test, and power loss at a chosen step.
+//! new image that fails its self-test, and power loss at a chosen step; and a simulated
+//! fleet of such devices ([`SimFleet`]).
 //!
 //! Nothing here is for a real device; `firmware/` wires the agent to esp-idf-svc instead.
 
 mod flash;
+mod fleet;
 mod http;
 mod image;
 mod loopback;
@@ -14,10 +16,14 @@ mod server;
 mod storage;
 
 pub use flash::{FlashError, SimFlash, SimSlotState, SimUpdate, SimUpdateFinished, SlotSnapshot};
+pub use fleet::{
+    CORRUPT_AT, DROP_AT, DeviceFaults, FaultRates, FleetConfig, FleetError, PasswordFor, SimDeviceSpec, SimDeviceState,
+    SimFleet, demo_fleet,
+};
 pub use http::{HostHttp, HttpError, HttpFaults, MemoryHttp};
-pub use image::SyntheticImage;
+pub use image::{SyntheticImage, header_version};
 pub use loopback::{LoopbackMqtt, MqttHandler};
-pub use mqtt::{HostMqttClient, HostMqttConnection, HostMqttEvent, MqttError, connect};
+pub use mqtt::{ConnectOptions, HostMqttClient, HostMqttConnection, HostMqttEvent, MqttError, connect, connect_with};
 pub use power::{Power, PowerCut, PowerLost};
 pub use server::{ImageServer, ServerFaults};
 pub use storage::{FileStorage, MemStorage, StorageError};

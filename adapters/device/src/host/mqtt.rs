@@ -13,14 +13,75 @@ use rumqttc::{MqttOptions, Packet};
 #[error("mqtt: {0}")]
 pub struct MqttError(pub String);
 
-/// Opens a session to `host:port` as `client_id` (the thing name on AWS).
+/// Opens a session to `host:port` as `client_id` (the thing name on AWS), without
+/// credentials, a 5 s keep-alive and a 200 ms pause between reconnects.
 pub fn connect(client_id: &str, host: &str, port: u16) -> (HostMqttClient, HostMqttConnection) {
-    let mut options = MqttOptions::new(client_id, host, port);
-    options.set_keep_alive(Duration::from_secs(5));
+    connect_with(&ConnectOptions::new(client_id, host, port))
+}
+
+/// How [`connect_with`] opens a session. A broker that knows each device (mosquitto with a
+/// password file, the local server's device endpoint) wants a username and a password; a
+/// simulated fleet of hundreds wants a longer keep-alive and slower reconnects than a test.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub client_id: String,
+    pub host: String,
+    pub port: u16,
+    /// Username and password, sent in CONNECT when set.
+    pub credentials: Option<(String, String)>,
+    /// At least one second (MQTT counts it in seconds).
+    pub keep_alive: Duration,
+    /// Pause after a failed connection attempt or a lost connection, so a broker that is
+    /// down or refuses the credentials is not hammered.
+    pub reconnect_delay: Duration,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password stays out of logs.
+        f.debug_struct("ConnectOptions")
+            .field("client_id", &self.client_id)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("keep_alive", &self.keep_alive)
+            .field("reconnect_delay", &self.reconnect_delay)
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// No credentials, a 5 s keep-alive, 200 ms between reconnects (what [`connect`] uses).
+    pub fn new(client_id: &str, host: &str, port: u16) -> Self {
+        ConnectOptions {
+            client_id: client_id.to_string(),
+            host: host.to_string(),
+            port,
+            credentials: None,
+            keep_alive: Duration::from_secs(5),
+            reconnect_delay: Duration::from_millis(200),
+        }
+    }
+
+    /// The same, logging in as `username` with `password`.
+    pub fn with_credentials(mut self, username: &str, password: &str) -> Self {
+        self.credentials = Some((username.to_string(), password.to_string()));
+        self
+    }
+}
+
+/// Opens a session as [`ConnectOptions`] says. Nothing is sent until the connection half is
+/// driven (`ota_device::pump_mqtt`).
+pub fn connect_with(opts: &ConnectOptions) -> (HostMqttClient, HostMqttConnection) {
+    let mut options = MqttOptions::new(opts.client_id.as_str(), opts.host.as_str(), opts.port);
+    options.set_keep_alive(opts.keep_alive.max(Duration::from_secs(1)));
     options.set_clean_session(true);
     options.set_max_packet_size(64 * 1024, 64 * 1024);
+    if let Some((username, password)) = &opts.credentials {
+        options.set_credentials(username.as_str(), password.as_str());
+    }
     let (client, connection) = rumqttc::Client::new(options, 64);
-    (HostMqttClient(client), HostMqttConnection { connection, connected: false })
+    (HostMqttClient(client), HostMqttConnection { connection, connected: false, reconnect_delay: opts.reconnect_delay })
 }
 
 fn qos(q: QoS) -> rumqttc::QoS {
@@ -38,6 +99,15 @@ pub struct HostMqttClient(rumqttc::Client);
 impl std::fmt::Debug for HostMqttClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HostMqttClient")
+    }
+}
+
+impl HostMqttClient {
+    /// Ends the session: sends DISCONNECT after whatever is already queued, and the
+    /// connection half then returns an error from `next`, so its pump ends. What a device
+    /// does just before it restarts.
+    pub fn disconnect(&self) -> Result<(), MqttError> {
+        self.0.disconnect().map_err(|e| MqttError(e.to_string()))
     }
 }
 
@@ -74,6 +144,7 @@ impl Publish for HostMqttClient {
 pub struct HostMqttConnection {
     connection: rumqttc::Connection,
     connected: bool,
+    reconnect_delay: Duration,
 }
 
 impl std::fmt::Debug for HostMqttConnection {
@@ -123,12 +194,16 @@ impl Connection for HostMqttConnection {
                 Ok(Ok(rumqttc::Event::Incoming(Packet::Publish(p)))) => {
                     return Ok(HostMqttEvent::Received { topic: p.topic, data: p.payload.to_vec() });
                 }
+                Ok(Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect))) => {
+                    self.connected = false;
+                    return Err(MqttError("disconnected by the client".into()));
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => {
                     // rumqttc reconnects on the next poll; pace it, and say so once per
                     // attempt so the pump notices a receiver that has gone away.
                     self.connected = false;
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(self.reconnect_delay);
                     return Ok(HostMqttEvent::Disconnected);
                 }
                 Err(rumqttc::RecvError) => return Err(MqttError("the client is gone".into())),
