@@ -33,16 +33,23 @@ pub const DATABASE_FILE: &str = "ota.db";
 /// open the same directory (a CLI next to `ota serve`): SQLite serialises their writes and a
 /// publish is one atomic rename.
 pub fn open_backend(data_dir: &Path) -> Result<Backend> {
+    Ok(open_local(data_dir)?.0)
+}
+
+/// [`open_backend`], also returning the SQLite store itself, which the jobs engine and the
+/// progress views need beyond the ports.
+pub fn open_local(data_dir: &Path) -> Result<(Backend, Arc<SqliteStore>)> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| Error::storage(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
     let store = Arc::new(SqliteStore::open(&data_dir.join(DATABASE_FILE))?);
-    Ok(Backend {
+    let backend = Backend {
         catalog: Arc::new(FolderCatalog::new(data_dir)),
         registry: store.clone(),
         config: store.clone(),
         rollouts: store.clone(),
-        audit: store,
-    })
+        audit: store.clone(),
+    };
+    Ok((backend, store))
 }
 
 /// Runs blocking work (files, SQLite) off the async threads. `what` names the work in the

@@ -1,5 +1,6 @@
 //! The command line: every command, its flags, and its help.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -59,6 +60,21 @@ pub enum Command {
     /// The AWS deployment (with --backend aws).
     #[command(subcommand)]
     Aws(AwsCommand),
+    /// Plan a plain-language request, start it, and follow it live until it ends.
+    /// Needs `ota serve` (or `ota demo`) running on the same data dir. Ctrl-C stops
+    /// watching; the rollout keeps running on the server.
+    Ask {
+        /// For example: "Update all pet_feeder devices to the latest firmware".
+        prompt: String,
+    },
+    /// Run the local server: the device MQTT endpoint, the jobs engine, signed firmware
+    /// downloads and the JSON API. Loopback only by default.
+    Serve(ServeArgs),
+    /// Run simulated devices (the real device agent over simulated flash) against `ota serve`.
+    Sim(SimArgs),
+    /// The whole system in one process: the demo world, the server and a simulated fleet;
+    /// then it takes prompts on stdin (and `ota ask` from another terminal).
+    Demo(DemoArgs),
     /// The audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -105,6 +121,18 @@ pub enum DevicesCommand {
     },
     /// Show one device.
     Show { thing: String },
+    /// Write mosquitto's password and ACL files for every registered device, so an external
+    /// broker (`ota serve --mqtt-url`) enforces "a device acts only for itself".
+    Provision {
+        /// Folder to write `passwords` and `acl` into.
+        #[arg(long)]
+        mosquitto: PathBuf,
+        /// The user `ota serve --mqtt-url` connects as.
+        #[arg(long, default_value = "ota-cloud")]
+        cloud_user: String,
+        #[arg(long, env = "OTA_MQTT_CLOUD_PASSWORD")]
+        cloud_password: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +159,8 @@ pub enum RolloutsCommand {
     Show { id: String },
     /// Start what a request plans. With --plan-id, only if the plan is still exactly that one.
     Start(StartArgs),
+    /// Follow a rollout live until it ends (Ctrl-C stops watching, not the rollout).
+    Watch { id: String },
     /// Cancel an active rollout.
     Cancel {
         id: String,
@@ -157,4 +187,72 @@ pub enum AwsCommand {
         #[arg(long)]
         create_resources: bool,
     },
+}
+
+/// Where `ota serve` listens.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTP: the JSON API and the signed firmware downloads.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The embedded MQTT device endpoint.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub mqtt_listen: SocketAddr,
+    /// Use this external broker instead of the embedded endpoint:
+    /// `mqtt://user:password@host:port` (see `ota devices provision`).
+    #[arg(long, env = "OTA_MQTT_URL")]
+    pub mqtt_url: Option<String>,
+    /// POST a JSON message here when a rollout is aborted (`http://` only).
+    #[arg(long, env = "OTA_WEBHOOK_URL")]
+    pub webhook: Option<String>,
+}
+
+/// The simulated fleet and its faults.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// Devices per demo type: device n runs 1.0.0 when n mod 4 is 1 or 2, 2.0.0 when 3, the
+    /// type's latest when 0.
+    #[arg(long, default_value_t = 4)]
+    pub devices_per_type: u32,
+    /// Only these demo types, comma-separated (default: all).
+    #[arg(long)]
+    pub types: Option<String>,
+    /// Fraction of devices whose download arrives corrupted (the hash check refuses it).
+    #[arg(long, default_value_t = 0.0)]
+    pub corrupt_rate: f64,
+    /// Fraction of devices whose new image fails its self-test (the bootloader rolls back).
+    #[arg(long, default_value_t = 0.0)]
+    pub boot_failure_rate: f64,
+    /// Fraction of devices whose download drops midway (the device resumes it).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Seed for which devices get which fault: the same seed gives the same fleet.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// The MQTT endpoint, `host:port` (default: the running `ota serve` of the data dir).
+    #[arg(long)]
+    pub mqtt: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Run one prompt end to end, wait until its rollouts finish, print the outcome, exit.
+    #[arg(long, requires = "prompt")]
+    pub headless: bool,
+    /// The prompt for --headless.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Give up (exit 1) when the rollouts have not finished after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
 }

@@ -2,13 +2,18 @@
 //! calls `ota-core`'s service on the embedded backend (`ota-local`) or on AWS (`ota-aws`,
 //! with `--backend aws`), and prints tables or JSON. Every rule is enforced by the service, not here.
 
+mod api;
 mod cli;
 mod demo;
+mod live;
 mod render;
+mod server;
 mod table;
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use ota_core::auth::{Caller, Role};
@@ -20,7 +25,10 @@ use ota_core::service::{FleetManager, PublishRequest, Settings};
 use ota_core::version::{FirmwareVersion, VersionFilter};
 use ota_core::{Error, Result};
 
-use cli::{AwsCommand, BackendKind, Cli, Command, ConfigCommand, DevicesCommand, FirmwareCommand, RolloutsCommand};
+use cli::{
+    AwsCommand, BackendKind, Cli, Command, ConfigCommand, DemoArgs, DevicesCommand, FirmwareCommand, RolloutsCommand,
+    ServeArgs, SimArgs,
+};
 use render::Output;
 
 fn main() -> ExitCode {
@@ -66,19 +74,38 @@ fn load_settings(data_dir: &Path) -> Result<Settings> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let out = Output { json: cli.json };
     let mut aws_settings = None;
+    let mut store = None;
+    let local_only = matches!(
+        cli.command,
+        Command::Ask { .. }
+            | Command::Serve(_)
+            | Command::Sim(_)
+            | Command::Demo(_)
+            | Command::Rollouts(RolloutsCommand::Watch { .. })
+            | Command::Devices(DevicesCommand::Provision { .. })
+    );
     let backend = match cli.backend {
         BackendKind::Local => {
             if matches!(cli.command, Command::Aws(_)) {
                 return Err(Error::invalid("backend", "local", "`ota aws` commands need --backend aws"));
             }
-            if !matches!(cli.command, Command::Init { .. }) && !cli.data_dir.join("ota.db").exists() {
+            if !matches!(cli.command, Command::Init { .. } | Command::Demo(_)) && !cli.data_dir.join("ota.db").exists() {
                 return Err(Error::not_found_hint(
                     "data dir",
                     cli.data_dir.display().to_string(),
                     "run `ota init --demo` (or `ota init`) first, or pass --data-dir",
                 ));
             }
-            ota_local::open_backend(&cli.data_dir)?
+            let (backend, sqlite) = ota_local::open_local(&cli.data_dir)?;
+            store = Some(sqlite);
+            backend
+        }
+        BackendKind::Aws if local_only => {
+            return Err(Error::invalid(
+                "backend",
+                "aws",
+                "this command runs the local engine; on AWS, IoT Jobs runs the rollouts (use `ota rollouts start` and `ota rollouts show`)",
+            ));
         }
         BackendKind::Aws => {
             let settings = ota_aws::AwsSettings::from_env()?;
@@ -90,9 +117,62 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             backend
         }
     };
-    let svc = FleetManager::new(backend, load_settings(&cli.data_dir)?);
+    let svc = Arc::new(FleetManager::new(backend, load_settings(&cli.data_dir)?));
     let me = local_caller();
+    let local_store = || store.clone().ok_or_else(|| Error::invalid("backend", "aws", "this command needs the local backend"));
     match cli.command {
+        Command::Ask { prompt } => {
+            let store = local_store()?;
+            if server::ServerInfo::read(&cli.data_dir).is_none() {
+                eprintln!(
+                    "warning: no `ota serve` or `ota demo` is running on {}; the rollout will wait for it",
+                    cli.data_dir.display()
+                );
+            }
+            live::ask(&svc, &store, &me, &prompt, &out).await?;
+        }
+        Command::Rollouts(RolloutsCommand::Watch { id }) => {
+            let store = local_store()?;
+            let id = JobId::parse(&id)?;
+            svc.rollout(&me, &id).await?;
+            if let Some(finished) = live::watch(&store, std::slice::from_ref(&id), !cli.json).await? {
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&live::headless_rollouts(&finished)).unwrap_or_default());
+                } else {
+                    live::print_summary(&store, &finished).await?;
+                }
+            }
+        }
+        Command::Devices(DevicesCommand::Provision { mosquitto, cloud_user, cloud_password }) => {
+            let creds = ota_local::link::DeviceCredentials::load_or_create(&cli.data_dir)
+                .map_err(|e| Error::storage(format!("device secret: {e}")))?;
+            let things: Vec<ThingName> = svc
+                .fleet_status(&me, &DeviceQuery::default())
+                .await?
+                .devices
+                .into_iter()
+                .map(|d| d.thing)
+                .collect();
+            std::fs::create_dir_all(&mosquitto)
+                .map_err(|e| Error::storage(format!("cannot create {}: {e}", mosquitto.display())))?;
+            let files = ota_local::link::write_mosquitto_files(&mosquitto, &creds, &things, &cloud_user, &cloud_password)
+                .map_err(|e| Error::storage(format!("cannot write the mosquitto files: {e}")))?;
+            println!("wrote credentials and ACLs for {} devices: {files:?}", things.len());
+            println!("in mosquitto.conf: allow_anonymous false, password_file and acl_file pointing at them;");
+            println!("then: ota serve --mqtt-url mqtt://{cloud_user}:<password>@<host>:<port>");
+        }
+        Command::Serve(args) => {
+            let store = local_store()?;
+            let server = server::start(&cli.data_dir, svc.clone(), store, serve_options(&args)).await?;
+            announce(&server, &cli.data_dir);
+            let _ = tokio::signal::ctrl_c().await;
+            server.stop().await;
+        }
+        Command::Sim(args) => sim(&cli.data_dir, &svc, args).await?,
+        Command::Demo(args) => {
+            let store = local_store()?;
+            return run_demo(&cli.data_dir, svc, store, &me, args, &out).await;
+        }
         Command::Aws(AwsCommand::SeedDemo { .. }) => {
             let summary = demo::init_demo(&svc, &me).await?;
             out.seeded(&summary);
@@ -191,6 +271,135 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit { limit } => {
             out.audit(&svc.audit_trail(&me, limit).await?);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve_options(args: &ServeArgs) -> server::ServeOptions {
+    server::ServeOptions {
+        listen: args.listen,
+        mqtt_listen: args.mqtt_listen,
+        mqtt_url: args.mqtt_url.clone(),
+        webhook: args.webhook.clone(),
+    }
+}
+
+fn announce(server: &server::Server, data_dir: &Path) {
+    let i = &server.info;
+    eprintln!("ota server running (Ctrl-C stops it)");
+    eprintln!("  devices (MQTT): {}:{}", i.mqtt_host, i.mqtt_port);
+    eprintln!("  HTTP API and downloads: {} (token in {})", i.http, data_dir.join(api::TOKEN_FILE).display());
+}
+
+async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
+    let (host, port) = match &args.mqtt {
+        Some(addr) => {
+            let (h, p) = addr.rsplit_once(':').ok_or_else(|| Error::invalid("--mqtt", addr.clone(), "expected host:port"))?;
+            (h.to_string(), p.parse().map_err(|_| Error::invalid("--mqtt", addr.clone(), "the port is not a number"))?)
+        }
+        None => {
+            let info = server::ServerInfo::read(data_dir).ok_or_else(|| {
+                Error::not_found_hint("running server", data_dir.display().to_string(), "start `ota serve` first, or pass --mqtt")
+            })?;
+            (info.mqtt_host, info.mqtt_port)
+        }
+    };
+    let specs = live::fleet_specs(&args.fleet)?;
+    live::register(svc, &specs).await?;
+    let creds = ota_local::link::DeviceCredentials::load_or_create(data_dir)
+        .map_err(|e| Error::storage(format!("device secret: {e}")))?;
+    let n = specs.len();
+    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(specs, &host, port, creds))
+        .await
+        .map_err(|e| Error::storage(e.to_string()))??;
+    eprintln!("{n} simulated devices running (Ctrl-C stops them)");
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = tokio::task::spawn_blocking(move || fleet.stop()).await;
+    Ok(())
+}
+
+async fn run_demo(
+    data_dir: &Path,
+    svc: Arc<FleetManager>,
+    store: Arc<ota_local::SqliteStore>,
+    me: &Caller,
+    args: DemoArgs,
+    out: &Output,
+) -> Result<ExitCode> {
+    demo::init_demo(&svc, me).await?;
+    let specs = live::fleet_specs(&args.fleet)?;
+    live::register(&svc, &specs).await?;
+    let server = server::start(data_dir, svc.clone(), store.clone(), serve_options(&args.serve)).await?;
+    let creds = ota_local::link::DeviceCredentials::load_or_create(data_dir)
+        .map_err(|e| Error::storage(format!("device secret: {e}")))?;
+    let (host, port) = (server.info.mqtt_host.clone(), server.info.mqtt_port);
+    let fleet_specs = specs.clone();
+    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(fleet_specs, &host, port, creds))
+        .await
+        .map_err(|e| Error::storage(e.to_string()))??;
+    let result = demo_body(&svc, &store, me, &args, out, &specs, &fleet, &server, data_dir).await;
+    let _ = tokio::task::spawn_blocking(move || fleet.stop()).await;
+    server.stop().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn demo_body(
+    svc: &FleetManager,
+    store: &ota_local::SqliteStore,
+    me: &Caller,
+    args: &DemoArgs,
+    out: &Output,
+    specs: &[ota_device::host::SimDeviceSpec],
+    fleet: &ota_device::host::SimFleet,
+    server: &server::Server,
+    data_dir: &Path,
+) -> Result<ExitCode> {
+    live::wait_reported(store, specs, Duration::from_secs(120)).await?;
+    let Some(prompt) = args.prompt.as_deref().filter(|_| args.headless) else {
+        announce(server, data_dir);
+        eprintln!("  {} simulated devices connected", specs.len());
+        eprintln!("Type a request (Ctrl-D to quit), for example:");
+        eprintln!("  Update all pet_feeder devices to the latest firmware");
+        eprintln!("  Roll back pet_feeder-03 to 1.0.0");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+        loop {
+            eprint!("ota> ");
+            let line = tokio::select! {
+                line = lines.next_line() => line.map_err(|e| Error::storage(e.to_string()))?,
+                _ = tokio::signal::ctrl_c() => None,
+            };
+            let Some(line) = line else { break };
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Err(e) = live::ask(svc, store, me, line, out).await {
+                out.error(&e);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (plan, ids) = live::plan_and_start(svc, me, prompt).await?;
+    if !out.json {
+        out.plan(&plan);
+    }
+    let watching = live::watch(store, &ids, false);
+    let finished = match tokio::time::timeout(Duration::from_secs(args.timeout_secs), watching).await {
+        Ok(Ok(Some(finished))) => finished,
+        Ok(Ok(None)) => return Ok(ExitCode::FAILURE),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(Error::storage(format!("the rollouts did not finish within {} s", args.timeout_secs)));
+        }
+    };
+    // Devices that just succeeded confirm their image right after reporting; give the last
+    // ones a moment so the snapshot shows where they settled.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&live::headless_report(&finished, fleet, &plan)).unwrap_or_default());
+    } else {
+        live::print_summary(store, &finished).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

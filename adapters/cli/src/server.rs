@@ -1,0 +1,199 @@
+//! `ota serve`: the local server in one process. The device endpoint (embedded MQTT, or an
+//! external broker with `--mqtt-url`), the jobs engine, signed firmware downloads and a JSON
+//! HTTP API, all over the data dir's SQLite file and catalog folder.
+//!
+//! The server announces itself in `<data_dir>/server.json` so that `ota ask`, `ota sim` and
+//! `ota rollouts watch` in other terminals find it without flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use ota_core::service::FleetManager;
+use ota_core::{Error, Result};
+use ota_local::download::UrlSigner;
+use ota_local::jobs::{DeviceInput, DevicePublisher, EngineOptions, JobsEngine};
+use ota_local::link::{DeviceCredentials, DeviceEvent, LinkHandle, LinkPublisher};
+use ota_local::{EngineContext, SqliteStore};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::api;
+
+/// File in the data dir that says where a running server listens.
+pub const SERVER_FILE: &str = "server.json";
+
+/// Where the server listens and which broker it uses.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub mqtt_listen: SocketAddr,
+    /// An external broker (`mqtt://user:password@host:port`) instead of the embedded endpoint.
+    pub mqtt_url: Option<String>,
+    pub webhook: Option<String>,
+}
+
+/// What `server.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub pid: u32,
+    /// `http://host:port` of the API and downloads.
+    pub http: String,
+    /// MQTT host and port devices connect to.
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+    pub started_at: chrono::DateTime<Utc>,
+}
+
+impl ServerInfo {
+    /// The running server of `data_dir`, if its process is alive.
+    pub fn read(data_dir: &Path) -> Option<ServerInfo> {
+        let info: ServerInfo = serde_json::from_slice(&std::fs::read(data_dir.join(SERVER_FILE)).ok()?).ok()?;
+        let alive = Path::new(&format!("/proc/{}", info.pid)).exists() || !Path::new("/proc/self").exists();
+        alive.then_some(info)
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    pub info: ServerInfo,
+    pub engine: Arc<JobsEngine>,
+    pub store: Arc<SqliteStore>,
+    data_dir: PathBuf,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    link: LinkHandle,
+}
+
+struct Publisher(LinkPublisher);
+
+#[async_trait]
+impl DevicePublisher for Publisher {
+    async fn publish(&self, topic: String, payload: Vec<u8>) -> std::result::Result<(), String> {
+        self.0.publish(topic, payload).await.map_err(|e| e.to_string())
+    }
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::storage(format!("{what}: {e}"))
+}
+
+/// Starts everything and returns once it listens.
+pub async fn start(
+    data_dir: &Path,
+    svc: Arc<FleetManager>,
+    store: Arc<SqliteStore>,
+    options: ServeOptions,
+) -> Result<Server> {
+    let http = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| Error::invalid("--listen", options.listen.to_string(), e.to_string()))?;
+    let http_addr = http.local_addr().map_err(|e| io("listener", e))?;
+    let base_url = format!("http://{http_addr}");
+    let signer = UrlSigner::load_or_create(data_dir, base_url.clone()).map_err(|e| io("download key", e))?;
+    let credentials = DeviceCredentials::load_or_create(data_dir).map_err(|e| io("device secret", e))?;
+
+    let (link, mqtt_host, mqtt_port) = match &options.mqtt_url {
+        None => {
+            let (link, addr) = ota_local::link::embedded(options.mqtt_listen, Arc::new(credentials))
+                .await
+                .map_err(|e| Error::invalid("--mqtt-listen", options.mqtt_listen.to_string(), e.to_string()))?;
+            (link, addr.ip().to_string(), addr.port())
+        }
+        Some(url) => {
+            let link = ota_local::link::external(url, &format!("ota-cloud-{}", std::process::id()))
+                .await
+                .map_err(|e| Error::invalid("--mqtt-url", redact(url), e.to_string()))?;
+            let (host, port) = broker_address(url);
+            (link, host, port)
+        }
+    };
+    let ota_local::link::DeviceLink { mut events, publisher, handle } = link;
+
+    let sign = signer.clone();
+    let ctx = EngineContext { firmware_url: Arc::new(move |v, t, now| sign.firmware_url(v, t, now)) };
+    let engine = JobsEngine::new(store.clone(), ctx, EngineOptions { webhook: options.webhook.clone(), ..Default::default() });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (input_tx, input_rx) = mpsc::channel(4096);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let input = match event {
+                DeviceEvent::Connected { thing } => DeviceInput::Connected(thing),
+                DeviceEvent::Disconnected { thing } => DeviceInput::Disconnected(thing),
+                DeviceEvent::Message { thing, topic, payload } => DeviceInput::Message { thing, topic, payload },
+            };
+            if input_tx.send(input).await.is_err() {
+                break;
+            }
+        }
+    }));
+    tasks.push(tokio::spawn(engine.clone().run(input_rx, Arc::new(Publisher(publisher)), shutdown_rx.clone())));
+
+    let app = api::router(api::ApiState::new(svc, store.clone(), engine.clone(), data_dir)?)
+        .merge(ota_local::download::router(data_dir.to_path_buf(), signer));
+    let mut stop = shutdown_rx;
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            eprintln!("error: the HTTP server stopped: {e}");
+        }
+    }));
+
+    let info = ServerInfo { pid: std::process::id(), http: base_url, mqtt_host, mqtt_port, started_at: Utc::now() };
+    let json = serde_json::to_vec_pretty(&info).map_err(|e| io("server.json", e))?;
+    std::fs::write(data_dir.join(SERVER_FILE), json).map_err(|e| io("server.json", e))?;
+    Ok(Server { info, engine, store, data_dir: data_dir.to_path_buf(), shutdown, tasks, link: handle })
+}
+
+impl Server {
+    /// Stops the engine, the HTTP server and the device link, and removes `server.json`.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.link.shutdown().await;
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        let _ = std::fs::remove_file(self.data_dir.join(SERVER_FILE));
+    }
+}
+
+/// The broker's host and port from `mqtt://[user:pass@]host[:port]`.
+fn broker_address(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.rsplit_once('@').map_or(rest, |(_, a)| a).split('/').next().unwrap_or("");
+    match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(1883)),
+        None => (authority.to_string(), 1883),
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, rest)), Some((_, host))) if rest.contains('@') => {
+            let user = rest.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_give_host_and_port_and_never_print_the_password() {
+        assert_eq!(broker_address("mqtt://cloud:s3cret@127.0.0.1:18830"), ("127.0.0.1".into(), 18830));
+        assert_eq!(broker_address("mqtt://broker.local"), ("broker.local".into(), 1883));
+        assert_eq!(redact("mqtt://cloud:s3cret@127.0.0.1:1883"), "mqtt://cloud:***@127.0.0.1:1883");
+        assert_eq!(redact("mqtt://127.0.0.1:1883"), "mqtt://127.0.0.1:1883");
+    }
+}
