@@ -438,8 +438,8 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
+            // Unbiased: a device that floods publishes must not starve its own deliveries.
             let step = tokio::select! {
-                biased;
                 _ = self.kill.cancelled() => return End::Killed,
                 packet = self.io.read() => match packet {
                     Ok(Some(packet)) => {
