@@ -14,6 +14,9 @@
 //!   packet ids and a bounded in-flight window (no persistence: clean sessions only).
 //! - Nothing a device does can block another: each connection has a bounded outgoing queue,
 //!   and a device that lets it overflow is dropped.
+//! - Not offered: QoS 2 (closes the connection, as on AWS IoT Core), retained messages
+//!   (the retain flag is ignored), last wills (ignored), and persistent sessions (CONNACK
+//!   never says "session present"; a device subscribes again on every connect).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -443,8 +446,11 @@ impl Connection {
                 _ = self.kill.cancelled() => return End::Killed,
                 packet = self.io.read() => match packet {
                     Ok(Some(packet)) => {
+                        let handled = self.handle(packet, shared).await;
+                        // Counted from after handling: time spent waiting on a slow cloud
+                        // side is not the device's silence.
                         deadline = self.keep_alive.map(|k| Instant::now() + k);
-                        self.handle(packet, shared).await
+                        handled
                     }
                     Ok(None) => return End::Closed,
                     Err(e) => return End::Error(format!("bad packet: {e}")),
