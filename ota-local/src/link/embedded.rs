@@ -14,34 +14,34 @@
 //!   packet ids and a bounded in-flight window (no persistence: clean sessions only).
 //! - Nothing a device does can block another: each connection has a bounded outgoing queue,
 //!   and a device that lets it overflow is dropped.
+//! - Not offered: QoS 2 (closes the connection, as on AWS IoT Core), retained messages
+//!   (the retain flag is ignored), last wills (ignored), and persistent sessions (CONNACK
+//!   never says "session present"; a device subscribes again on every connect).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use ota_core::names::ThingName;
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS, valid_filter, valid_topic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::framing::PacketIo;
+use super::router::{OUTGOING_QUEUE, Outgoing, Publisher, Router, Session, Sessions};
 use super::{
-    AuthError, Authenticator, DeviceEvent, DeviceLink, EVENT_QUEUE, LinkError, LinkHandle, LinkPublisher, MAX_PACKET,
-    PublisherInner, THINGS_PREFIX, thing_of_topic, topic_matches,
+    AuthError, Authenticator, DeviceEvent, DeviceLink, EVENT_QUEUE, LinkHandle, LinkPublisher, PublisherInner,
+    THINGS_PREFIX,
 };
 
-/// Messages queued for one device before it counts as too slow and is dropped.
-const OUTGOING_QUEUE: usize = 1024;
 /// QoS 1 messages sent to one device and not yet acknowledged; more wait in its queue.
 const IN_FLIGHT_WINDOW: usize = 64;
 /// How long a new connection may take to send its CONNECT.
@@ -85,95 +85,6 @@ struct Shared {
 impl Shared {
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.router.sessions()
-    }
-}
-
-/// The live sessions, shared by the connection tasks and the publisher.
-struct Router {
-    sessions: Mutex<Sessions>,
-    stop: CancellationToken,
-}
-
-impl Router {
-    fn sessions(&self) -> MutexGuard<'_, Sessions> {
-        // A panic while holding the lock leaves plain maps behind; they stay consistent
-        // enough to keep serving the other devices.
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// The live sessions, by client id (for takeover) and by thing (for routing).
-#[derive(Default)]
-struct Sessions {
-    by_client: HashMap<String, Session>,
-    by_thing: HashMap<ThingName, Vec<String>>,
-}
-
-/// What the router knows of one connection.
-struct Session {
-    id: u64,
-    thing: ThingName,
-    /// Granted filters, each with whether it was granted QoS 1.
-    subscriptions: Vec<(String, bool)>,
-    outgoing: mpsc::Sender<Outgoing>,
-    kill: CancellationToken,
-}
-
-impl Sessions {
-    /// Removes `client_id`'s session; true when its thing has no session left.
-    fn remove(&mut self, client_id: &str) -> Option<(Session, bool)> {
-        let session = self.by_client.remove(client_id)?;
-        let mut last = false;
-        if let Some(clients) = self.by_thing.get_mut(&session.thing) {
-            clients.retain(|c| c != client_id);
-            if clients.is_empty() {
-                self.by_thing.remove(&session.thing);
-                last = true;
-            }
-        }
-        Some((session, last))
-    }
-}
-
-/// A cloud publish on its way to one device.
-struct Outgoing {
-    topic: Arc<str>,
-    payload: Bytes,
-    qos: QoS,
-}
-
-/// The embedded transport's side of [`LinkPublisher`].
-#[derive(Clone)]
-pub(super) struct Publisher {
-    router: Arc<Router>,
-}
-
-impl Publisher {
-    /// Queues the message for every session of the topic's thing whose subscriptions match.
-    /// Only that thing's sessions can match: no device holds a filter outside its own topics.
-    pub(super) fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), LinkError> {
-        if self.router.stop.is_cancelled() {
-            return Err(LinkError::Closed);
-        }
-        let Some(thing) = thing_of_topic(&topic) else { return Ok(()) };
-        let topic: Arc<str> = topic.into();
-        let payload = Bytes::from(payload);
-        let sessions = self.router.sessions();
-        for client_id in sessions.by_thing.get(&thing).into_iter().flatten() {
-            let Some(session) = sessions.by_client.get(client_id) else { continue };
-            // Overlapping subscriptions get one copy, at the highest QoS granted (MQTT 3.3.5).
-            let granted = session.subscriptions.iter().filter(|(f, _)| topic_matches(&topic, f)).map(|(_, q1)| *q1);
-            let Some(qos1) = granted.reduce(|a, b| a || b) else { continue };
-            let qos = if qos1 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-            let message = Outgoing { topic: topic.clone(), payload: payload.clone(), qos };
-            if let Err(mpsc::error::TrySendError::Full(_)) = session.outgoing.try_send(message) {
-                log::warn!(
-                    "device {client_id} ({thing}) is not reading: {OUTGOING_QUEUE} messages wait for it; disconnecting it"
-                );
-                session.kill.cancel();
-            }
-        }
-        Ok(())
     }
 }
 
@@ -229,8 +140,7 @@ impl std::fmt::Display for End {
 
 /// One device connection, from the first byte to the last.
 async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let (reader, writer) = stream.into_split();
-    let mut io = PacketIo { reader, writer, rbuf: BytesMut::with_capacity(4096), wbuf: BytesMut::new() };
+    let mut io = PacketIo::new(stream);
     let connect = tokio::select! {
         _ = shared.stop.cancelled() => return,
         first = tokio::time::timeout(CONNECT_TIMEOUT, io.read()) => first,
@@ -317,16 +227,14 @@ async fn accept_connect(connect: Connect, mut io: PacketIo, peer: SocketAddr, sh
                 permit.send(event);
             }
         };
-        if let Some((old, last)) = sessions.remove(&connect.client_id) {
+        if let Some((old, last)) = sessions.insert(&connect.client_id, session) {
             // MQTT 3.1.1 §3.1.4: the server disconnects the existing client with that id.
             log::info!("device {} ({}): a new connection from {peer} takes over", connect.client_id, old.thing);
             old.kill.cancel();
-            if last && old.thing != thing {
+            if last {
                 emit(DeviceEvent::Disconnected { thing: old.thing });
             }
         }
-        sessions.by_thing.entry(thing.clone()).or_default().push(connect.client_id.clone());
-        sessions.by_client.insert(connect.client_id.clone(), session);
         emit(DeviceEvent::Connected { thing: thing.clone() });
     }
     if let Err(e) = io.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await {
@@ -360,54 +268,11 @@ async fn unregister(shared: &Shared, client_id: &str, session: u64) {
         }
     };
     let mut sessions = shared.sessions();
-    if sessions.by_client.get(client_id).is_some_and(|s| s.id == session)
+    if sessions.current(client_id, session).is_some()
         && let Some((old, true)) = sessions.remove(client_id)
         && let Some(permit) = permit
     {
         permit.send(DeviceEvent::Disconnected { thing: old.thing });
-    }
-}
-
-/// A socket with MQTT framing: rumqttc's codec over a read and a write buffer.
-struct PacketIo {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-}
-
-impl PacketIo {
-    /// The next packet; `None` at a clean end of stream. Cancel-safe: bytes already read stay
-    /// in the buffer for the next call.
-    async fn read(&mut self) -> Result<Option<Packet>, CodecError> {
-        loop {
-            match Packet::read(&mut self.rbuf, MAX_PACKET) {
-                Ok(packet) => return Ok(Some(packet)),
-                Err(CodecError::InsufficientBytes(more)) => self.rbuf.reserve(more),
-                Err(e) => return Err(e),
-            }
-            if self.reader.read_buf(&mut self.rbuf).await? == 0 {
-                return if self.rbuf.is_empty() { Ok(None) } else { Err(CodecError::MalformedPacket) };
-            }
-        }
-    }
-
-    /// Adds a packet to the write buffer; [`PacketIo::flush`] sends it.
-    fn queue(&mut self, packet: Packet) -> Result<(), CodecError> {
-        packet.write(&mut self.wbuf, MAX_PACKET).map(drop)
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.writer.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, packet: Packet) -> Result<(), CodecError> {
-        self.queue(packet)?;
-        Ok(self.flush().await?)
     }
 }
 
@@ -438,13 +303,16 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
+            // Unbiased: a device that floods publishes must not starve its own deliveries.
             let step = tokio::select! {
-                biased;
                 _ = self.kill.cancelled() => return End::Killed,
                 packet = self.io.read() => match packet {
                     Ok(Some(packet)) => {
+                        let handled = self.handle(packet, shared).await;
+                        // Counted from after handling: time spent waiting on a slow cloud
+                        // side is not the device's silence.
                         deadline = self.keep_alive.map(|k| Instant::now() + k);
-                        self.handle(packet, shared).await
+                        handled
                     }
                     Ok(None) => return End::Closed,
                     Err(e) => return End::Error(format!("bad packet: {e}")),
@@ -550,7 +418,7 @@ impl Connection {
 
     fn update_subscriptions(&self, shared: &Shared, change: impl FnOnce(&mut Vec<(String, bool)>)) {
         let mut sessions = shared.sessions();
-        if let Some(session) = sessions.by_client.get_mut(&self.client_id).filter(|s| s.id == self.session) {
+        if let Some(session) = sessions.current(&self.client_id, self.session) {
             change(&mut session.subscriptions);
         }
     }
@@ -566,7 +434,7 @@ impl Connection {
                 self.in_flight.insert(publish.pkid);
             }
             self.io.queue(Packet::Publish(publish)).map_err(|e| format!("cannot encode a publish: {e}"))?;
-            if self.in_flight.len() < IN_FLIGHT_WINDOW && self.io.wbuf.len() < 64 * 1024 {
+            if self.in_flight.len() < IN_FLIGHT_WINDOW && self.io.pending() < 64 * 1024 {
                 next = self.outgoing.try_recv().ok();
             }
         }

@@ -20,7 +20,9 @@
 mod credentials;
 mod embedded;
 mod external;
+mod framing;
 mod mosquitto;
+mod router;
 
 use std::fmt;
 use std::time::Duration;
@@ -119,7 +121,7 @@ pub struct LinkPublisher {
 
 #[derive(Clone)]
 enum PublisherInner {
-    Embedded(embedded::Publisher),
+    Embedded(router::Publisher),
     External(external::Publisher),
 }
 

@@ -90,10 +90,15 @@ pub fn refusal(result: Result<Device, ConnectionError>) -> ConnectReturnCode {
 }
 
 impl Device {
-    /// The next thing the device saw, other than keep-alive chatter.
+    /// The next thing the device saw, other than keep-alive chatter (which alone never
+    /// extends the wait).
     pub async fn next(&mut self) -> Seen {
+        self.next_before(tokio::time::Instant::now() + WAIT).await
+    }
+
+    async fn next_before(&mut self, deadline: tokio::time::Instant) -> Seen {
         loop {
-            let seen = tokio::time::timeout(WAIT, self.seen.recv())
+            let seen = tokio::time::timeout_at(deadline, self.seen.recv())
                 .await
                 .unwrap_or_else(|_| panic!("{} saw nothing within {WAIT:?}", self.name))
                 .unwrap_or_else(|| panic!("{}'s event loop is gone", self.name));
@@ -107,8 +112,9 @@ impl Device {
     pub async fn subscribe(&mut self, filters: &[String]) -> Vec<SubscribeReasonCode> {
         let filters = filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
         self.client.subscribe_many(filters).await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.next().await {
+            match self.next_before(deadline).await {
                 Seen::Packet(Packet::SubAck(ack)) => return ack.return_codes,
                 Seen::Packet(_) => {}
                 Seen::Closed(e) => panic!("{} was closed while subscribing: {e}", self.name),
@@ -122,8 +128,9 @@ impl Device {
 
     /// The next publish the device receives; panics if the connection closes first.
     pub async fn expect_publish(&mut self) -> rumqttc::Publish {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.next().await {
+            match self.next_before(deadline).await {
                 Seen::Packet(Packet::Publish(p)) => return p,
                 Seen::Packet(_) => {}
                 Seen::Closed(e) => panic!("{} was closed while waiting for a publish: {e}", self.name),
@@ -133,8 +140,9 @@ impl Device {
 
     /// Waits until the connection is closed; panics if a publish arrives first.
     pub async fn expect_closed(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.next().await {
+            match self.next_before(deadline).await {
                 Seen::Closed(e) => return e,
                 Seen::Packet(Packet::Publish(p)) => {
                     panic!("{} received {:?} instead of being closed", self.name, p.topic)
