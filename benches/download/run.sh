@@ -104,7 +104,8 @@ nginx_url="http://127.0.0.1:$NGINX_PORT/firmwares/v$VERSION/$DEVICE_TYPE/firmwar
 cargo build --release -q -p ota-benches --bin download_server
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 "$target_dir/release/download_server" "$catalog" "$OTA_PORT" "$VERSION" "$DEVICE_TYPE" >"$work/ota.out" 2>"$work/ota.err" &
-pids+=($!)
+ota_pid=$!
+pids+=("$ota_pid")
 for _ in $(seq 1 100); do
     [ -s "$work/ota.out" ] && break
     sleep 0.1
@@ -119,14 +120,11 @@ for url in "$nginx_url" "$ota_url"; do
 done
 
 # --- measure --------------------------------------------------------------------------------
-# wrk prints "Transfer/sec: 1.23GB" with 1024-based units; turn it into MB/s (10^6 bytes).
-mb_per_s() {
-    awk '/^Transfer\/sec:/ {
-        v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+$/, "", v)
-        f = 1; if (u == "KB") f = 1024; else if (u == "MB") f = 1024^2; else if (u == "GB") f = 1024^3
-        printf "%.0f", v * f / 1e6 }' "$1"
-}
+# Throughput counts completed downloads only (requests/s x image size, in 10^6 bytes): wrk's
+# own Transfer/sec also counts the partial bodies still in flight when the run stops, and
+# prints two digits.
 req_per_s() { awk '/^Requests\/sec:/ { printf "%.1f", $2 }' "$1"; }
+mb_per_s() { awk -v r="$(req_per_s "$1")" -v b="$IMAGE_BYTES" 'BEGIN { printf "%.0f", r * b / 1e6 }'; }
 
 run_wrk() {
     local name=$1 url=$2 out="$work/wrk-$1.txt"
@@ -140,6 +138,7 @@ echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /pro
 echo "image: $IMAGE_BYTES bytes; $CONNECTIONS connections, $THREADS wrk threads, $DURATION each"
 run_wrk nginx "$nginx_url"
 run_wrk ota "$ota_url"
+ota_peak_rss=$(awk '/^VmHWM:/ { printf "%.0f MB", $2 * 1024 / 1e6 }' "/proc/$ota_pid/status")
 
 nginx_mb=$(mb_per_s "$work/wrk-nginx.txt")
 ota_mb=$(mb_per_s "$work/wrk-ota.txt")
@@ -151,5 +150,6 @@ for name in nginx ota; do
     fi
 done
 printf '%-6s %10s MB/s %10s requests/s\n' nginx "$nginx_mb" "$nginx_rps" ota "$ota_mb" "$ota_rps"
+echo "ota's server peak RSS: $ota_peak_rss"
 awk -v o="$ota_mb" -v n="$nginx_mb" -v orq="$ota_rps" -v nrq="$nginx_rps" \
     'BEGIN { printf "ratio ours/nginx: %.2f (MB/s), %.2f (requests/s)\n", o / n, orq / nrq }'
