@@ -4,6 +4,8 @@
 //! config gate, the rollouts and the audit trail live in one SQLite file ([`SqliteStore`]).
 //! It holds no safety rule of its own: `ota-core`'s service enforces them all, and the
 //! conformance suite checks that this backend keeps every guarantee the ports document.
+//! [`download`] serves the catalog's images to devices over signed, expiring HTTP links
+//! (the local counterpart of S3 presigned URLs).
 //!
 //! Architecture Invariant: this crate depends on `ota-core` only and knows nothing of the
 //! adapters; adapters call [`open_backend`] and get a plain [`ota_core::ports::Backend`].
