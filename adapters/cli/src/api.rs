@@ -97,7 +97,8 @@ async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, request
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
-        let body = Json(json!({"error": "unauthorized", "message": "send Authorization: Bearer <the data dir's api-token>"}));
+        let body =
+            Json(json!({"error": "unauthorized", "message": "send Authorization: Bearer <the data dir's api-token>"}));
         return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
     }
     next.run(request).await
@@ -148,7 +149,8 @@ async fn firmware(State(s): State<ApiState>, Query(q): Query<TypeFilter>) -> Api
 }
 
 async fn devices(State(s): State<ApiState>, Query(q): Query<TypeFilter>) -> ApiResult {
-    let query = DeviceQuery { device_type: q.device_type.as_deref().map(DeviceType::parse).transpose()?, ..Default::default() };
+    let query =
+        DeviceQuery { device_type: q.device_type.as_deref().map(DeviceType::parse).transpose()?, ..Default::default() };
     Ok(Json(to_value(&s.svc.fleet_status(&s.caller, &query).await?)))
 }
 
@@ -204,7 +206,8 @@ async fn ask(State(s): State<ApiState>, Json(body): Json<AskBody>) -> ApiResult 
     if !body.execute {
         return Ok(Json(json!({"plan": plan})));
     }
-    let Some(request) = plan.request.clone().filter(|_| matches!(plan.action, Action::Update | Action::Rollback)) else {
+    let Some(request) = plan.request.clone().filter(|_| matches!(plan.action, Action::Update | Action::Rollback))
+    else {
         return Err(Error::Refused(format!("nothing to start: {}", plan.message)).into());
     };
     let started = s.svc.start(&s.caller, &request, body.plan_id.as_deref()).await?;

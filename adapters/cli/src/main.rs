@@ -89,7 +89,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if matches!(cli.command, Command::Aws(_)) {
                 return Err(Error::invalid("backend", "local", "`ota aws` commands need --backend aws"));
             }
-            if !matches!(cli.command, Command::Init { .. } | Command::Demo(_)) && !cli.data_dir.join("ota.db").exists() {
+            if !matches!(cli.command, Command::Init { .. } | Command::Demo(_)) && !cli.data_dir.join("ota.db").exists()
+            {
                 return Err(Error::not_found_hint(
                     "data dir",
                     cli.data_dir.display().to_string(),
@@ -119,7 +120,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     let svc = Arc::new(FleetManager::new(backend, load_settings(&cli.data_dir)?));
     let me = local_caller();
-    let local_store = || store.clone().ok_or_else(|| Error::invalid("backend", "aws", "this command needs the local backend"));
+    let local_store =
+        || store.clone().ok_or_else(|| Error::invalid("backend", "aws", "this command needs the local backend"));
     match cli.command {
         Command::Ask { prompt } => {
             let store = local_store()?;
@@ -137,7 +139,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             svc.rollout(&me, &id).await?;
             if let Some(finished) = live::watch(&store, std::slice::from_ref(&id), !cli.json).await? {
                 if cli.json {
-                    println!("{}", serde_json::to_string_pretty(&live::headless_rollouts(&finished)).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&live::headless_rollouts(&finished)).unwrap_or_default()
+                    );
                 } else {
                     live::print_summary(&store, &finished).await?;
                 }
@@ -146,17 +151,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Devices(DevicesCommand::Provision { mosquitto, cloud_user, cloud_password }) => {
             let creds = ota_local::link::DeviceCredentials::load_or_create(&cli.data_dir)
                 .map_err(|e| Error::storage(format!("device secret: {e}")))?;
-            let things: Vec<ThingName> = svc
-                .fleet_status(&me, &DeviceQuery::default())
-                .await?
-                .devices
-                .into_iter()
-                .map(|d| d.thing)
-                .collect();
+            let things: Vec<ThingName> =
+                svc.fleet_status(&me, &DeviceQuery::default()).await?.devices.into_iter().map(|d| d.thing).collect();
             std::fs::create_dir_all(&mosquitto)
                 .map_err(|e| Error::storage(format!("cannot create {}: {e}", mosquitto.display())))?;
-            let files = ota_local::link::write_mosquitto_files(&mosquitto, &creds, &things, &cloud_user, &cloud_password)
-                .map_err(|e| Error::storage(format!("cannot write the mosquitto files: {e}")))?;
+            let files =
+                ota_local::link::write_mosquitto_files(&mosquitto, &creds, &things, &cloud_user, &cloud_password)
+                    .map_err(|e| Error::storage(format!("cannot write the mosquitto files: {e}")))?;
             println!("wrote credentials and ACLs for {} devices: {files:?}", things.len());
             println!("in mosquitto.conf: allow_anonymous false, password_file and acl_file pointing at them;");
             println!("then: ota serve --mqtt-url mqtt://{cloud_user}:<password>@<host>:<port>");
@@ -294,12 +295,17 @@ fn announce(server: &server::Server, data_dir: &Path) {
 async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
     let (host, port) = match &args.mqtt {
         Some(addr) => {
-            let (h, p) = addr.rsplit_once(':').ok_or_else(|| Error::invalid("--mqtt", addr.clone(), "expected host:port"))?;
+            let (h, p) =
+                addr.rsplit_once(':').ok_or_else(|| Error::invalid("--mqtt", addr.clone(), "expected host:port"))?;
             (h.to_string(), p.parse().map_err(|_| Error::invalid("--mqtt", addr.clone(), "the port is not a number"))?)
         }
         None => {
             let info = server::ServerInfo::read(data_dir).ok_or_else(|| {
-                Error::not_found_hint("running server", data_dir.display().to_string(), "start `ota serve` first, or pass --mqtt")
+                Error::not_found_hint(
+                    "running server",
+                    data_dir.display().to_string(),
+                    "start `ota serve` first, or pass --mqtt",
+                )
             })?;
             (info.mqtt_host, info.mqtt_port)
         }
@@ -397,7 +403,10 @@ async fn demo_body(
     // ones a moment so the snapshot shows where they settled.
     tokio::time::sleep(Duration::from_millis(500)).await;
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&live::headless_report(&finished, fleet, &plan)).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&live::headless_report(&finished, fleet, &plan)).unwrap_or_default()
+        );
     } else {
         live::print_summary(store, &finished).await?;
     }

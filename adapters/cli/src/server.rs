@@ -116,7 +116,8 @@ pub async fn start(
 
     let sign = signer.clone();
     let ctx = EngineContext { firmware_url: Arc::new(move |v, t, now| sign.firmware_url(v, t, now)) };
-    let engine = JobsEngine::new(store.clone(), ctx, EngineOptions { webhook: options.webhook.clone(), ..Default::default() });
+    let engine =
+        JobsEngine::new(store.clone(), ctx, EngineOptions { webhook: options.webhook.clone(), ..Default::default() });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (input_tx, input_rx) = mpsc::channel(4096);
     let mut tasks = Vec::new();

@@ -58,7 +58,13 @@ enum State {
     SelfTest,
     Idle,
     Downloading(Box<Download>),
-    Installing { pending: PendingJob },
+    /// The image is written and verified, but the cloud has not yet accepted this job's
+    /// IN_PROGRESS: the execution may have been canceled meanwhile, so nothing is installed
+    /// until it says go (an accepted status update) or no (a rejection, another next job).
+    Verified(Box<UpdateJob>),
+    Installing {
+        pending: PendingJob,
+    },
     RollingBack,
 }
 
@@ -68,6 +74,8 @@ struct Download {
     verifier: Sha256Verifier,
     received: u64,
     attempts: u32,
+    /// The cloud accepted an IN_PROGRESS for this job: the execution is ours.
+    accepted: bool,
     reported_percent: u64,
     reported_at_ms: u64,
 }
@@ -107,7 +115,7 @@ impl UpdateMachine {
             State::Booting => Phase::Booting,
             State::SelfTest => Phase::SelfTest,
             State::Idle => Phase::Idle,
-            State::Downloading(_) => Phase::Downloading,
+            State::Downloading(_) | State::Verified(_) => Phase::Downloading,
             State::Installing { .. } => Phase::Installing,
             State::RollingBack => Phase::RollingBack,
         }
@@ -283,6 +291,23 @@ impl UpdateMachine {
                 self.push(Action::AbortUpdate);
                 self.state = State::Idle;
             }
+            State::Verified(job) => {
+                if let Some(e) = exec.as_ref().filter(|e| e.job_id == job.job_id) {
+                    if e.status == JobStatus::InProgress.as_str() {
+                        // The cloud holds the execution in progress: that is the go-ahead.
+                        let State::Verified(job) = std::mem::replace(&mut self.state, State::Idle) else { return };
+                        self.install(*job);
+                    } else {
+                        // Our IN_PROGRESS never arrived; say it again and keep waiting.
+                        let id = job.job_id.clone();
+                        let details = [("step", "verified".to_string()), ("progress", "100".to_string())];
+                        self.publish_status(&id, JobStatus::InProgress, &details);
+                    }
+                    return;
+                }
+                self.push(Action::AbortUpdate);
+                self.state = State::Idle;
+            }
             _ => return,
         }
         if let Some(exec) = exec {
@@ -328,6 +353,7 @@ impl UpdateMachine {
             verifier: Sha256Verifier::new(),
             received: 0,
             attempts: 1,
+            accepted: false,
             reported_percent: 0,
             reported_at_ms: 0,
         }));
@@ -383,9 +409,10 @@ impl UpdateMachine {
             return self.on_download_broke(now_ms);
         }
         let State::Downloading(d) = std::mem::replace(&mut self.state, State::Idle) else { return };
-        let Download { job, verifier, .. } = *d;
+        let Download { job, verifier, accepted, .. } = *d;
         match verifier.verify(&job.firmware.sha256, job.firmware.size) {
-            Ok(()) => self.install(job),
+            Ok(()) if accepted => self.install(job),
+            Ok(()) => self.state = State::Verified(Box::new(job)),
             Err(mismatch) => {
                 self.push(Action::AbortUpdate);
                 let details = match mismatch {
@@ -457,14 +484,28 @@ impl UpdateMachine {
             self.ask_next_job();
             return;
         }
-        if let State::Downloading(d) = &self.state
+        if let State::Downloading(d) = &mut self.state
             && d.job.job_id == job_id
-            && !accepted
         {
+            if accepted {
+                d.accepted = true;
+                return;
+            }
             // The cloud refused our IN_PROGRESS: the execution was cancelled or removed.
             self.actions.clear();
             self.push(Action::AbortUpdate);
             self.state = State::Idle;
+            return;
+        }
+        if let State::Verified(job) = &self.state
+            && job.job_id == job_id
+        {
+            let State::Verified(job) = std::mem::replace(&mut self.state, State::Idle) else { return };
+            if accepted {
+                self.install(*job);
+            } else {
+                self.push(Action::AbortUpdate);
+            }
             return;
         }
         if accepted && matches!(self.state, State::Idle) && self.finished.as_ref() == Some(&job_id) {

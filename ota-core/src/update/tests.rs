@@ -327,3 +327,38 @@ fn a_torn_pending_record_does_not_stop_the_device() {
     w.run_to_quiet(None);
     assert_eq!(w.final_status("job-1").unwrap().0, "SUCCEEDED");
 }
+
+/// A download that finishes before the cloud answered the job's IN_PROGRESS.
+fn verified_before_go_ahead() -> (UpdateMachine, JobExecution) {
+    let (mut m, exec) = downloading();
+    let img = image("2.0.0", 4000);
+    m.handle(Event::Chunk { bytes: &img[1000..], now_ms: 2 });
+    m.handle(Event::DownloadEnded { now_ms: 3 });
+    let actions = drain(&mut m);
+    assert!(!actions.iter().any(|a| matches!(a.kind(), ActionKind::SetBootSlot | ActionKind::Reboot)), "{actions:?}");
+    assert_eq!(m.phase(), Phase::Downloading, "verified, waiting for the go-ahead");
+    (m, exec)
+}
+
+#[test]
+fn a_verified_image_is_installed_only_once_the_cloud_accepts_the_job() {
+    let (mut m, exec) = verified_before_go_ahead();
+    m.handle(Event::UpdateAccepted { job_id: exec.job_id });
+    let kinds: Vec<ActionKind> = drain(&mut m).iter().map(Action::kind).collect();
+    assert!(kinds.contains(&ActionKind::SetBootSlot) && kinds.contains(&ActionKind::Reboot), "{kinds:?}");
+    assert_eq!(m.phase(), Phase::Installing);
+}
+
+#[test]
+fn a_job_canceled_while_its_image_downloaded_is_never_installed() {
+    // Rejected IN_PROGRESS: the execution was canceled (a rollout abort) meanwhile.
+    let (mut m, exec) = verified_before_go_ahead();
+    m.handle(Event::UpdateRejected { job_id: exec.job_id, code: "InvalidStateTransition".into() });
+    assert_eq!(drain(&mut m), [Action::AbortUpdate]);
+    assert_eq!(m.phase(), Phase::Idle);
+    // Or the cloud says the next job is another one, or none.
+    let (mut m, _) = verified_before_go_ahead();
+    m.handle(Event::JobNotified(None));
+    assert_eq!(drain(&mut m), [Action::AbortUpdate]);
+    assert_eq!(m.phase(), Phase::Idle);
+}
