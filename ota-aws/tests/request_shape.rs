@@ -19,7 +19,7 @@ use ota_aws::{IotRegistry, JobSettings, JobsRolloutStore};
 use ota_core::device::DeviceQuery;
 use ota_core::names::{DeviceType, NamingConvention, ThingName};
 use ota_core::ports::{DeviceRegistry, FirmwareCatalog, RolloutStore};
-use ota_core::rollout::Rollout;
+use ota_core::rollout::{Rollout, RolloutStatus};
 use ota_core::version::VersionFilter;
 
 fn rollout(things: usize) -> Rollout {
@@ -230,4 +230,104 @@ async fn the_monitor_cancels_and_alerts_past_the_absolute_limit() {
     // Nothing active any more: a second run does nothing.
     assert!(monitor.check_active(chrono::Utc::now()).await.unwrap().is_empty());
     assert_eq!(publish.num_calls(), 1);
+}
+
+/// A DynamoDB whose rollouts table holds `r` (active) and accepts every transaction.
+fn dynamo_holding(r: &Rollout) -> (aws_sdk_dynamodb::Client, aws_smithy_mocks::Rule) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let json = serde_json::to_string(r).unwrap();
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+        aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder()
+            .item("id", AttributeValue::S("update-pet_feeder-2_0_0-abc".into()))
+            .item("kind", AttributeValue::S("rollout".into()))
+            .item("status", AttributeValue::S("IN_PROGRESS".into()))
+            .item("rollout", AttributeValue::S(json.clone()))
+            .build()
+    });
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    (mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[&get, &tx]), tx)
+}
+
+fn cancel_ok() -> aws_smithy_mocks::Rule {
+    mock!(Iot::cancel_job)
+        .match_requests(|c| c.job_id() == Some("update-pet_feeder-2_0_0-abc") && c.reason_code() == Some("CANCELED"))
+        .then_output(|| CancelJobOutput::builder().build())
+}
+
+fn delete_group() -> aws_smithy_mocks::Rule {
+    mock!(Iot::delete_dynamic_thing_group)
+        .match_requests(|d| d.thing_group_name() == Some("ota-update-pet_feeder-2_0_0-abc"))
+        .then_output(|| {
+            aws_sdk_iot::operation::delete_dynamic_thing_group::DeleteDynamicThingGroupOutput::builder().build()
+        })
+}
+
+#[tokio::test]
+async fn finishing_a_large_rollout_deletes_its_dynamic_group() {
+    let r = rollout(150);
+    let (db, tx) = dynamo_holding(&r);
+    let (cancel, delete) = (cancel_ok(), delete_group());
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel, &delete]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let done = store.finish(&r.id, RolloutStatus::Canceled, "operator stop", chrono::Utc::now()).await.unwrap();
+    assert_eq!(done.status, RolloutStatus::Canceled);
+    assert_eq!((cancel.num_calls(), delete.num_calls(), tx.num_calls()), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn finishing_a_small_rollout_deletes_no_group() {
+    let r = rollout(3);
+    let (db, tx) = dynamo_holding(&r);
+    let (cancel, delete) = (cancel_ok(), delete_group());
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel, &delete]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    store.finish(&r.id, RolloutStatus::Canceled, "operator stop", chrono::Utc::now()).await.unwrap();
+    assert_eq!((cancel.num_calls(), delete.num_calls(), tx.num_calls()), (1, 0, 1), "it targeted thing ARNs");
+}
+
+#[tokio::test]
+async fn a_group_that_cannot_be_deleted_keeps_the_rollout_active() {
+    let r = rollout(150);
+    let (db, tx) = dynamo_holding(&r);
+    let cancel = cancel_ok();
+    let denied = mock!(Iot::delete_dynamic_thing_group).then_error(|| {
+        aws_sdk_iot::operation::delete_dynamic_thing_group::DeleteDynamicThingGroupError::generic(
+            ErrorMetadata::builder().code("AccessDeniedException").message("not authorized").build(),
+        )
+    });
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel, &denied]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let err = store.finish(&r.id, RolloutStatus::Canceled, "stop", chrono::Utc::now()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("still active")
+            && err.contains("ota-update-pet_feeder-2_0_0-abc")
+            && err.contains("iot:DeleteDynamicThingGroup"),
+        "{err}"
+    );
+    assert_eq!(tx.num_calls(), 0, "the record was not moved out of IN_PROGRESS");
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_be_created_leaves_no_dynamic_group() {
+    let group = mock!(Iot::create_dynamic_thing_group).then_output(|| {
+        CreateDynamicThingGroupOutput::builder()
+            .thing_group_arn("arn:aws:iot:eu-west-1:111122223333:thinggroup/ota-update-pet_feeder-2_0_0-abc")
+            .build()
+    });
+    let refused = mock!(Iot::create_job).then_error(|| {
+        aws_sdk_iot::operation::create_job::CreateJobError::generic(
+            ErrorMetadata::builder().code("LimitExceededException").message("too many active jobs").build(),
+        )
+    });
+    let delete = delete_group();
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&group, &refused, &delete]);
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    let db = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[&tx]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let err = store.create(&rollout(150)).await.unwrap_err().to_string();
+    assert!(err.contains("iot:CreateJob") && err.contains("LimitExceededException"), "{err}");
+    assert_eq!(delete.num_calls(), 1, "the group made for the job was deleted");
+    assert_eq!(tx.num_calls(), 2, "record and lock written, then removed");
 }
