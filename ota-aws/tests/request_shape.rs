@@ -331,3 +331,53 @@ async fn a_job_that_cannot_be_created_leaves_no_dynamic_group() {
     assert_eq!(delete.num_calls(), 1, "the group made for the job was deleted");
     assert_eq!(tx.num_calls(), 2, "record and lock written, then removed");
 }
+
+fn job_not_found() -> aws_sdk_iot::types::error::ResourceNotFoundException {
+    // As deserialized from IoT's 404: the modeled error carries its code.
+    aws_sdk_iot::types::error::ResourceNotFoundException::builder()
+        .message("Job update-pet_feeder-2_0_0-abc does not exist")
+        .meta(ErrorMetadata::builder().code("ResourceNotFoundException").build())
+        .build()
+}
+
+#[tokio::test]
+async fn cancelling_a_rollout_whose_job_was_deleted_succeeds_and_says_so() {
+    let r = rollout(3);
+    let (db, tx) = dynamo_holding(&r);
+    let cancel = mock!(Iot::cancel_job)
+        .then_error(|| aws_sdk_iot::operation::cancel_job::CancelJobError::ResourceNotFoundException(job_not_found()));
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let done = store.finish(&r.id, RolloutStatus::Canceled, "operator stop", chrono::Utc::now()).await.unwrap();
+    assert_eq!(done.status, RolloutStatus::Canceled);
+    let reason = done.status_reason.unwrap_or_default();
+    assert!(reason.starts_with("operator stop") && reason.contains("job no longer existed"), "{reason}");
+    assert_eq!((cancel.num_calls(), tx.num_calls()), (1, 1), "the record ended and the type was unlocked");
+}
+
+#[tokio::test]
+async fn the_monitor_aborts_a_rollout_whose_job_was_deleted() {
+    let backend = ota_core::memory::backend();
+    let r = rollout(3);
+    backend.rollouts.create(&r).await.unwrap();
+    let describe = mock!(Iot::describe_job).then_error(|| {
+        aws_sdk_iot::operation::describe_job::DescribeJobError::ResourceNotFoundException(job_not_found())
+    });
+    let cancel = mock!(Iot::cancel_job).then_output(|| CancelJobOutput::builder().build());
+    let publish = mock!(aws_sdk_sns::Client::publish)
+        .match_requests(|p| p.message().is_some_and(|m| m.contains("no longer exists") && m.contains("ABORTED")))
+        .then_output(|| PublishOutput::builder().message_id("m-2").build());
+    let monitor = ota_aws::monitor::Monitor {
+        backend: backend.clone(),
+        iot: mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&describe, &cancel]),
+        sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[&publish]),
+        topic_arn: Some("arn:aws:sns:eu-west-1:111122223333:ota-alerts".into()),
+    };
+    let checked = monitor.check_active(chrono::Utc::now()).await.unwrap();
+    assert_eq!(checked.len(), 1);
+    assert!(checked[0].alerted);
+    assert_eq!((describe.num_calls(), cancel.num_calls(), publish.num_calls()), (1, 0, 1), "nothing left to cancel");
+    let after = backend.rollouts.get(&r.id).await.unwrap();
+    assert_eq!(after.status, RolloutStatus::Aborted);
+    assert!(after.status_reason.unwrap_or_default().contains("no longer exists in AWS IoT"));
+}
