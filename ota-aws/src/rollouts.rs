@@ -12,10 +12,23 @@
 //!   `#` never occurs in a rollout id, so the two kinds cannot collide.
 //!
 //! `create` writes the record and the lock in one transaction, each with
-//! `attribute_not_exists(id)`, then creates the job; if the job cannot be created the record
-//! and lock are removed again, so on error nothing is stored. `finish` cancels the job first
-//! (a job that no longer exists, or already ended, is fine), then moves the record out of
-//! `IN_PROGRESS` and deletes the lock in one conditional transaction.
+//! `attribute_not_exists(id)`, then creates the job; if the job cannot be created the record,
+//! the lock and any dynamic group are removed again, so on error nothing is stored. `finish`
+//! cancels the job first (a job that no longer exists, or already ended, is fine), deletes the
+//! rollout's dynamic thing group if it has one, then moves the record out of `IN_PROGRESS` and
+//! deletes the lock in one conditional transaction.
+//!
+//! **A deleted job.** The record, not the job, is the rollout: `get` and `list` read only
+//! DynamoDB, so a rollout whose job was deleted outside ota still reads back. Cancelling it
+//! succeeds (there is nothing left to stop, and failing would keep the type locked) and the
+//! recorded reason says the job no longer existed; the rollout monitor records such a rollout
+//! as aborted within a minute.
+//!
+//! **Dynamic groups.** A deployment of more than [`MAX_THING_TARGETS`] devices targets a
+//! dynamic thing group `ota-{rollout id}` built from its fleet query. IoT Jobs needs it only
+//! while the job runs, so `finish` deletes it before recording the end: a failed delete is an
+//! error and leaves the rollout active, so the next cancel or monitor run tries again instead of
+//! leaking the group.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client as Dynamo;
@@ -30,7 +43,23 @@ use ota_core::rollout::{Rollout, RolloutQuery, RolloutStatus};
 use ota_core::{Error, Result};
 
 use crate::errors::{FailureKind, aws, fail};
-use crate::job_spec::{MAX_THING_TARGETS, dynamic_group_name, job_configs, job_document};
+use crate::job_spec::{JobConfigs, MAX_THING_TARGETS, dynamic_group_name, job_configs, job_document};
+
+/// What `CancelJob` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancelled {
+    /// The job was running and is now cancelled.
+    Now,
+    /// The job had already ended (completed, cancelled, or being deleted).
+    AlreadyEnded,
+    /// No such job: it was deleted outside ota.
+    Gone,
+}
+
+/// Whether `r` targets a dynamic thing group rather than thing ARNs.
+fn uses_dynamic_group(r: &Rollout) -> bool {
+    r.things.len() > MAX_THING_TARGETS
+}
 use crate::tables::{Item, get_s, parse_json, s, timestamp};
 
 /// What the store needs to create jobs.
@@ -141,7 +170,7 @@ impl JobsRolloutStore {
     /// The job's targets: the planned things, or a dynamic group from the fleet query when
     /// there are more than IoT Jobs accepts.
     async fn targets(&self, r: &Rollout) -> Result<Vec<String>> {
-        if r.things.len() <= MAX_THING_TARGETS {
+        if !uses_dynamic_group(r) {
             let prefix = self.thing_arn_prefix(r).await?;
             return Ok(r.things.iter().map(|t| format!("{prefix}{t}")).collect());
         }
@@ -166,6 +195,15 @@ impl JobsRolloutStore {
         })?;
         let c = job_configs(&r.policy, self.jobs.expected_update_minutes, role, self.jobs.url_expiry_seconds)?;
         let targets = self.targets(r).await?;
+        if let Err(e) = self.send_create_job(r, c, targets).await {
+            // The group was made for this job alone.
+            self.delete_dynamic_group(r).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn send_create_job(&self, r: &Rollout, c: JobConfigs, targets: Vec<String>) -> Result<()> {
         let document = job_document(r, &self.jobs.bucket).to_string();
         let description = format!("ota {} {} to {} ({})", r.action.as_str(), r.device_type, r.version, r.plan_id);
         self.iot
@@ -189,18 +227,38 @@ impl JobsRolloutStore {
         Ok(())
     }
 
-    async fn cancel_job(&self, id: &JobId, status: RolloutStatus, reason: &str) -> Result<()> {
+    async fn cancel_job(&self, id: &JobId, status: RolloutStatus, reason: &str) -> Result<Cancelled> {
         let comment: String = reason.chars().filter(|c| !c.is_control()).take(2028).collect();
         let mut req = self.iot.cancel_job().job_id(id.as_str()).reason_code(status.as_str());
         if !comment.is_empty() {
             req = req.comment(comment);
         }
         match req.send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Cancelled::Now),
             Err(e) => match aws("iot:CancelJob")(e) {
                 // A deleted job, or one that already ended: nothing left to stop.
-                f if matches!(f.kind, FailureKind::NotFound | FailureKind::InvalidState) => Ok(()),
+                f if f.kind == FailureKind::NotFound => Ok(Cancelled::Gone),
+                f if f.kind == FailureKind::InvalidState => Ok(Cancelled::AlreadyEnded),
                 f => Err(f.into_error()),
+            },
+        }
+    }
+
+    /// Deletes the rollout's dynamic thing group, if it has one; one already gone is fine.
+    async fn delete_dynamic_group(&self, r: &Rollout) -> Result<()> {
+        if !uses_dynamic_group(r) {
+            return Ok(());
+        }
+        let name = dynamic_group_name(r);
+        match self.iot.delete_dynamic_thing_group().thing_group_name(&name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match aws("iot:DeleteDynamicThingGroup")(e) {
+                f if f.kind == FailureKind::NotFound => Ok(()),
+                f => Err(Error::storage(format!(
+                    "rollout {} is still active: its dynamic thing group {name} could not be deleted: {}",
+                    r.id,
+                    f.into_error()
+                ))),
             },
         }
     }
@@ -290,11 +348,17 @@ impl RolloutStore for JobsRolloutStore {
                 "a rollout can only finish as COMPLETED, CANCELED or ABORTED",
             ));
         }
-        if status != RolloutStatus::Completed {
-            self.cancel_job(id, status, reason).await?;
+        let mut reason = reason.to_string();
+        if status != RolloutStatus::Completed
+            && self.cancel_job(id, status, &reason).await? == Cancelled::Gone
+            // The monitor's aborts already say why; an operator's cancel should say it too.
+            && status == RolloutStatus::Canceled
+        {
+            reason.push_str(" (its AWS IoT job no longer existed; nothing was left to stop)");
         }
+        self.delete_dynamic_group(&r).await?;
         r.status = status;
-        r.status_reason = Some(reason.to_string());
+        r.status_reason = Some(reason);
         r.updated_at = at;
         let record = self
             .put_record(&r)?

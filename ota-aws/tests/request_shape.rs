@@ -19,7 +19,7 @@ use ota_aws::{IotRegistry, JobSettings, JobsRolloutStore};
 use ota_core::device::DeviceQuery;
 use ota_core::names::{DeviceType, NamingConvention, ThingName};
 use ota_core::ports::{DeviceRegistry, FirmwareCatalog, RolloutStore};
-use ota_core::rollout::Rollout;
+use ota_core::rollout::{Rollout, RolloutStatus};
 use ota_core::version::VersionFilter;
 
 fn rollout(things: usize) -> Rollout {
@@ -230,4 +230,154 @@ async fn the_monitor_cancels_and_alerts_past_the_absolute_limit() {
     // Nothing active any more: a second run does nothing.
     assert!(monitor.check_active(chrono::Utc::now()).await.unwrap().is_empty());
     assert_eq!(publish.num_calls(), 1);
+}
+
+/// A DynamoDB whose rollouts table holds `r` (active) and accepts every transaction.
+fn dynamo_holding(r: &Rollout) -> (aws_sdk_dynamodb::Client, aws_smithy_mocks::Rule) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let json = serde_json::to_string(r).unwrap();
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+        aws_sdk_dynamodb::operation::get_item::GetItemOutput::builder()
+            .item("id", AttributeValue::S("update-pet_feeder-2_0_0-abc".into()))
+            .item("kind", AttributeValue::S("rollout".into()))
+            .item("status", AttributeValue::S("IN_PROGRESS".into()))
+            .item("rollout", AttributeValue::S(json.clone()))
+            .build()
+    });
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    (mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[&get, &tx]), tx)
+}
+
+fn cancel_ok() -> aws_smithy_mocks::Rule {
+    mock!(Iot::cancel_job)
+        .match_requests(|c| c.job_id() == Some("update-pet_feeder-2_0_0-abc") && c.reason_code() == Some("CANCELED"))
+        .then_output(|| CancelJobOutput::builder().build())
+}
+
+fn delete_group() -> aws_smithy_mocks::Rule {
+    mock!(Iot::delete_dynamic_thing_group)
+        .match_requests(|d| d.thing_group_name() == Some("ota-update-pet_feeder-2_0_0-abc"))
+        .then_output(|| {
+            aws_sdk_iot::operation::delete_dynamic_thing_group::DeleteDynamicThingGroupOutput::builder().build()
+        })
+}
+
+#[tokio::test]
+async fn finishing_a_large_rollout_deletes_its_dynamic_group() {
+    let r = rollout(150);
+    let (db, tx) = dynamo_holding(&r);
+    let (cancel, delete) = (cancel_ok(), delete_group());
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel, &delete]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let done = store.finish(&r.id, RolloutStatus::Canceled, "operator stop", chrono::Utc::now()).await.unwrap();
+    assert_eq!(done.status, RolloutStatus::Canceled);
+    assert_eq!((cancel.num_calls(), delete.num_calls(), tx.num_calls()), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn finishing_a_small_rollout_deletes_no_group() {
+    let r = rollout(3);
+    let (db, tx) = dynamo_holding(&r);
+    let (cancel, delete) = (cancel_ok(), delete_group());
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel, &delete]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    store.finish(&r.id, RolloutStatus::Canceled, "operator stop", chrono::Utc::now()).await.unwrap();
+    assert_eq!((cancel.num_calls(), delete.num_calls(), tx.num_calls()), (1, 0, 1), "it targeted thing ARNs");
+}
+
+#[tokio::test]
+async fn a_group_that_cannot_be_deleted_keeps_the_rollout_active() {
+    let r = rollout(150);
+    let (db, tx) = dynamo_holding(&r);
+    let cancel = cancel_ok();
+    let denied = mock!(Iot::delete_dynamic_thing_group).then_error(|| {
+        aws_sdk_iot::operation::delete_dynamic_thing_group::DeleteDynamicThingGroupError::generic(
+            ErrorMetadata::builder().code("AccessDeniedException").message("not authorized").build(),
+        )
+    });
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel, &denied]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let err = store.finish(&r.id, RolloutStatus::Canceled, "stop", chrono::Utc::now()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("still active")
+            && err.contains("ota-update-pet_feeder-2_0_0-abc")
+            && err.contains("iot:DeleteDynamicThingGroup"),
+        "{err}"
+    );
+    assert_eq!(tx.num_calls(), 0, "the record was not moved out of IN_PROGRESS");
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_be_created_leaves_no_dynamic_group() {
+    let group = mock!(Iot::create_dynamic_thing_group).then_output(|| {
+        CreateDynamicThingGroupOutput::builder()
+            .thing_group_arn("arn:aws:iot:eu-west-1:111122223333:thinggroup/ota-update-pet_feeder-2_0_0-abc")
+            .build()
+    });
+    let refused = mock!(Iot::create_job).then_error(|| {
+        aws_sdk_iot::operation::create_job::CreateJobError::generic(
+            ErrorMetadata::builder().code("LimitExceededException").message("too many active jobs").build(),
+        )
+    });
+    let delete = delete_group();
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&group, &refused, &delete]);
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    let db = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[&tx]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let err = store.create(&rollout(150)).await.unwrap_err().to_string();
+    assert!(err.contains("iot:CreateJob") && err.contains("LimitExceededException"), "{err}");
+    assert_eq!(delete.num_calls(), 1, "the group made for the job was deleted");
+    assert_eq!(tx.num_calls(), 2, "record and lock written, then removed");
+}
+
+fn job_not_found() -> aws_sdk_iot::types::error::ResourceNotFoundException {
+    // As deserialized from IoT's 404: the modeled error carries its code.
+    aws_sdk_iot::types::error::ResourceNotFoundException::builder()
+        .message("Job update-pet_feeder-2_0_0-abc does not exist")
+        .meta(ErrorMetadata::builder().code("ResourceNotFoundException").build())
+        .build()
+}
+
+#[tokio::test]
+async fn cancelling_a_rollout_whose_job_was_deleted_succeeds_and_says_so() {
+    let r = rollout(3);
+    let (db, tx) = dynamo_holding(&r);
+    let cancel = mock!(Iot::cancel_job)
+        .then_error(|| aws_sdk_iot::operation::cancel_job::CancelJobError::ResourceNotFoundException(job_not_found()));
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&cancel]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    let done = store.finish(&r.id, RolloutStatus::Canceled, "operator stop", chrono::Utc::now()).await.unwrap();
+    assert_eq!(done.status, RolloutStatus::Canceled);
+    let reason = done.status_reason.unwrap_or_default();
+    assert!(reason.starts_with("operator stop") && reason.contains("job no longer existed"), "{reason}");
+    assert_eq!((cancel.num_calls(), tx.num_calls()), (1, 1), "the record ended and the type was unlocked");
+}
+
+#[tokio::test]
+async fn the_monitor_aborts_a_rollout_whose_job_was_deleted() {
+    let backend = ota_core::memory::backend();
+    let r = rollout(3);
+    backend.rollouts.create(&r).await.unwrap();
+    let describe = mock!(Iot::describe_job).then_error(|| {
+        aws_sdk_iot::operation::describe_job::DescribeJobError::ResourceNotFoundException(job_not_found())
+    });
+    let cancel = mock!(Iot::cancel_job).then_output(|| CancelJobOutput::builder().build());
+    let publish = mock!(aws_sdk_sns::Client::publish)
+        .match_requests(|p| p.message().is_some_and(|m| m.contains("no longer exists") && m.contains("ABORTED")))
+        .then_output(|| PublishOutput::builder().message_id("m-2").build());
+    let monitor = ota_aws::monitor::Monitor {
+        backend: backend.clone(),
+        iot: mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&describe, &cancel]),
+        sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[&publish]),
+        topic_arn: Some("arn:aws:sns:eu-west-1:111122223333:ota-alerts".into()),
+    };
+    let checked = monitor.check_active(chrono::Utc::now()).await.unwrap();
+    assert_eq!(checked.len(), 1);
+    assert!(checked[0].alerted);
+    assert_eq!((describe.num_calls(), cancel.num_calls(), publish.num_calls()), (1, 0, 1), "nothing left to cancel");
+    let after = backend.rollouts.get(&r.id).await.unwrap();
+    assert_eq!(after.status, RolloutStatus::Aborted);
+    assert!(after.status_reason.unwrap_or_default().contains("no longer exists in AWS IoT"));
 }
