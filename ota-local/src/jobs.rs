@@ -48,11 +48,14 @@ pub struct EngineOptions {
     pub tick: Duration,
     /// Receives `{"event": "rollout_aborted", ...}` as a JSON POST on every abort (`http://` only).
     pub webhook: Option<String>,
+    /// Log every device message (`OTA_TRACE_DEVICES=1`), for diagnosing a fleet.
+    pub trace: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { tick: Duration::from_millis(200), webhook: None }
+        let trace = std::env::var("OTA_TRACE_DEVICES").is_ok_and(|v| v == "1");
+        EngineOptions { tick: Duration::from_millis(200), webhook: None, trace }
     }
 }
 
@@ -126,6 +129,9 @@ impl JobsEngine {
 
     async fn handle(&self, input: DeviceInput, out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>) {
         let now = Utc::now();
+        if self.options.trace {
+            log("debug", "device_input", json!({"input": format!("{input:?}").chars().take(400).collect::<String>()}));
+        }
         let result = match input {
             DeviceInput::Connected(thing) => {
                 self.store.set_connected(thing, true, now).await.map(|()| Output::default())
@@ -145,6 +151,10 @@ impl JobsEngine {
 
     fn dispatch(&self, out: Output, out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>) {
         for message in out.publish {
+            if self.options.trace {
+                let body = String::from_utf8_lossy(&message.1).chars().take(300).collect::<String>();
+                log("debug", "device_output", json!({"topic": message.0, "payload": body}));
+            }
             let _ = out_tx.send(message);
         }
         for event in out.events {

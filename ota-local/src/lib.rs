@@ -67,3 +67,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
         Err(e) => Err(Error::storage(format!("{what} task did not finish: {e}"))),
     }
 }
+
+/// A listening socket with `SO_REUSEADDR`, so a server restarted right after a crash can
+/// bind its port again while the old connections linger in `TIME_WAIT`.
+pub async fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

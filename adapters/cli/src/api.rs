@@ -23,7 +23,6 @@ use ota_core::plan::Action;
 use ota_core::rollout::RolloutQuery;
 use ota_core::service::FleetManager;
 use ota_local::SqliteStore;
-use ota_local::jobs::JobsEngine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -40,12 +39,7 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(
-        svc: Arc<FleetManager>,
-        store: Arc<SqliteStore>,
-        _engine: Arc<JobsEngine>,
-        data_dir: &Path,
-    ) -> ota_core::Result<Self> {
+    pub fn new(svc: Arc<FleetManager>, store: Arc<SqliteStore>, data_dir: &Path) -> ota_core::Result<Self> {
         let token = load_or_create_token(data_dir)?;
         Ok(ApiState { svc, store, token: Arc::new(token), caller: crate::local_caller() })
     }

@@ -238,6 +238,10 @@ pub struct SimArgs {
     /// The MQTT endpoint, `host:port` (default: the running `ota serve` of the data dir).
     #[arg(long)]
     pub mqtt: Option<String>,
+    /// Only register the simulated devices in the registry and exit (for example before
+    /// `ota devices provision` writes an external broker's passwords).
+    #[arg(long)]
+    pub register_only: bool,
 }
 
 #[derive(Debug, Args)]

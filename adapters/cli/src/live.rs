@@ -43,6 +43,17 @@ pub fn fleet_specs(args: &FleetArgs) -> Result<Vec<SimDeviceSpec>> {
         .map_err(|e| Error::invalid("simulated fleet", format!("{e}"), "check the fleet options"))
 }
 
+/// Simulated devices keep their firmware across runs the way real ones do: a device the
+/// registry already knows starts on the version it last reported, not the demo's.
+pub async fn resume_versions(svc: &FleetManager, specs: &mut [SimDeviceSpec]) -> Result<()> {
+    for s in specs.iter_mut() {
+        if let Some(v) = svc.backend().registry.get(&s.thing).await?.and_then(|d| d.firmware_version) {
+            s.version = v;
+        }
+    }
+    Ok(())
+}
+
 /// Registers the simulated devices (the thing group from the naming convention, the version
 /// they will report), so plans target them before they first connect.
 pub async fn register(svc: &FleetManager, specs: &[SimDeviceSpec]) -> Result<()> {

@@ -293,6 +293,13 @@ fn announce(server: &server::Server, data_dir: &Path) {
 }
 
 async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
+    let mut specs = live::fleet_specs(&args.fleet)?;
+    live::resume_versions(svc, &mut specs).await?;
+    live::register(svc, &specs).await?;
+    if args.register_only {
+        eprintln!("registered {} simulated devices", specs.len());
+        return Ok(());
+    }
     let (host, port) = match &args.mqtt {
         Some(addr) => {
             let (h, p) =
@@ -310,8 +317,6 @@ async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
             (info.mqtt_host, info.mqtt_port)
         }
     };
-    let specs = live::fleet_specs(&args.fleet)?;
-    live::register(svc, &specs).await?;
     let creds = ota_local::link::DeviceCredentials::load_or_create(data_dir)
         .map_err(|e| Error::storage(format!("device secret: {e}")))?;
     let n = specs.len();
@@ -333,7 +338,8 @@ async fn run_demo(
     out: &Output,
 ) -> Result<ExitCode> {
     demo::init_demo(&svc, me).await?;
-    let specs = live::fleet_specs(&args.fleet)?;
+    let mut specs = live::fleet_specs(&args.fleet)?;
+    live::resume_versions(&svc, &mut specs).await?;
     live::register(&svc, &specs).await?;
     let server = server::start(data_dir, svc.clone(), store.clone(), serve_options(&args.serve)).await?;
     let creds = ota_local::link::DeviceCredentials::load_or_create(data_dir)

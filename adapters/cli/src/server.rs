@@ -61,8 +61,6 @@ impl ServerInfo {
 #[derive(Debug)]
 pub struct Server {
     pub info: ServerInfo,
-    pub engine: Arc<JobsEngine>,
-    pub store: Arc<SqliteStore>,
     data_dir: PathBuf,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -89,7 +87,7 @@ pub async fn start(
     store: Arc<SqliteStore>,
     options: ServeOptions,
 ) -> Result<Server> {
-    let http = tokio::net::TcpListener::bind(options.listen)
+    let http = ota_local::listen(options.listen)
         .await
         .map_err(|e| Error::invalid("--listen", options.listen.to_string(), e.to_string()))?;
     let http_addr = http.local_addr().map_err(|e| io("listener", e))?;
@@ -135,7 +133,7 @@ pub async fn start(
     }));
     tasks.push(tokio::spawn(engine.clone().run(input_rx, Arc::new(Publisher(publisher)), shutdown_rx.clone())));
 
-    let app = api::router(api::ApiState::new(svc, store.clone(), engine.clone(), data_dir)?)
+    let app = api::router(api::ApiState::new(svc, store, data_dir)?)
         .merge(ota_local::download::router(data_dir.to_path_buf(), signer));
     let mut stop = shutdown_rx;
     tasks.push(tokio::spawn(async move {
@@ -150,7 +148,7 @@ pub async fn start(
     let info = ServerInfo { pid: std::process::id(), http: base_url, mqtt_host, mqtt_port, started_at: Utc::now() };
     let json = serde_json::to_vec_pretty(&info).map_err(|e| io("server.json", e))?;
     std::fs::write(data_dir.join(SERVER_FILE), json).map_err(|e| io("server.json", e))?;
-    Ok(Server { info, engine, store, data_dir: data_dir.to_path_buf(), shutdown, tasks, link: handle })
+    Ok(Server { info, data_dir: data_dir.to_path_buf(), shutdown, tasks, link: handle })
 }
 
 impl Server {

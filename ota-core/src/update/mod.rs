@@ -151,7 +151,15 @@ impl UpdateMachine {
                 }
             }
             Event::JobNotified(exec) | Event::NextJob(exec) => self.on_job(exec),
-            Event::UpdateAccepted { job_id } => self.on_update_reply(job_id, true),
+            Event::UpdateAccepted { job_id, status } => {
+                // The reply to a report still pending must be for that report's status.
+                let stale = self.report.as_ref().is_some_and(|r| {
+                    r.pending.job_id == job_id && status.as_deref().is_some_and(|s| s != r.status.as_str())
+                });
+                if !stale {
+                    self.on_update_reply(job_id, true);
+                }
+            }
             Event::UpdateRejected { job_id, .. } => self.on_update_reply(job_id, false),
             Event::Chunk { bytes, now_ms } => self.on_chunk(bytes, now_ms),
             Event::DownloadEnded { now_ms } => self.on_download_ended(now_ms),
@@ -254,6 +262,9 @@ impl UpdateMachine {
             // does not hand back the job being reported.
             Some(r) => self.publish_status(&r.pending.job_id, r.status, &r.details),
             None if matches!(self.state, State::Idle) => self.ask_next_job(),
+            // Mid-update, the cloud may have lost what we sent (a restart) or canceled the
+            // job meanwhile: its answer either confirms the job or ends it.
+            None if matches!(self.state, State::Downloading(_) | State::Verified(_)) => self.ask_next_job(),
             None => {}
         }
     }
@@ -412,7 +423,13 @@ impl UpdateMachine {
         let Download { job, verifier, accepted, .. } = *d;
         match verifier.verify(&job.firmware.sha256, job.firmware.size) {
             Ok(()) if accepted => self.install(job),
-            Ok(()) => self.state = State::Verified(Box::new(job)),
+            Ok(()) => {
+                // Ask for the go-ahead: our first IN_PROGRESS may have been lost (a cloud
+                // restart), and only an accepted status update makes the execution ours.
+                let details = [("step", "verified".to_string()), ("progress", "100".to_string())];
+                self.publish_status(&job.job_id, JobStatus::InProgress, &details);
+                self.state = State::Verified(Box::new(job));
+            }
             Err(mismatch) => {
                 self.push(Action::AbortUpdate);
                 let details = match mismatch {

@@ -409,7 +409,7 @@ impl World {
         if terminal {
             return vec![Event::UpdateRejected { job_id, code: "InvalidStateTransition".into() }];
         }
-        job.status = status;
-        vec![Event::UpdateAccepted { job_id }]
+        job.status = status.clone();
+        vec![Event::UpdateAccepted { job_id, status: Some(status) }]
     }
 }

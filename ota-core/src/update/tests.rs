@@ -336,6 +336,12 @@ fn verified_before_go_ahead() -> (UpdateMachine, JobExecution) {
     m.handle(Event::DownloadEnded { now_ms: 3 });
     let actions = drain(&mut m);
     assert!(!actions.iter().any(|a| matches!(a.kind(), ActionKind::SetBootSlot | ActionKind::Reboot)), "{actions:?}");
+    let asked = publishes(&actions);
+    assert_eq!(asked.len(), 1, "it asks for the go-ahead: {asked:?}");
+    assert_eq!(
+        (asked[0].1["status"].as_str(), asked[0].1["statusDetails"]["step"].as_str()),
+        (Some("IN_PROGRESS"), Some("verified"))
+    );
     assert_eq!(m.phase(), Phase::Downloading, "verified, waiting for the go-ahead");
     (m, exec)
 }
@@ -343,7 +349,7 @@ fn verified_before_go_ahead() -> (UpdateMachine, JobExecution) {
 #[test]
 fn a_verified_image_is_installed_only_once_the_cloud_accepts_the_job() {
     let (mut m, exec) = verified_before_go_ahead();
-    m.handle(Event::UpdateAccepted { job_id: exec.job_id });
+    m.handle(Event::UpdateAccepted { job_id: exec.job_id, status: Some("IN_PROGRESS".into()) });
     let kinds: Vec<ActionKind> = drain(&mut m).iter().map(Action::kind).collect();
     assert!(kinds.contains(&ActionKind::SetBootSlot) && kinds.contains(&ActionKind::Reboot), "{kinds:?}");
     assert_eq!(m.phase(), Phase::Installing);
@@ -361,4 +367,43 @@ fn a_job_canceled_while_its_image_downloaded_is_never_installed() {
     m.handle(Event::JobNotified(None));
     assert_eq!(drain(&mut m), [Action::AbortUpdate]);
     assert_eq!(m.phase(), Phase::Idle);
+}
+
+#[test]
+fn a_reconnect_mid_update_asks_the_cloud_where_the_job_stands() {
+    // The cloud restarted and lost the IN_PROGRESS and the go-ahead request.
+    let (mut m, mut exec) = verified_before_go_ahead();
+    m.handle(Event::Disconnected);
+    m.handle(Event::Connected);
+    let asked = publishes(&drain(&mut m));
+    assert_eq!(asked.last().unwrap().0, "$aws/things/pet_feeder-01/jobs/$next/get", "{asked:?}");
+    // Still queued there: it says IN_PROGRESS again and waits.
+    m.handle(Event::NextJob(Some(exec.clone())));
+    let again = publishes(&drain(&mut m));
+    assert_eq!(again[0].1["status"], "IN_PROGRESS");
+    assert_eq!(m.phase(), Phase::Downloading);
+    // In progress there: that is the go-ahead.
+    exec.status = "IN_PROGRESS".into();
+    m.handle(Event::NextJob(Some(exec)));
+    assert!(drain(&mut m).iter().any(|a| a.kind() == ActionKind::SetBootSlot));
+}
+
+#[test]
+fn a_late_reply_to_an_earlier_status_does_not_pass_for_the_report_ack() {
+    // Booted into the new image with the result still to report.
+    let mut m = UpdateMachine::new(config());
+    let job_id = crate::names::JobId::parse("job-1").unwrap();
+    m.handle(Event::Booted(BootInfo {
+        running: RunningImage { version: v("2.0.0"), slot: "ota_1".into(), state: SlotState::Unverified },
+        update_slot_state: SlotState::Valid,
+        update_slot_size: SLOT_SIZE,
+        pending: Some(PendingJob { job_id: job_id.clone(), target: v("2.0.0"), previous: v("1.0.0") }),
+    }));
+    m.handle(Event::Connected);
+    drain(&mut m);
+    // The reply to the IN_PROGRESS sent before the reboot arrives first: not the ack.
+    m.handle(Event::UpdateAccepted { job_id: job_id.clone(), status: Some("IN_PROGRESS".into()) });
+    assert!(!drain(&mut m).contains(&Action::ClearPending), "a stale reply cleared the record");
+    m.handle(Event::UpdateAccepted { job_id, status: Some("SUCCEEDED".into()) });
+    assert!(drain(&mut m).contains(&Action::ClearPending));
 }

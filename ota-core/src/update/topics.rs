@@ -64,7 +64,12 @@ impl Topics {
                 let (id, reply) = rest.split_once('/')?;
                 let job_id = JobId::parse(id).ok()?;
                 match reply {
-                    "update/accepted" => Some(Event::UpdateAccepted { job_id }),
+                    "update/accepted" => {
+                        let status = serde_json::from_slice::<serde_json::Value>(payload).ok().and_then(|v| {
+                            v.pointer("/executionState/status").and_then(|s| s.as_str()).map(str::to_string)
+                        });
+                        Some(Event::UpdateAccepted { job_id, status })
+                    }
                     "update/rejected" => {
                         let code = serde_json::from_slice::<serde_json::Value>(payload)
                             .ok()

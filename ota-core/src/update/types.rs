@@ -113,9 +113,12 @@ pub enum Event<'a> {
     JobNotified(Option<JobExecution>),
     /// `$next/get/accepted`.
     NextJob(Option<JobExecution>),
-    /// `jobs/{jobId}/update/accepted`.
+    /// `jobs/{jobId}/update/accepted`, with the status it accepted (`executionState.status`)
+    /// when the cloud says: a late reply to an earlier update must not pass for the ack of
+    /// a later one.
     UpdateAccepted {
         job_id: JobId,
+        status: Option<String>,
     },
     /// `jobs/{jobId}/update/rejected`, with AWS's error code.
     UpdateRejected {

@@ -51,7 +51,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// port). Returns the running link and the address it is bound to. Devices authenticate with
 /// `auth`; everything they may do follows from the thing it answers.
 pub async fn embedded(listen: SocketAddr, auth: Arc<dyn Authenticator>) -> std::io::Result<(DeviceLink, SocketAddr)> {
-    let listener = TcpListener::bind(listen).await?;
+    let listener = crate::listen(listen).await?;
     let bound = listener.local_addr()?;
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let stop = CancellationToken::new();

@@ -1,0 +1,422 @@
+//! Rollouts that run, end to end, through the real `ota` binary: the demo world, the local
+//! server (embedded MQTT endpoint or mosquitto, jobs engine, signed downloads) and a fleet of
+//! simulated devices running the real device agent over simulated flash.
+//!
+//! The fault campaign of the local-execution issue: corrupted downloads abort the rollout,
+//! boot failures roll back and say so, dropped downloads resume, and a server killed with
+//! SIGKILL mid-rollout finishes it after a restart with every device accounted for once.
+//!
+//! The mosquitto variants run when `OTA_TEST_MOSQUITTO=1` (CI sets it and installs
+//! mosquitto); without it they say they skipped.
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ota_core::names::DeviceType;
+use ota_device::host::{FaultRates, SimDeviceSpec, demo_fleet};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const PROMPT: &str = "Update all pet_feeder devices to the latest firmware";
+
+fn ota_cmd(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ota"));
+    c.arg("--data-dir").arg(dir).env_remove("OTA_DATA_DIR").env_remove("OTA_MQTT_URL");
+    c
+}
+
+fn ota(dir: &Path, args: &[&str]) -> Output {
+    ota_cmd(dir).args(args).output().expect("run ota")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = ota(dir, args);
+    assert!(out.status.success(), "ota {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// `ota demo --headless --json` on loopback ports of its own, with `extra` options.
+fn headless(dir: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--json",
+        "demo",
+        "--headless",
+        "--prompt",
+        PROMPT,
+        "--listen",
+        "127.0.0.1:0",
+        "--mqtt-listen",
+        "127.0.0.1:0",
+        "--timeout-secs",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(dir, &args)).expect("the headless JSON")
+}
+
+fn db(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("ota.db")).expect("open the database")
+}
+
+/// (status, reason) of every execution of the only rollout, by thing.
+fn executions(dir: &Path) -> BTreeMap<String, (String, String)> {
+    let conn = db(dir);
+    let mut stmt = conn.prepare("SELECT thing, status, COALESCE(status_details, '{}') FROM executions").unwrap();
+    stmt.query_map([], |r| {
+        let details: String = r.get(2)?;
+        let details: Value = serde_json::from_str(&details).unwrap_or(Value::Null);
+        Ok((r.get(0)?, (r.get(1)?, details["reason"].as_str().unwrap_or("").to_string())))
+    })
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
+}
+
+/// Devices offered the job at some point.
+fn started(dir: &Path) -> usize {
+    let n: i64 =
+        db(dir).query_row("SELECT COUNT(*) FROM executions WHERE started_at IS NOT NULL", [], |r| r.get(0)).unwrap();
+    usize::try_from(n).unwrap()
+}
+
+/// What each device reported in its shadow, as the registry holds it.
+fn reported_versions(dir: &Path) -> BTreeMap<String, String> {
+    let conn = db(dir);
+    let mut stmt = conn.prepare("SELECT thing, COALESCE(firmware_version, '') FROM devices").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+}
+
+/// Every simulated device runs a valid image, and its shadow says the version it runs.
+fn assert_fleet_sound(dir: &Path, report: &Value) {
+    let reported = reported_versions(dir);
+    let devices = report["devices"].as_array().expect("devices");
+    assert!(!devices.is_empty());
+    for d in devices {
+        let thing = d["thing"].as_str().unwrap();
+        assert_eq!(d["slot_state"], "valid", "{thing} runs an image that is not valid: {d}");
+        assert_eq!(
+            reported.get(thing).map(String::as_str),
+            d["firmware_version"].as_str(),
+            "{thing}'s shadow does not say what it runs"
+        );
+    }
+}
+
+fn fleet(per_type: u32, rates: FaultRates, seed: u64) -> Vec<SimDeviceSpec> {
+    demo_fleet(&[DeviceType::parse("pet_feeder").unwrap()], per_type, rates, seed).unwrap()
+}
+
+#[test]
+fn the_headless_demo_updates_a_fleet_and_prints_the_documented_json() {
+    let dir = TempDir::new().unwrap();
+    let report = headless(dir.path(), &["--types", "pet_feeder", "--devices-per-type", "8"]);
+    let rollouts = report["rollouts"].as_array().expect("rollouts");
+    assert_eq!(rollouts.len(), 1, "{report}");
+    let r = &rollouts[0];
+    for key in
+        ["job_id", "device_type", "version", "status", "succeeded", "failed", "canceled", "timed_out", "rejected"]
+    {
+        assert!(r.get(key).is_some(), "the contract's {key} is missing: {r}");
+    }
+    assert_eq!((r["device_type"].as_str(), r["version"].as_str()), (Some("pet_feeder"), Some("3.0.0")));
+    assert_eq!(r["status"], "completed");
+    // Devices 4 and 8 already run the latest; the other six update.
+    assert_eq!((r["succeeded"].as_u64(), r["failed"].as_u64(), r["canceled"].as_u64()), (Some(6), Some(0), Some(0)));
+    for d in report["devices"].as_array().unwrap() {
+        assert_eq!((d["firmware_version"].as_str(), d["slot_state"].as_str()), (Some("3.0.0"), Some("valid")), "{d}");
+    }
+    assert_fleet_sound(dir.path(), &report);
+    // A second run starts nothing new: every device already runs the latest.
+    let again = headless(dir.path(), &["--types", "pet_feeder", "--devices-per-type", "8"]);
+    assert_eq!(again["rollouts"].as_array().map(Vec::len), Some(0), "{again}");
+}
+
+/// 100 pet feeders, 20 % of them with corrupted downloads, the default policy.
+fn corrupt_campaign(dir: &Path, extra: &[&str]) {
+    let mut args = vec!["--types", "pet_feeder", "--devices-per-type", "100", "--corrupt-rate", "0.2", "--seed", "7"];
+    args.extend_from_slice(extra);
+    let report = headless(dir, &args);
+    let r = &report["rollouts"][0];
+    assert_eq!(r["status"], "aborted", "{r}");
+    let n = started(dir);
+    assert!(n < 30, "{n} devices were started before the abort");
+    let executions = executions(dir);
+    let total = executions.len();
+    assert_eq!(total, 75, "25 of the 100 already run the latest");
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for (status, reason) in executions.values() {
+        *by_status.entry(status.as_str()).or_default() += 1;
+        if status == "FAILED" {
+            assert_eq!(reason, "sha256_mismatch", "a failure other than the corrupted download");
+        }
+    }
+    let ended = by_status.get("SUCCEEDED").unwrap_or(&0) + by_status.get("FAILED").unwrap_or(&0);
+    assert_eq!(
+        by_status.get("CANCELED").copied().unwrap_or(0),
+        total - ended,
+        "every other device is canceled: {by_status:?}"
+    );
+    assert!(by_status.get("FAILED").copied().unwrap_or(0) >= 1);
+    assert_fleet_sound(dir, &report);
+    // Devices with a corrupted download kept their image; only successes moved.
+    let moved = report["devices"].as_array().unwrap().iter().filter(|d| d["firmware_version"] == "3.0.0").count();
+    assert_eq!(moved, 25 + by_status.get("SUCCEEDED").copied().unwrap_or(0));
+}
+
+#[test]
+fn corrupted_downloads_abort_the_rollout_and_cancel_the_rest() {
+    let dir = TempDir::new().unwrap();
+    corrupt_campaign(dir.path(), &[]);
+}
+
+fn boot_and_drop_campaign(dir: &Path, extra: &[&str]) {
+    let rates = FaultRates::new(0.0, 0.25, 0.25).unwrap();
+    let specs = fleet(12, rates, 3);
+    let mut args = vec![
+        "--types",
+        "pet_feeder",
+        "--devices-per-type",
+        "12",
+        "--boot-failure-rate",
+        "0.25",
+        "--drop-rate",
+        "0.25",
+        "--seed",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    let report = headless(dir, &args);
+    let executions = executions(dir);
+    let running: BTreeMap<String, String> = report["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["thing"].as_str().unwrap().to_string(), d["firmware_version"].as_str().unwrap().to_string()))
+        .collect();
+    let (mut failing, mut dropping) = (0, 0);
+    for s in &specs {
+        let Some((status, reason)) = executions.get(s.thing.as_str()) else { continue };
+        if s.faults.fail_boot {
+            failing += 1;
+            assert_eq!((status.as_str(), reason.as_str()), ("FAILED", "boot_failed"), "{}", s.thing);
+            assert_eq!(running[s.thing.as_str()], s.version.to_string(), "{} rolled back to what it ran", s.thing);
+        } else {
+            if s.faults.drop_download {
+                dropping += 1;
+            }
+            assert_eq!(status, "SUCCEEDED", "{} ({:?})", s.thing, s.faults);
+            assert_eq!(running[s.thing.as_str()], "3.0.0");
+        }
+    }
+    assert!(failing >= 1 && dropping >= 1, "the seed must put both faults on updated devices");
+    assert_eq!(report["rollouts"][0]["status"], "completed", "9 executed devices stay under min_executed (10)");
+    assert_fleet_sound(dir, &report);
+}
+
+#[test]
+fn boot_failures_roll_back_and_dropped_downloads_resume() {
+    let dir = TempDir::new().unwrap();
+    boot_and_drop_campaign(dir.path(), &[]);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `ota args` in the background, its stderr appended to `log`.
+fn spawn(dir: &Path, args: &[&str], log: &Path) -> Killed {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Killed(
+        ota_cmd(dir)
+            .args(args)
+            .env("OTA_TRACE_DEVICES", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn count(dir: &Path, sql: &str) -> i64 {
+    db(dir).query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}
+
+#[test]
+fn a_server_killed_mid_rollout_finishes_it_after_a_restart() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    ok(d, &["init", "--demo"]);
+    let (http, mqtt) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let serve_args = ["serve", "--listen", http.as_str(), "--mqtt-listen", mqtt.as_str()];
+    let logs = TempDir::new().unwrap();
+    let server_log = logs.path().join("serve.log");
+    let server = spawn(d, &serve_args, &server_log);
+    wait_for("the server listens", Duration::from_secs(30), || TcpStream::connect(&mqtt).is_ok());
+    let sim_args = ["sim", "--types", "pet_feeder", "--devices-per-type", "40", "--mqtt", mqtt.as_str()];
+    let _sim = spawn(d, &sim_args, &logs.path().join("sim.log"));
+    wait_for("the devices connect", Duration::from_secs(60), || {
+        count(d, "SELECT COUNT(*) FROM devices WHERE device_type = 'pet_feeder' AND connected = 1") == 40
+    });
+    ok(d, &["rollouts", "start", PROMPT]);
+    wait_for("a few devices updated", Duration::from_secs(60), || {
+        count(d, "SELECT COUNT(*) FROM executions WHERE status = 'SUCCEEDED'") >= 3
+    });
+    drop(server); // SIGKILL
+    let succeeded_at_kill = count(d, "SELECT COUNT(*) FROM executions WHERE status = 'SUCCEEDED'");
+    assert!(succeeded_at_kill < 30, "the rollout ended before the kill; the test proves nothing");
+    let _server = spawn(d, &serve_args, &server_log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(d, "SELECT COUNT(*) FROM rollouts WHERE status = 'IN_PROGRESS'") != 0 {
+        if Instant::now() > deadline {
+            let stuck: Vec<String> =
+                executions(d).into_iter().filter(|(_, (s, _))| s != "SUCCEEDED").map(|(t, _)| t).collect();
+            let log = std::fs::read_to_string(&server_log).unwrap_or_default();
+            for line in log
+                .lines()
+                .filter(|l| stuck.iter().any(|t| l.contains(&format!("{t}/")) || l.contains(&format!("\"{t}\""))))
+            {
+                println!("{line}");
+            }
+            panic!("the rollout did not end after the restart; stuck: {stuck:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status: String = db(d)
+        .query_row("SELECT status || ': ' || COALESCE(status_reason, '') FROM rollouts", [], |r| r.get(0))
+        .unwrap();
+    assert!(status.starts_with("COMPLETED"), "{status}; executions: {:?}", executions(d));
+    let executions = executions(d);
+    assert_eq!(executions.len(), 30);
+    assert!(executions.values().all(|(s, _)| s == "SUCCEEDED"), "{executions:?}");
+    assert_eq!(count(d, "SELECT COUNT(*) FROM executions WHERE execution_number <> 1"), 0, "nothing retried");
+    assert_eq!(
+        count(
+            d,
+            "SELECT COUNT(*) FROM (SELECT thing FROM rollout_events WHERE kind = 'started' GROUP BY thing HAVING COUNT(*) > 1)"
+        ),
+        0,
+        "a device was started twice"
+    );
+    assert_eq!(count(d, "SELECT COUNT(DISTINCT thing) FROM rollout_events WHERE kind = 'started'"), 30);
+    wait_for("every shadow reports the new version", Duration::from_secs(30), || {
+        count(d, "SELECT COUNT(*) FROM devices WHERE device_type = 'pet_feeder' AND firmware_version = '3.0.0'") == 40
+    });
+}
+
+// ---- On Debian's mosquitto --------------------------------------------------------------
+
+struct Broker {
+    child: Child,
+    port: u16,
+    _conf: TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Provisions the fleet's credentials with `ota devices provision` and starts mosquitto with
+/// them; `None` when the mosquitto tests are not enabled.
+fn mosquitto_for(dir: &Path, fleet_args: &[&str]) -> Option<(Broker, String)> {
+    if std::env::var("OTA_TEST_MOSQUITTO").ok().as_deref() != Some("1") {
+        println!("skipped: set OTA_TEST_MOSQUITTO=1 (with mosquitto installed) to run the broker campaign");
+        return None;
+    }
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("OTA_TEST_MOSQUITTO=1 but mosquitto is not installed (apt-get install mosquitto)");
+    ok(dir, &["init", "--demo"]);
+    let mut args = vec!["sim", "--register-only"];
+    args.extend_from_slice(fleet_args);
+    ok(dir, &args);
+    let conf = TempDir::new().unwrap();
+    let password = "cloud-secret-for-the-test";
+    let out = ota_cmd(dir)
+        .args(["devices", "provision", "--mosquitto"])
+        .arg(conf.path())
+        .env("OTA_MQTT_CLOUD_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "provision: {}", String::from_utf8_lossy(&out.stderr));
+    for _ in 0..5 {
+        let port = free_port();
+        let file = conf.path().join("mosquitto.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nmax_queued_messages 10000\n",
+                conf.path().join("mosquitto.passwd").display(),
+                conf.path().join("mosquitto.acl").display()
+            ),
+        )
+        .unwrap();
+        let mut child =
+            Command::new(&bin).arg("-c").arg(&file).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let up = loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break false;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if up {
+            let url = format!("mqtt://ota-cloud:{password}@127.0.0.1:{port}");
+            return Some((Broker { child, port, _conf: conf }, url));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("OTA_TEST_MOSQUITTO=1 but mosquitto would not start");
+}
+
+#[test]
+fn mosquitto_corrupted_downloads_abort_the_rollout_and_cancel_the_rest() {
+    let dir = TempDir::new().unwrap();
+    let Some((broker, url)) = mosquitto_for(dir.path(), &["--types", "pet_feeder", "--devices-per-type", "100"]) else {
+        return;
+    };
+    corrupt_campaign(dir.path(), &["--mqtt-url", url.as_str()]);
+    assert!(broker.port > 0);
+}
+
+#[test]
+fn mosquitto_boot_failures_roll_back_and_dropped_downloads_resume() {
+    let dir = TempDir::new().unwrap();
+    let Some((broker, url)) = mosquitto_for(dir.path(), &["--types", "pet_feeder", "--devices-per-type", "12"]) else {
+        return;
+    };
+    boot_and_drop_campaign(dir.path(), &["--mqtt-url", url.as_str()]);
+    assert!(broker.port > 0);
+}
