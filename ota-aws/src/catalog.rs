@@ -130,6 +130,19 @@ impl FirmwareCatalog for S3Catalog {
         self.read_all(artifact, CatalogFile::Metadata).await
     }
 
+    async fn image_fingerprint(&self, artifact: &ArtifactRef) -> Result<Option<String>> {
+        let key = artifact.key(CatalogFile::Image);
+        let out = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| aws("s3:GetObject")(e).not_found(CatalogFile::Image.file_name(), key.clone()))?;
+        Ok(out.e_tag.map(|etag| format!("{etag}/{}", out.content_length.unwrap_or_default())))
+    }
+
     async fn open(&self, artifact: &ArtifactRef) -> Result<ByteStream> {
         let body = self.get(artifact, CatalogFile::Image).await?;
         let what = format!("s3://{}/{}", self.bucket, artifact.key(CatalogFile::Image));

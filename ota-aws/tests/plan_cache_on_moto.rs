@@ -95,3 +95,62 @@ async fn a_second_plan_does_not_download_the_image_again() {
     svc.start(&admin, &req, first.plan_id.as_deref()).await.unwrap();
     assert_eq!(images(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_replaced_in_place_is_hashed_again_by_the_next_plan() {
+    let Some(server) = moto::start() else { return };
+    let settings = server.settings("etag");
+    let clients = server.clients().await;
+    ota_aws::provision::create_resources(&clients, &settings).await.unwrap();
+    let backend = ota_aws::backend(&clients, &settings, Some(moto::ACCOUNT.into()));
+    let svc = FleetManager::new(backend.clone(), Settings::default());
+    let admin = Caller::new("admin", [Role::Admin]);
+    let ty = DeviceType::parse("pet_feeder").unwrap();
+    let req = PublishRequest {
+        device_type: ty.clone(),
+        version: FirmwareVersion::parse("2.0.0").unwrap(),
+        image: vec![3; 64 * 1024],
+        release_notes: String::new(),
+        built_at: None,
+        extra: Default::default(),
+    };
+    svc.publish_firmware(&admin, req).await.unwrap();
+    backend
+        .registry
+        .upsert(Device {
+            thing: ThingName::parse("pet_feeder-01").unwrap(),
+            device_type: ty.clone(),
+            thing_group: NamingConvention::default().thing_group_of(&ty),
+            firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
+            connected: true,
+            last_seen: None,
+        })
+        .await
+        .unwrap();
+    svc.set_ota_enabled(&admin, &ty, true).await.unwrap();
+    let req = UpdateRequest {
+        action: UpdateAction::Update,
+        version: VersionRequest::Latest,
+        target: Target { device_types: [ty.clone()].into(), ..Default::default() },
+        filters: Filters::default(),
+    };
+    assert_eq!(svc.plan_update(&admin, &req).await.unwrap().deployments.len(), 1);
+    // Someone overwrites the image behind the catalog's back; the digest files still match
+    // the old one, so only the ETag tells.
+    clients
+        .s3
+        .put_object()
+        .bucket(&settings.bucket)
+        .key("firmwares/v2.0.0/pet_feeder/firmware.bin")
+        .body(vec![4u8; 64 * 1024].into())
+        .send()
+        .await
+        .unwrap();
+    let plan = svc.plan_update(&admin, &req).await.unwrap();
+    assert!(plan.deployments.is_empty(), "a tampered image must not be planned: {plan:?}");
+    assert!(
+        plan.refusals.iter().any(|r| r.reason.contains("sha") || r.reason.contains("integrity")),
+        "{:?}",
+        plan.refusals
+    );
+}

@@ -39,6 +39,14 @@ pub trait FirmwareCatalog: Send + Sync + std::fmt::Debug + 'static {
     /// Streams `firmware.bin`; the caller verifies it. `NotFound` when missing.
     async fn open(&self, artifact: &ArtifactRef) -> Result<ByteStream>;
 
+    /// A cheap identity of the stored `firmware.bin` (S3: its ETag; a folder: size and
+    /// modification time) that changes when the image is replaced, so plans can cache
+    /// verification without hashing the image again. `None`: the backend cannot tell cheaply,
+    /// and plans trust the two small files alone.
+    async fn image_fingerprint(&self, _artifact: &ArtifactRef) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Writes a new artifact. `AlreadyExists` when the folder holds any file: a published
     /// version is immutable. Readers never observe a partly written artifact: `artifacts()`
     /// lists it only once all three files are in place.

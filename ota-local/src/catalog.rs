@@ -226,6 +226,13 @@ impl FirmwareCatalog for FolderCatalog {
         self.read(artifact, CatalogFile::Metadata).await
     }
 
+    async fn image_fingerprint(&self, artifact: &ArtifactRef) -> Result<Option<String>> {
+        let path = self.file_path(artifact, CatalogFile::Image);
+        let meta = tokio::fs::metadata(&path).await.map_err(|e| file_error(e, artifact, CatalogFile::Image))?;
+        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        Ok(modified.map(|m| format!("{}/{}", meta.len(), m.as_nanos())))
+    }
+
     async fn open(&self, artifact: &ArtifactRef) -> Result<ByteStream> {
         let file = tokio::fs::File::open(self.file_path(artifact, CatalogFile::Image))
             .await

@@ -109,7 +109,7 @@ pub struct FleetManager {
     verified: Mutex<HashMap<VerifyKey, VerifiedArtifact>>,
 }
 
-type VerifyKey = (ArtifactRef, String, Vec<u8>);
+type VerifyKey = (ArtifactRef, String, Vec<u8>, Option<String>);
 
 impl FleetManager {
     /// A service over `backend` with the wall clock.

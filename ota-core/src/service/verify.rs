@@ -34,12 +34,15 @@ impl FleetManager {
         Ok(out)
     }
 
-    /// Verification for planning: cached by the content of the two small files, so a plan
-    /// over a large catalog does not re-hash every image. `start` never uses this.
+    /// Verification for planning: cached by the content of the two small files and the
+    /// image's fingerprint (S3 ETag, file size and time), so a plan over a large catalog does
+    /// not re-hash every image, and an image replaced in place is hashed again. `start`
+    /// never uses this.
     pub(crate) async fn verify_for_plan(&self, artifact: &ArtifactRef) -> Result<VerifiedArtifact> {
         let sha = self.read_sha_file(artifact).await?;
         let meta = self.read_meta_file(artifact).await?;
-        let key = (artifact.clone(), sha, meta);
+        let fingerprint = self.backend.catalog.image_fingerprint(artifact).await?;
+        let key = (artifact.clone(), sha, meta, fingerprint);
         if let Some(v) = super::lock(&self.verified).get(&key) {
             return Ok(v.clone());
         }
