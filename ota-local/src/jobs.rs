@@ -234,3 +234,47 @@ pub async fn wait_until_settled(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A one-request HTTP server that answers `status` and hands back what it received.
+    fn server(status: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks/ota", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).contains("\"event\"") {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            conn.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+                .unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (url, handle)
+    }
+
+    #[tokio::test]
+    async fn the_abort_webhook_posts_json_and_reports_a_refusal() {
+        let (url, received) = server("204 No Content");
+        let body = r#"{"event":"rollout_aborted","rollout":"update-x-1_0_0-abc"}"#;
+        assert_eq!(post_json(&url, body).await, Ok(204));
+        let request = received.join().unwrap();
+        assert!(request.starts_with("POST /hooks/ota HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("Content-Type: application/json"), "{request}");
+        assert!(request.ends_with(body), "{request}");
+
+        let (url, _received) = server("500 Internal Server Error");
+        assert_eq!(post_json(&url, body).await, Err("the webhook answered 500".to_string()));
+        assert!(post_json("https://example.com/x", body).await.unwrap_err().contains("only http://"));
+    }
+}

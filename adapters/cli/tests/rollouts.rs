@@ -420,3 +420,68 @@ fn mosquitto_boot_failures_roll_back_and_dropped_downloads_resume() {
     boot_and_drop_campaign(dir.path(), &["--mqtt-url", url.as_str()]);
     assert!(broker.port > 0);
 }
+
+/// One HTTP/1.1 request over a plain socket: (status, headers, body).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn the_http_api_needs_the_token_and_answers_through_the_service() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    ok(d, &["init", "--demo"]);
+    let (api, mqtt) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let logs = TempDir::new().unwrap();
+    let _server =
+        spawn(d, &["serve", "--listen", api.as_str(), "--mqtt-listen", mqtt.as_str()], &logs.path().join("s.log"));
+    wait_for("the server listens", Duration::from_secs(30), || {
+        TcpStream::connect(&api).is_ok() && d.join("api-token").exists()
+    });
+    let token = std::fs::read_to_string(d.join("api-token")).unwrap();
+    let token = token.trim();
+
+    let (status, head, _) = http(&api, "GET", "/api/rollouts", None, None);
+    assert_eq!(status, 401);
+    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert_eq!(http(&api, "GET", "/api/rollouts", Some("not-the-token"), None).0, 401);
+
+    let (status, _, body) = http(&api, "GET", "/api/devices?type=pet_feeder", Some(token), None);
+    assert_eq!(status, 200, "{body}");
+    let devices: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(devices["devices"].as_array().map(Vec::len), Some(4), "{devices}");
+
+    let ask = r#"{"prompt": "Update all pet_feeder devices to the latest firmware"}"#;
+    let (status, _, body) = http(&api, "POST", "/api/ask", Some(token), Some(ask));
+    assert_eq!(status, 200, "{body}");
+    let plan: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["plan"]["deployments"][0]["device_type"], "pet_feeder", "{plan}");
+    assert!(plan.get("rollouts").is_none(), "without execute it only plans");
+
+    // The gate holds here as everywhere: beehive_scale is disabled in the demo world.
+    let refused = r#"{"prompt": "Update all beehive_scale devices to the latest firmware", "execute": true}"#;
+    let (status, _, body) = http(&api, "POST", "/api/ask", Some(token), Some(refused));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("beehive_scale"), "{body}");
+    assert_eq!(count(d, "SELECT COUNT(*) FROM rollouts"), 0, "nothing was started");
+
+    // Firmware downloads need a signed link.
+    let (status, _, _) = http(&api, "GET", "/firmwares/v3.0.0/pet_feeder/firmware.bin", None, None);
+    assert_eq!(status, 403);
+}
