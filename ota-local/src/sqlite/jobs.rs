@@ -1039,8 +1039,8 @@ impl SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use ota_core::device::Device;
     use ota_core::catalog::Sha256Digest;
+    use ota_core::device::Device;
     use ota_core::names::NamingConvention;
     use ota_core::ports::RolloutStore;
 
@@ -1051,7 +1051,9 @@ mod tests {
     }
 
     fn ctx() -> EngineContext {
-        EngineContext { firmware_url: Arc::new(|v, ty, _| format!("http://127.0.0.1:1/firmwares/v{v}/{ty}/firmware.bin")) }
+        EngineContext {
+            firmware_url: Arc::new(|v, ty, _| format!("http://127.0.0.1:1/firmwares/v{v}/{ty}/firmware.bin")),
+        }
     }
 
     fn thing(n: u32) -> ThingName {
@@ -1096,7 +1098,10 @@ mod tests {
     }
 
     fn offered(out: &Output) -> usize {
-        out.publish.iter().filter(|(topic, p)| topic.ends_with("/notify-next") && p.starts_with(b"{\"execution\"")).count()
+        out.publish
+            .iter()
+            .filter(|(topic, p)| topic.ends_with("/notify-next") && p.starts_with(b"{\"execution\""))
+            .count()
     }
 
     async fn report(store: &SqliteStore, n: u32, id: &JobId, status: &str, now: DateTime<Utc>) -> Output {

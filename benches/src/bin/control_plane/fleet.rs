@@ -10,10 +10,10 @@
 //! need. It runs in a child process of the bench so that the devices' 10,000 sockets and the
 //! server's 10,000 do not share one open-file limit.
 
-use std::net::SocketAddr;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -34,6 +34,10 @@ const MAX_PACKET: usize = 128 * 1024 + 4096;
 const KEEP_ALIVE_S: u16 = 60;
 /// Capacity of the inactive slot: the XIAO ESP32S3's 3.9 MB `ota_1`.
 const UPDATE_SLOT_SIZE: u64 = 0x3C_0000;
+/// How long each device has been up when the fleet starts, as the machine's clock sees it:
+/// longer than the progress policy's 5 s, so no device's first progress report depends on
+/// how soon after the fleet came up the rollout started.
+const UPTIME_MS: u64 = 60_000;
 /// Bytes handed to the machine per `Chunk`, as the agent reads them: one flash sector.
 const CHUNK: usize = 4096;
 
@@ -152,6 +156,16 @@ impl Snapshot {
 
 fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// With `OTA_BENCH_TRACE=<thing name>`, that device's messages go to stderr: to see why a
+/// device sent what it sent.
+fn trace(thing: &ThingName, clock: Instant, direction: &str, topic: &str, payload: &[u8]) {
+    static TRACED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if TRACED.get_or_init(|| std::env::var("OTA_BENCH_TRACE").ok()).as_deref() == Some(thing.as_str()) {
+        let ms = clock.elapsed().as_millis();
+        eprintln!("trace {ms:>7} ms {direction:<4} {topic} {}", String::from_utf8_lossy(payload));
+    }
 }
 
 static KINDS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
@@ -345,6 +359,7 @@ impl Device {
                 add(&COUNTERS.publishes_down, 1);
                 add(&COUNTERS.bytes_down, p.payload.len() as u64);
                 count_kind("down", &p.topic, &p.payload);
+                trace(&self.thing, self.clock, "down", &p.topic, &p.payload);
                 if p.qos == QoS::AtLeastOnce && conn.queue(Packet::PubAck(PubAck::new(p.pkid))).is_err() {
                     return Ended::ConnectionLost;
                 }
@@ -371,6 +386,7 @@ impl Device {
                     add(&COUNTERS.publishes_up, 1);
                     add(&COUNTERS.bytes_up, payload.len() as u64);
                     count_kind("up", &topic, payload.as_bytes());
+                    trace(&self.thing, self.clock, "up", &topic, payload.as_bytes());
                     if topic.ends_with("/update") && topic.contains("/jobs/") {
                         if payload.contains(r#""status":"SUCCEEDED""#) {
                             add(&COUNTERS.succeeded_reports, 1);
@@ -406,7 +422,9 @@ impl Device {
     /// One HTTP GET of the image, fed to the machine in flash-sector chunks (it hashes them).
     async fn download(&self, machine: &mut UpdateMachine, url: &str, offset: u64) {
         add(&COUNTERS.downloads, 1);
-        let now_ms = || u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Devices have been up for a while (UPTIME_MS) when a rollout reaches them, so each
+        // reports its download progress once, as the agent does, in both phases alike.
+        let now_ms = || UPTIME_MS + u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(0);
         match http_get(url, offset).await {
             Ok((200 | 206, body)) => {
                 add(&COUNTERS.download_bytes, body.len() as u64);
