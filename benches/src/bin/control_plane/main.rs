@@ -435,9 +435,11 @@ async fn engine_phase(world: &World, o: &Options) -> Result<(Phase, JobId), Stri
     let after = fleet.snapshot("snap").await?;
     let progress = world.store.rollout_progress(&id).await.map_err(|e| format!("progress: {e}"))?;
     let total = fleet.quit().await?;
+    // The engine stops first (it may still be answering the devices' last `$next/get`s),
+    // so that nothing is published into a closed link.
     let _ = shutdown.send(true);
-    handle.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    handle.shutdown().await;
     forward.abort();
     let phase = Phase {
         name: "engine",
