@@ -281,8 +281,10 @@ fn finish_in_tx(
     Ok(())
 }
 
+/// A rollout as the transitions need it: everything but its device list (`things` is empty;
+/// the executions are the per-device rows).
 fn rollout_of(conn: &Connection, id: &JobId) -> DbResult<Option<Rollout>> {
-    super::rollouts::select_one(conn, id)
+    super::rollouts::select_one_without_things(conn, id)
 }
 
 /// The device's next job: the one in progress, else the oldest offered one.
@@ -388,15 +390,29 @@ fn counts(conn: &Connection, id: &JobId) -> DbResult<ExecutionCounts> {
     Ok(c)
 }
 
-fn stats(conn: &Connection, id: &JobId, now: DateTime<Utc>) -> DbResult<RolloutStats> {
-    let c = counts(conn, id)?;
-    let started: u32 = conn
-        .prepare_cached("SELECT COUNT(*) FROM executions WHERE rollout_id = ?1 AND started_at IS NOT NULL")?
-        .query_row([id.as_str()], |row| row.get(0))?;
-    let recent_starts = conn
-        .prepare_cached("SELECT started_at FROM executions WHERE rollout_id = ?1 AND started_at > ?2")?
-        .query_map(params![id.as_str(), timestamp(&(now - Duration::minutes(1)))], |row| column(row, 0))?
-        .collect::<rusqlite::Result<Vec<DateTime<Utc>>>>()?;
+/// The policy's view of a rollout, from its counts. The starts (all, and those of the last
+/// minute) are read only when the policy limits the start rate: they cost two reads of every
+/// execution row, on every transition, and nothing else uses them.
+fn stats(
+    conn: &Connection,
+    id: &JobId,
+    c: &ExecutionCounts,
+    policy: &RolloutPolicy,
+    now: DateTime<Utc>,
+) -> DbResult<RolloutStats> {
+    let rate_limited = policy.max_per_minute.is_some() || policy.exponential_ramp.is_some();
+    let (started, recent_starts) = if rate_limited {
+        let started: u32 = conn
+            .prepare_cached("SELECT COUNT(*) FROM executions WHERE rollout_id = ?1 AND started_at IS NOT NULL")?
+            .query_row([id.as_str()], |row| row.get(0))?;
+        let recent_starts = conn
+            .prepare_cached("SELECT started_at FROM executions WHERE rollout_id = ?1 AND started_at > ?2")?
+            .query_map(params![id.as_str(), timestamp(&(now - Duration::minutes(1)))], |row| column(row, 0))?
+            .collect::<rusqlite::Result<Vec<DateTime<Utc>>>>()?;
+        (started, recent_starts)
+    } else {
+        (0, Vec::new())
+    };
     Ok(RolloutStats {
         total: c.total,
         queued: c.waiting,
@@ -425,7 +441,8 @@ fn evaluate(
         return Ok(());
     }
     let policy: &RolloutPolicy = &rollout.policy;
-    let stats = stats(conn, &rollout.id, now)?;
+    let c = counts(conn, &rollout.id)?;
+    let stats = stats(conn, &rollout.id, &c, policy, now)?;
     if let Decision::Abort { reason } = policy.decide(&stats) {
         set_rollout_status(conn, &rollout.id, RolloutStatus::Aborted, &reason, now)?;
         finish_in_tx(conn, &rollout.id, RolloutStatus::Aborted, &reason, now, out)?;
@@ -456,7 +473,7 @@ fn evaluate(
             out.publish.push(notify_next(conn, &thing, next.as_ref(), now, ctx)?);
         }
     }
-    let c = counts(conn, &rollout.id)?;
+    // Admitting only releases waiting executions: how many have finished is unchanged.
     if c.finished() == c.total {
         let reason = format!(
             "all {} devices finished: {} succeeded, {} failed, {} rejected, {} timed out, {} canceled",
@@ -956,7 +973,7 @@ impl SqliteStore {
     pub async fn rollout_progress(&self, id: &JobId) -> ota_core::Result<RolloutProgress> {
         let id = id.clone();
         self.call(move |conn| {
-            let rollout = rollout_of(conn, &id)?
+            let rollout = super::rollouts::select_one(conn, &id)?
                 .ok_or_else(|| super::StoreError::Domain(ota_core::Error::not_found("rollout", id.as_str())))?;
             Ok(RolloutProgress { counts: counts(conn, &id)?, rollout })
         })
@@ -1017,5 +1034,108 @@ impl SqliteStore {
             }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ota_core::catalog::Sha256Digest;
+    use ota_core::device::Device;
+    use ota_core::names::NamingConvention;
+    use ota_core::ports::RolloutStore;
+
+    use super::*;
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_323_045 + seconds, 0).unwrap()
+    }
+
+    fn ctx() -> EngineContext {
+        EngineContext {
+            firmware_url: Arc::new(|v, ty, _| format!("http://127.0.0.1:1/firmwares/v{v}/{ty}/firmware.bin")),
+        }
+    }
+
+    fn thing(n: u32) -> ThingName {
+        ThingName::parse(&format!("pet_feeder-{n:02}")).unwrap()
+    }
+
+    async fn store_with(n: u32, policy: RolloutPolicy) -> (SqliteStore, JobId) {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let ty = DeviceType::parse("pet_feeder").unwrap();
+        let group = NamingConvention::default().thing_group_of(&ty);
+        let devices = (1..=n)
+            .map(|i| Device {
+                thing: thing(i),
+                thing_group: group.clone(),
+                device_type: ty.clone(),
+                firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
+                connected: true,
+                last_seen: None,
+            })
+            .collect();
+        store.upsert_many(devices).await.unwrap();
+        let rollout = Rollout {
+            id: JobId::parse("update-pet_feeder-2_0_0-abc").unwrap(),
+            plan_id: "plan".into(),
+            action: UpdateAction::Update,
+            fleet_query: format!("thingGroupNames:{group}"),
+            thing_group: group,
+            device_type: ty,
+            version: FirmwareVersion::new(2, 0, 0),
+            sha256: Sha256Digest([0xab; 32]),
+            size: 1000,
+            things: (1..=n).map(thing).collect(),
+            policy,
+            status: RolloutStatus::InProgress,
+            status_reason: None,
+            created_by: "operator".into(),
+            created_at: t(0),
+            updated_at: t(0),
+        };
+        store.create(&rollout).await.unwrap();
+        (store, rollout.id)
+    }
+
+    fn offered(out: &Output) -> usize {
+        out.publish
+            .iter()
+            .filter(|(topic, p)| topic.ends_with("/notify-next") && p.starts_with(b"{\"execution\""))
+            .count()
+    }
+
+    async fn report(store: &SqliteStore, n: u32, id: &JobId, status: &str, now: DateTime<Utc>) -> Output {
+        let topic = format!("$aws/things/{}/jobs/{id}/update", thing(n));
+        let body = json!({"status": status}).to_string().into_bytes();
+        store.handle_device_message(ctx(), thing(n), topic, body, now).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn transitions_never_read_the_rollouts_device_list() {
+        let (store, id) = store_with(3, RolloutPolicy::default()).await;
+        // The engine works from the executions; a device list it cannot even parse must not
+        // matter (with 10,000 devices, parsing it on every message was most of the cost).
+        store.call(|c| Ok(c.execute("UPDATE rollouts SET things = 'not a list'", [])?)).await.unwrap();
+        assert_eq!(offered(&store.engine_tick(ctx(), t(1)).await.unwrap()), 3);
+        for n in 1..=3 {
+            let out = report(&store, n, &id, "IN_PROGRESS", t(2)).await;
+            assert!(out.publish[0].0.ends_with("/update/accepted"), "{out:?}");
+            let out = report(&store, n, &id, "SUCCEEDED", t(3)).await;
+            assert!(out.publish[0].0.ends_with("/update/accepted"), "{out:?}");
+        }
+        let kinds: Vec<String> = store.rollout_events(&id, 0).await.unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds.last().map(String::as_str), Some("completed"), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_start_rate_limit_still_counts_the_starts_of_the_last_minute() {
+        let policy = RolloutPolicy { max_in_flight: 10, max_per_minute: Some(2), ..Default::default() };
+        let (store, id) = store_with(5, policy).await;
+        assert_eq!(offered(&store.engine_tick(ctx(), t(0)).await.unwrap()), 2);
+        assert_eq!(offered(&store.engine_tick(ctx(), t(30)).await.unwrap()), 0, "2 started within the minute");
+        // A finished device frees a slot, not the rate: nobody new is offered within the minute.
+        report(&store, 1, &id, "SUCCEEDED", t(31)).await;
+        assert_eq!(offered(&store.engine_tick(ctx(), t(40)).await.unwrap()), 0);
+        assert_eq!(offered(&store.engine_tick(ctx(), t(61)).await.unwrap()), 2, "the minute has passed");
     }
 }

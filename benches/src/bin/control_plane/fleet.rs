@@ -1,0 +1,551 @@
+//! The simulated fleet: one tokio task per device, each driving the device's real update state
+//! machine (`ota_core::update::UpdateMachine`, the one the firmware runs) over its own MQTT
+//! connection and HTTP downloads. Only the hardware is simulated: flash writes are no-ops, a
+//! reboot closes the MQTT connection and boots the new "image" into a fresh machine, which
+//! reconnects, confirms itself and reports SUCCEEDED, exactly as the agent does on a board.
+//!
+//! The MQTT client is minimal on purpose (rumqttc's 3.1.1 codec over a tokio `TcpStream`,
+//! QoS 1 both ways, one task per device): rumqttc's `AsyncClient` adds an event loop, a
+//! request channel and its own buffers per client, which 10,000 devices on two cores do not
+//! need. It runs in a child process of the bench so that the devices' 10,000 sockets and the
+//! server's 10,000 do not share one open-file limit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ota_core::names::{DeviceType, ThingName};
+use ota_core::update::{Action, BootInfo, DeviceConfig, Event, PendingJob, RunningImage, SlotState, UpdateMachine};
+use ota_core::version::FirmwareVersion;
+use ota_local::link::DeviceCredentials;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+/// Largest MQTT packet a device accepts (a job document is about 1 KB).
+const MAX_PACKET: usize = 128 * 1024 + 4096;
+/// The keep-alive each device announces; it pings at two thirds of it.
+const KEEP_ALIVE_S: u16 = 60;
+/// Capacity of the inactive slot: the XIAO ESP32S3's 3.9 MB `ota_1`.
+const UPDATE_SLOT_SIZE: u64 = 0x3C_0000;
+/// How long each device has been up when the fleet starts, as the machine's clock sees it:
+/// longer than the progress policy's 5 s, so no device's first progress report depends on
+/// how soon after the fleet came up the rollout started.
+const UPTIME_MS: u64 = 60_000;
+/// Bytes handed to the machine per `Chunk`, as the agent reads them: one flash sector.
+const CHUNK: usize = 4096;
+
+/// What the fleet did, counted across all devices: the figures the bench compares.
+#[derive(Debug, Default)]
+struct Counters {
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    subscribes: AtomicU64,
+    publishes_up: AtomicU64,
+    bytes_up: AtomicU64,
+    publishes_down: AtomicU64,
+    bytes_down: AtomicU64,
+    downloads: AtomicU64,
+    download_bytes: AtomicU64,
+    download_failures: AtomicU64,
+    succeeded_reports: AtomicU64,
+    failed_reports: AtomicU64,
+    ready: AtomicU64,
+}
+
+static COUNTERS: Counters = Counters {
+    connects: AtomicU64::new(0),
+    connect_failures: AtomicU64::new(0),
+    subscribes: AtomicU64::new(0),
+    publishes_up: AtomicU64::new(0),
+    bytes_up: AtomicU64::new(0),
+    publishes_down: AtomicU64::new(0),
+    bytes_down: AtomicU64::new(0),
+    downloads: AtomicU64::new(0),
+    download_bytes: AtomicU64::new(0),
+    download_failures: AtomicU64::new(0),
+    succeeded_reports: AtomicU64::new(0),
+    failed_reports: AtomicU64::new(0),
+    ready: AtomicU64::new(0),
+};
+
+/// A copy of the counters, as the child prints it for the bench (one JSON line).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// MQTT CONNECTs accepted (first connections and reconnections after the reboot).
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub subscribes: u64,
+    /// PUBLISH packets from devices to the cloud, and their payload bytes.
+    pub publishes_up: u64,
+    pub bytes_up: u64,
+    /// PUBLISH packets from the cloud delivered to devices, and their payload bytes.
+    pub publishes_down: u64,
+    pub bytes_down: u64,
+    pub downloads: u64,
+    pub download_bytes: u64,
+    pub download_failures: u64,
+    /// Job status updates with `SUCCEEDED` / `FAILED` the devices sent.
+    pub succeeded_reports: u64,
+    pub failed_reports: u64,
+    /// Devices that are connected and were told their next job (none) at least once.
+    pub ready: u64,
+    /// Peak resident memory of the fleet process (VmHWM), KiB.
+    pub peak_rss_kib: u64,
+    /// PUBLISH packets by kind (`up ` / `down ` and the topic below the thing, job ids as
+    /// `{id}`, notify-next split by whether it carries a job).
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+impl Snapshot {
+    fn now() -> Self {
+        let c = &COUNTERS;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            connects: l(&c.connects),
+            connect_failures: l(&c.connect_failures),
+            subscribes: l(&c.subscribes),
+            publishes_up: l(&c.publishes_up),
+            bytes_up: l(&c.bytes_up),
+            publishes_down: l(&c.publishes_down),
+            bytes_down: l(&c.bytes_down),
+            downloads: l(&c.downloads),
+            download_bytes: l(&c.download_bytes),
+            download_failures: l(&c.download_failures),
+            succeeded_reports: l(&c.succeeded_reports),
+            failed_reports: l(&c.failed_reports),
+            ready: l(&c.ready),
+            peak_rss_kib: crate::peak_rss_kib(),
+            by_kind: KINDS.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// What happened between `earlier` and `self` (the peak memory is `self`'s).
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            connects: self.connects - earlier.connects,
+            connect_failures: self.connect_failures - earlier.connect_failures,
+            subscribes: self.subscribes - earlier.subscribes,
+            publishes_up: self.publishes_up - earlier.publishes_up,
+            bytes_up: self.bytes_up - earlier.bytes_up,
+            publishes_down: self.publishes_down - earlier.publishes_down,
+            bytes_down: self.bytes_down - earlier.bytes_down,
+            downloads: self.downloads - earlier.downloads,
+            download_bytes: self.download_bytes - earlier.download_bytes,
+            download_failures: self.download_failures - earlier.download_failures,
+            succeeded_reports: self.succeeded_reports - earlier.succeeded_reports,
+            failed_reports: self.failed_reports - earlier.failed_reports,
+            ready: self.ready,
+            peak_rss_kib: self.peak_rss_kib,
+            by_kind: self
+                .by_kind
+                .iter()
+                .map(|(k, n)| (k.clone(), n - earlier.by_kind.get(k).copied().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// With `OTA_BENCH_TRACE=<thing name>`, that device's messages go to stderr: to see why a
+/// device sent what it sent.
+fn trace(thing: &ThingName, clock: Instant, direction: &str, topic: &str, payload: &[u8]) {
+    static TRACED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if TRACED.get_or_init(|| std::env::var("OTA_BENCH_TRACE").ok()).as_deref() == Some(thing.as_str()) {
+        let ms = clock.elapsed().as_millis();
+        eprintln!("trace {ms:>7} ms {direction:<4} {topic} {}", String::from_utf8_lossy(payload));
+    }
+}
+
+static KINDS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts one PUBLISH under its kind: the topic below `$aws/things/{thing}/`, with the job id
+/// replaced and a notify-next told apart by whether it offers a job.
+fn count_kind(direction: &str, topic: &str, payload: &[u8]) {
+    let below = topic.splitn(4, '/').nth(3).unwrap_or(topic);
+    let mut kind = match below.split('/').collect::<Vec<_>>().as_slice() {
+        ["jobs", id, rest @ ..] if !id.starts_with('$') && *id != "notify-next" => {
+            format!("{direction} jobs/{{id}}/{}", rest.join("/"))
+        }
+        _ => format!("{direction} {below}"),
+    };
+    if below == "jobs/notify-next" {
+        kind.push_str(if payload.windows(11).any(|w| w == b"\"execution\"") { " (job)" } else { " (none)" });
+    }
+    if direction == "up" && kind.ends_with("/update") {
+        let text = String::from_utf8_lossy(payload);
+        let status = ["IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED"].into_iter().find(|s| text.contains(s));
+        kind.push_str(&format!(" {}", status.unwrap_or("?")));
+    }
+    *KINDS.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1;
+}
+
+/// What the child process is told on its command line.
+#[derive(Debug, Clone)]
+pub struct FleetArgs {
+    pub mqtt: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    pub devices: u32,
+    pub device_type: DeviceType,
+    pub version: FirmwareVersion,
+    /// Connections being opened at once while the fleet comes up (the listener's backlog is
+    /// 1,024; more at once only makes the kernel drop SYNs and clients wait a second).
+    pub connect_concurrency: usize,
+}
+
+/// The thing name of device `i` (1-based) of type `device_type`; all names have the same length.
+pub fn thing_name(device_type: &DeviceType, i: u32) -> ThingName {
+    ThingName::parse(&format!("{device_type}-{i:05}")).expect("a valid thing name")
+}
+
+/// The child process: starts every device, prints `{"ready": ...}` once all are connected
+/// and idle, then answers each line on stdin with a [`Snapshot`] line; `quit` or the end of
+/// stdin prints a last snapshot and ends the process.
+pub async fn run_child(args: FleetArgs) -> Result<(), String> {
+    let creds = DeviceCredentials::load_or_create(&args.data_dir).map_err(|e| format!("device secret: {e}"))?;
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let started = Instant::now();
+    for i in 1..=args.devices {
+        let thing = thing_name(&args.device_type, i);
+        let password = creds.password_for(&thing);
+        let device = Device {
+            thing,
+            password,
+            device_type: args.device_type.clone(),
+            mqtt: args.mqtt,
+            gate: gate.clone(),
+            clock: started,
+        };
+        tokio::spawn(device.run(args.version.clone()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while COUNTERS.ready.load(Ordering::Relaxed) < u64::from(args.devices) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {} devices came up within 10 minutes ({} connect failures)",
+                COUNTERS.ready.load(Ordering::Relaxed),
+                args.devices,
+                COUNTERS.connect_failures.load(Ordering::Relaxed)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = serde_json::json!({"ready": args.devices, "seconds": started.elapsed().as_secs_f64()});
+    println!("{ready}");
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let line = lines.next_line().await.map_err(|e| format!("stdin: {e}"))?;
+        println!("{}", serde_json::to_string(&Snapshot::now()).map_err(|e| e.to_string())?);
+        if line.is_none_or(|l| l.trim() == "quit") {
+            return Ok(());
+        }
+    }
+}
+
+/// One simulated device and what it needs to reach the cloud.
+struct Device {
+    thing: ThingName,
+    password: String,
+    device_type: DeviceType,
+    mqtt: SocketAddr,
+    gate: Arc<Semaphore>,
+    clock: Instant,
+}
+
+/// The device's flash and NVS, which survive reboots.
+#[derive(Debug)]
+struct Flash {
+    boot: BootInfo,
+    pending: Option<PendingJob>,
+    /// The version the boot slot was switched to, if it was.
+    next: Option<FirmwareVersion>,
+}
+
+/// Why a connection's loop ended.
+enum Ended {
+    Reboot,
+    ConnectionLost,
+}
+
+impl Device {
+    async fn run(self, version: FirmwareVersion) {
+        let mut flash = Flash {
+            boot: BootInfo {
+                running: RunningImage { version, slot: "ota_0".into(), state: SlotState::Valid },
+                update_slot_state: SlotState::Empty,
+                update_slot_size: UPDATE_SLOT_SIZE,
+                pending: None,
+            },
+            pending: None,
+            next: None,
+        };
+        let mut first_boot = true;
+        loop {
+            let mut machine = UpdateMachine::new(DeviceConfig::new(self.thing.clone(), self.device_type.clone()));
+            machine.handle(Event::Booted(flash.boot.clone()));
+            let ended = loop {
+                let Some(mut conn) = self.connect().await else { return };
+                machine.handle(Event::Connected);
+                match self.session(&mut conn, &mut machine, &mut flash, &mut first_boot).await {
+                    Ended::Reboot => break Ended::Reboot,
+                    Ended::ConnectionLost => machine.handle(Event::Disconnected),
+                }
+            };
+            if matches!(ended, Ended::Reboot) {
+                flash.reboot();
+            }
+        }
+    }
+
+    /// Connects and authenticates, retrying for a while; `None` if the endpoint stays away.
+    async fn connect(&self) -> Option<Conn> {
+        for attempt in 0..50 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let permit = self.gate.acquire().await.ok()?;
+            let result = Conn::open(self.mqtt, &self.thing, &self.password).await;
+            drop(permit);
+            match result {
+                Ok(conn) => {
+                    add(&COUNTERS.connects, 1);
+                    return Some(conn);
+                }
+                Err(_) => add(&COUNTERS.connect_failures, 1),
+            }
+        }
+        None
+    }
+
+    /// Runs one MQTT session until the device reboots or the connection drops.
+    async fn session(
+        &self,
+        conn: &mut Conn,
+        machine: &mut UpdateMachine,
+        flash: &mut Flash,
+        first_boot: &mut bool,
+    ) -> Ended {
+        let ping_every = Duration::from_secs(u64::from(KEEP_ALIVE_S) * 2 / 3);
+        let mut next_ping = tokio::time::Instant::now() + ping_every;
+        loop {
+            match self.execute(conn, machine, flash).await {
+                Ok(true) => return Ended::Reboot,
+                Ok(false) => {}
+                Err(_) => return Ended::ConnectionLost,
+            }
+            let packet = tokio::select! {
+                p = conn.read() => p,
+                _ = tokio::time::sleep_until(next_ping) => {
+                    next_ping += ping_every;
+                    if conn.send(Packet::PingReq).await.is_err() {
+                        return Ended::ConnectionLost;
+                    }
+                    continue;
+                }
+            };
+            let Ok(Some(packet)) = packet else { return Ended::ConnectionLost };
+            if let Packet::Publish(p) = packet {
+                add(&COUNTERS.publishes_down, 1);
+                add(&COUNTERS.bytes_down, p.payload.len() as u64);
+                count_kind("down", &p.topic, &p.payload);
+                trace(&self.thing, self.clock, "down", &p.topic, &p.payload);
+                if p.qos == QoS::AtLeastOnce && conn.queue(Packet::PubAck(PubAck::new(p.pkid))).is_err() {
+                    return Ended::ConnectionLost;
+                }
+                if *first_boot && p.topic.ends_with("/jobs/$next/get/accepted") {
+                    *first_boot = false;
+                    add(&COUNTERS.ready, 1);
+                }
+                machine.handle_message(&p.topic, &p.payload);
+            }
+        }
+    }
+
+    /// Executes the machine's actions in order; `Ok(true)` when the last one was a reboot.
+    async fn execute(&self, conn: &mut Conn, machine: &mut UpdateMachine, flash: &mut Flash) -> std::io::Result<bool> {
+        while let Some(action) = machine.poll_action() {
+            match action {
+                Action::Subscribe { topic } => {
+                    add(&COUNTERS.subscribes, 1);
+                    let mut s = Subscribe::new(topic, QoS::AtLeastOnce);
+                    s.pkid = conn.next_pkid();
+                    conn.queue(Packet::Subscribe(s)).map_err(std::io::Error::other)?;
+                }
+                Action::Publish { topic, payload } => {
+                    add(&COUNTERS.publishes_up, 1);
+                    add(&COUNTERS.bytes_up, payload.len() as u64);
+                    count_kind("up", &topic, payload.as_bytes());
+                    trace(&self.thing, self.clock, "up", &topic, payload.as_bytes());
+                    if topic.ends_with("/update") && topic.contains("/jobs/") {
+                        if payload.contains(r#""status":"SUCCEEDED""#) {
+                            add(&COUNTERS.succeeded_reports, 1);
+                        } else if payload.contains(r#""status":"FAILED""#) {
+                            add(&COUNTERS.failed_reports, 1);
+                        }
+                    }
+                    let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+                    p.pkid = conn.next_pkid();
+                    conn.queue(Packet::Publish(p)).map_err(std::io::Error::other)?;
+                }
+                Action::Download { url, offset } => {
+                    // What was asked so far goes out first, as the agent's MQTT client would
+                    // send it while the download runs.
+                    conn.flush().await?;
+                    self.download(machine, &url, offset).await;
+                }
+                Action::PersistPending(p) => flash.pending = Some(p),
+                Action::ClearPending => flash.pending = None,
+                Action::SetBootSlot => flash.next = flash.pending.as_ref().map(|p| p.target.clone()),
+                Action::MarkSlotValid => flash.boot.running.state = SlotState::Valid,
+                Action::Reboot | Action::MarkSlotInvalidAndReboot => {
+                    conn.flush().await?;
+                    return Ok(true);
+                }
+                Action::BeginUpdate | Action::WriteChunk { .. } | Action::FinishUpdate | Action::AbortUpdate => {}
+            }
+        }
+        conn.flush().await?;
+        Ok(false)
+    }
+
+    /// One HTTP GET of the image, fed to the machine in flash-sector chunks (it hashes them).
+    async fn download(&self, machine: &mut UpdateMachine, url: &str, offset: u64) {
+        add(&COUNTERS.downloads, 1);
+        // Devices have been up for a while (UPTIME_MS) when a rollout reaches them, so each
+        // reports its download progress once, as the agent does, in both phases alike.
+        let now_ms = || UPTIME_MS + u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(0);
+        match http_get(url, offset).await {
+            Ok((200 | 206, body)) => {
+                add(&COUNTERS.download_bytes, body.len() as u64);
+                for chunk in body.chunks(CHUNK) {
+                    machine.handle(Event::Chunk { bytes: chunk, now_ms: now_ms() });
+                }
+                machine.handle(Event::DownloadEnded { now_ms: now_ms() });
+            }
+            Ok((status, _)) if (400..500).contains(&status) => {
+                add(&COUNTERS.download_failures, 1);
+                machine.handle(Event::DownloadRefused { status });
+            }
+            Ok(_) | Err(_) => {
+                add(&COUNTERS.download_failures, 1);
+                machine.handle(Event::DownloadBroke { now_ms: now_ms() });
+            }
+        }
+    }
+}
+
+impl Flash {
+    /// What the bootloader does on a restart: boot the switched-to slot unverified, or the
+    /// same image again.
+    fn reboot(&mut self) {
+        if let Some(version) = self.next.take() {
+            let slot = if self.boot.running.slot == "ota_0" { "ota_1" } else { "ota_0" };
+            self.boot.running = RunningImage { version, slot: slot.into(), state: SlotState::Unverified };
+            self.boot.update_slot_state = SlotState::Valid;
+        }
+        self.boot.pending = self.pending.clone();
+    }
+}
+
+/// An MQTT 3.1.1 client connection: rumqttc's codec over a socket, writes batched.
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    pkid: u16,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr, thing: &ThingName, password: &str) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = Conn { stream, rbuf: BytesMut::with_capacity(2048), wbuf: BytesMut::new(), pkid: 0 };
+        let mut connect = Connect::new(thing.as_str());
+        connect.keep_alive = KEEP_ALIVE_S;
+        connect.set_login(thing.as_str(), password);
+        conn.send(Packet::Connect(connect)).await?;
+        match tokio::time::timeout(Duration::from_secs(30), conn.read()).await {
+            Ok(Ok(Some(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => Ok(conn),
+            Ok(Ok(other)) => Err(std::io::Error::other(format!("CONNECT refused: {other:?}"))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other("no CONNACK within 30 s")),
+        }
+    }
+
+    fn next_pkid(&mut self) -> u16 {
+        self.pkid = self.pkid.checked_add(1).unwrap_or(1);
+        self.pkid
+    }
+
+    fn queue(&mut self, packet: Packet) -> Result<(), rumqttc::mqttbytes::Error> {
+        packet.write(&mut self.wbuf, MAX_PACKET).map(drop)
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, packet: Packet) -> std::io::Result<()> {
+        self.queue(packet).map_err(std::io::Error::other)?;
+        self.flush().await
+    }
+
+    /// The next packet; `None` at the end of the stream. Cancel-safe.
+    async fn read(&mut self) -> std::io::Result<Option<Packet>> {
+        loop {
+            match Packet::read(&mut self.rbuf, MAX_PACKET) {
+                Ok(packet) => return Ok(Some(packet)),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(more)) => self.rbuf.reserve(more),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (`Connection: close`): the status and the whole body.
+async fn http_get(url: &str, offset: u64) -> std::io::Result<(u16, Vec<u8>)> {
+    let bad = |what: &str| std::io::Error::other(format!("{what}: {url}"));
+    let rest = url.strip_prefix("http://").ok_or_else(|| bad("not an http:// URL"))?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let mut stream = TcpStream::connect(authority).await?;
+    let range = if offset > 0 { format!("Range: bytes={offset}-\r\n") } else { String::new() };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n{range}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::with_capacity(70 * 1024);
+    stream.read_to_end(&mut response).await?;
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&response[..end]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or_else(|| bad("no status"))?;
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+    });
+    let body = response.split_off(end + 4);
+    if length.is_some_and(|n| n != body.len()) {
+        return Err(bad("body cut short"));
+    }
+    Ok((status, body))
+}
+
+/// Reads the fleet's counters from a line the child printed.
+pub fn parse_snapshot(line: &str) -> Result<Snapshot, String> {
+    serde_json::from_str(line).map_err(|e| format!("the fleet printed {line:?}: {e}"))
+}

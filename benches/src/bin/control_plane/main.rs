@@ -1,0 +1,596 @@
+//! Control-plane throughput: how many devices per minute ota's local server updates when
+//! nothing but the control plane limits it, against AWS IoT Jobs' documented rollout ceiling
+//! (`maximumPerMinute` ≤ 1,000 devices per minute) and against a broker-only baseline in the
+//! same run.
+//!
+//! ```text
+//! cargo run --release -p ota-benches --bin control_plane -- --devices 10000
+//! ```
+//!
+//! One run does, in order:
+//! 1. A temporary data dir with one device type, firmware 1.0.0 and 2.0.0 (a 64 KiB image
+//!    each, `--image-kib`), N registered devices on 1.0.0, OTA enabled and a policy with
+//!    `max_in_flight` = 1,000 (the policy's maximum: "no concurrency limit" in practice) and
+//!    no rate limit. The firmware download server runs on 127.0.0.1 for the whole run.
+//! 2. Engine: the embedded MQTT endpoint and the jobs engine, wired as `ota serve` wires
+//!    them; N simulated devices (see `fleet`) connect and go idle; the rollout is planned,
+//!    then timed from `FleetManager::start` until the engine reports it `completed`.
+//! 3. Baseline: a fresh embedded endpoint with the trivial responder of `responder` as the
+//!    cloud side (no SQLite, no engine), N fresh devices, the same messages; timed from the
+//!    first offer until the last `SUCCEEDED` is answered.
+//!
+//! The devices run in a child process (this binary with `--fleet`): 10,000 MQTT connections
+//! are 20,000 sockets, more than one process may open here (`ulimit -n` 20,000, and no
+//! raising it in a container), so the server's ends and the devices' ends live in two
+//! processes. Both share the machine's cores, as devices and server would on one host.
+
+mod fleet;
+mod responder;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use ota_core::auth::{Caller, Role};
+use ota_core::device::Device;
+use ota_core::names::{DeviceType, JobId, NamingConvention};
+use ota_core::policy::RolloutPolicy;
+use ota_core::service::{FleetManager, PublishRequest, Settings};
+use ota_core::targeting::{Filters, Target, UpdateAction, UpdateRequest};
+use ota_core::version::{FirmwareVersion, VersionRequest};
+use ota_local::download::UrlSigner;
+use ota_local::jobs::{DeviceInput, DevicePublisher, EngineOptions, JobsEngine};
+use ota_local::link::{DeviceCredentials, DeviceEvent, DeviceLink, LinkPublisher};
+use ota_local::{EngineContext, SqliteStore};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::fleet::{FleetArgs, Snapshot};
+
+/// AWS IoT Jobs' documented ceiling on a rollout's rate: `maximumPerMinute` is 1 to 1,000.
+const AWS_MAX_PER_MINUTE: f64 = 1000.0;
+const DEVICE_TYPE: &str = "bench_sensor";
+const USAGE: &str = "usage: control_plane [--devices N] [--image-kib K] [--max-in-flight M] \
+                     [--connect-concurrency C] [--timeout-s S] [--no-baseline]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("control_plane: no tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if args.first().is_some_and(|a| a == "--fleet") {
+        parse_fleet_args(&args[1..]).and_then(|a| runtime.block_on(fleet::run_child(a)))
+    } else {
+        parse_options(&args).and_then(|o| runtime.block_on(run(o)))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("control_plane: {e}\n{USAGE}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the bench is asked to do.
+#[derive(Debug, Clone)]
+struct Options {
+    devices: u32,
+    image_bytes: usize,
+    max_in_flight: u32,
+    connect_concurrency: usize,
+    timeout: Duration,
+    baseline: bool,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        devices: 10_000,
+        image_bytes: 64 * 1024,
+        max_in_flight: 1000,
+        connect_concurrency: 256,
+        timeout: Duration::from_secs(1800),
+        baseline: true,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> Result<u64, String> {
+            let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
+            v.parse::<u64>().map_err(|e| format!("{name} {v:?}: {e}"))
+        };
+        match flag.as_str() {
+            "--devices" => o.devices = u32::try_from(value("--devices")?).map_err(|e| e.to_string())?,
+            "--image-kib" => o.image_bytes = usize::try_from(value("--image-kib")?).map_err(|e| e.to_string())? * 1024,
+            "--max-in-flight" => {
+                o.max_in_flight = u32::try_from(value("--max-in-flight")?).map_err(|e| e.to_string())?;
+            }
+            "--connect-concurrency" => {
+                o.connect_concurrency = usize::try_from(value("--connect-concurrency")?).map_err(|e| e.to_string())?;
+            }
+            "--timeout-s" => o.timeout = Duration::from_secs(value("--timeout-s")?),
+            "--no-baseline" => o.baseline = false,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if o.devices == 0 || o.image_bytes == 0 {
+        return Err("--devices and --image-kib must be at least 1".into());
+    }
+    Ok(o)
+}
+
+fn parse_fleet_args(args: &[String]) -> Result<FleetArgs, String> {
+    let [mqtt, data_dir, devices, device_type, version, concurrency] = args else {
+        return Err(format!("--fleet takes 6 arguments, got {}", args.len()));
+    };
+    Ok(FleetArgs {
+        mqtt: mqtt.parse().map_err(|e| format!("mqtt address {mqtt:?}: {e}"))?,
+        data_dir: PathBuf::from(data_dir),
+        devices: devices.parse().map_err(|e| format!("devices {devices:?}: {e}"))?,
+        device_type: DeviceType::parse(device_type).map_err(|e| e.to_string())?,
+        version: FirmwareVersion::parse(version).map_err(|e| e.to_string())?,
+        connect_concurrency: concurrency.parse().map_err(|e| format!("concurrency {concurrency:?}: {e}"))?,
+    })
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits`.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Peak resident memory of this process (VmHWM), KiB; 0 where `/proc` is missing.
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Everything both phases share: the data dir, the service, the download server.
+struct World {
+    dir: tempfile::TempDir,
+    svc: FleetManager,
+    store: Arc<SqliteStore>,
+    me: Caller,
+    device_type: DeviceType,
+    v1: FirmwareVersion,
+    v2: FirmwareVersion,
+    signer: UrlSigner,
+    credentials: DeviceCredentials,
+    http_stop: watch::Sender<bool>,
+}
+
+/// A deterministic image of `len` bytes that starts like an ESP32 app image.
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut img: Vec<u8> = (0..len.div_ceil(8))
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .take(len)
+        .collect();
+    img[0] = 0xE9;
+    img
+}
+
+async fn world(o: &Options) -> Result<World, String> {
+    fn e(what: &'static str) -> impl Fn(ota_core::Error) -> String {
+        move |err| format!("{what}: {err}")
+    }
+    let dir = tempfile::tempdir().map_err(|err| format!("temp dir: {err}"))?;
+    let (backend, store) = ota_local::open_local(dir.path()).map_err(e("data dir"))?;
+    let svc = FleetManager::new(backend, Settings::default());
+    let me = Caller::new("bench", [Role::Admin]);
+    let device_type = DeviceType::parse(DEVICE_TYPE).map_err(e("device type"))?;
+    let (v1, v2) = (FirmwareVersion::new(1, 0, 0), FirmwareVersion::new(2, 0, 0));
+    for (v, seed) in [(&v1, 1), (&v2, 2)] {
+        let request = PublishRequest {
+            device_type: device_type.clone(),
+            version: v.clone(),
+            image: image(o.image_bytes, seed),
+            release_notes: format!("bench image {v}"),
+            built_at: None,
+            extra: Default::default(),
+        };
+        svc.publish_firmware(&me, request).await.map_err(e("publish"))?;
+    }
+    let group = NamingConvention::default().thing_group_of(&device_type);
+    let devices = (1..=o.devices)
+        .map(|i| Device {
+            thing: fleet::thing_name(&device_type, i),
+            thing_group: group.clone(),
+            device_type: device_type.clone(),
+            firmware_version: Some(v1.clone()),
+            connected: false,
+            last_seen: None,
+        })
+        .collect();
+    svc.backend().registry.upsert_many(devices).await.map_err(e("register devices"))?;
+    svc.set_ota_enabled(&me, &device_type, true).await.map_err(e("enable OTA"))?;
+    let policy = RolloutPolicy { max_in_flight: o.max_in_flight, max_per_minute: None, ..Default::default() };
+    svc.set_policy(&me, &device_type, Some(policy)).await.map_err(e("policy"))?;
+    let credentials = DeviceCredentials::load_or_create(dir.path()).map_err(|err| format!("device secret: {err}"))?;
+
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|err| format!("HTTP listener: {err}"))?;
+    let base_url = format!("http://{}", http.local_addr().map_err(|err| err.to_string())?);
+    let signer = UrlSigner::load_or_create(dir.path(), base_url).map_err(|err| format!("download key: {err}"))?;
+    let app = ota_local::download::router(dir.path().to_path_buf(), signer.clone());
+    let (http_stop, mut stop) = watch::channel(false);
+    tokio::spawn(async move {
+        let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(err) = serve.await {
+            eprintln!("control_plane: the HTTP server stopped: {err}");
+        }
+    });
+    Ok(World { dir, svc, store, me, device_type, v1, v2, signer, credentials, http_stop })
+}
+
+/// The simulated fleet's child process and its line protocol.
+struct Fleet {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Fleet {
+    /// Starts `devices` devices against `mqtt` and waits until all are connected and idle.
+    async fn start(world: &World, o: &Options, mqtt: SocketAddr) -> Result<(Fleet, f64), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg("--fleet")
+            .arg(mqtt.to_string())
+            .arg(world.dir.path())
+            .arg(o.devices.to_string())
+            .arg(world.device_type.as_str())
+            .arg(world.v1.to_string())
+            .arg(o.connect_concurrency.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the fleet process: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        let mut fleet = Fleet { child, stdin, stdout };
+        let line = fleet.line().await?;
+        let ready: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("fleet said {line:?}: {e}"))?;
+        let seconds = ready["seconds"].as_f64().ok_or_else(|| format!("fleet said {line:?}"))?;
+        Ok((fleet, seconds))
+    }
+
+    async fn line(&mut self) -> Result<String, String> {
+        match self.stdout.next_line().await {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => Err("the fleet process ended early (see its error above)".into()),
+            Err(e) => Err(format!("reading the fleet process: {e}")),
+        }
+    }
+
+    async fn snapshot(&mut self, command: &str) -> Result<Snapshot, String> {
+        self.stdin.write_all(format!("{command}\n").as_bytes()).await.map_err(|e| format!("fleet stdin: {e}"))?;
+        self.stdin.flush().await.map_err(|e| format!("fleet stdin: {e}"))?;
+        fleet::parse_snapshot(&self.line().await?)
+    }
+
+    /// The last counters; the process ends.
+    async fn quit(mut self) -> Result<Snapshot, String> {
+        let last = self.snapshot("quit").await?;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        Ok(last)
+    }
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+struct Phase {
+    name: &'static str,
+    /// From the start of the rollout until it was reported complete.
+    seconds: f64,
+    succeeded: u64,
+    /// Counters of the timed window only.
+    window: Snapshot,
+    /// Counters of the whole phase (fleet start to end).
+    total: Snapshot,
+    fleet_ready_s: f64,
+    /// How long `FleetManager::start` itself took (engine phase only).
+    start_call_s: Option<f64>,
+    outcome: String,
+}
+
+impl Phase {
+    fn per_minute(&self) -> f64 {
+        self.succeeded as f64 * 60.0 / self.seconds
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "seconds": round(self.seconds, 3),
+            "devices_updated": self.succeeded,
+            "devices_per_minute": round(self.per_minute(), 1),
+            "vs_aws_1000_per_minute": round(self.per_minute() / AWS_MAX_PER_MINUTE, 2),
+            "outcome": self.outcome,
+            "fleet_ready_s": round(self.fleet_ready_s, 2),
+            "start_call_s": self.start_call_s.map(|s| round(s, 3)),
+            "window": self.window,
+            "total": self.total,
+        })
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+struct Publisher(LinkPublisher);
+
+#[async_trait]
+impl DevicePublisher for Publisher {
+    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        self.0.publish(topic, payload).await.map_err(|e| e.to_string())
+    }
+}
+
+async fn endpoint(world: &World) -> Result<(DeviceLink, SocketAddr), String> {
+    let listen: SocketAddr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    ota_local::link::embedded(listen, Arc::new(world.credentials.clone()))
+        .await
+        .map_err(|e| format!("MQTT endpoint: {e}"))
+}
+
+/// The engine phase: endpoint + engine as `ota serve` runs them, the rollout started
+/// through the service, timed until the engine reports it complete.
+async fn engine_phase(world: &World, o: &Options) -> Result<(Phase, JobId), String> {
+    let (link, addr) = endpoint(world).await?;
+    let DeviceLink { mut events, publisher, handle } = link;
+    let sign = world.signer.clone();
+    let ctx = EngineContext { firmware_url: Arc::new(move |v, t, now| sign.firmware_url(v, t, now)) };
+    let engine = JobsEngine::new(world.store.clone(), ctx, EngineOptions::default());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (input_tx, input_rx) = mpsc::channel(4096);
+    let forward = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let input = match event {
+                DeviceEvent::Connected { thing } => DeviceInput::Connected(thing),
+                DeviceEvent::Disconnected { thing } => DeviceInput::Disconnected(thing),
+                DeviceEvent::Message { thing, topic, payload } => DeviceInput::Message { thing, topic, payload },
+            };
+            if input_tx.send(input).await.is_err() {
+                break;
+            }
+        }
+    });
+    let running = tokio::spawn(engine.clone().run(input_rx, Arc::new(Publisher(publisher)), shutdown_rx));
+    let mut rollout_events = engine.subscribe();
+
+    let (mut fleet, fleet_ready_s) = Fleet::start(world, o, addr).await?;
+    eprintln!("engine: {} devices connected and idle after {fleet_ready_s:.1} s", o.devices);
+    let before = fleet.snapshot("snap").await?;
+    let request = UpdateRequest {
+        action: UpdateAction::Update,
+        version: VersionRequest::Exact(world.v2.clone()),
+        target: Target { device_types: [world.device_type.clone()].into(), ..Default::default() },
+        filters: Filters::default(),
+    };
+    let plan = world.svc.plan_update(&world.me, &request).await.map_err(|e| format!("plan: {e}"))?;
+    if plan.deployments.first().is_none_or(|d| d.things.len() != o.devices as usize) {
+        return Err(format!("the plan does not cover the {} devices: {}", o.devices, plan.message));
+    }
+
+    let t0 = Instant::now();
+    let started =
+        world.svc.start(&world.me, &request, plan.plan_id.as_deref()).await.map_err(|e| format!("start: {e}"))?;
+    let start_call_s = t0.elapsed().as_secs_f64();
+    let id = started.rollouts.first().ok_or("start made no rollout")?.id.clone();
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    let mut last_report = Instant::now();
+    let outcome = loop {
+        tokio::select! {
+            event = rollout_events.recv() => match event {
+                Ok(e) if e.rollout_id == id && matches!(e.kind.as_str(), "completed" | "aborted" | "canceled") => {
+                    break e.kind;
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err("the engine stopped".into()),
+            },
+            _ = poll.tick() => {
+                let p = world.store.rollout_progress(&id).await.map_err(|e| format!("progress: {e}"))?;
+                if !p.rollout.status.is_active() {
+                    break p.rollout.status.as_str().to_lowercase();
+                }
+                if last_report.elapsed() >= Duration::from_secs(10) {
+                    last_report = Instant::now();
+                    eprintln!(
+                        "engine: {:.0} s: {} succeeded, {} in progress, {} offered, {} waiting",
+                        t0.elapsed().as_secs_f64(), p.counts.succeeded, p.counts.in_progress, p.counts.queued,
+                        p.counts.waiting
+                    );
+                }
+                if t0.elapsed() > o.timeout {
+                    return Err(format!("the rollout did not finish within {:?}: {:?}", o.timeout, p.counts));
+                }
+            }
+        }
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    let after = fleet.snapshot("snap").await?;
+    let progress = world.store.rollout_progress(&id).await.map_err(|e| format!("progress: {e}"))?;
+    let total = fleet.quit().await?;
+    // The engine stops first (it may still be answering the devices' last `$next/get`s),
+    // so that nothing is published into a closed link.
+    let _ = shutdown.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    handle.shutdown().await;
+    forward.abort();
+    let phase = Phase {
+        name: "engine",
+        seconds,
+        succeeded: u64::from(progress.counts.succeeded),
+        window: after.since(&before),
+        total,
+        fleet_ready_s,
+        start_call_s: Some(start_call_s),
+        outcome: format!("{outcome}: {}", progress.rollout.status_reason.unwrap_or_default()),
+    };
+    Ok((phase, id))
+}
+
+/// The baseline phase: the same devices and messages through a fresh embedded endpoint, with
+/// the trivial responder as the cloud side.
+async fn baseline_phase(world: &World, o: &Options, job_id: &JobId) -> Result<Phase, String> {
+    let (link, addr) = endpoint(world).await?;
+    let DeviceLink { events, publisher, handle } = link;
+    let artifact = world
+        .svc
+        .verify_firmware(&world.me, &ota_core::catalog::ArtifactRef::new(world.device_type.clone(), world.v2.clone()))
+        .await
+        .map_err(|e| format!("verify: {e}"))?;
+    let job = responder::Job {
+        id: job_id.as_str().to_string(),
+        document: json!({
+            "operation": ota_core::job::OPERATION,
+            "deviceType": world.device_type.as_str(),
+            "version": world.v2.to_string(),
+            "rollback": false,
+            "firmware": {
+                "url": world.signer.firmware_url(&world.v2, &world.device_type, Utc::now()),
+                "size": artifact.size,
+                "sha256": artifact.sha256.to_hex(),
+            },
+        }),
+    };
+    let things = (1..=o.devices).map(|i| fleet::thing_name(&world.device_type, i)).collect();
+    let (start_tx, start_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    let responding =
+        tokio::spawn(responder::run(events, publisher, job, things, o.max_in_flight as usize, start_rx, done_tx));
+
+    let (mut fleet, fleet_ready_s) = Fleet::start(world, o, addr).await?;
+    eprintln!("baseline: {} devices connected and idle after {fleet_ready_s:.1} s", o.devices);
+    let before = fleet.snapshot("snap").await?;
+    let t0 = Instant::now();
+    let _ = start_tx.send(());
+    let finished = tokio::time::timeout(o.timeout, done_rx).await;
+    let seconds = match finished {
+        Ok(Ok(at)) => at.duration_since(t0).as_secs_f64(),
+        Ok(Err(_)) => return Err("the responder stopped".into()),
+        Err(_) => return Err(format!("the baseline did not finish within {:?}", o.timeout)),
+    };
+    let after = fleet.snapshot("snap").await?;
+    let total = fleet.quit().await?;
+    handle.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), responding).await;
+    Ok(Phase {
+        name: "baseline",
+        seconds,
+        succeeded: u64::from(o.devices),
+        window: after.since(&before),
+        total,
+        fleet_ready_s,
+        start_call_s: None,
+        outcome: "completed".into(),
+    })
+}
+
+async fn run(o: Options) -> Result<(), String> {
+    // Each process holds one end of every MQTT connection plus the downloads in flight.
+    let needed = u64::from(o.devices) + 2 * u64::from(o.max_in_flight) + 512;
+    if let Some(limit) = open_file_limit()
+        && limit < needed
+    {
+        return Err(format!(
+            "{} devices need about {needed} open files per process; the limit is {limit}. \
+             Raise it (`ulimit -n 65536`) or run fewer devices (--devices {})",
+            o.devices,
+            limit.saturating_sub(2 * u64::from(o.max_in_flight) + 512)
+        ));
+    }
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    eprintln!("control_plane: {} devices, {} KiB image, {cpus} CPUs, {profile} build", o.devices, o.image_bytes / 1024);
+    let world = world(&o).await?;
+    let (engine, job_id) = engine_phase(&world, &o).await?;
+    eprintln!("engine: {} devices updated in {:.2} s", engine.succeeded, engine.seconds);
+    let baseline = if o.baseline {
+        let b = baseline_phase(&world, &o, &job_id).await?;
+        eprintln!("baseline: {} devices updated in {:.2} s", b.succeeded, b.seconds);
+        Some(b)
+    } else {
+        None
+    };
+    let _ = world.http_stop.send(true);
+    report(&o, &engine, baseline.as_ref(), cpus, profile);
+    if engine.succeeded != u64::from(o.devices) {
+        return Err(format!("only {} of {} devices succeeded: {}", engine.succeeded, o.devices, engine.outcome));
+    }
+    Ok(())
+}
+
+fn report(o: &Options, engine: &Phase, baseline: Option<&Phase>, cpus: usize, profile: &str) {
+    let ratio = baseline.map(|b| engine.seconds / b.seconds);
+    println!(
+        "control-plane throughput: {} devices, {} KiB image, max_in_flight {}, no rate limit ({cpus} CPUs, {profile})",
+        o.devices,
+        o.image_bytes / 1024,
+        o.max_in_flight
+    );
+    let cols: Vec<&Phase> = std::iter::once(engine).chain(baseline).collect();
+    let row = |label: &str, f: &dyn Fn(&Phase) -> String| {
+        let cells: String = cols.iter().map(|p| format!("{:>12}", f(p))).collect();
+        println!("  {label:<44}{cells}");
+    };
+    row("", &|p| p.name.to_string());
+    row("start -> completed (s)", &|p| format!("{:.2}", p.seconds));
+    row("devices updated", &|p| p.succeeded.to_string());
+    row("devices updated per minute", &|p| format!("{:.0}", p.per_minute()));
+    row("x AWS IoT Jobs ceiling (1,000/min)", &|p| format!("{:.1}", p.per_minute() / AWS_MAX_PER_MINUTE));
+    row("MQTT publishes device->cloud", &|p| p.window.publishes_up.to_string());
+    row("  payload bytes", &|p| p.window.bytes_up.to_string());
+    row("MQTT publishes cloud->device", &|p| p.window.publishes_down.to_string());
+    row("  payload bytes", &|p| p.window.bytes_down.to_string());
+    let kinds: std::collections::BTreeSet<&String> = cols.iter().flat_map(|p| p.window.by_kind.keys()).collect();
+    for kind in kinds {
+        row(&format!("  {kind}"), &|p| p.window.by_kind.get(kind).copied().unwrap_or(0).to_string());
+    }
+    row("MQTT connects (reboots)", &|p| p.window.connects.to_string());
+    row("HTTP downloads", &|p| p.window.downloads.to_string());
+    row("fleet peak RSS (MiB)", &|p| format!("{:.0}", p.total.peak_rss_kib as f64 / 1024.0));
+    if let Some(r) = ratio {
+        println!("  engine time / baseline time: {r:.2}");
+    }
+    println!("  server process peak RSS: {:.0} MiB", peak_rss_kib() as f64 / 1024.0);
+    let line = json!({
+        "bench": "control_plane",
+        "devices": o.devices,
+        "image_bytes": o.image_bytes,
+        "max_in_flight": o.max_in_flight,
+        "max_per_minute": null,
+        "aws_max_per_minute": AWS_MAX_PER_MINUTE,
+        "engine": engine.json(),
+        "baseline": baseline.map(Phase::json),
+        "engine_over_baseline_time": ratio.map(|r| round(r, 2)),
+        "cpus": cpus,
+        "profile": profile,
+        "server_peak_rss_kib": peak_rss_kib(),
+    });
+    println!("{line}");
+}
