@@ -143,7 +143,10 @@ fn write_new_key(path: &Path) -> io::Result<()> {
         }
     };
     let pem = secret.to_pkcs8_pem(LineEnding::LF).map_err(io::Error::other)?;
-    let tmp = path.with_extension(format!("pem.tmp-{}", std::process::id()));
+    // Unique per attempt, so concurrent creators (processes or threads) never share a temp file.
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(io::Error::other)?;
+    let tmp = path.with_extension(format!("pem.tmp-{}-{}", std::process::id(), u64::from_le_bytes(nonce)));
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
