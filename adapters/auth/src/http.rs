@@ -167,3 +167,31 @@ pub fn well_known_router(resource: String, authorization_servers: Vec<String>, j
     }
     router
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(authorization: Option<&[u8]>) -> Request {
+        let mut builder = Request::builder().uri("/");
+        if let Some(value) = authorization {
+            builder = builder.header(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_from_the_header_in_any_case_of_scheme() {
+        assert_eq!(bearer_token(&request(Some(b"Bearer abc.def.ghi"))), Ok("abc.def.ghi"));
+        assert_eq!(bearer_token(&request(Some(b"BEARER   abc "))), Ok("abc"));
+        assert_eq!(bearer_token(&request(None)), Err(AuthError::Missing));
+        assert_eq!(bearer_token(&request(Some(b"Bearer "))), Err(AuthError::Missing));
+        assert!(matches!(bearer_token(&request(Some(b"Basic YTpi"))), Err(AuthError::Malformed(_))));
+        assert!(matches!(bearer_token(&request(Some(b"Bearer \xff"))), Err(AuthError::Malformed(_))));
+    }
+
+    #[test]
+    fn header_parameters_cannot_be_broken_out_of() {
+        assert_eq!(header_safe("a \"quoted\" \\ é\r\n"), "a 'quoted' ' ???");
+    }
+}

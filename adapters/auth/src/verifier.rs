@@ -289,3 +289,33 @@ fn printable(s: &str) -> String {
         s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').filter(|c| *c != '"' && *c != '\\').take(32).collect();
     if clean.len() < s.len() { format!("{clean}…") } else { clean }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_text_in_messages_is_short_and_printable() {
+        assert_eq!(printable("none"), "none");
+        assert_eq!(printable("a\"b\\c\u{7}d"), "abcd…");
+        assert_eq!(printable(&"x".repeat(100)), format!("{}…", "x".repeat(32)));
+    }
+
+    #[test]
+    fn the_header_must_be_a_json_object_in_the_first_of_three_parts() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k"}"#);
+        assert_eq!(read_header(&format!("{header}.e30.sig")).unwrap()["kid"], "k");
+        assert!(read_header(&format!("{header}.e30")).is_err());
+        assert!(read_header("W10.e30.sig").is_err(), "an array is not a header");
+        assert!(read_header("%%%.e30.sig").is_err());
+    }
+
+    #[test]
+    fn config_names_what_audience_it_expects() {
+        let both =
+            VerifierConfig { audience: Some("ota".into()), client_id: Some("abc".into()), ..VerifierConfig::new("i") };
+        assert_eq!(both.expected_audience(), "aud `ota` or client_id `abc`");
+        assert_eq!(VerifierConfig::new("i").roles_claim, "cognito:groups");
+        assert_eq!(VerifierConfig::new("i").leeway_secs, 30);
+    }
+}
