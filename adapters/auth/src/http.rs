@@ -24,6 +24,12 @@ use crate::{AuthError, JwtVerifier};
 /// Where RFC 9728 puts the protected-resource metadata.
 pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
+/// The metadata URL for a server reachable at `public_base_url` (e.g. `https://ota.example`), as
+/// [`require_bearer`] wants it.
+pub fn resource_metadata_url(public_base_url: &str) -> String {
+    format!("{}{RESOURCE_METADATA_PATH}", public_base_url.trim_end_matches('/'))
+}
+
 /// Requires a valid bearer token on every request of the router it wraps: verified requests
 /// reach the handler with their [`Caller`] in the extensions; others get 401 with a
 /// `WWW-Authenticate: Bearer resource_metadata="..."` challenge (plus `error="invalid_token"` and
@@ -188,6 +194,14 @@ mod tests {
         assert_eq!(bearer_token(&request(Some(b"Bearer "))), Err(AuthError::Missing));
         assert!(matches!(bearer_token(&request(Some(b"Basic YTpi"))), Err(AuthError::Malformed(_))));
         assert!(matches!(bearer_token(&request(Some(b"Bearer \xff"))), Err(AuthError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_metadata_url_joins_the_base_without_double_slashes() {
+        assert_eq!(
+            resource_metadata_url("http://127.0.0.1:8080/"),
+            "http://127.0.0.1:8080/.well-known/oauth-protected-resource"
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ mod local;
 mod verifier;
 
 pub use error::AuthError;
-pub use http::{BearerLayer, BearerService, RESOURCE_METADATA_PATH, require_bearer, well_known_router};
+pub use http::{
+    BearerLayer, BearerService, RESOURCE_METADATA_PATH, require_bearer, resource_metadata_url, well_known_router,
+};
 pub use local::{LocalIssuer, SIGNING_KEY_FILE};
 pub use verifier::{JwtVerifier, VerifierConfig};
 
