@@ -75,6 +75,13 @@ pub enum Command {
     /// The whole system in one process: the demo world, the server and a simulated fleet;
     /// then it takes prompts on stdin (and `ota ask` from another terminal).
     Demo(DemoArgs),
+    /// Tokens for the HTTP front doors (`/mcp`, the API), signed by the data dir's local key.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The MCP server on stdio, for Claude Code, Kiro and any MCP client
+    /// (`claude mcp add ota -- ota --data-dir DIR mcp`). Calls run as the local user, who owns
+    /// the data dir (admin).
+    Mcp,
     /// The audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -259,4 +266,20 @@ pub struct DemoArgs {
     /// Give up (exit 1) when the rollouts have not finished after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a bearer token (ES256 JWT) for one role, verifiable by `ota serve` on this data dir.
+    Create {
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Lifetime: 30m, 8h, 7d, 3600s.
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+        /// Who the token speaks for (the audit trail records it).
+        #[arg(long, default_value = "local-token")]
+        subject: String,
+    },
 }

@@ -27,7 +27,7 @@ use ota_core::{Error, Result};
 
 use cli::{
     AwsCommand, BackendKind, Cli, Command, ConfigCommand, DemoArgs, DevicesCommand, FirmwareCommand, RolloutsCommand,
-    ServeArgs, SimArgs,
+    ServeArgs, SimArgs, TokenCommand,
 };
 use render::Output;
 
@@ -161,6 +161,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("wrote credentials and ACLs for {} devices: {files:?}", things.len());
             println!("in mosquitto.conf: allow_anonymous false, password_file and acl_file pointing at them;");
             println!("then: ota serve --mqtt-url mqtt://{cloud_user}:<password>@<host>:<port>");
+        }
+        Command::Token(TokenCommand::Create { role, ttl, subject }) => {
+            let role = parse_role(&role)?;
+            let ttl = parse_ttl(&ttl)?;
+            let issuer = ota_auth::LocalIssuer::load_or_create(&cli.data_dir)
+                .map_err(|e| Error::storage(format!("the local signing key: {e}")))?;
+            let token = issuer.issue(&subject, role, ttl).map_err(|e| Error::invalid("token", subject.clone(), e.to_string()))?;
+            println!("{token}");
         }
         Command::Serve(args) => {
             let store = local_store()?;
@@ -417,4 +425,28 @@ async fn demo_body(
         live::print_summary(store, &finished).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_role(s: &str) -> Result<Role> {
+    match s {
+        "viewer" => Ok(Role::Viewer),
+        "operator" => Ok(Role::Operator),
+        "admin" => Ok(Role::Admin),
+        _ => Err(Error::invalid("--role", s, "must be viewer, operator or admin")),
+    }
+}
+
+/// `30m`, `8h`, `7d`, `3600s` (or bare seconds).
+fn parse_ttl(s: &str) -> Result<Duration> {
+    let bad = || Error::invalid("--ttl", s, "expected a number with s, m, h or d, for example 8h");
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(secs))
 }
