@@ -133,8 +133,7 @@ impl OtaMcp {
     /// without one every tool call is refused. `allowed_hosts` are the `Host` values accepted
     /// (DNS-rebinding protection); `None` keeps rmcp's default, loopback only.
     pub fn http_router(self, allowed_hosts: Option<Vec<String>>) -> axum::Router {
-        let mut config =
-            StreamableHttpServerConfig::default().with_json_response(true).with_legacy_session_mode(false);
+        let mut config = StreamableHttpServerConfig::default().with_json_response(true).with_legacy_session_mode(false);
         if let Some(hosts) = allowed_hosts {
             config = config.with_allowed_hosts(hosts);
         }
@@ -150,16 +149,13 @@ impl OtaMcp {
         if let Some(c) = &self.fixed_caller {
             return Ok(c.clone());
         }
-        ext.get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<Caller>())
-            .cloned()
-            .ok_or_else(|| {
-                Failure::Protocol(ErrorData::new(
-                    ErrorCode::INVALID_REQUEST,
-                    "unauthenticated: this request carries no verified caller; send a valid bearer token",
-                    None,
-                ))
-            })
+        ext.get::<axum::http::request::Parts>().and_then(|p| p.extensions.get::<Caller>()).cloned().ok_or_else(|| {
+            Failure::Protocol(ErrorData::new(
+                ErrorCode::INVALID_REQUEST,
+                "unauthenticated: this request carries no verified caller; send a valid bearer token",
+                None,
+            ))
+        })
     }
 
     /// Builds the typed request from tool arguments. Exclusions name device types or things;
@@ -172,7 +168,8 @@ impl OtaMcp {
             ..Default::default()
         };
         if !a.exclude.is_empty() {
-            let known: Vec<DeviceType> = self.svc.device_types(caller).await?.into_iter().map(|s| s.device_type).collect();
+            let known: Vec<DeviceType> =
+                self.svc.device_types(caller).await?.into_iter().map(|s| s.device_type).collect();
             for name in &a.exclude {
                 match DeviceType::parse(name) {
                     Ok(t) if known.contains(&t) => {
@@ -184,7 +181,10 @@ impl OtaMcp {
                             Error::NotFound { hint, .. } => Error::invalid(
                                 "exclusion",
                                 name.clone(),
-                                format!("names no device type or thing{}", if hint.is_empty() { String::new() } else { format!("; {hint}") }),
+                                format!(
+                                    "names no device type or thing{}",
+                                    if hint.is_empty() { String::new() } else { format!("; {hint}") }
+                                ),
                             ),
                             e => e,
                         })?;
@@ -219,11 +219,7 @@ impl OtaMcp {
         description = "List published firmware (device type, version, size, sha256, release notes), optionally for one device type.",
         annotations(title = "List firmware", read_only_hint = true, open_world_hint = false)
     )]
-    async fn list_firmware(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<DeviceTypeArgs>,
-    ) -> Outcome {
+    async fn list_firmware(&self, ext: Extensions, Parameters(a): Parameters<DeviceTypeArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let t = a.device_type.as_deref().map(DeviceType::parse).transpose().map_err(tool_error)?;
         let entries = self.svc.list_firmware(&caller, t.as_ref()).await.map_err(tool_error)?;
@@ -234,11 +230,7 @@ impl OtaMcp {
         description = "Devices and a per-type, per-version summary, optionally for one device type and/or devices whose current version matches a filter (\"1.x\", \"<2.0.0\", \"2.0.0\").",
         annotations(title = "Fleet status", read_only_hint = true, open_world_hint = false)
     )]
-    async fn fleet_status(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<FleetStatusArgs>,
-    ) -> Outcome {
+    async fn fleet_status(&self, ext: Extensions, Parameters(a): Parameters<FleetStatusArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let query = DeviceQuery {
             device_type: a.device_type.as_deref().map(DeviceType::parse).transpose().map_err(tool_error)?,
@@ -253,11 +245,7 @@ impl OtaMcp {
         description = "One device (thing): its type, thing group, reported firmware version, whether it is connected and when it was last seen. Unknown names get close matches.",
         annotations(title = "Get device", read_only_hint = true, open_world_hint = false)
     )]
-    async fn get_device(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<GetDeviceArgs>,
-    ) -> Outcome {
+    async fn get_device(&self, ext: Extensions, Parameters(a): Parameters<GetDeviceArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let thing = ThingName::parse(&a.thing).map_err(tool_error)?;
         let device = self.svc.device(&caller, &thing).await.map_err(tool_error)?;
@@ -268,11 +256,7 @@ impl OtaMcp {
         description = "Plan an update (or rollback) WITHOUT changing anything: which devices of which types move to which verified firmware, which are held back or already current, and what is refused and why (unknown version, OTA disabled for the type, ...). Returns a plan_id; show the plan to the person, then call start_rollout with the same arguments and that plan_id. Needs the operator role.",
         annotations(title = "Plan an update", read_only_hint = true, open_world_hint = false)
     )]
-    async fn plan_update(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<UpdateArgs>,
-    ) -> Outcome {
+    async fn plan_update(&self, ext: Extensions, Parameters(a): Parameters<UpdateArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let req = self.update_request(&caller, &a, UpdateAction::Update).await.map_err(tool_error)?;
         let plan = self.svc.plan_update(&caller, &req).await.map_err(tool_error)?;
@@ -289,11 +273,7 @@ impl OtaMcp {
             open_world_hint = false
         )
     )]
-    async fn start_rollout(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<StartArgs>,
-    ) -> Outcome {
+    async fn start_rollout(&self, ext: Extensions, Parameters(a): Parameters<StartArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let req = self.update_request(&caller, &a.request, UpdateAction::Update).await.map_err(tool_error)?;
         let started = self.svc.start(&caller, &req, Some(&a.plan_id)).await.map_err(tool_error)?;
@@ -310,11 +290,7 @@ impl OtaMcp {
             open_world_hint = false
         )
     )]
-    async fn rollback(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<RollbackArgs>,
-    ) -> Outcome {
+    async fn rollback(&self, ext: Extensions, Parameters(a): Parameters<RollbackArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let args = UpdateArgs {
             device_types: a.device_types,
@@ -342,11 +318,7 @@ impl OtaMcp {
         description = "One rollout: status, version, target devices, policy, who started it, and per-device progress when the backend reports it. Poll it to watch a rollout until it is COMPLETED, CANCELED or ABORTED.",
         annotations(title = "Get rollout", read_only_hint = true, open_world_hint = false)
     )]
-    async fn get_rollout(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<GetRolloutArgs>,
-    ) -> Outcome {
+    async fn get_rollout(&self, ext: Extensions, Parameters(a): Parameters<GetRolloutArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let id = JobId::parse(&a.id).map_err(tool_error)?;
         let rollout = self.svc.rollout(&caller, &id).await.map_err(tool_error)?;
@@ -361,11 +333,7 @@ impl OtaMcp {
         description = "Rollouts, newest first, optionally for one device type and/or only the active (IN_PROGRESS) ones.",
         annotations(title = "List rollouts", read_only_hint = true, open_world_hint = false)
     )]
-    async fn list_rollouts(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<ListRolloutsArgs>,
-    ) -> Outcome {
+    async fn list_rollouts(&self, ext: Extensions, Parameters(a): Parameters<ListRolloutsArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let query = RolloutQuery {
             device_type: a.device_type.as_deref().map(DeviceType::parse).transpose().map_err(tool_error)?,
@@ -386,11 +354,7 @@ impl OtaMcp {
             open_world_hint = false
         )
     )]
-    async fn cancel_rollout(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<CancelArgs>,
-    ) -> Outcome {
+    async fn cancel_rollout(&self, ext: Extensions, Parameters(a): Parameters<CancelArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let id = JobId::parse(&a.id).map_err(tool_error)?;
         let rollout = self.svc.cancel(&caller, &id, a.reason.as_deref().unwrap_or("")).await.map_err(tool_error)?;
@@ -407,11 +371,7 @@ impl OtaMcp {
             open_world_hint = false
         )
     )]
-    async fn set_ota_enabled(
-        &self,
-        ext: Extensions,
-        Parameters(a): Parameters<SetOtaArgs>,
-    ) -> Outcome {
+    async fn set_ota_enabled(&self, ext: Extensions, Parameters(a): Parameters<SetOtaArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
         let t = DeviceType::parse(&a.device_type).map_err(tool_error)?;
         let config = self.svc.set_ota_enabled(&caller, &t, a.enabled).await.map_err(tool_error)?;

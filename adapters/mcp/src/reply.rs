@@ -123,7 +123,14 @@ pub fn fleet(status: FleetStatus) -> Reply {
         .iter()
         .map(|s| {
             let by: Vec<String> = s.by_version.iter().map(|(v, n)| format!("{n} on {v}")).collect();
-            format!("- {}: {} device{} ({} connected): {}", s.device_type, s.total, plural(s.total), s.connected, by.join(", "))
+            format!(
+                "- {}: {} device{} ({} connected): {}",
+                s.device_type,
+                s.total,
+                plural(s.total),
+                s.connected,
+                by.join(", ")
+            )
         })
         .collect();
     let summary = format!(
@@ -211,7 +218,9 @@ pub fn rollout(r: Rollout, progress: Option<Value>) -> Reply {
 pub fn rollouts(rs: Vec<Rollout>) -> Reply {
     let lines: Vec<String> = rs
         .iter()
-        .map(|r| format!("- {} {} {} → {} ({} devices)", r.id, r.status.as_str(), r.device_type, r.version, r.things.len()))
+        .map(|r| {
+            format!("- {} {} {} → {} ({} devices)", r.id, r.status.as_str(), r.device_type, r.version, r.things.len())
+        })
         .collect();
     let summary = if rs.is_empty() { "No rollouts match.".to_string() } else { lines.join("\n") };
     Reply::new(json!({ "rollouts": rs }), summary)
