@@ -392,6 +392,15 @@ async fn a_foreign_host_header_is_rejected_unless_allowed() {
     // The client sends Host: 127.0.0.1:port, which this deployment does not serve.
     let config = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"));
     assert!(().serve(StreamableHttpClientTransport::from_config(config)).await.is_err());
+    // The same client is served once the host is allowed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = OtaMcp::new(world().await, None).http_router(Some(vec!["ota.example.com".into(), "127.0.0.1".into()]));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"));
+    let c = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    assert_eq!(c.list_all_tools().await.unwrap().len(), NAMES.len());
+    c.cancel().await.unwrap();
 }
 
 #[tokio::test]
