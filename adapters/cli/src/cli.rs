@@ -212,6 +212,10 @@ pub struct ServeArgs {
     /// POST a JSON message here when a rollout is aborted (`http://` only).
     #[arg(long, env = "OTA_WEBHOOK_URL")]
     pub webhook: Option<String>,
+    /// A `Host` value `/mcp` accepts besides loopback (repeat for several), for a server
+    /// reached through a domain name.
+    #[arg(long = "allowed-host")]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The simulated fleet and its faults.

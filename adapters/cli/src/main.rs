@@ -162,12 +162,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("in mosquitto.conf: allow_anonymous false, password_file and acl_file pointing at them;");
             println!("then: ota serve --mqtt-url mqtt://{cloud_user}:<password>@<host>:<port>");
         }
+        Command::Mcp => {
+            // stdout carries the protocol: nothing else may be printed there.
+            let progress: Option<Arc<dyn ota_mcp::RolloutProgress>> =
+                store.clone().map(|s| Arc::new(server::LocalProgress(s)) as Arc<dyn ota_mcp::RolloutProgress>);
+            ota_mcp::OtaMcp::new(svc.clone(), progress)
+                .serve_stdio(me.clone())
+                .await
+                .map_err(|e| Error::storage(format!("the MCP stdio session ended: {e}")))?;
+        }
         Command::Token(TokenCommand::Create { role, ttl, subject }) => {
             let role = parse_role(&role)?;
             let ttl = parse_ttl(&ttl)?;
             let issuer = ota_auth::LocalIssuer::load_or_create(&cli.data_dir)
                 .map_err(|e| Error::storage(format!("the local signing key: {e}")))?;
-            let token = issuer.issue(&subject, role, ttl).map_err(|e| Error::invalid("token", subject.clone(), e.to_string()))?;
+            let token = issuer
+                .issue(&subject, role, ttl)
+                .map_err(|e| Error::invalid("token", subject.clone(), e.to_string()))?;
             println!("{token}");
         }
         Command::Serve(args) => {
@@ -290,6 +301,11 @@ fn serve_options(args: &ServeArgs) -> server::ServeOptions {
         mqtt_listen: args.mqtt_listen,
         mqtt_url: args.mqtt_url.clone(),
         webhook: args.webhook.clone(),
+        allowed_hosts: (!args.allowed_hosts.is_empty()).then(|| {
+            let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+            hosts.extend(args.allowed_hosts.iter().cloned());
+            hosts
+        }),
     }
 }
 

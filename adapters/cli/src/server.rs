@@ -26,9 +26,27 @@ use crate::api;
 /// File in the data dir that says where a running server listens.
 pub const SERVER_FILE: &str = "server.json";
 
+/// Rollout progress for MCP's `get_rollout`, from the engine's executions.
+pub struct LocalProgress(pub Arc<SqliteStore>);
+
+#[async_trait]
+impl ota_mcp::RolloutProgress for LocalProgress {
+    async fn progress(&self, id: &ota_core::names::JobId) -> ota_core::Result<Option<serde_json::Value>> {
+        let p = self.0.rollout_progress(id).await?;
+        let executions = self.0.executions(id).await?;
+        let devices: Vec<serde_json::Value> = executions
+            .iter()
+            .map(|e| serde_json::json!({"thing": e.thing.as_str(), "status": e.status.as_str(), "details": e.status_details}))
+            .collect();
+        Ok(Some(serde_json::json!({"counts": p.counts, "devices": devices})))
+    }
+}
+
 /// Where the server listens and which broker it uses.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// `Host` header values `/mcp` accepts besides loopback (a deployment behind a domain).
+    pub allowed_hosts: Option<Vec<String>>,
     pub listen: SocketAddr,
     pub mqtt_listen: SocketAddr,
     /// An external broker (`mqtt://user:password@host:port`) instead of the embedded endpoint.
@@ -133,8 +151,20 @@ pub async fn start(
     }));
     tasks.push(tokio::spawn(engine.clone().run(input_rx, Arc::new(Publisher(publisher)), shutdown_rx.clone())));
 
+    // MCP over streamable HTTP, behind bearer JWTs signed by the data dir's local key
+    // (`ota token create`); clients find the authorization details at the RFC 9728 URL.
+    let issuer = ota_auth::LocalIssuer::load_or_create(data_dir).map_err(|e| io("the local token signing key", e))?;
+    let verifier = Arc::new(issuer.verifier());
+    let progress: Arc<dyn ota_mcp::RolloutProgress> = Arc::new(LocalProgress(store.clone()));
+    let mcp = ota_mcp::OtaMcp::new(svc.clone(), Some(progress))
+        .http_router(options.allowed_hosts.clone())
+        .layer(ota_auth::require_bearer(verifier, ota_auth::resource_metadata_url(&base_url)));
+    let well_known =
+        ota_auth::well_known_router(format!("{base_url}/mcp"), vec![base_url.clone()], Some(issuer.jwks()));
     let app = api::router(api::ApiState::new(svc, store, data_dir)?)
-        .merge(ota_local::download::router(data_dir.to_path_buf(), signer));
+        .merge(ota_local::download::router(data_dir.to_path_buf(), signer))
+        .merge(mcp)
+        .merge(well_known);
     let mut stop = shutdown_rx;
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(http, app).with_graceful_shutdown(async move {

@@ -485,3 +485,48 @@ fn the_http_api_needs_the_token_and_answers_through_the_service() {
     let (status, _, _) = http(&api, "GET", "/firmwares/v3.0.0/pet_feeder/firmware.bin", None, None);
     assert_eq!(status, 403);
 }
+
+/// The official Python MCP SDK against the real server, over streamable HTTP with a token and
+/// over stdio. Runs when `OTA_TEST_MCP_CLIENT=1` (CI sets it and installs `mcp` from PyPI).
+#[test]
+fn a_third_party_mcp_client_plans_starts_and_watches_a_rollout() {
+    if std::env::var("OTA_TEST_MCP_CLIENT").ok().as_deref() != Some("1") {
+        println!("skipped: set OTA_TEST_MCP_CLIENT=1 (with `pip install mcp`) to run the Python MCP client");
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    ok(d, &["init", "--demo"]);
+    let (http_addr, mqtt) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let logs = TempDir::new().unwrap();
+    let _server = spawn(
+        d,
+        &["serve", "--listen", http_addr.as_str(), "--mqtt-listen", mqtt.as_str()],
+        &logs.path().join("s.log"),
+    );
+    wait_for("the server listens", Duration::from_secs(30), || TcpStream::connect(&mqtt).is_ok());
+    let _sim = spawn(d, &["sim", "--types", "pet_feeder", "--mqtt", mqtt.as_str()], &logs.path().join("sim.log"));
+    wait_for("the devices connect", Duration::from_secs(60), || {
+        count(d, "SELECT COUNT(*) FROM devices WHERE device_type = 'pet_feeder' AND connected = 1") == 4
+    });
+    // Without a token: 401 pointing at the protected-resource metadata.
+    let (status, head, _) = http(&http_addr, "POST", "/mcp", None, Some("{}"));
+    assert_eq!(status, 401);
+    assert!(head.contains("/.well-known/oauth-protected-resource"), "{head}");
+    let token = ok(d, &["token", "create", "--role", "operator", "--ttl", "10m"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py");
+    let url = format!("http://{http_addr}/mcp");
+    let out = Command::new("python3").arg(&script).args(["http", url.as_str(), token.trim()]).output().unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    println!("{transcript}");
+    assert!(out.status.success(), "{transcript}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(transcript.contains("get_rollout: COMPLETED"), "{transcript}");
+    // A viewer's token can read but not start.
+    let viewer = ok(d, &["token", "create", "--role", "viewer"]);
+    let out = Command::new("python3").arg(&script).args(["http", url.as_str(), viewer.trim()]).output().unwrap();
+    assert!(!out.status.success(), "a viewer started a rollout");
+    let out = Command::new("python3").arg(&script).args(["stdio", env!("CARGO_BIN_EXE_ota")]).arg(d).output().unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    println!("{transcript}");
+    assert!(out.status.success(), "{transcript}\n{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,88 @@
+"""A third-party MCP client (the official Python SDK, `pip install mcp`) against `ota`.
+
+    python3 client.py http URL TOKEN     streamable HTTP with a bearer token: list tools, plan
+                                         the pet_feeder update, start it with its plan_id, poll
+                                         get_rollout until it completes
+    python3 client.py stdio OTA DATA_DIR `ota --data-dir DATA_DIR mcp` over stdio: list tools and
+                                         the device types
+
+Prints a transcript; exits non-zero on any unexpected answer.
+"""
+
+import asyncio
+import json
+import sys
+import time
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+TOOLS = sorted([
+    "list_device_types", "list_firmware", "fleet_status", "get_device", "plan_update", "start_rollout",
+    "rollback", "get_rollout", "list_rollouts", "cancel_rollout", "set_ota_enabled", "ask",
+])
+
+
+def say(*args):
+    print(*args, flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        say("FAILED:", what)
+        sys.exit(1)
+
+
+async def session_checks(s):
+    init = await s.initialize()
+    say("initialized:", init.server_info.name, init.server_info.version)
+    names = sorted(t.name for t in (await s.list_tools()).tools)
+    say("tools:", ", ".join(names))
+    check(names == TOOLS, f"the 12 tools, got {names}")
+
+
+async def http(url, token):
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as client:
+        async with streamable_http_client(url, http_client=client) as streams:
+            async with ClientSession(streams[0], streams[1]) as s:
+                await session_checks(s)
+                args = {"device_types": ["pet_feeder"], "version": "latest"}
+                plan = await s.call_tool("plan_update", args)
+                check(not plan.is_error, f"plan_update: {plan.content}")
+                p = plan.structured_content
+                say("plan:", p["message"], "| plan_id", p["plan_id"])
+                started = await s.call_tool("start_rollout", {**args, "plan_id": p["plan_id"]})
+                check(not started.is_error, f"start_rollout: {started.content}")
+                rollout_id = started.structured_content["rollouts"][0]["id"]
+                say("started:", rollout_id)
+                deadline = time.time() + 180
+                while True:
+                    r = await s.call_tool("get_rollout", {"id": rollout_id})
+                    check(not r.is_error, f"get_rollout: {r.content}")
+                    rollout, progress = r.structured_content["rollout"], r.structured_content["progress"]
+                    counts = progress["counts"] if progress else {}
+                    say("get_rollout:", rollout["status"], json.dumps({k: counts.get(k) for k in ("succeeded", "failed", "in_progress", "queued", "waiting")}))
+                    if rollout["status"] != "IN_PROGRESS" and counts.get("in_progress", 0) == 0 and counts.get("queued", 0) == 0:
+                        break
+                    check(time.time() < deadline, "the rollout did not finish in 180 s")
+                    await asyncio.sleep(1)
+                check(rollout["status"] == "COMPLETED", f"completed, got {rollout['status']}")
+                check(counts["succeeded"] == len(rollout["things"]), f"every device succeeded: {counts}")
+                say("done:", rollout["status_reason"])
+
+
+async def stdio(ota, data_dir):
+    params = StdioServerParameters(command=ota, args=["--data-dir", data_dir, "mcp"])
+    async with stdio_client(params) as streams:
+        async with ClientSession(streams[0], streams[1]) as s:
+            await session_checks(s)
+            types = await s.call_tool("list_device_types", {})
+            check(not types.is_error, f"list_device_types: {types.content}")
+            say("device types:", len(types.structured_content["device_types"]))
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    asyncio.run(http(sys.argv[2], sys.argv[3]) if mode == "http" else stdio(sys.argv[2], sys.argv[3]))

@@ -1,0 +1,159 @@
+//! Tool inputs. Their doc comments and examples become the JSON schemas the client's model
+//! reads, so they say what each field means in the fleet's terms and show real values.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An optional device type filter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceTypeArgs {
+    /// Only this device type (a firmware folder name, snake_case). Omit for all types.
+    #[schemars(example = &"pet_feeder")]
+    #[serde(default)]
+    pub device_type: Option<String>,
+}
+
+/// Which devices to show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FleetStatusArgs {
+    /// Only devices of this device type. Omit for the whole fleet.
+    #[schemars(example = &"pet_feeder")]
+    #[serde(default)]
+    pub device_type: Option<String>,
+    /// Only devices whose current firmware matches: an exact version ("2.0.0"), a prefix
+    /// ("1.x", "2.1.x") or a bound ("<2.0.0").
+    #[schemars(example = &"1.x", example = &"<2.0.0")]
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// One device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetDeviceArgs {
+    /// The thing name, usually `{device_type}-{number}`.
+    #[schemars(example = &"pet_feeder-03")]
+    pub thing: String,
+}
+
+/// What to update, to which version. Name device types, things, or the whole fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UpdateArgs {
+    /// Device types whose devices should move (every device of each type).
+    #[schemars(example = ["pet_feeder"])]
+    #[serde(default)]
+    pub device_types: Vec<String>,
+    /// Individual devices (thing names) that should move, in either direction.
+    #[schemars(example = ["pet_feeder-03"])]
+    #[serde(default)]
+    pub things: Vec<String>,
+    /// Every device of every type (each type to its own firmware of that version).
+    #[serde(default)]
+    pub whole_fleet: bool,
+    /// The target firmware: "latest" (highest released), a partial version ("2" or "2.1": the
+    /// highest 2.x / 2.1.x) or an exact one ("2.0.0").
+    #[schemars(example = &"latest", example = &"2.0.0", example = &"2.1")]
+    pub version: String,
+    /// Only devices currently running a matching version: "1.0.0", "1.x" or "<2.0.0".
+    #[schemars(example = &"1.x")]
+    #[serde(default)]
+    pub only_from_version: Option<String>,
+    /// Device types or things to leave out. A name that is neither is refused.
+    #[schemars(example = ["pet_feeder-02"])]
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Plan a rollback (moving to an older version) rather than an update.
+    #[serde(default)]
+    pub rollback: Option<bool>,
+}
+
+/// Start an approved plan: the same arguments as `plan_update` plus its plan_id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StartArgs {
+    /// The plan_id `plan_update` returned for these arguments, after the person approved it.
+    #[schemars(example = &"plan-3f2a9c61d0b4e7a8")]
+    pub plan_id: String,
+    /// The request, exactly as given to `plan_update`.
+    #[serde(flatten)]
+    pub request: UpdateArgs,
+}
+
+/// A rollback: which devices, to which earlier version; plan_id only on the second call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RollbackArgs {
+    /// Device types to roll back (their devices on a newer version move down).
+    #[schemars(example = ["pet_feeder"])]
+    #[serde(default)]
+    pub device_types: Vec<String>,
+    /// Individual devices to roll back.
+    #[schemars(example = ["pet_feeder-03"])]
+    #[serde(default)]
+    pub things: Vec<String>,
+    /// The earlier version to return to ("1.0.0", or a partial "1").
+    #[schemars(example = &"1.0.0")]
+    pub version: String,
+    /// Only devices currently running a matching version: "2.0.0", "2.x" or "<3.0.0".
+    #[schemars(example = &"2.x")]
+    #[serde(default)]
+    pub only_from_version: Option<String>,
+    /// Device types or things to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Omit to plan only. To start, pass the plan_id the planning call returned, with the
+    /// same other arguments, after the person approved that plan.
+    #[serde(default)]
+    pub plan_id: Option<String>,
+}
+
+/// One rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetRolloutArgs {
+    /// The rollout id (as returned by start_rollout or list_rollouts).
+    #[schemars(example = &"update-pet_feeder-2.0.0-3f2a9c61")]
+    pub id: String,
+}
+
+/// Which rollouts to list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListRolloutsArgs {
+    /// Only rollouts of this device type.
+    #[schemars(example = &"pet_feeder")]
+    #[serde(default)]
+    pub device_type: Option<String>,
+    /// Only active (IN_PROGRESS) rollouts. Default false.
+    #[serde(default)]
+    pub active_only: Option<bool>,
+}
+
+/// A rollout to cancel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CancelArgs {
+    /// The rollout id.
+    #[schemars(example = &"update-pet_feeder-2.0.0-3f2a9c61")]
+    pub id: String,
+    /// Why, for the audit trail and the rollout's status reason.
+    #[schemars(example = &"devices report feeding errors")]
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The OTA gate of one type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SetOtaArgs {
+    /// The device type.
+    #[schemars(example = &"beehive_scale")]
+    pub device_type: String,
+    /// true opens the gate (updates may be planned), false closes it.
+    pub enabled: bool,
+}
+
+/// A plain-language request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AskArgs {
+    /// What the person asked, in their words.
+    #[schemars(example = &"Update all pet_feeder devices to 2.0.0", example = &"Roll back pet_feeder-03 to 1.0.0")]
+    pub prompt: String,
+    /// Start the update or rollback it plans right away. Default false: plan only. Set it only
+    /// after the person approved the plan a previous call showed.
+    #[serde(default)]
+    pub execute: Option<bool>,
+}

@@ -1,0 +1,411 @@
+//! The MCP server of ota: the fleet's operations as Model Context Protocol tools, so Claude
+//! Code, Kiro CLI or any MCP client can list firmware, plan, start, watch, cancel and roll back
+//! rollouts. Each tool is a thin call into [`FleetManager`] with the caller of the request:
+//! every safety rule and every role is enforced by the service, never here.
+//!
+//! Two transports:
+//! - stdio ([`OtaMcp::serve_stdio`]): every call runs as one fixed caller, the local user who
+//!   owns the data dir (the person who started `ota mcp`).
+//! - streamable HTTP ([`OtaMcp::http_router`]), stateless with JSON responses, so the same
+//!   router runs under `ota serve` and as a Lambda. The caller of each request is read from the
+//!   HTTP request's extensions, where an authentication middleware (written elsewhere) put a
+//!   verified [`Caller`]. A request without one is refused; it is never treated as an admin.
+//!
+//! Errors, decided here:
+//! - [`Error::Invalid`] (a bad name, version or filter) is a JSON-RPC `invalid params` error:
+//!   the call itself was malformed.
+//! - A request with no verified caller is a JSON-RPC `invalid request` error.
+//! - [`Error::Storage`] is a JSON-RPC `internal error`.
+//! - Everything else the service refuses (a missing role, an unknown device or version, a
+//!   disabled type, a stale plan id, an active rollout) is a tool result with `isError: true`
+//!   whose text is the service's message (which role is needed, which versions exist, ...),
+//!   and whose structured content is `{ "error": kind, "message": text }`. MCP clients show
+//!   such results to the model, which can then act on them (plan again, ask an admin).
+
+mod args;
+mod reply;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ota_core::auth::Caller;
+use ota_core::device::DeviceQuery;
+use ota_core::names::{DeviceType, JobId, ThingName};
+use ota_core::plan::Action;
+use ota_core::rollout::RolloutQuery;
+use ota_core::service::FleetManager;
+use ota_core::targeting::{Filters, Target, UpdateAction, UpdateRequest};
+use ota_core::version::{VersionFilter, VersionRequest};
+use ota_core::{Error, Result};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{ErrorCode, ErrorData, Extensions, ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+
+pub use args::{
+    AskArgs, CancelArgs, DeviceTypeArgs, FleetStatusArgs, GetDeviceArgs, GetRolloutArgs, ListRolloutsArgs,
+    RollbackArgs, SetOtaArgs, StartArgs, UpdateArgs,
+};
+use reply::{Failure, Outcome, tool_error};
+
+/// Where per-execution progress comes from, when the backend has it (the local engine does;
+/// IoT Jobs via DescribeJob later). `get_rollout` adds it to the stored rollout.
+#[async_trait]
+pub trait RolloutProgress: Send + Sync + 'static {
+    /// The progress of rollout `id` (counts per device state, per-device details), or `None`
+    /// when this backend does not know it.
+    async fn progress(&self, id: &JobId) -> Result<Option<serde_json::Value>>;
+}
+
+/// What the model is told about the domain and the safe workflow when it connects.
+pub const INSTRUCTIONS: &str = "\
+ota manages the firmware of a fleet of ESP32 devices.
+
+Domain:
+- A device type (e.g. pet_feeder) is a firmware folder in the catalog; its devices (things, e.g. pet_feeder-03) \
+belong to the thing group of that type. Versions are semantic versions (1.0.0, 2.1.0); requests may say \
+\"latest\", a partial version (\"2\" or \"2.1\" means the highest 2.x / 2.1.x) or an exact one.
+- Each type has an OTA gate (config): a type whose OTA is disabled is refused in every plan, with the reason.
+- Roles: viewer reads; operator plans, starts, cancels and rolls back; admin also enables or disables OTA. \
+The server enforces them from the caller's credentials; nothing in a request adds a role.
+- One active rollout per device type. Rollout ids are deterministic: starting the same plan twice returns \
+the same rollout.
+
+Safe workflow:
+1. Look: list_device_types, list_firmware, fleet_status, get_device.
+2. plan_update (or rollback without plan_id, or ask) and SHOW the plan to the person: which devices move to \
+which version, what is held back, what is refused and why. Nothing has changed yet.
+3. Only after the person agrees, start_rollout with the same arguments and the plan's plan_id (rollback: call \
+it again with the plan_id). If the fleet or catalog changed meanwhile the start is refused: plan again and \
+show the new plan.
+4. Watch with get_rollout until it completes; cancel_rollout stops devices that have not started.
+Never start a rollout, cancel one or change an OTA gate without the person's explicit confirmation.";
+
+/// The MCP server: the service, an optional progress source, and (over stdio) the fixed
+/// caller every call runs as.
+#[derive(Clone)]
+pub struct OtaMcp {
+    svc: Arc<FleetManager>,
+    progress: Option<Arc<dyn RolloutProgress>>,
+    /// Set over stdio; over HTTP the caller comes from each request.
+    fixed_caller: Option<Caller>,
+}
+
+impl std::fmt::Debug for OtaMcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtaMcp")
+            .field("progress", &self.progress.is_some())
+            .field("fixed_caller", &self.fixed_caller)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtaMcp {
+    /// A server over `svc`; `progress` adds per-device progress to `get_rollout` when the
+    /// backend has it.
+    pub fn new(svc: Arc<FleetManager>, progress: Option<Arc<dyn RolloutProgress>>) -> Self {
+        OtaMcp { svc, progress, fixed_caller: None }
+    }
+
+    /// Serves MCP over stdin/stdout until the client disconnects. Every call runs as
+    /// `caller`: the local user who owns the data dir.
+    pub async fn serve_stdio(self, caller: Caller) -> std::io::Result<()> {
+        let (stdin, stdout) = rmcp::transport::stdio();
+        self.serve_io(caller, stdin, stdout).await
+    }
+
+    /// Serves MCP over any byte stream pair (stdio, a pipe, an in-memory duplex) until the
+    /// peer disconnects, every call running as `caller`.
+    pub async fn serve_io<R, W>(self, caller: Caller, read: R, write: W) -> std::io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+        W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let server = OtaMcp { fixed_caller: Some(caller), ..self };
+        let running = server.serve((read, write)).await.map_err(std::io::Error::other)?;
+        running.waiting().await.map_err(std::io::Error::other)?;
+        Ok(())
+    }
+
+    /// Streamable HTTP at `/mcp`: stateless, JSON responses. The caller of each request is the
+    /// [`Caller`] in the request's extensions (put there by the authentication middleware);
+    /// without one every tool call is refused. `allowed_hosts` are the `Host` values accepted
+    /// (DNS-rebinding protection); `None` keeps rmcp's default, loopback only.
+    pub fn http_router(self, allowed_hosts: Option<Vec<String>>) -> axum::Router {
+        let mut config = StreamableHttpServerConfig::default().with_json_response(true).with_legacy_session_mode(false);
+        if let Some(hosts) = allowed_hosts {
+            config = config.with_allowed_hosts(hosts);
+        }
+        let server = OtaMcp { fixed_caller: None, ..self };
+        let service =
+            StreamableHttpService::new(move || Ok(server.clone()), Arc::new(NeverSessionManager::default()), config);
+        axum::Router::new().nest_service("/mcp", service)
+    }
+
+    /// The caller of this call: the fixed one over stdio, else the verified one the HTTP
+    /// middleware attached to the request.
+    fn caller(&self, ext: &Extensions) -> std::result::Result<Caller, Failure> {
+        if let Some(c) = &self.fixed_caller {
+            return Ok(c.clone());
+        }
+        ext.get::<axum::http::request::Parts>().and_then(|p| p.extensions.get::<Caller>()).cloned().ok_or_else(|| {
+            Failure::Protocol(ErrorData::new(
+                ErrorCode::INVALID_REQUEST,
+                "unauthenticated: this request carries no verified caller; send a valid bearer token",
+                None,
+            ))
+        })
+    }
+
+    /// Builds the typed request from tool arguments. Exclusions name device types or things;
+    /// a name that is neither is refused (a typo must not update a device meant to be spared).
+    async fn update_request(&self, caller: &Caller, a: &UpdateArgs, action: UpdateAction) -> Result<UpdateRequest> {
+        let device_types = a.device_types.iter().map(|t| DeviceType::parse(t)).collect::<Result<_>>()?;
+        let things = a.things.iter().map(|t| ThingName::parse(t)).collect::<Result<_>>()?;
+        let mut filters = Filters {
+            current_version: a.only_from_version.as_deref().map(VersionFilter::parse).transpose()?,
+            ..Default::default()
+        };
+        if !a.exclude.is_empty() {
+            let known: Vec<DeviceType> =
+                self.svc.device_types(caller).await?.into_iter().map(|s| s.device_type).collect();
+            for name in &a.exclude {
+                match DeviceType::parse(name) {
+                    Ok(t) if known.contains(&t) => {
+                        filters.exclude_types.insert(t);
+                    }
+                    _ => {
+                        let thing = ThingName::parse(name)?;
+                        self.svc.device(caller, &thing).await.map_err(|e| match e {
+                            Error::NotFound { hint, .. } => Error::invalid(
+                                "exclusion",
+                                name.clone(),
+                                format!(
+                                    "names no device type or thing{}",
+                                    if hint.is_empty() { String::new() } else { format!("; {hint}") }
+                                ),
+                            ),
+                            e => e,
+                        })?;
+                        filters.exclude_things.insert(thing);
+                    }
+                }
+            }
+        }
+        let action = if a.rollback.unwrap_or(false) { UpdateAction::Rollback } else { action };
+        Ok(UpdateRequest {
+            action,
+            version: VersionRequest::parse(&a.version)?,
+            target: Target { whole_fleet: a.whole_fleet, device_types, things },
+            filters,
+        })
+    }
+}
+
+#[tool_router]
+impl OtaMcp {
+    #[tool(
+        description = "List every device type (firmware folder) with its thing group, OTA gate (enabled or not), available versions (highest first), latest version and device count.",
+        annotations(title = "List device types", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_device_types(&self, ext: Extensions) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let types = self.svc.device_types(&caller).await.map_err(tool_error)?;
+        Ok(reply::device_types(types))
+    }
+
+    #[tool(
+        description = "List published firmware (device type, version, size, sha256, release notes), optionally for one device type.",
+        annotations(title = "List firmware", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_firmware(&self, ext: Extensions, Parameters(a): Parameters<DeviceTypeArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let t = a.device_type.as_deref().map(DeviceType::parse).transpose().map_err(tool_error)?;
+        let entries = self.svc.list_firmware(&caller, t.as_ref()).await.map_err(tool_error)?;
+        Ok(reply::firmware(entries))
+    }
+
+    #[tool(
+        description = "Devices and a per-type, per-version summary, optionally for one device type and/or devices whose current version matches a filter (\"1.x\", \"<2.0.0\", \"2.0.0\").",
+        annotations(title = "Fleet status", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn fleet_status(&self, ext: Extensions, Parameters(a): Parameters<FleetStatusArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let query = DeviceQuery {
+            device_type: a.device_type.as_deref().map(DeviceType::parse).transpose().map_err(tool_error)?,
+            version: a.version.as_deref().map(VersionFilter::parse).transpose().map_err(tool_error)?,
+            connected: None,
+        };
+        let status = self.svc.fleet_status(&caller, &query).await.map_err(tool_error)?;
+        Ok(reply::fleet(status))
+    }
+
+    #[tool(
+        description = "One device (thing): its type, thing group, reported firmware version, whether it is connected and when it was last seen. Unknown names get close matches.",
+        annotations(title = "Get device", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_device(&self, ext: Extensions, Parameters(a): Parameters<GetDeviceArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let thing = ThingName::parse(&a.thing).map_err(tool_error)?;
+        let device = self.svc.device(&caller, &thing).await.map_err(tool_error)?;
+        Ok(reply::device(device))
+    }
+
+    #[tool(
+        description = "Plan an update (or rollback) WITHOUT changing anything: which devices of which types move to which verified firmware, which are held back or already current, and what is refused and why (unknown version, OTA disabled for the type, ...). Returns a plan_id; show the plan to the person, then call start_rollout with the same arguments and that plan_id. Needs the operator role.",
+        annotations(title = "Plan an update", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn plan_update(&self, ext: Extensions, Parameters(a): Parameters<UpdateArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let req = self.update_request(&caller, &a, UpdateAction::Update).await.map_err(tool_error)?;
+        let plan = self.svc.plan_update(&caller, &req).await.map_err(tool_error)?;
+        Ok(reply::plan(plan, "start_rollout"))
+    }
+
+    #[tool(
+        description = "Start the rollout of a plan the person has seen and approved: pass the same arguments as plan_update and the plan_id it returned. The server plans again (re-verifying every firmware image) and starts only if the plan is still exactly plan_id; otherwise it refuses and you must plan again. Starting the same plan twice returns the same rollouts. Needs the operator role.",
+        annotations(
+            title = "Start a rollout",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn start_rollout(&self, ext: Extensions, Parameters(a): Parameters<StartArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let req = self.update_request(&caller, &a.request, UpdateAction::Update).await.map_err(tool_error)?;
+        let started = self.svc.start(&caller, &req, Some(&a.plan_id)).await.map_err(tool_error)?;
+        Ok(reply::started(started))
+    }
+
+    #[tool(
+        description = "Roll devices back to an earlier version, in two calls. Without plan_id it only plans the rollback and returns the plan with its plan_id: show it to the person. Called again with the same arguments and that plan_id, it starts exactly that rollback (refused if the plan changed). Needs the operator role.",
+        annotations(
+            title = "Roll back",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn rollback(&self, ext: Extensions, Parameters(a): Parameters<RollbackArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let args = UpdateArgs {
+            device_types: a.device_types,
+            things: a.things,
+            whole_fleet: false,
+            version: a.version,
+            only_from_version: a.only_from_version,
+            exclude: a.exclude,
+            rollback: Some(true),
+        };
+        let req = self.update_request(&caller, &args, UpdateAction::Rollback).await.map_err(tool_error)?;
+        match a.plan_id {
+            None => {
+                let plan = self.svc.plan_update(&caller, &req).await.map_err(tool_error)?;
+                Ok(reply::plan(plan, "rollback"))
+            }
+            Some(id) => {
+                let started = self.svc.start(&caller, &req, Some(&id)).await.map_err(tool_error)?;
+                Ok(reply::started(started))
+            }
+        }
+    }
+
+    #[tool(
+        description = "One rollout: status, version, target devices, policy, who started it, and per-device progress when the backend reports it. Poll it to watch a rollout until it is COMPLETED, CANCELED or ABORTED.",
+        annotations(title = "Get rollout", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_rollout(&self, ext: Extensions, Parameters(a): Parameters<GetRolloutArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let id = JobId::parse(&a.id).map_err(tool_error)?;
+        let rollout = self.svc.rollout(&caller, &id).await.map_err(tool_error)?;
+        let progress = match &self.progress {
+            Some(p) => p.progress(&id).await.map_err(tool_error)?,
+            None => None,
+        };
+        Ok(reply::rollout(rollout, progress))
+    }
+
+    #[tool(
+        description = "Rollouts, newest first, optionally for one device type and/or only the active (IN_PROGRESS) ones.",
+        annotations(title = "List rollouts", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_rollouts(&self, ext: Extensions, Parameters(a): Parameters<ListRolloutsArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let query = RolloutQuery {
+            device_type: a.device_type.as_deref().map(DeviceType::parse).transpose().map_err(tool_error)?,
+            active_only: a.active_only.unwrap_or(false),
+            limit: None,
+        };
+        let rollouts = self.svc.list_rollouts(&caller, &query).await.map_err(tool_error)?;
+        Ok(reply::rollouts(rollouts))
+    }
+
+    #[tool(
+        description = "Cancel an active rollout: devices that have not started stay where they are; devices already updating finish. Ask the person first. Needs the operator role.",
+        annotations(
+            title = "Cancel a rollout",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn cancel_rollout(&self, ext: Extensions, Parameters(a): Parameters<CancelArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let id = JobId::parse(&a.id).map_err(tool_error)?;
+        let rollout = self.svc.cancel(&caller, &id, a.reason.as_deref().unwrap_or("")).await.map_err(tool_error)?;
+        Ok(reply::rollout(rollout, None))
+    }
+
+    #[tool(
+        description = "Open or close the OTA gate of a device type. While closed, every plan refuses the type. Ask the person first. Needs the admin role.",
+        annotations(
+            title = "Enable or disable OTA",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn set_ota_enabled(&self, ext: Extensions, Parameters(a): Parameters<SetOtaArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let t = DeviceType::parse(&a.device_type).map_err(tool_error)?;
+        let config = self.svc.set_ota_enabled(&caller, &t, a.enabled).await.map_err(tool_error)?;
+        Ok(reply::config(config))
+    }
+
+    #[tool(
+        description = "A plain-language request (\"Update all pet_feeder devices to 2.0.0\", \"Roll back pet_feeder-03 to 1.0.0\", \"Which pet_feeder devices are still on 1.x?\", \"How is the rollout going?\"). By default it only plans or answers and changes nothing. With execute=true an update or rollback it planned is started at once, so only set it after the person approved that exact plan; cancel and OTA gate requests are never executed here (use cancel_rollout or set_ota_enabled).",
+        annotations(
+            title = "Ask in plain language",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn ask(&self, ext: Extensions, Parameters(a): Parameters<AskArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let plan = self.svc.plan_prompt(&caller, &a.prompt).await.map_err(tool_error)?;
+        let startable = matches!(plan.action, Action::Update | Action::Rollback) && !plan.deployments.is_empty();
+        if !a.execute.unwrap_or(false) || !startable {
+            return Ok(reply::plan(plan, "ask with execute=true"));
+        }
+        let Some(request) = plan.request.clone() else { return Ok(reply::plan(plan, "ask with execute=true")) };
+        let started = self.svc.start(&caller, &request, plan.plan_id.as_deref()).await.map_err(tool_error)?;
+        Ok(reply::started(started))
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for OtaMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(rmcp::model::Implementation::new("ota", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}

@@ -1,0 +1,237 @@
+//! Tool outputs: structured content (the service's own types, serialized; lists wrapped in an
+//! object so every client gets `structuredContent`) plus a readable summary. The content
+//! blocks are the summary first, then the JSON, so a client that ignores structured content
+//! still has every id and number.
+
+use ota_core::Error;
+use ota_core::config::TypeConfig;
+use ota_core::device::Device;
+use ota_core::plan::Plan;
+use ota_core::rollout::Rollout;
+use ota_core::service::{DeviceTypeSummary, FirmwareEntry, FleetStatus, StartOutcome};
+use rmcp::ErrorData;
+use rmcp::handler::server::tool::IntoCallToolResult;
+use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// A successful tool result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    value: Value,
+    summary: String,
+}
+
+/// Why a call failed: a protocol error (malformed call, no caller, storage down) or the
+/// service's refusal, returned as a tool result with `isError: true`.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    Protocol(ErrorData),
+    Refused(Box<CallToolResult>),
+}
+
+/// What every tool returns.
+pub type Outcome = Result<Reply, Failure>;
+
+impl Reply {
+    fn new(value: impl Serialize, summary: String) -> Self {
+        Reply { value: serde_json::to_value(value).unwrap_or(Value::Null), summary }
+    }
+}
+
+impl IntoCallToolResult for Reply {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
+        let mut result = CallToolResult::structured(self.value.clone());
+        result.content = vec![ContentBlock::text(self.summary), ContentBlock::text(self.value.to_string())];
+        Ok(result.into())
+    }
+}
+
+impl IntoCallToolResult for Failure {
+    fn into_call_tool_result(self) -> Result<CallToolResponse, ErrorData> {
+        match self {
+            Failure::Protocol(e) => Err(e),
+            Failure::Refused(r) => Ok((*r).into()),
+        }
+    }
+}
+
+/// Maps a service error: `Invalid` → invalid params, `Storage` → internal error, the rest →
+/// a tool error result carrying the service's message.
+pub fn tool_error(e: Error) -> Failure {
+    match &e {
+        Error::Invalid { .. } => Failure::Protocol(ErrorData::invalid_params(e.to_string(), None)),
+        Error::Storage(_) => Failure::Protocol(ErrorData::internal_error(e.to_string(), None)),
+        _ => {
+            let kind = match &e {
+                Error::NotFound { .. } => "not_found",
+                Error::AlreadyExists { .. } => "already_exists",
+                Error::Integrity { .. } => "integrity",
+                Error::Forbidden { .. } => "forbidden",
+                Error::Refused(_) => "refused",
+                Error::Conflict(_) => "conflict",
+                _ => "error",
+            };
+            let message = e.to_string();
+            let mut result = CallToolResult::structured_error(json!({ "error": kind, "message": message }));
+            result.content = vec![ContentBlock::text(message)];
+            Failure::Refused(Box::new(result))
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+pub fn device_types(types: Vec<DeviceTypeSummary>) -> Reply {
+    let lines: Vec<String> = types
+        .iter()
+        .map(|t| {
+            let versions: Vec<String> = t.versions.iter().map(ToString::to_string).collect();
+            format!(
+                "- {} (group {}): OTA {}, {} device{}, versions {}",
+                t.device_type,
+                t.thing_group,
+                if t.ota_enabled { "enabled" } else { "DISABLED" },
+                t.devices,
+                plural(t.devices),
+                if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+            )
+        })
+        .collect();
+    let summary = format!("{} device type{}:\n{}", types.len(), plural(types.len()), lines.join("\n"));
+    Reply::new(json!({ "device_types": types }), summary)
+}
+
+pub fn firmware(entries: Vec<FirmwareEntry>) -> Reply {
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|f| match (&f.metadata, &f.problem) {
+            (Some(m), _) => format!("- {} {}: {} bytes, {}", f.device_type, f.version, m.size, m.release_notes),
+            (None, Some(p)) => format!("- {} {}: unreadable metadata ({p})", f.device_type, f.version),
+            (None, None) => format!("- {} {}", f.device_type, f.version),
+        })
+        .collect();
+    let summary = format!("{} firmware{}:\n{}", entries.len(), plural(entries.len()), lines.join("\n"));
+    Reply::new(json!({ "firmware": entries }), summary)
+}
+
+pub fn fleet(status: FleetStatus) -> Reply {
+    let lines: Vec<String> = status
+        .summary
+        .iter()
+        .map(|s| {
+            let by: Vec<String> = s.by_version.iter().map(|(v, n)| format!("{n} on {v}")).collect();
+            format!(
+                "- {}: {} device{} ({} connected): {}",
+                s.device_type,
+                s.total,
+                plural(s.total),
+                s.connected,
+                by.join(", ")
+            )
+        })
+        .collect();
+    let summary = format!(
+        "{} device{} match:\n{}",
+        status.devices.len(),
+        plural(status.devices.len()),
+        if lines.is_empty() { "(none)".to_string() } else { lines.join("\n") }
+    );
+    Reply::new(&status, summary)
+}
+
+pub fn device(d: Device) -> Reply {
+    let summary = format!(
+        "{} ({}, group {}) runs {}, {}.",
+        d.thing,
+        d.device_type,
+        d.thing_group,
+        d.firmware_version.as_ref().map_or_else(|| "an unknown version".to_string(), ToString::to_string),
+        if d.connected { "connected" } else { "offline" }
+    );
+    Reply::new(&d, summary)
+}
+
+/// A plan, with what to do next when it can be started.
+pub fn plan(p: Plan, next: &str) -> Reply {
+    let mut lines = vec![p.message.clone()];
+    for d in &p.deployments {
+        lines.push(format!(
+            "- {} → {}: {} device{} ({}), rollout id {}",
+            d.device_type,
+            d.version,
+            d.things.len(),
+            plural(d.things.len()),
+            d.things.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "),
+            d.rollout_id
+        ));
+    }
+    for r in &p.refusals {
+        lines.push(format!("- refused {}: {}", r.target, r.reason));
+    }
+    if let Some(id) = &p.plan_id {
+        lines.push(format!(
+            "plan_id {id}. Nothing has changed yet: show this plan to the person; to run it, call {next} with the same arguments and plan_id \"{id}\"."
+        ));
+    }
+    Reply::new(&p, lines.join("\n"))
+}
+
+pub fn started(o: StartOutcome) -> Reply {
+    let mut lines = Vec::new();
+    for r in &o.rollouts {
+        let how = if o.existing.contains(&r.id) { "already started" } else { "started" };
+        lines.push(format!(
+            "Rollout {} {how}: {} → {} on {} device{} (status {}).",
+            r.id,
+            r.device_type,
+            r.version,
+            r.things.len(),
+            plural(r.things.len()),
+            r.status.as_str()
+        ));
+    }
+    lines.push("Watch it with get_rollout; cancel_rollout stops devices that have not started.".to_string());
+    Reply::new(&o, lines.join("\n"))
+}
+
+pub fn rollout(r: Rollout, progress: Option<Value>) -> Reply {
+    let mut summary = format!(
+        "Rollout {}: {} {} → {} on {} device{}, status {}{}.",
+        r.id,
+        r.action.as_str(),
+        r.device_type,
+        r.version,
+        r.things.len(),
+        plural(r.things.len()),
+        r.status.as_str(),
+        r.status_reason.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+    );
+    if let Some(p) = &progress {
+        summary.push_str(&format!(" Progress: {p}"));
+    }
+    Reply::new(json!({ "rollout": r, "progress": progress }), summary)
+}
+
+pub fn rollouts(rs: Vec<Rollout>) -> Reply {
+    let lines: Vec<String> = rs
+        .iter()
+        .map(|r| {
+            format!("- {} {} {} → {} ({} devices)", r.id, r.status.as_str(), r.device_type, r.version, r.things.len())
+        })
+        .collect();
+    let summary = if rs.is_empty() { "No rollouts match.".to_string() } else { lines.join("\n") };
+    Reply::new(json!({ "rollouts": rs }), summary)
+}
+
+pub fn config(c: TypeConfig) -> Reply {
+    let summary = format!(
+        "OTA is now {} for {} (by {}).",
+        if c.ota_enabled { "enabled" } else { "disabled" },
+        c.device_type,
+        c.updated_by
+    );
+    Reply::new(&c, summary)
+}

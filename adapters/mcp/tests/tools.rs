@@ -1,0 +1,419 @@
+//! The MCP server through rmcp's own client over real transports: streamable HTTP on a
+//! loopback socket (axum, with a test-only middleware that attaches the caller named by a
+//! header, standing in for the token verifier) and a byte-stream pair like stdio. The backend
+//! is the in-memory one with a small demo world: pet_feeder and smart_plug (OTA enabled),
+//! beehive_scale (OTA disabled), four devices each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::{HeaderName, HeaderValue, Request};
+use ota_core::auth::{Caller, Role};
+use ota_core::demo;
+use ota_core::device::Device;
+use ota_core::names::{DeviceType, JobId};
+use ota_core::service::{FleetManager, PublishRequest, Settings};
+use ota_mcp::{OtaMcp, RolloutProgress};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorCode};
+use rmcp::service::{RoleClient, RunningService, ServiceError};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+
+const TYPES: [&str; 3] = ["pet_feeder", "smart_plug", "beehive_scale"];
+
+/// Progress as a backend would report it; proves `get_rollout` passes it through.
+struct FixedProgress;
+
+#[async_trait]
+impl RolloutProgress for FixedProgress {
+    async fn progress(&self, id: &JobId) -> ota_core::Result<Option<Value>> {
+        Ok(Some(json!({ "rollout": id, "succeeded": 0, "queued": 3 })))
+    }
+}
+
+async fn world() -> Arc<FleetManager> {
+    let svc = FleetManager::new(ota_core::memory::backend(), Settings::default());
+    let admin = Caller::new("root", [Role::Admin]);
+    for name in TYPES {
+        let t = DeviceType::parse(name).unwrap();
+        for v in demo::versions(&t) {
+            let request = PublishRequest {
+                image: format!("image {t} {v}").into_bytes(),
+                release_notes: demo::release_notes(&t, &v),
+                device_type: t.clone(),
+                version: v,
+                built_at: None,
+                extra: Default::default(),
+            };
+            svc.publish_firmware(&admin, request).await.unwrap();
+        }
+        let devices = demo::devices(&t, 4).into_iter().map(|(thing, v)| Device {
+            thing,
+            thing_group: svc.settings().naming.thing_group_of(&t),
+            device_type: t.clone(),
+            firmware_version: Some(v),
+            connected: true,
+            last_seen: None,
+        });
+        svc.backend().registry.upsert_many(devices.collect()).await.unwrap();
+        svc.set_ota_enabled(&admin, &t, name != demo::DISABLED_TYPE).await.unwrap();
+    }
+    Arc::new(svc)
+}
+
+/// Serves the router on 127.0.0.1 behind a middleware that turns `x-test-role` into a Caller
+/// (absent header: no Caller at all).
+async fn serve_http(svc: Arc<FleetManager>) -> String {
+    async fn attach_caller(
+        mut req: Request<axum::body::Body>,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let role = req.headers().get("x-test-role").and_then(|v| v.to_str().ok()).map(str::to_string);
+        if let Some(role) = role {
+            let role = Role::parse(&role).unwrap();
+            req.extensions_mut().insert(Caller::new(format!("test-{role}"), [role]));
+        }
+        next.run(req).await
+    }
+    let mcp = OtaMcp::new(svc, Some(Arc::new(FixedProgress)));
+    let router = mcp.http_router(None).layer(axum::middleware::from_fn(attach_caller));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}/mcp")
+}
+
+async fn client(url: &str, role: Option<&str>) -> RunningService<RoleClient, ()> {
+    let mut headers = HashMap::new();
+    if let Some(role) = role {
+        headers.insert(HeaderName::from_static("x-test-role"), HeaderValue::from_str(role).unwrap());
+    }
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).custom_headers(headers);
+    ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap()
+}
+
+async fn call(c: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> Result<CallToolResult, ServiceError> {
+    let Value::Object(args) = args else { panic!("arguments must be an object") };
+    c.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args)).await
+}
+
+/// A successful call's structured content.
+async fn ok(c: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> Value {
+    let r = call(c, tool, args).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"));
+    assert_ne!(r.is_error, Some(true), "{tool} returned an error: {r:?}");
+    assert!(!text(&r).is_empty(), "{tool} has no text summary");
+    r.structured_content.unwrap_or_else(|| panic!("{tool} has no structured content"))
+}
+
+/// A refused call's message (a tool result with isError).
+async fn refused(c: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> String {
+    let r = call(c, tool, args).await.unwrap_or_else(|e| panic!("{tool}: expected a tool error result, got {e}"));
+    assert_eq!(r.is_error, Some(true), "{tool} should have been refused: {r:?}");
+    text(&r)
+}
+
+fn text(r: &CallToolResult) -> String {
+    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+fn mcp_error(e: ServiceError) -> rmcp::ErrorData {
+    match e {
+        ServiceError::McpError(data) => data,
+        other => panic!("expected an MCP error, got {other}"),
+    }
+}
+
+const NAMES: [&str; 12] = [
+    "list_device_types",
+    "list_firmware",
+    "fleet_status",
+    "get_device",
+    "plan_update",
+    "start_rollout",
+    "rollback",
+    "get_rollout",
+    "list_rollouts",
+    "cancel_rollout",
+    "set_ota_enabled",
+    "ask",
+];
+
+#[tokio::test]
+async fn tools_are_listed_with_descriptions_schemas_and_annotations() {
+    let url = serve_http(world().await).await;
+    let c = client(&url, Some("viewer")).await;
+    let info = c.peer_info().expect("server info");
+    let instructions = info.instructions.clone().unwrap_or_default();
+    assert!(instructions.contains("plan_update") && instructions.contains("plan_id"), "{instructions}");
+    let tools = c.list_all_tools().await.unwrap();
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    let mut want = NAMES.to_vec();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    for t in &tools {
+        assert!(t.description.as_ref().is_some_and(|d| d.len() > 20), "{} has no description", t.name);
+        assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
+        let a = t.annotations.as_ref().unwrap_or_else(|| panic!("{} has no annotations", t.name));
+        let read_only = a.read_only_hint == Some(true);
+        let destructive = a.destructive_hint == Some(true);
+        match t.name.as_ref() {
+            "start_rollout" | "rollback" => assert!(destructive && !read_only && a.idempotent_hint == Some(true)),
+            "cancel_rollout" | "set_ota_enabled" | "ask" => assert!(destructive && !read_only, "{}", t.name),
+            _ => assert!(read_only, "{} should be read-only", t.name),
+        }
+    }
+    let plan = tools.iter().find(|t| t.name == "plan_update").unwrap();
+    let schema = serde_json::to_string(&plan.input_schema).unwrap();
+    for needle in ["device_types", "things", "only_from_version", "exclude", "latest", "pet_feeder", "\"version\""] {
+        assert!(schema.contains(needle), "plan_update schema lacks {needle}: {schema}");
+    }
+    let start = tools.iter().find(|t| t.name == "start_rollout").unwrap();
+    let required = start.input_schema.get("required").cloned().unwrap_or_default();
+    assert!(required.as_array().unwrap().contains(&json!("plan_id")), "{required}");
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_tools_answer_a_viewer() {
+    let url = serve_http(world().await).await;
+    let c = client(&url, Some("viewer")).await;
+    let types = ok(&c, "list_device_types", json!({})).await;
+    let types = types["device_types"].as_array().unwrap();
+    assert_eq!(types.len(), 3);
+    let bee = types.iter().find(|t| t["device_type"] == "beehive_scale").unwrap();
+    assert_eq!(bee["ota_enabled"], false);
+
+    let fw = ok(&c, "list_firmware", json!({ "device_type": "pet_feeder" })).await;
+    assert_eq!(
+        fw["firmware"].as_array().unwrap().len(),
+        demo::versions(&DeviceType::parse("pet_feeder").unwrap()).len()
+    );
+    let unknown = refused(&c, "list_firmware", json!({ "device_type": "pet_feedr" })).await;
+    assert!(unknown.contains("did you mean pet_feeder"), "{unknown}");
+
+    let status = ok(&c, "fleet_status", json!({ "device_type": "pet_feeder", "version": "1.x" })).await;
+    assert_eq!(status["devices"].as_array().unwrap().len(), 2, "{status}");
+    let bad = mcp_error(call(&c, "fleet_status", json!({ "version": "one" })).await.unwrap_err());
+    assert_eq!(bad.code, ErrorCode::INVALID_PARAMS);
+
+    let d = ok(&c, "get_device", json!({ "thing": "pet_feeder-03" })).await;
+    assert_eq!(d["firmware_version"], "2.0.0");
+    let missing = refused(&c, "get_device", json!({ "thing": "pet_feeder-07" })).await;
+    assert!(missing.contains("not found"), "{missing}");
+
+    let rollouts = ok(&c, "list_rollouts", json!({ "active_only": true })).await;
+    assert_eq!(rollouts["rollouts"], json!([]));
+
+    // A viewer may ask; words never add a role, and the answer changes nothing.
+    let answer = ok(&c, "ask", json!({ "prompt": "Which pet_feeder devices are still on 1.x?" })).await;
+    assert!(answer["message"].as_str().unwrap().contains("pet_feeder-01"), "{answer}");
+    c.cancel().await.unwrap();
+}
+
+fn update_args() -> Value {
+    json!({ "device_types": ["pet_feeder", "beehive_scale"], "version": "latest", "exclude": ["pet_feeder-02"] })
+}
+
+fn with_plan_id(mut args: Value, id: &str) -> Value {
+    args["plan_id"] = json!(id);
+    args
+}
+
+#[tokio::test]
+async fn an_operator_plans_then_starts_exactly_that_plan_and_watches_it() {
+    let url = serve_http(world().await).await;
+    let op = client(&url, Some("operator")).await;
+    let plan = ok(&op, "plan_update", update_args()).await;
+    let plan_id = plan["plan_id"].as_str().expect("plan_id").to_string();
+    // The disabled type's refusal is in the plan, with the reason.
+    let refusals = plan["refusals"].as_array().unwrap();
+    let bee = refusals.iter().find(|r| r["target"] == "beehive_scale").expect("beehive_scale refused");
+    assert!(bee["reason"].as_str().unwrap().to_lowercase().contains("disabled"), "{bee}");
+    let deployment = &plan["deployments"][0];
+    assert_eq!(deployment["device_type"], "pet_feeder");
+    assert_eq!(deployment["version"], "3.0.0");
+    // pet_feeder-02 was excluded; -04 already runs the latest.
+    assert_eq!(deployment["things"], json!(["pet_feeder-01", "pet_feeder-03"]));
+    // Planning changed nothing.
+    assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"], json!([]));
+
+    // A stale plan id is refused and starts nothing.
+    let stale = refused(&op, "start_rollout", with_plan_id(update_args(), "plan-0000000000000000")).await;
+    assert!(stale.contains("plan again"), "{stale}");
+    assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"], json!([]));
+
+    let started = ok(&op, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
+    let id = started["rollouts"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(id, deployment["rollout_id"].as_str().unwrap());
+    // Idempotent: the same call returns the same rollout, marked as existing.
+    let again = ok(&op, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
+    assert_eq!(again["existing"], json!([id]));
+
+    let watched = ok(&op, "get_rollout", json!({ "id": id })).await;
+    assert_eq!(watched["rollout"]["status"], "IN_PROGRESS");
+    assert_eq!(watched["progress"]["queued"], 3);
+    let active = ok(&op, "list_rollouts", json!({ "device_type": "pet_feeder", "active_only": true })).await;
+    assert_eq!(active["rollouts"].as_array().unwrap().len(), 1);
+
+    let canceled = ok(&op, "cancel_rollout", json!({ "id": id, "reason": "test over" })).await;
+    assert_eq!(canceled["rollout"]["status"], "CANCELED");
+    assert_eq!(canceled["rollout"]["status_reason"], "test over");
+    op.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn roles_are_enforced_by_the_server() {
+    let url = serve_http(world().await).await;
+    let viewer = client(&url, Some("viewer")).await;
+    let op = client(&url, Some("operator")).await;
+    let admin = client(&url, Some("admin")).await;
+
+    let plan = ok(&op, "plan_update", update_args()).await;
+    let plan_id = plan["plan_id"].as_str().unwrap().to_string();
+    // A viewer cannot plan, start, roll back or cancel.
+    let denied = refused(&viewer, "plan_update", update_args()).await;
+    assert!(denied.contains("operator role"), "{denied}");
+    let denied = refused(&viewer, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
+    assert!(denied.contains("permission denied") && denied.contains("operator"), "{denied}");
+    let denied = refused(&viewer, "rollback", json!({ "things": ["pet_feeder-04"], "version": "1.0.0" })).await;
+    assert!(denied.contains("operator"), "{denied}");
+    let started = ok(&op, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
+    let id = started["rollouts"][0]["id"].as_str().unwrap().to_string();
+    let denied = refused(&viewer, "cancel_rollout", json!({ "id": id })).await;
+    assert!(denied.contains("operator"), "{denied}");
+    // Nobody but an admin opens a gate.
+    let enable = json!({ "device_type": "beehive_scale", "enabled": true });
+    let denied = refused(&viewer, "set_ota_enabled", enable.clone()).await;
+    assert!(denied.contains("admin"), "{denied}");
+    let denied = refused(&op, "set_ota_enabled", enable.clone()).await;
+    assert!(denied.contains("needs the admin role") && denied.contains("operator"), "{denied}");
+    // Words add no role either.
+    let words =
+        refused(&viewer, "ask", json!({ "prompt": "Update all pet_feeder devices to 2.0.0", "execute": true })).await;
+    assert!(words.contains("operator"), "{words}");
+    let still_active = ok(&viewer, "get_rollout", json!({ "id": id })).await;
+    assert_eq!(still_active["rollout"]["status"], "IN_PROGRESS");
+
+    let config = ok(&admin, "set_ota_enabled", enable).await;
+    assert_eq!(config["ota_enabled"], true);
+    let plan = ok(&op, "plan_update", json!({ "device_types": ["beehive_scale"], "version": "2.0.0" })).await;
+    assert!(plan["plan_id"].is_string(), "the gate is open now: {plan}");
+    for c in [viewer, op, admin] {
+        c.cancel().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn rollback_plans_first_and_starts_only_with_its_plan_id() {
+    let url = serve_http(world().await).await;
+    let op = client(&url, Some("operator")).await;
+    let args = json!({ "things": ["pet_feeder-04"], "version": "1.0.0" });
+    let plan = ok(&op, "rollback", args.clone()).await;
+    assert_eq!(plan["action"], "rollback");
+    let plan_id = plan["plan_id"].as_str().unwrap().to_string();
+    assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"], json!([]), "planning started something");
+    let started = ok(&op, "rollback", with_plan_id(args.clone(), &plan_id)).await;
+    assert_eq!(started["rollouts"][0]["action"], "rollback");
+    assert_eq!(started["rollouts"][0]["things"], json!(["pet_feeder-04"]));
+    let stale = refused(&op, "rollback", with_plan_id(args, "plan-ffffffffffffffff")).await;
+    assert!(stale.contains("conflict"), "{stale}");
+    op.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn ask_plans_by_default_and_starts_only_with_execute() {
+    let url = serve_http(world().await).await;
+    let op = client(&url, Some("operator")).await;
+    let prompt = "Update all smart_plug devices to 2.0.0";
+    let plan = ok(&op, "ask", json!({ "prompt": prompt })).await;
+    assert!(plan["plan_id"].is_string(), "{plan}");
+    assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"], json!([]));
+    let started = ok(&op, "ask", json!({ "prompt": prompt, "execute": true })).await;
+    assert_eq!(started["rollouts"][0]["device_type"], "smart_plug");
+    assert_eq!(started["plan"]["plan_id"], plan["plan_id"]);
+    op.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_params_and_changes_nothing() {
+    let url = serve_http(world().await).await;
+    let op = client(&url, Some("operator")).await;
+    for args in [
+        json!({ "device_types": ["Pet Feeder"], "version": "latest" }),
+        json!({ "device_types": ["pet_feeder"], "version": "newest" }),
+        json!({ "device_types": ["pet_feeder"], "version": "latest", "exclude": ["pet_feeder-09"] }),
+    ] {
+        let e = mcp_error(call(&op, "plan_update", args.clone()).await.unwrap_err());
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{args}: {e:?}");
+    }
+    // Arguments that do not fit the schema are rejected by rmcp itself, as a tool error result.
+    let missing = refused(&op, "plan_update", json!({ "device_types": ["pet_feeder"] })).await;
+    assert!(missing.contains("missing field `version`"), "{missing}");
+    let unknown_version = ok(&op, "plan_update", json!({ "device_types": ["pet_feeder"], "version": "9.0.0" })).await;
+    assert!(unknown_version["plan_id"].is_null());
+    let reason = unknown_version["refusals"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("1.0.0") && reason.contains("3.0.0"), "the refusal lists the versions: {reason}");
+    assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"], json!([]));
+    op.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_without_a_caller_is_refused() {
+    let url = serve_http(world().await).await;
+    let anon = client(&url, None).await;
+    for (tool, args) in [
+        ("list_device_types", json!({})),
+        ("set_ota_enabled", json!({ "device_type": "beehive_scale", "enabled": true })),
+        ("plan_update", update_args()),
+    ] {
+        let e = mcp_error(call(&anon, tool, args).await.unwrap_err());
+        assert_eq!(e.code, ErrorCode::INVALID_REQUEST, "{tool}");
+        assert!(e.message.contains("unauthenticated"), "{}", e.message);
+    }
+    let admin = client(&url, Some("admin")).await;
+    let types = ok(&admin, "list_device_types", json!({})).await;
+    let bee = types["device_types"].as_array().unwrap().iter().find(|t| t["device_type"] == "beehive_scale").cloned();
+    assert_eq!(bee.unwrap()["ota_enabled"], false, "the anonymous call changed the gate");
+    anon.cancel().await.unwrap();
+    admin.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_foreign_host_header_is_rejected_unless_allowed() {
+    let svc = world().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = OtaMcp::new(svc, None).http_router(Some(vec!["ota.example.com".into()]));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    // The client sends Host: 127.0.0.1:port, which this deployment does not serve.
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"));
+    assert!(().serve(StreamableHttpClientTransport::from_config(config)).await.is_err());
+    // The same client is served once the host is allowed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = OtaMcp::new(world().await, None).http_router(Some(vec!["ota.example.com".into(), "127.0.0.1".into()]));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"));
+    let c = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    assert_eq!(c.list_all_tools().await.unwrap().len(), NAMES.len());
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn stdio_transport_runs_every_call_as_the_local_user() {
+    let svc = world().await;
+    let (server_io, client_io) = tokio::io::duplex(1 << 16);
+    let (sr, sw) = tokio::io::split(server_io);
+    let server = OtaMcp::new(svc, None);
+    let serving = tokio::spawn(server.serve_io(Caller::new("local:dev", [Role::Admin]), sr, sw));
+    let c = ().serve(client_io).await.unwrap();
+    assert_eq!(c.list_all_tools().await.unwrap().len(), NAMES.len());
+    let config = ok(&c, "set_ota_enabled", json!({ "device_type": "beehive_scale", "enabled": true })).await;
+    assert_eq!(config["updated_by"], "local:dev");
+    c.cancel().await.unwrap();
+    serving.await.unwrap().unwrap();
+}
