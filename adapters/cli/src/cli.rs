@@ -216,6 +216,22 @@ pub struct ServeArgs {
     /// reached through a domain name.
     #[arg(long = "allowed-host")]
     pub allowed_hosts: Vec<String>,
+    /// Accept bearer tokens from this OIDC issuer (exact `iss`, e.g. a Cognito user pool URL)
+    /// instead of the data dir's local key. Needs --oidc-jwks.
+    #[arg(long, requires = "oidc_jwks")]
+    pub oidc_issuer: Option<String>,
+    /// The issuer's JWKS as a JSON file (fetch it from the issuer's `jwks_uri`).
+    #[arg(long)]
+    pub oidc_jwks: Option<PathBuf>,
+    /// Required `aud` of tokens from --oidc-issuer.
+    #[arg(long)]
+    pub oidc_audience: Option<String>,
+    /// Accepted `client_id` claim (Cognito access tokens carry no `aud`).
+    #[arg(long)]
+    pub oidc_client_id: Option<String>,
+    /// The claim holding the roles (viewer, operator, admin).
+    #[arg(long, default_value = "cognito:groups")]
+    pub roles_claim: String,
 }
 
 /// The simulated fleet and its faults.
@@ -286,4 +302,7 @@ pub enum TokenCommand {
         #[arg(long, default_value = "local-token")]
         subject: String,
     },
+    /// Print the public JWKS of the data dir's signing key (what `ota serve` publishes at
+    /// `/.well-known/jwks.json`).
+    Jwks,
 }

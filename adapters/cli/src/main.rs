@@ -171,6 +171,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await
                 .map_err(|e| Error::storage(format!("the MCP stdio session ended: {e}")))?;
         }
+        Command::Token(TokenCommand::Jwks) => {
+            let issuer = ota_auth::LocalIssuer::load_or_create(&cli.data_dir)
+                .map_err(|e| Error::storage(format!("the local signing key: {e}")))?;
+            println!("{}", serde_json::to_string_pretty(&issuer.jwks()).unwrap_or_default());
+        }
         Command::Token(TokenCommand::Create { role, ttl, subject }) => {
             let role = parse_role(&role)?;
             let ttl = parse_ttl(&ttl)?;
@@ -301,6 +306,13 @@ fn serve_options(args: &ServeArgs) -> server::ServeOptions {
         mqtt_listen: args.mqtt_listen,
         mqtt_url: args.mqtt_url.clone(),
         webhook: args.webhook.clone(),
+        oidc: args.oidc_issuer.as_ref().zip(args.oidc_jwks.as_ref()).map(|(issuer, jwks)| server::OidcOptions {
+            issuer: issuer.clone(),
+            jwks: jwks.clone(),
+            audience: args.oidc_audience.clone(),
+            client_id: args.oidc_client_id.clone(),
+            roles_claim: args.roles_claim.clone(),
+        }),
         allowed_hosts: (!args.allowed_hosts.is_empty()).then(|| {
             let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
             hosts.extend(args.allowed_hosts.iter().cloned());

@@ -42,9 +42,20 @@ impl ota_mcp::RolloutProgress for LocalProgress {
     }
 }
 
+/// An external OIDC issuer whose tokens `/mcp` accepts instead of the local key's.
+#[derive(Debug, Clone)]
+pub struct OidcOptions {
+    pub issuer: String,
+    pub jwks: PathBuf,
+    pub audience: Option<String>,
+    pub client_id: Option<String>,
+    pub roles_claim: String,
+}
+
 /// Where the server listens and which broker it uses.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    pub oidc: Option<OidcOptions>,
     /// `Host` header values `/mcp` accepts besides loopback (a deployment behind a domain).
     pub allowed_hosts: Option<Vec<String>>,
     pub listen: SocketAddr,
@@ -154,13 +165,27 @@ pub async fn start(
     // MCP over streamable HTTP, behind bearer JWTs signed by the data dir's local key
     // (`ota token create`); clients find the authorization details at the RFC 9728 URL.
     let issuer = ota_auth::LocalIssuer::load_or_create(data_dir).map_err(|e| io("the local token signing key", e))?;
-    let verifier = Arc::new(issuer.verifier());
+    let (verifier, authorization_server) = match &options.oidc {
+        None => (issuer.verifier(), base_url.clone()),
+        Some(o) => {
+            let jwks = std::fs::read_to_string(&o.jwks)
+                .map_err(|e| Error::invalid("--oidc-jwks", o.jwks.display().to_string(), e.to_string()))?;
+            let mut config = ota_auth::VerifierConfig::new(o.issuer.clone());
+            config.audience = o.audience.clone();
+            config.client_id = o.client_id.clone();
+            config.roles_claim = o.roles_claim.clone();
+            let verifier = ota_auth::JwtVerifier::from_jwks_json(config, &jwks)
+                .map_err(|e| Error::invalid("--oidc-issuer", o.issuer.clone(), e.to_string()))?;
+            (verifier, o.issuer.clone())
+        }
+    };
+    let verifier = Arc::new(verifier);
     let progress: Arc<dyn ota_mcp::RolloutProgress> = Arc::new(LocalProgress(store.clone()));
     let mcp = ota_mcp::OtaMcp::new(svc.clone(), Some(progress))
         .http_router(options.allowed_hosts.clone())
         .layer(ota_auth::require_bearer(verifier, ota_auth::resource_metadata_url(&base_url)));
     let well_known =
-        ota_auth::well_known_router(format!("{base_url}/mcp"), vec![base_url.clone()], Some(issuer.jwks()));
+        ota_auth::well_known_router(format!("{base_url}/mcp"), vec![authorization_server], Some(issuer.jwks()));
     let app = api::router(api::ApiState::new(svc, store, data_dir)?)
         .merge(ota_local::download::router(data_dir.to_path_buf(), signer))
         .merge(mcp)

@@ -530,3 +530,58 @@ fn a_third_party_mcp_client_plans_starts_and_watches_a_rollout() {
     println!("{transcript}");
     assert!(out.status.success(), "{transcript}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn serve_accepts_tokens_from_a_configured_oidc_issuer_instead_of_its_own() {
+    // The "other issuer" is another data dir's key, published as a JWKS file.
+    let other = TempDir::new().unwrap();
+    ok(other.path(), &["init"]);
+    let jwks = ok(other.path(), &["token", "jwks"]);
+    let jwks_file = other.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+    let foreign = ok(other.path(), &["token", "create", "--role", "viewer"]);
+
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    ok(d, &["init", "--demo"]);
+    let own = ok(d, &["token", "create", "--role", "admin"]);
+    let (api, mqtt) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let logs = TempDir::new().unwrap();
+    let jwks_arg = jwks_file.to_str().unwrap();
+    let args = [
+        "serve",
+        "--listen",
+        api.as_str(),
+        "--mqtt-listen",
+        mqtt.as_str(),
+        "--oidc-issuer",
+        "ota-local",
+        "--oidc-jwks",
+        jwks_arg,
+        "--oidc-audience",
+        "ota",
+        "--roles-claim",
+        "roles",
+    ];
+    let _server = spawn(d, &args, &logs.path().join("s.log"));
+    wait_for("the server listens", Duration::from_secs(30), || TcpStream::connect(&mqtt).is_ok());
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    let post = |token: &str| {
+        use std::io::{Read, Write};
+        let mut conn = TcpStream::connect(&api).unwrap();
+        let req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n{list}",
+            token.trim(),
+            list.len()
+        );
+        conn.write_all(req.as_bytes()).unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response
+    };
+    let accepted = post(&foreign);
+    assert!(accepted.starts_with("HTTP/1.1 200"), "{accepted}");
+    assert!(accepted.contains("plan_update"), "{accepted}");
+    let refused = post(&own);
+    assert!(refused.starts_with("HTTP/1.1 401"), "the local key is not the configured issuer's: {refused}");
+}
