@@ -30,12 +30,19 @@ use serde_json::{Value, json};
 pub const TOKEN_FILE: &str = "api-token";
 
 /// What every handler shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiState {
     svc: Arc<FleetManager>,
     store: Arc<SqliteStore>,
     token: Arc<String>,
     caller: Caller,
+}
+
+impl std::fmt::Debug for ApiState {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").field("caller", &self.caller).finish_non_exhaustive()
+    }
 }
 
 impl ApiState {
