@@ -25,7 +25,7 @@
 //! with the image.
 
 use std::fmt;
-use std::io::{self, Read as _, SeekFrom, Write as _};
+use std::io::{self, Read as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,11 +116,7 @@ impl UrlSigner {
     /// A key file that is not 64 hex characters is an error, never silently replaced: that
     /// would invalidate every link already handed out.
     pub fn load_or_create(data_dir: &Path, base_url: impl Into<String>) -> io::Result<Self> {
-        let path = data_dir.join(KEY_FILE);
-        let key = match read_key(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create_key(data_dir, &path)?,
-            other => other?,
-        };
+        let key = crate::secret::load_or_create_secret(data_dir, KEY_FILE, "download signing key")?;
         Ok(UrlSigner::new(key, base_url))
     }
 
@@ -199,37 +195,6 @@ fn signed_params(query: &str) -> Result<(&str, &str), LinkError> {
         (Some(e), Some(s)) => Ok((e, s)),
         _ => Err(LinkError::Unsigned),
     }
-}
-
-fn read_key(path: &Path) -> io::Result<[u8; 32]> {
-    let text = std::fs::read_to_string(path)?;
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} must hold 64 hex characters (the download signing key)", path.display()),
-        )
-    })?;
-    Ok(key)
-}
-
-fn create_key(data_dir: &Path, path: &Path) -> io::Result<[u8; 32]> {
-    std::fs::create_dir_all(data_dir)?;
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| io::Error::other(format!("no randomness for the download key: {e}")))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = match options.open(path) {
-        Ok(file) => file,
-        // Another process of the same data directory won the race: use its key.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return read_key(path),
-        Err(e) => return Err(e),
-    };
-    file.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
-    file.sync_all()?;
-    Ok(key)
 }
 
 /// Digits only: `u64::from_str` would also take `+5`.

@@ -14,6 +14,7 @@ mod catalog;
 pub mod download;
 pub mod jobs;
 pub mod link;
+mod secret;
 mod sqlite;
 
 use std::path::Path;
@@ -23,6 +24,7 @@ use ota_core::ports::Backend;
 use ota_core::{Error, Result};
 
 pub use catalog::FolderCatalog;
+pub use secret::load_or_create_secret;
 pub use sqlite::{
     EngineContext, Execution, ExecutionCounts, ExecutionStatus, Output, RolloutEvent, RolloutProgress, SqliteStore,
 };

@@ -52,28 +52,12 @@ impl ApiState {
     }
 }
 
-/// The API token of `data_dir`, created when missing.
+/// The API token of `data_dir`, created when missing (a data-dir secret, like the device
+/// secret and the download key).
 pub fn load_or_create_token(data_dir: &Path) -> ota_core::Result<String> {
-    let path = data_dir.join(TOKEN_FILE);
-    if let Ok(t) = std::fs::read_to_string(&path)
-        && t.trim().len() >= 32
-    {
-        return Ok(t.trim().to_string());
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Error::storage(format!("no randomness for the API token: {e}")))?;
-    let token = hex::encode(bytes);
-    write_private(&path, &token).map_err(|e| Error::storage(format!("cannot write {}: {e}", path.display())))?;
-    Ok(token)
-}
-
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(content.as_bytes())
+    let secret = ota_local::load_or_create_secret(data_dir, TOKEN_FILE, "local API token")
+        .map_err(|e| Error::storage(format!("the API token: {e}")))?;
+    Ok(hex::encode(secret))
 }
 
 /// The API's routes under `/api`.

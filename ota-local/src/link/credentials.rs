@@ -4,7 +4,7 @@
 //! `<data_dir>/device-secret`, readable only by its owner.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -36,29 +36,8 @@ impl DeviceCredentials {
     /// secret: the file appears whole and is never overwritten. A file that is not 64 hex
     /// digits is an error, never replaced: every device's password hangs on it.
     pub fn load_or_create(data_dir: &Path) -> io::Result<Self> {
-        let path = data_dir.join(DEVICE_SECRET_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => return Self::parse_secret_file(&path, &text),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
-        }
-        std::fs::create_dir_all(data_dir)?;
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| io::Error::other(format!("no randomness for the device secret: {e}")))?;
-        // Written whole under a private name, then linked into place: hard_link never replaces
-        // an existing file, so a concurrent creator's secret wins and both read the same.
-        let tmp = data_dir.join(format!(".{DEVICE_SECRET_FILE}.{}.tmp", std::process::id()));
-        let written = write_private(&tmp, format!("{}\n", hex::encode(secret)).as_bytes());
-        let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(Self::from_secret(secret)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Self::parse_secret_file(&path, &std::fs::read_to_string(&path)?)
-            }
-            Err(e) => Err(io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))),
-        }
+        crate::secret::load_or_create_secret(data_dir, DEVICE_SECRET_FILE, "32-byte device secret")
+            .map(Self::from_secret)
     }
 
     /// Credentials from a secret held elsewhere (tests, or a secret manager).
@@ -75,17 +54,6 @@ impl DeviceCredentials {
         let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes keys of any length");
         mac.update(thing.as_str().as_bytes());
         mac
-    }
-
-    fn parse_secret_file(path: &Path, text: &str) -> io::Result<Self> {
-        let mut secret = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} must hold 64 hex digits (the 32-byte device secret); it does not", path.display()),
-            )
-        })?;
-        Ok(Self::from_secret(secret))
     }
 }
 
@@ -116,21 +84,6 @@ impl Authenticator for DeviceCredentials {
         self.mac(&thing).verify_slice(&given).map_err(|_| AuthError::BadCredentials)?;
         Ok(thing)
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 #[cfg(test)]
