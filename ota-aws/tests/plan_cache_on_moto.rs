@@ -39,19 +39,20 @@ impl Intercept for ImageGets {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_plan_does_not_download_the_image_again() {
-    let Some(server) = moto::start() else { return };
-    let settings = server.settings("cache");
-    let mut clients = server.clients().await;
-    let gets = ImageGets::default();
-    clients.s3 = aws_sdk_s3::Client::from_conf(clients.s3.config().to_builder().interceptor(gets.clone()).build());
-    ota_aws::provision::create_resources(&clients, &settings).await.unwrap();
-    let backend = ota_aws::backend(&clients, &settings, Some(moto::ACCOUNT.into()));
+/// Firmware `versions` of pet_feeder (64 KiB images of 3s) published through the service,
+/// pet_feeder-01 on 1.0.0, OTA enabled; returns the service, the admin and the request to
+/// update the type to its latest.
+async fn world(
+    clients: &ota_aws::AwsClients,
+    settings: &ota_aws::AwsSettings,
+    versions: &[&str],
+) -> (FleetManager, Caller, UpdateRequest) {
+    ota_aws::provision::create_resources(clients, settings).await.unwrap();
+    let backend = ota_aws::backend(clients, settings, Some(moto::ACCOUNT.into()));
     let svc = FleetManager::new(backend.clone(), Settings::default());
     let admin = Caller::new("admin", [Role::Admin]);
     let ty = DeviceType::parse("pet_feeder").unwrap();
-    for v in ["1.0.0", "2.0.0"] {
+    for v in versions {
         let req = PublishRequest {
             device_type: ty.clone(),
             version: FirmwareVersion::parse(v).unwrap(),
@@ -78,9 +79,20 @@ async fn a_second_plan_does_not_download_the_image_again() {
     let req = UpdateRequest {
         action: UpdateAction::Update,
         version: VersionRequest::Latest,
-        target: Target { device_types: [ty.clone()].into(), ..Default::default() },
+        target: Target { device_types: [ty].into(), ..Default::default() },
         filters: Filters::default(),
     };
+    (svc, admin, req)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_plan_does_not_download_the_image_again() {
+    let Some(server) = moto::start() else { return };
+    let settings = server.settings("cache");
+    let mut clients = server.clients().await;
+    let gets = ImageGets::default();
+    clients.s3 = aws_sdk_s3::Client::from_conf(clients.s3.config().to_builder().interceptor(gets.clone()).build());
+    let (svc, admin, req) = world(&clients, &settings, &["1.0.0", "2.0.0"]).await;
     let images = || gets.0.load(Ordering::SeqCst);
     assert_eq!(images(), 0, "publishing uploads, it does not download");
 
@@ -101,39 +113,7 @@ async fn an_image_replaced_in_place_is_hashed_again_by_the_next_plan() {
     let Some(server) = moto::start() else { return };
     let settings = server.settings("etag");
     let clients = server.clients().await;
-    ota_aws::provision::create_resources(&clients, &settings).await.unwrap();
-    let backend = ota_aws::backend(&clients, &settings, Some(moto::ACCOUNT.into()));
-    let svc = FleetManager::new(backend.clone(), Settings::default());
-    let admin = Caller::new("admin", [Role::Admin]);
-    let ty = DeviceType::parse("pet_feeder").unwrap();
-    let req = PublishRequest {
-        device_type: ty.clone(),
-        version: FirmwareVersion::parse("2.0.0").unwrap(),
-        image: vec![3; 64 * 1024],
-        release_notes: String::new(),
-        built_at: None,
-        extra: Default::default(),
-    };
-    svc.publish_firmware(&admin, req).await.unwrap();
-    backend
-        .registry
-        .upsert(Device {
-            thing: ThingName::parse("pet_feeder-01").unwrap(),
-            device_type: ty.clone(),
-            thing_group: NamingConvention::default().thing_group_of(&ty),
-            firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
-            connected: true,
-            last_seen: None,
-        })
-        .await
-        .unwrap();
-    svc.set_ota_enabled(&admin, &ty, true).await.unwrap();
-    let req = UpdateRequest {
-        action: UpdateAction::Update,
-        version: VersionRequest::Latest,
-        target: Target { device_types: [ty.clone()].into(), ..Default::default() },
-        filters: Filters::default(),
-    };
+    let (svc, admin, req) = world(&clients, &settings, &["2.0.0"]).await;
     assert_eq!(svc.plan_update(&admin, &req).await.unwrap().deployments.len(), 1);
     // Someone overwrites the image behind the catalog's back; the digest files still match
     // the old one, so only the ETag tells.

@@ -149,8 +149,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Devices(DevicesCommand::Provision { mosquitto, cloud_user, cloud_password }) => {
-            let creds = ota_local::link::DeviceCredentials::load_or_create(&cli.data_dir)
-                .map_err(|e| Error::storage(format!("device secret: {e}")))?;
+            let creds = device_credentials(&cli.data_dir)?;
             let things: Vec<ThingName> =
                 svc.fleet_status(&me, &DeviceQuery::default()).await?.devices.into_iter().map(|d| d.thing).collect();
             std::fs::create_dir_all(&mosquitto)
@@ -353,8 +352,7 @@ async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
             (info.mqtt_host, info.mqtt_port)
         }
     };
-    let creds = ota_local::link::DeviceCredentials::load_or_create(data_dir)
-        .map_err(|e| Error::storage(format!("device secret: {e}")))?;
+    let creds = device_credentials(data_dir)?;
     let n = specs.len();
     let fleet = tokio::task::spawn_blocking(move || live::start_fleet(specs, &host, port, creds))
         .await
@@ -378,8 +376,7 @@ async fn run_demo(
     live::resume_versions(&svc, &mut specs).await?;
     live::register(&svc, &specs).await?;
     let server = server::start(data_dir, svc.clone(), store.clone(), serve_options(&args.serve)).await?;
-    let creds = ota_local::link::DeviceCredentials::load_or_create(data_dir)
-        .map_err(|e| Error::storage(format!("device secret: {e}")))?;
+    let creds = device_credentials(data_dir)?;
     let (host, port) = (server.info.mqtt_host.clone(), server.info.mqtt_port);
     let fleet_specs = specs.clone();
     let fleet = tokio::task::spawn_blocking(move || live::start_fleet(fleet_specs, &host, port, creds))
@@ -477,4 +474,11 @@ fn parse_ttl(s: &str) -> Result<Duration> {
         _ => return Err(bad()),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// The data dir's device credentials (the secret every simulated or provisioned device's
+/// password derives from).
+fn device_credentials(data_dir: &Path) -> Result<ota_local::link::DeviceCredentials> {
+    ota_local::link::DeviceCredentials::load_or_create(data_dir)
+        .map_err(|e| Error::storage(format!("device secret: {e}")))
 }

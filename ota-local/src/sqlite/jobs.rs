@@ -527,9 +527,26 @@ fn rejected(
     token: Option<&str>,
     now: DateTime<Utc>,
 ) -> (String, Vec<u8>) {
+    rejected_with(thing, what, code, message, token, now, Value::Null)
+}
+
+/// [`rejected`] with one more field when `execution_state` is not null (a `VersionMismatch`
+/// tells the device where its execution stands, as AWS does).
+fn rejected_with(
+    thing: &ThingName,
+    what: &str,
+    code: &str,
+    message: &str,
+    token: Option<&str>,
+    now: DateTime<Utc>,
+    execution_state: Value,
+) -> (String, Vec<u8>) {
     let mut body = json!({"code": code, "message": message, "timestamp": epoch(now)});
     if let Some(t) = token {
         body["clientToken"] = json!(t);
+    }
+    if !execution_state.is_null() {
+        body["executionState"] = execution_state;
     }
     (topic(thing, &format!("{what}/rejected")), body.to_string().into_bytes())
 }
@@ -654,12 +671,10 @@ fn job_update(
     if let Some(expected) = &request.expected_version {
         let expected = expected.as_i64().or_else(|| expected.as_str().and_then(|s| s.parse().ok()));
         if expected != Some(current.version_number) {
-            let (t, mut body) = rejected(thing, &what, "VersionMismatch", "expectedVersion does not match", token, now);
-            let mut v: Value = serde_json::from_slice(&body).unwrap_or_default();
-            v["executionState"] = json!({"status": current.status.as_str(), "statusDetails": current.status_details,
-                                          "versionNumber": current.version_number});
-            body = v.to_string().into_bytes();
-            out.publish.push((t, body));
+            let state = json!({"status": current.status.as_str(), "statusDetails": current.status_details,
+                               "versionNumber": current.version_number});
+            let message = "expectedVersion does not match";
+            out.publish.push(rejected_with(thing, &what, "VersionMismatch", message, token, now, state));
             return Ok(());
         }
     }
@@ -791,6 +806,16 @@ fn tick(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>) -> D
     Ok(out)
 }
 
+/// A device's stored shadow: (version, reported, desired); `None` before its first update.
+fn read_shadow(conn: &Connection, thing: &ThingName) -> DbResult<Option<(i64, Value, Value)>> {
+    let row: Option<(i64, String, String)> = conn
+        .prepare_cached("SELECT version, reported, desired FROM shadows WHERE thing = ?1")?
+        .query_row([thing.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    let object = |text: &str| serde_json::from_str(text).unwrap_or_else(|_| json!({}));
+    Ok(row.map(|(v, r, d)| (v, object(&r), object(&d))))
+}
+
 /// Applies `state.reported` (a `null` deletes a key), answers accepted or rejected, sends a
 /// delta when desired and reported differ, and copies the firmware version and liveness to
 /// the registry.
@@ -811,18 +836,7 @@ fn shadow_update(
             return Ok(());
         }
     };
-    let existing: Option<(i64, String, String)> = conn
-        .prepare_cached("SELECT version, reported, desired FROM shadows WHERE thing = ?1")?
-        .query_row([thing.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()?;
-    let (version, mut reported, mut desired) = match &existing {
-        Some((v, r, d)) => (
-            *v,
-            serde_json::from_str(r).unwrap_or_else(|_| json!({})),
-            serde_json::from_str(d).unwrap_or_else(|_| json!({})),
-        ),
-        None => (0, json!({}), json!({})),
-    };
+    let (version, mut reported, mut desired) = read_shadow(conn, thing)?.unwrap_or((0, json!({}), json!({})));
     if let Some(expected) = body.get("version").and_then(Value::as_i64)
         && expected != version
     {
@@ -882,14 +896,8 @@ fn shadow_get(
     out: &mut Output,
 ) -> DbResult<()> {
     let token = client_token(payload);
-    let existing: Option<(i64, String, String)> = conn
-        .prepare_cached("SELECT version, reported, desired FROM shadows WHERE thing = ?1")?
-        .query_row([thing.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()?;
-    match existing {
+    match read_shadow(conn, thing)? {
         Some((version, reported, desired)) => {
-            let reported: Value = serde_json::from_str(&reported).unwrap_or_else(|_| json!({}));
-            let desired: Value = serde_json::from_str(&desired).unwrap_or_else(|_| json!({}));
             let mut body = json!({"state": {"reported": reported, "desired": desired}, "version": version, "timestamp": epoch(now)});
             if let Some(t) = &token {
                 body["clientToken"] = json!(t);
@@ -1023,15 +1031,9 @@ impl SqliteStore {
     pub async fn shadow(&self, thing: &ThingName) -> ota_core::Result<Option<Value>> {
         let thing = thing.clone();
         self.call(move |conn| {
-            let row: Option<(i64, String, String)> = conn
-                .prepare_cached("SELECT version, reported, desired FROM shadows WHERE thing = ?1")?
-                .query_row([thing.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-                .optional()?;
-            Ok(row.map(|(v, r, d)| {
-                json!({"state": {"reported": serde_json::from_str::<Value>(&r).unwrap_or(Value::Null),
-                                 "desired": serde_json::from_str::<Value>(&d).unwrap_or(Value::Null)},
-                       "version": v})
-            }))
+            Ok(read_shadow(conn, &thing)?.map(
+                |(v, reported, desired)| json!({"state": {"reported": reported, "desired": desired}, "version": v}),
+            ))
         })
         .await
     }
