@@ -16,6 +16,8 @@ pub mod update;
 pub mod version;
 
 #[cfg(feature = "service")]
+pub mod agent;
+#[cfg(feature = "service")]
 pub mod audit;
 #[cfg(feature = "service")]
 pub mod auth;

@@ -1,0 +1,203 @@
+//! Conversation state: the messages of one session, the action waiting for confirmation and
+//! the last plan shown. Bounded in sessions, messages and idle time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::model::ChatMessage;
+use crate::error::Result;
+use crate::names::{DeviceType, JobId};
+use crate::plan::Plan;
+use crate::targeting::UpdateRequest;
+
+/// An action shown to the person and waiting for their explicit confirmation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PendingAction {
+    /// Start the rollouts of plan `plan_id` (an update or a rollback).
+    Start { plan_id: String, request: UpdateRequest },
+    /// Cancel these active rollouts.
+    Cancel { rollouts: Vec<JobId> },
+    /// Open or close the OTA gate of these types.
+    SetOta { device_types: Vec<DeviceType>, enabled: bool },
+}
+
+impl PendingAction {
+    /// The plan id this action starts, if it starts one.
+    pub fn plan_id(&self) -> Option<&str> {
+        match self {
+            PendingAction::Start { plan_id, .. } => Some(plan_id),
+            _ => None,
+        }
+    }
+}
+
+/// One conversation. It belongs to the subject who started it: another caller naming the
+/// same id gets a fresh session, never this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub subject: String,
+    pub messages: Vec<ChatMessage>,
+    pub pending: Option<PendingAction>,
+    /// The last update or rollback plan shown, for the confirmation card.
+    pub last_plan: Option<Plan>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Session {
+    pub fn new(id: impl Into<String>, subject: impl Into<String>, now: DateTime<Utc>) -> Self {
+        Session {
+            id: id.into(),
+            subject: subject.into(),
+            messages: Vec::new(),
+            pending: None,
+            last_plan: None,
+            updated_at: now,
+        }
+    }
+
+    /// Drops the oldest messages beyond `max`, cutting only before a user message so a tool
+    /// call is never separated from its result.
+    pub fn trim(&mut self, max: usize) {
+        if self.messages.len() <= max {
+            return;
+        }
+        let excess = self.messages.len() - max;
+        let cut = self.messages[excess..]
+            .iter()
+            .position(|m| matches!(m, ChatMessage::User { .. }))
+            .map(|i| i + excess)
+            .unwrap_or(self.messages.len());
+        self.messages.drain(..cut);
+    }
+}
+
+/// How much conversation state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Sessions kept at once; the least recently used goes first.
+    pub max_sessions: usize,
+    /// Messages kept per session (user, assistant and tool messages).
+    pub max_messages: usize,
+    /// A session idle this long is forgotten, with its pending action.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits { max_sessions: 1_000, max_messages: 40, idle: Duration::minutes(30) }
+    }
+}
+
+/// Where sessions live between requests.
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// The session `id` of `subject`, if it exists, belongs to them and is not idle past the
+    /// limit at `now`.
+    async fn load(&self, id: &str, subject: &str, now: DateTime<Utc>) -> Result<Option<Session>>;
+
+    /// Stores the session (trimmed to the limits).
+    async fn save(&self, session: Session) -> Result<()>;
+}
+
+/// Sessions in this process's memory: right for `ota serve`, and for a warm Lambda instance
+/// (a confirmation from the page carries its plan, so it does not depend on this state).
+#[derive(Debug, Default)]
+pub struct MemorySessions {
+    limits: SessionLimits,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl MemorySessions {
+    pub fn new(limits: SessionLimits) -> Self {
+        MemorySessions { limits, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// Sessions held now.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessions {
+    async fn load(&self, id: &str, subject: &str, now: DateTime<Utc>) -> Result<Option<Session>> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = self.limits.idle;
+        sessions.retain(|_, s| now - s.updated_at <= idle);
+        Ok(sessions.get(id).filter(|s| s.subject == subject).cloned())
+    }
+
+    async fn save(&self, mut session: Session) -> Result<()> {
+        session.trim(self.limits.max_messages);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.insert(session.id.clone(), session);
+        while sessions.len() > self.limits.max_sessions {
+            let Some(oldest) = sessions.values().min_by_key(|s| s.updated_at).map(|s| s.id.clone()) else { break };
+            sessions.remove(&oldest);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(min: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap() + Duration::minutes(min)
+    }
+
+    #[tokio::test]
+    async fn sessions_are_bounded_owned_and_forgotten_when_idle() {
+        let store =
+            MemorySessions::new(SessionLimits { max_sessions: 2, max_messages: 3, idle: Duration::minutes(10) });
+        let mut a = Session::new("a", "ana", at(0));
+        for i in 0..5 {
+            a.messages.push(ChatMessage::user(format!("q{i}")));
+            a.messages.push(ChatMessage::assistant(format!("a{i}")));
+        }
+        store.save(a).await.unwrap();
+        let a = store.load("a", "ana", at(1)).await.unwrap().unwrap();
+        // Trimmed to at most 3, starting at a user message.
+        assert_eq!(a.messages, vec![ChatMessage::user("q4"), ChatMessage::assistant("a4")]);
+        // Another subject never gets ana's session.
+        assert!(store.load("a", "bob", at(1)).await.unwrap().is_none());
+        store.save(Session::new("b", "bob", at(2))).await.unwrap();
+        store.save(Session::new("c", "cy", at(3))).await.unwrap();
+        assert_eq!(store.len(), 2, "the least recently used session went");
+        assert!(store.load("a", "ana", at(3)).await.unwrap().is_none());
+        assert!(store.load("c", "cy", at(20)).await.unwrap().is_none(), "idle sessions are forgotten");
+    }
+
+    #[test]
+    fn trim_never_separates_a_tool_call_from_its_result() {
+        let mut s = Session::new("s", "ana", at(0));
+        s.messages = vec![
+            ChatMessage::user("q"),
+            ChatMessage::Assistant {
+                text: String::new(),
+                tool_calls: vec![super::super::ToolCall { id: "1".into(), name: "x".into(), arguments: "{}".into() }],
+            },
+            ChatMessage::Tool { call_id: "1".into(), name: "x".into(), content: "r".into(), is_error: false },
+            ChatMessage::assistant("done"),
+            ChatMessage::user("q2"),
+            ChatMessage::assistant("a2"),
+        ];
+        s.trim(3);
+        assert_eq!(s.messages, vec![ChatMessage::user("q2"), ChatMessage::assistant("a2")]);
+    }
+}
