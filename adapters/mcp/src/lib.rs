@@ -27,6 +27,7 @@
 #[cfg(feature = "lambda")]
 pub mod apigw;
 mod args;
+mod chat;
 mod reply;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub use args::{
     AskArgs, CancelArgs, DeviceTypeArgs, FleetStatusArgs, GetDeviceArgs, GetRolloutArgs, ListRolloutsArgs,
     RollbackArgs, SetOtaArgs, StartArgs, UpdateArgs,
 };
+pub use chat::ChatTools;
 use reply::{Failure, Outcome, tool_error};
 
 /// Where per-execution progress comes from, when the backend has it (the local engine does;

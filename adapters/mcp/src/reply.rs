@@ -34,6 +34,11 @@ pub enum Failure {
 pub type Outcome = Result<Reply, Failure>;
 
 impl Reply {
+    /// The structured value and the summary.
+    pub fn into_parts(self) -> (Value, String) {
+        (self.value, self.summary)
+    }
+
     fn new(value: impl Serialize, summary: String) -> Self {
         Reply { value: serde_json::to_value(value).unwrap_or(Value::Null), summary }
     }

@@ -417,3 +417,58 @@ async fn stdio_transport_runs_every_call_as_the_local_user() {
     c.cancel().await.unwrap();
     serving.await.unwrap().unwrap();
 }
+
+/// The chat assistant's tool box is exactly the MCP tool list, with changing tools marked.
+#[tokio::test]
+async fn chat_tools_are_the_mcp_tools_and_changes_only_preview() {
+    use ota_core::agent::{PendingAction, ToolEffect, Toolbox};
+    let svc = world().await;
+    let tools = ota_mcp::ChatTools::new(OtaMcp::new(svc.clone(), None));
+    let url = serve_http(svc.clone()).await;
+    let c = client(&url, Some("viewer")).await;
+    let mut mcp_names: Vec<String> =
+        c.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    let mut chat_names: Vec<String> = tools.specs().into_iter().map(|s| s.name).collect();
+    mcp_names.sort();
+    chat_names.sort();
+    assert_eq!(chat_names, mcp_names);
+    let change: Vec<String> =
+        tools.specs().into_iter().filter(|s| s.effect == ToolEffect::Change).map(|s| s.name).collect();
+    for name in ["start_rollout", "rollback", "cancel_rollout", "set_ota_enabled", "ask"] {
+        assert!(change.contains(&name.to_string()), "{name} must need confirmation: {change:?}");
+    }
+    assert!(!change.contains(&"plan_update".to_string()));
+
+    let operator = Caller::new("ana", [Role::Operator]);
+    let viewer = Caller::new("vic", [Role::Viewer]);
+    let args = json!({ "device_types": ["pet_feeder"], "version": "latest" });
+    let planned = tools.call(&operator, "plan_update", &args).await;
+    assert!(planned.ok, "{}", planned.text);
+    let plan_id = planned.data["plan_id"].as_str().unwrap().to_string();
+    // A viewer may not even plan; the service says so.
+    let refused = tools.call(&viewer, "plan_update", &args).await;
+    assert!(!refused.ok && refused.text.contains("operator"), "{}", refused.text);
+    // A changing tool is never run by `call`.
+    let mut start = args.clone();
+    start["plan_id"] = json!(plan_id);
+    assert!(!tools.call(&operator, "start_rollout", &start).await.ok);
+    // Its preview plans and returns the start to confirm; nothing started.
+    let (out, pending) = tools.preview(&operator, "start_rollout", &start).await;
+    assert!(out.ok, "{}", out.text);
+    assert!(matches!(pending, Some(PendingAction::Start { plan_id: ref p, .. }) if *p == plan_id), "{pending:?}");
+    let (out, pending) = tools.preview(&viewer, "start_rollout", &start).await;
+    assert!(!out.ok && pending.is_none() && out.text.contains("operator"), "{}", out.text);
+    // An operator cannot have OTA flipped; an admin's preview changes nothing.
+    let gate = json!({ "device_type": "beehive_scale", "enabled": true });
+    let (out, pending) = tools.preview(&operator, "set_ota_enabled", &gate).await;
+    assert!(!out.ok && pending.is_none() && out.text.contains("admin"), "{}", out.text);
+    let admin = Caller::new("root", [Role::Admin]);
+    let (out, pending) = tools.preview(&admin, "set_ota_enabled", &gate).await;
+    assert!(out.ok && matches!(pending, Some(PendingAction::SetOta { enabled: true, .. })), "{}", out.text);
+    let types = svc.device_types(&admin).await.unwrap();
+    assert!(types.iter().any(|t| t.device_type.as_str() == "beehive_scale" && !t.ota_enabled));
+    assert!(svc.list_rollouts(&admin, &Default::default()).await.unwrap().is_empty());
+    // Malformed arguments are a failed output, not a panic.
+    assert!(!tools.call(&operator, "get_device", &json!({ "thing": 3 })).await.ok);
+    assert!(!tools.call(&operator, "no_such_tool", &json!({})).await.ok);
+}

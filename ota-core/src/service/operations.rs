@@ -146,6 +146,28 @@ impl FleetManager {
         self.backend.rollouts.get(id).await
     }
 
+    /// What cancelling rollout `id` would cancel, checked as `caller` and changing nothing:
+    /// the operator role, the rollout exists and is still active. The chat shows this before
+    /// asking for confirmation; [`FleetManager::cancel`] checks everything again.
+    pub async fn preview_cancel(&self, caller: &Caller, id: &JobId) -> Result<Rollout> {
+        caller.require(Role::Operator, "cancel a rollout")?;
+        let rollout = self.backend.rollouts.get(id).await?;
+        if !rollout.status.is_active() {
+            return Err(Error::Conflict(format!("rollout {id} already ended ({})", rollout.status.as_str())));
+        }
+        Ok(rollout)
+    }
+
+    /// The OTA gate of a type as it is now, checked for a change by `caller` (admin, a known
+    /// type) and changing nothing. [`FleetManager::set_ota_enabled`] checks everything again.
+    pub async fn preview_set_ota(&self, caller: &Caller, device_type: &DeviceType, enabled: bool) -> Result<bool> {
+        caller.require(Role::Admin, if enabled { "enable OTA" } else { "disable OTA" })?;
+        if !self.known_types().await?.contains(device_type) {
+            return Err(self.unknown_type(device_type).await);
+        }
+        Ok(self.enabled_types([device_type.clone()]).await?.contains(device_type))
+    }
+
     /// Cancels an active rollout (operator).
     pub async fn cancel(&self, caller: &Caller, id: &JobId, reason: &str) -> Result<Rollout> {
         let request = json!({ "rollout": id, "reason": reason });
