@@ -5,7 +5,8 @@
 //! the audit trail are DynamoDB tables ([`DynamoConfigStore`], [`DynamoAuditLog`]), and a
 //! rollout is an IoT job with its rollout, abort, timeout and retry configuration plus a
 //! DynamoDB record ([`JobsRolloutStore`]). The rollout monitor ([`monitor`]) adds what IoT
-//! Jobs cannot express: the absolute failure limit and an SNS alert on every abort.
+//! Jobs cannot express: the absolute failure limit and an SNS alert on every abort. The chat
+//! assistant's model port runs on Bedrock's Converse API ([`BedrockChat`]).
 //!
 //! It holds no safety rule of its own: `ota-core`'s service enforces them all, and the
 //! conformance suite checks that this backend keeps every guarantee the ports document.
@@ -15,6 +16,7 @@
 //! [`connect`] and get a plain [`ota_core::ports::Backend`].
 
 pub mod catalog;
+pub mod chat;
 pub mod errors;
 pub mod job_spec;
 pub mod monitor;
@@ -32,6 +34,7 @@ use ota_core::Result;
 use ota_core::ports::Backend;
 
 pub use catalog::S3Catalog;
+pub use chat::BedrockChat;
 pub use registry::IotRegistry;
 pub use rollouts::{JobSettings, JobsRolloutStore};
 pub use settings::AwsSettings;
