@@ -2,7 +2,6 @@
 //! calls `ota-core`'s service on the embedded backend (`ota-local`) or on AWS (`ota-aws`,
 //! with `--backend aws`), and prints tables or JSON. Every rule is enforced by the service, not here.
 
-mod api;
 mod cli;
 mod demo;
 mod live;
@@ -317,6 +316,7 @@ fn serve_options(args: &ServeArgs) -> server::ServeOptions {
             hosts.extend(args.allowed_hosts.iter().cloned());
             hosts
         }),
+        model: None,
     }
 }
 
@@ -324,7 +324,12 @@ fn announce(server: &server::Server, data_dir: &Path) {
     let i = &server.info;
     eprintln!("ota server running (Ctrl-C stops it)");
     eprintln!("  devices (MQTT): {}:{}", i.mqtt_host, i.mqtt_port);
-    eprintln!("  HTTP API and downloads: {} (token in {})", i.http, data_dir.join(api::TOKEN_FILE).display());
+    eprintln!(
+        "  chat page: {}/ (sign in with a token from `ota --data-dir {} token create --role operator`)",
+        i.http,
+        data_dir.display()
+    );
+    eprintln!("  HTTP API, MCP (/mcp) and firmware downloads: {}", i.http);
 }
 
 async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {

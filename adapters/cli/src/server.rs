@@ -21,8 +21,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::api;
-
 /// File in the data dir that says where a running server listens.
 pub const SERVER_FILE: &str = "server.json";
 
@@ -39,6 +37,33 @@ impl ota_mcp::RolloutProgress for LocalProgress {
             .map(|e| serde_json::json!({"thing": e.thing.as_str(), "status": e.status.as_str(), "details": e.status_details}))
             .collect();
         Ok(Some(serde_json::json!({"counts": p.counts, "devices": devices})))
+    }
+}
+
+/// Devices per state for the page and its progress stream, from the engine's executions.
+#[derive(Debug)]
+pub struct LocalCounts(pub Arc<SqliteStore>);
+
+#[async_trait]
+impl ota_http::ProgressSource for LocalCounts {
+    async fn counts(&self, id: &ota_core::names::JobId) -> ota_core::Result<Option<ota_http::Counts>> {
+        let c = self.0.rollout_progress(id).await?.counts;
+        Ok(Some(ota_http::Counts {
+            total: c.total,
+            waiting: c.waiting,
+            queued: c.queued,
+            in_progress: c.in_progress,
+            succeeded: c.succeeded,
+            failed: c.failed,
+            rejected: c.rejected,
+            timed_out: c.timed_out,
+            canceled: c.canceled,
+            removed: c.removed,
+        }))
+    }
+
+    async fn events(&self, id: &ota_core::names::JobId, after: i64) -> ota_core::Result<Option<serde_json::Value>> {
+        Ok(Some(serde_json::to_value(self.0.rollout_events(id, after).await?).unwrap_or_default()))
     }
 }
 
@@ -63,6 +88,9 @@ pub struct ServeOptions {
     /// An external broker (`mqtt://user:password@host:port`) instead of the embedded endpoint.
     pub mqtt_url: Option<String>,
     pub webhook: Option<String>,
+    /// The chat model for requests the intent engine does not understand; `None`: the
+    /// intent engine only.
+    pub model: Option<Arc<dyn ota_core::agent::ChatModel>>,
 }
 
 /// What `server.json` holds.
@@ -181,12 +209,27 @@ pub async fn start(
     };
     let verifier = Arc::new(verifier);
     let progress: Arc<dyn ota_mcp::RolloutProgress> = Arc::new(LocalProgress(store.clone()));
-    let mcp = ota_mcp::OtaMcp::new(svc.clone(), Some(progress))
-        .http_router(options.allowed_hosts.clone())
-        .layer(ota_auth::require_bearer(verifier, ota_auth::resource_metadata_url(&base_url)));
+    let mcp_server = ota_mcp::OtaMcp::new(svc.clone(), Some(progress));
+    let bearer = ota_auth::require_bearer(verifier, ota_auth::resource_metadata_url(&base_url));
+    let mcp = mcp_server.clone().http_router(options.allowed_hosts.clone()).layer(bearer.clone());
     let well_known =
         ota_auth::well_known_router(format!("{base_url}/mcp"), vec![authorization_server], Some(issuer.jwks()));
-    let app = api::router(api::ApiState::new(svc, store, data_dir)?)
+    // The chat page and the JSON API, behind the same bearer tokens as MCP. The model (when
+    // configured) gets exactly the MCP tools.
+    let sessions = Arc::new(ota_core::agent::MemorySessions::default());
+    let mut assistant = ota_core::agent::Assistant::new(svc.clone(), sessions);
+    if let Some(model) = options.model.clone() {
+        assistant = assistant.with_model(model, Arc::new(ota_mcp::ChatTools::new(mcp_server)));
+    }
+    let page = ota_http::PageConfig {
+        auth: ota_http::PageAuth::Token,
+        model: assistant.model(),
+        backend: "local".into(),
+        streaming: true,
+    };
+    let web = ota_http::Web::new(assistant, Some(Arc::new(LocalCounts(store.clone()))));
+    let app = ota_http::public_router(&page)
+        .merge(web.api_router().layer(bearer))
         .merge(ota_local::download::router(data_dir.to_path_buf(), signer))
         .merge(mcp)
         .merge(well_known);

@@ -443,7 +443,7 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<
 }
 
 #[test]
-fn the_http_api_needs_the_token_and_answers_through_the_service() {
+fn the_http_api_needs_a_token_and_answers_through_the_service() {
     let dir = TempDir::new().unwrap();
     let d = dir.path();
     ok(d, &["init", "--demo"]);
@@ -451,32 +451,61 @@ fn the_http_api_needs_the_token_and_answers_through_the_service() {
     let logs = TempDir::new().unwrap();
     let _server =
         spawn(d, &["serve", "--listen", api.as_str(), "--mqtt-listen", mqtt.as_str()], &logs.path().join("s.log"));
-    wait_for("the server listens", Duration::from_secs(30), || {
-        TcpStream::connect(&api).is_ok() && d.join("api-token").exists()
-    });
-    let token = std::fs::read_to_string(d.join("api-token")).unwrap();
-    let token = token.trim();
+    wait_for("the server listens", Duration::from_secs(30), || TcpStream::connect(&api).is_ok());
+    let operator = ok(d, &["token", "create", "--role", "operator", "--ttl", "10m"]);
+    let operator = operator.trim();
+    let viewer = ok(d, &["token", "create", "--role", "viewer", "--ttl", "10m"]);
+    let viewer = viewer.trim();
 
+    // The page and the health check are public; everything else under /api needs a token.
+    let (status, head, page) = http(&api, "GET", "/", None, None);
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("text/html") && page.contains("ota-config"), "{head}");
+    assert_eq!(http(&api, "GET", "/api/health", None, None).0, 200);
     let (status, head, _) = http(&api, "GET", "/api/rollouts", None, None);
     assert_eq!(status, 401);
     assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
-    assert_eq!(http(&api, "GET", "/api/rollouts", Some("not-the-token"), None).0, 401);
+    assert_eq!(http(&api, "GET", "/api/rollouts", Some("not-a-token"), None).0, 401);
 
-    let (status, _, body) = http(&api, "GET", "/api/devices?type=pet_feeder", Some(token), None);
+    let (status, _, body) = http(&api, "GET", "/api/whoami", Some(viewer), None);
+    assert_eq!(status, 200, "{body}");
+    let me: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(me["roles"], serde_json::json!(["viewer"]), "{me}");
+    let (status, _, body) = http(&api, "GET", "/api/devices?type=pet_feeder", Some(viewer), None);
     assert_eq!(status, 200, "{body}");
     let devices: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(4), "{devices}");
 
     let ask = r#"{"prompt": "Update all pet_feeder devices to the latest firmware"}"#;
-    let (status, _, body) = http(&api, "POST", "/api/ask", Some(token), Some(ask));
+    let (status, _, body) = http(&api, "POST", "/api/ask", Some(operator), Some(ask));
     assert_eq!(status, 200, "{body}");
     let plan: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(plan["plan"]["deployments"][0]["device_type"], "pet_feeder", "{plan}");
     assert!(plan.get("rollouts").is_none(), "without execute it only plans");
+    // A viewer's token cannot plan an update, whatever the words say.
+    let (status, _, body) = http(&api, "POST", "/api/ask", Some(viewer), Some(ask));
+    assert_eq!(status, 403, "{body}");
+
+    // The chat plans and waits for a confirmation; a viewer's confirmation is refused.
+    let chat = r#"{"message": "Update all pet_feeder devices to the latest firmware"}"#;
+    let (status, _, body) = http(&api, "POST", "/api/chat", Some(operator), Some(chat));
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["answered_by"], "intent", "{reply}");
+    assert_eq!(reply["pending"]["kind"], "start", "{reply}");
+    let plan_id = reply["plan"]["plan_id"].as_str().unwrap().to_string();
+    assert_eq!(count(d, "SELECT COUNT(*) FROM rollouts"), 0, "nothing starts before the confirmation");
+    let confirm = serde_json::json!({"request": reply["plan"]["request"]}).to_string();
+    let (status, _, body) =
+        http(&api, "POST", &format!("/api/plans/{plan_id}/start"), Some(viewer), Some(confirm.as_str()));
+    assert_eq!(status, 200, "{body}");
+    let refused: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+    assert_eq!(count(d, "SELECT COUNT(*) FROM rollouts"), 0);
 
     // The gate holds here as everywhere: beehive_scale is disabled in the demo world.
     let refused = r#"{"prompt": "Update all beehive_scale devices to the latest firmware", "execute": true}"#;
-    let (status, _, body) = http(&api, "POST", "/api/ask", Some(token), Some(refused));
+    let (status, _, body) = http(&api, "POST", "/api/ask", Some(operator), Some(refused));
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("beehive_scale"), "{body}");
     assert_eq!(count(d, "SELECT COUNT(*) FROM rollouts"), 0, "nothing was started");
