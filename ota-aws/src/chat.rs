@@ -56,6 +56,13 @@ impl BedrockChat {
         Self::new(Client::new(config), model_id)
     }
 
+    /// A chat model with credentials and Region from the default chain (environment, profile,
+    /// the Lambda or ECS role); `model_id` `None` is [`DEFAULT_MODEL_ID`].
+    pub async fn from_default_chain(model_id: Option<String>) -> Self {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        Self::from_conf(&config, model_id.unwrap_or_else(|| DEFAULT_MODEL_ID.to_string()))
+    }
+
     /// Caps the tokens of each answer (`inferenceConfig.maxTokens`); unset, the model's default.
     pub fn with_max_tokens(mut self, max_tokens: i32) -> Self {
         self.max_tokens = Some(max_tokens);

@@ -232,6 +232,19 @@ pub struct ServeArgs {
     /// The claim holding the roles (viewer, operator, admin).
     #[arg(long, default_value = "cognito:groups")]
     pub roles_claim: String,
+    /// The chat model for requests the intent engine does not understand: `openai:MODEL` (any
+    /// OpenAI-compatible server at --model-url: Ollama, vLLM, llama.cpp, LM Studio, OpenAI),
+    /// `bedrock` or `bedrock:MODEL_ID` (Amazon Bedrock Converse, AWS credentials from the
+    /// environment; default Amazon Nova 2 Lite), or `none` (the intent engine only).
+    #[arg(long, env = "OTA_CHAT_MODEL", default_value = "none")]
+    pub model: String,
+    /// The OpenAI-compatible server's API root, including `/v1`.
+    #[arg(long, env = "OTA_CHAT_BASE_URL", default_value = "http://127.0.0.1:11434/v1")]
+    pub model_url: String,
+    /// The environment variable holding that server's API key, if it needs one (keys are never
+    /// taken on the command line, where `ps` would show them).
+    #[arg(long, default_value = "OTA_CHAT_API_KEY")]
+    pub model_key_env: String,
 }
 
 /// The simulated fleet and its faults.

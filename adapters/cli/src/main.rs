@@ -186,7 +186,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve(args) => {
             let store = local_store()?;
-            let server = server::start(&cli.data_dir, svc.clone(), store, serve_options(&args)).await?;
+            let server = server::start(&cli.data_dir, svc.clone(), store, serve_options(&args).await?).await?;
             announce(&server, &cli.data_dir);
             let _ = tokio::signal::ctrl_c().await;
             server.stop().await;
@@ -298,8 +298,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve_options(args: &ServeArgs) -> server::ServeOptions {
-    server::ServeOptions {
+/// The chat model `args` name, built; `None` for the intent engine only.
+async fn chat_model(args: &ServeArgs) -> Result<Option<Arc<dyn ota_core::agent::ChatModel>>> {
+    use ota_core::agent::ModelSpec;
+    Ok(match ModelSpec::parse(&args.model)? {
+        None => None,
+        Some(ModelSpec::OpenAi { model }) => {
+            let mut config = ota_local::OpenAiConfig::new(args.model_url.clone(), model);
+            if let Ok(key) = std::env::var(&args.model_key_env)
+                && !key.trim().is_empty()
+            {
+                config = config.with_api_key(key.trim());
+            }
+            Some(Arc::new(ota_local::OpenAiChat::new(config)?))
+        }
+        Some(ModelSpec::Bedrock { model_id }) => {
+            Some(Arc::new(ota_aws::BedrockChat::from_default_chain(model_id).await))
+        }
+    })
+}
+
+async fn serve_options(args: &ServeArgs) -> Result<server::ServeOptions> {
+    Ok(server::ServeOptions {
         listen: args.listen,
         mqtt_listen: args.mqtt_listen,
         mqtt_url: args.mqtt_url.clone(),
@@ -316,8 +336,8 @@ fn serve_options(args: &ServeArgs) -> server::ServeOptions {
             hosts.extend(args.allowed_hosts.iter().cloned());
             hosts
         }),
-        model: None,
-    }
+        model: chat_model(args).await?,
+    })
 }
 
 fn announce(server: &server::Server, data_dir: &Path) {
@@ -380,7 +400,7 @@ async fn run_demo(
     let mut specs = live::fleet_specs(&args.fleet)?;
     live::resume_versions(&svc, &mut specs).await?;
     live::register(&svc, &specs).await?;
-    let server = server::start(data_dir, svc.clone(), store.clone(), serve_options(&args.serve)).await?;
+    let server = server::start(data_dir, svc.clone(), store.clone(), serve_options(&args.serve).await?).await?;
     let creds = device_credentials(data_dir)?;
     let (host, port) = (server.info.mqtt_host.clone(), server.info.mqtt_port);
     let fleet_specs = specs.clone();

@@ -19,7 +19,9 @@ mod session;
 pub use assistant::{
     AnsweredBy, Assistant, AssistantOptions, CHAT_INSTRUCTIONS, ChatReply, ToolTrace, is_confirmation, is_decline,
 };
-pub use model::{ChatMessage, ChatModel, ChatRequest, ChatResponse, ModelError, ToolCall, ToolEffect, ToolSpec, Usage};
+pub use model::{
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ModelError, ModelSpec, ToolCall, ToolEffect, ToolSpec, Usage,
+};
 pub use session::{MemorySessions, PendingAction, Session, SessionLimits, SessionStore};
 
 use async_trait::async_trait;

@@ -124,3 +124,53 @@ pub trait ChatModel: Send + Sync + std::fmt::Debug {
     /// and/or tool calls out.
     async fn complete(&self, request: ChatRequest<'_>) -> Result<ChatResponse, ModelError>;
 }
+
+/// Which chat model to use, as written in configuration (`--model`, `OTA_CHAT_MODEL`):
+/// `bedrock` or `bedrock:MODEL_ID` (Amazon Bedrock Converse), `openai:MODEL` (any
+/// OpenAI-compatible server: Ollama, vLLM, llama.cpp, LM Studio, OpenAI), or `none`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// Bedrock Converse; `None` means the provider's default model.
+    Bedrock { model_id: Option<String> },
+    /// An OpenAI-compatible chat-completions server; its base URL is configured separately.
+    OpenAi { model: String },
+}
+
+impl ModelSpec {
+    /// Parses a spec; `none` or blank is `Ok(None)`.
+    pub fn parse(s: &str) -> crate::Result<Option<Self>> {
+        let s = s.trim();
+        let (kind, rest) = s.split_once(':').map_or((s, ""), |(k, r)| (k, r.trim()));
+        match kind.to_ascii_lowercase().as_str() {
+            "" | "none" | "off" if rest.is_empty() => Ok(None),
+            "bedrock" => Ok(Some(ModelSpec::Bedrock { model_id: (!rest.is_empty()).then(|| rest.to_string()) })),
+            "openai" if !rest.is_empty() => Ok(Some(ModelSpec::OpenAi { model: rest.to_string() })),
+            _ => Err(crate::Error::invalid(
+                "chat model",
+                s,
+                "expected bedrock, bedrock:MODEL_ID, openai:MODEL (with a base URL) or none",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_specs_parse_and_bad_ones_say_what_is_expected() {
+        assert_eq!(ModelSpec::parse("none").unwrap(), None);
+        assert_eq!(ModelSpec::parse(" ").unwrap(), None);
+        assert_eq!(ModelSpec::parse("bedrock").unwrap(), Some(ModelSpec::Bedrock { model_id: None }));
+        assert_eq!(
+            ModelSpec::parse("bedrock:us.amazon.nova-2-lite-v1:0").unwrap(),
+            Some(ModelSpec::Bedrock { model_id: Some("us.amazon.nova-2-lite-v1:0".into()) })
+        );
+        assert_eq!(ModelSpec::parse("openai:qwen3:8b").unwrap(), Some(ModelSpec::OpenAi { model: "qwen3:8b".into() }));
+        for bad in ["openai", "openai:", "gpt-4", "claude:x"] {
+            let e = ModelSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("openai:MODEL"), "{bad}: {e}");
+        }
+    }
+}
