@@ -100,25 +100,31 @@ pub struct Monitor {
     pub topic_arn: Option<String>,
 }
 
+/// The state and execution counters of rollout `id`'s IoT job (`Gone` with zero counters when
+/// the job no longer exists). The monitor decides on them; the chat page draws them.
+pub async fn job_state(iot: &aws_sdk_iot::Client, id: &ota_core::names::JobId) -> Result<(JobState, RolloutStats)> {
+    let out = match iot.describe_job().job_id(id.as_str()).send().await {
+        Ok(out) => out,
+        Err(e) => {
+            return match aws("iot:DescribeJob")(e) {
+                f if f.kind == FailureKind::NotFound => Ok((JobState::Gone, RolloutStats::default())),
+                f => Err(f.into_error()),
+            };
+        }
+    };
+    let job = out.job();
+    let stats = job.and_then(|j| j.job_process_details()).map(stats_of).unwrap_or_default();
+    let state = match job.and_then(|j| j.status()) {
+        Some(JobStatus::Completed) => JobState::Completed,
+        Some(JobStatus::Canceled | JobStatus::DeletionInProgress) => JobState::Canceled,
+        _ => JobState::Running,
+    };
+    Ok((state, stats))
+}
+
 impl Monitor {
     async fn job(&self, rollout: &Rollout) -> Result<(JobState, RolloutStats)> {
-        let out = match self.iot.describe_job().job_id(rollout.id.as_str()).send().await {
-            Ok(out) => out,
-            Err(e) => {
-                return match aws("iot:DescribeJob")(e) {
-                    f if f.kind == FailureKind::NotFound => Ok((JobState::Gone, RolloutStats::default())),
-                    f => Err(f.into_error()),
-                };
-            }
-        };
-        let job = out.job();
-        let stats = job.and_then(|j| j.job_process_details()).map(stats_of).unwrap_or_default();
-        let state = match job.and_then(|j| j.status()) {
-            Some(JobStatus::Completed) => JobState::Completed,
-            Some(JobStatus::Canceled | JobStatus::DeletionInProgress) => JobState::Canceled,
-            _ => JobState::Running,
-        };
-        Ok((state, stats))
+        job_state(&self.iot, &rollout.id).await
     }
 
     async fn cancel_job(&self, rollout: &Rollout, reason: &str) -> Result<()> {

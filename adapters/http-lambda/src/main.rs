@@ -1,0 +1,104 @@
+//! The HTTP API, chat assistant and chat page as a Lambda (`HttpFunction` in
+//! `deploy/template.yaml`): the same `ota-http` router as `ota serve`, on the AWS backend,
+//! behind API Gateway's Cognito JWT authorizer. The caller of each request comes from the
+//! authorizer's claims (`ota_mcp::apigw`), so a token is verified once, by API Gateway.
+//!
+//! Configuration (environment):
+//! - `OTA_AWS_*`: the resources, as for `ota --backend aws` and the other functions.
+//! - `OTA_CHAT_MODEL`: `bedrock` (Amazon Nova 2 Lite), `bedrock:MODEL_ID` or `none`. Default
+//!   `bedrock`. OpenAI-compatible servers are for `ota serve`.
+//! - `OTA_COGNITO_DOMAIN` (`https://PREFIX.auth.REGION.amazoncognito.com`) and
+//!   `OTA_COGNITO_CLIENT_ID`: when both are set the page signs in with Cognito's hosted UI
+//!   (authorization code + PKCE); otherwise it asks for a token.
+//!
+//! Progress comes from IoT Jobs' `DescribeJob` counters. API Gateway buffers responses, so the
+//! page polls instead of streaming, and a stream ends after 25 s (Lambda's 30 s limit).
+//! Conversations live in the warm instance's memory; a confirmation from the page carries
+//! its plan, which the service re-plans and checks against the plan id, so it works on any
+//! instance. A typed "yes" needs the instance that showed the plan.
+//!
+//! Without `AWS_LAMBDA_RUNTIME_API` it serves the router on `OTA_HTTP_LISTEN` (default
+//! `127.0.0.1:8082`) as a smoke test of start-up and the AWS wiring: with no authorizer there,
+//! every `/api` call but `health` gets 401.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ota_core::agent::{Assistant, MemorySessions, ModelSpec};
+use ota_core::names::JobId;
+use ota_core::service::{FleetManager, Settings};
+use ota_http::{Counts, PageAuth, PageConfig, ProgressSource, Web};
+use ota_mcp::{ChatTools, OtaMcp, apigw};
+
+/// Execution counters from IoT Jobs.
+#[derive(Debug)]
+struct JobCounts(ota_aws::AwsClients);
+
+#[async_trait]
+impl ProgressSource for JobCounts {
+    async fn counts(&self, id: &JobId) -> ota_core::Result<Option<Counts>> {
+        let (state, s) = ota_aws::monitor::job_state(&self.0.iot, id).await?;
+        if state == ota_aws::monitor::JobState::Gone {
+            return Ok(None);
+        }
+        Ok(Some(Counts {
+            total: s.total,
+            waiting: 0,
+            queued: s.queued,
+            in_progress: s.in_progress,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            rejected: s.rejected,
+            timed_out: s.timed_out,
+            canceled: s.canceled,
+            removed: 0,
+        }))
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let settings = ota_aws::AwsSettings::from_env()?;
+    let (clients, backend) = ota_aws::connect(&settings).await?;
+    let svc = Arc::new(FleetManager::new(backend, Settings::default()));
+
+    let mut assistant = Assistant::new(svc.clone(), Arc::new(MemorySessions::default()));
+    if let Some(ModelSpec::Bedrock { model_id }) = ModelSpec::parse(&env("OTA_CHAT_MODEL").unwrap_or("bedrock".into()))?
+    {
+        let model = Arc::new(ota_aws::BedrockChat::from_default_chain(model_id).await);
+        assistant = assistant.with_model(model, Arc::new(ChatTools::new(OtaMcp::new(svc.clone(), None))));
+    } else if env("OTA_CHAT_MODEL").is_some_and(|m| m.to_ascii_lowercase().starts_with("openai")) {
+        return Err(
+            "OTA_CHAT_MODEL: OpenAI-compatible models are for `ota serve`; on AWS use bedrock[:MODEL_ID]".into()
+        );
+    }
+    let auth = match (env("OTA_COGNITO_DOMAIN"), env("OTA_COGNITO_CLIENT_ID")) {
+        (Some(domain), Some(client_id)) => {
+            PageAuth::Cognito { domain, client_id, scopes: "openid email profile".into() }
+        }
+        _ => PageAuth::Token,
+    };
+    let page = PageConfig { auth, model: assistant.model(), backend: "aws".into(), streaming: !in_lambda };
+    let web = Web::new(assistant, Some(Arc::new(JobCounts(clients))))
+        .with_poll(Duration::from_secs(2))
+        .with_stream_limit(Some(Duration::from_secs(25)));
+    let router =
+        ota_http::public_router(&page).merge(web.api_router().layer(axum::middleware::from_fn(apigw::attach_caller)));
+    if in_lambda {
+        return lambda_http::run(router).await;
+    }
+    let addr = env("OTA_HTTP_LISTEN").unwrap_or_else(|| "127.0.0.1:8082".to_string());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    eprintln!(
+        "ota-http: not in Lambda; smoke server on http://{}/ (API calls get 401: no authorizer here)",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router).await?;
+    Ok(())
+}
