@@ -14,7 +14,8 @@
 //! - `GET whoami`, `GET device-types`, `GET firmware?type=`, `GET devices?type=&version=`,
 //!   `GET rollouts?type=&active=`, `GET rollouts/{id}` (`{"rollout", "progress"}`),
 //!   `GET rollouts/{id}/events?after=` (when the backend keeps events),
-//!   `GET rollouts/{id}/stream` (SSE: `progress` events, a final `end`),
+//!   `GET rollouts/{id}/stream` (SSE: `progress` events on every change, a final `end` when
+//!   the rollout is over, or `limit` when the stream's time limit ends it first),
 //!   `POST rollouts/{id}/cancel` (`{"reason"?}`);
 //! - `POST chat` (`{"message", "session_id"?}` → [`ChatReply`]);
 //! - `POST plans/{plan_id}/start` (`{"session_id"?, "request"?}` → [`ChatReply`]): the
@@ -169,7 +170,7 @@ impl Web {
 
 /// The page (`/`) and `/api/health`, which need no caller.
 pub fn public_router(config: &PageConfig) -> Router {
-    let page = render_page(config);
+    let page = Arc::new((render_page(config), content_security_policy(config)));
     Router::new()
         .route("/", get(move || async move { page_response(page) }))
         .route("/api/health", get(|| async { Json(json!({"ok": true})) }))
@@ -186,21 +187,32 @@ pub fn render_page(config: &PageConfig) -> String {
     )
 }
 
-fn page_response(page: String) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' https://*.amazoncognito.com; frame-ancestors 'none'; form-action 'self' https://*.amazoncognito.com",
-            ),
-        ],
-        Html(page),
+/// The page's content security policy: its own origin, plus the sign-in domain when there is
+/// one (the token exchange is a `fetch` to it).
+fn content_security_policy(config: &PageConfig) -> String {
+    let signin = match &config.auth {
+        PageAuth::Cognito { domain, .. } => {
+            let origin: String =
+                domain.trim_end_matches('/').chars().filter(|c| !c.is_whitespace() && *c != ';').collect();
+            format!(" {origin}")
+        }
+        PageAuth::Token => String::new(),
+    };
+    format!(
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'{signin}; frame-ancestors 'none'; form-action 'self'{signin}; base-uri 'none'"
     )
-        .into_response()
+}
+
+fn page_response(page: Arc<(String, String)>) -> Response {
+    let mut r = Html(page.0.clone()).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    if let Ok(v) = header::HeaderValue::from_str(&page.1) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
 }
 
 /// An error as JSON with a status a client can act on.
@@ -508,10 +520,15 @@ async fn stream(
             };
             let counts = st.w.counts(&st.id).await.ok().flatten();
             let sample = Sample::of(&rollout, counts, st.w.svc.now());
-            let over_limit = st.w.stream_limit.is_some_and(|l| started.elapsed() >= l);
-            if !rollout.status.is_active() || over_limit {
+            if !rollout.status.is_active() {
                 st.done = true;
                 let ev = Event::default().event("end").data(to_value(&sample).to_string());
+                return Some((Ok(ev), st));
+            }
+            if st.w.stream_limit.is_some_and(|l| started.elapsed() >= l) {
+                // The rollout goes on; the client reconnects (or polls).
+                st.done = true;
+                let ev = Event::default().event("limit").data(to_value(&sample).to_string());
                 return Some((Ok(ev), st));
             }
             if st.last.as_ref().is_some_and(|l| l.same_state(&sample)) {

@@ -8,6 +8,8 @@
 //! messages it received, the way a model reads tool results. The prompts are ones the intent
 //! engine does not understand, so the model path is taken.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,54 +22,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ota_core::agent::{AnsweredBy, Assistant, ChatReply, MemorySessions, PendingAction, ToolTrace};
 use ota_core::auth::{Caller, Role};
-use ota_core::demo;
-use ota_core::device::Device;
-use ota_core::names::DeviceType;
 use ota_core::rollout::{Rollout, RolloutQuery};
-use ota_core::service::{FleetManager, PublishRequest, Settings};
+use ota_core::service::FleetManager;
 use ota_local::{OpenAiChat, OpenAiConfig};
 use ota_mcp::{ChatTools, OtaMcp};
 use serde_json::{Value, json};
 
-const TYPES: [&str; 3] = ["pet_feeder", "smart_plug", "beehive_scale"];
-
 /// A request the intent engine does not understand. (It answers most questions itself, e.g.
 /// "what's up with my feeders, anything I should upgrade?" is a fleet status of pet_feeder.)
 const PROMPT: &str = "my cat keeps complaining the feeder is slow, fix it for me";
-
-/// The local backend in a temp dir with the demo's versions and four devices per type;
-/// beehive_scale's OTA gate is closed, the others are open.
-async fn world() -> (Arc<FleetManager>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _store) = ota_local::open_local(dir.path()).unwrap();
-    let svc = FleetManager::new(backend, Settings::default());
-    let admin = Caller::new("root", [Role::Admin]);
-    for name in TYPES {
-        let t = DeviceType::parse(name).unwrap();
-        for v in demo::versions(&t) {
-            let request = PublishRequest {
-                image: format!("image {t} {v}").into_bytes(),
-                release_notes: demo::release_notes(&t, &v),
-                device_type: t.clone(),
-                version: v,
-                built_at: None,
-                extra: Default::default(),
-            };
-            svc.publish_firmware(&admin, request).await.unwrap();
-        }
-        let devices = demo::devices(&t, 4).into_iter().map(|(thing, v)| Device {
-            thing,
-            thing_group: svc.settings().naming.thing_group_of(&t),
-            device_type: t.clone(),
-            firmware_version: Some(v),
-            connected: true,
-            last_seen: None,
-        });
-        svc.backend().registry.upsert_many(devices.collect()).await.unwrap();
-        svc.set_ota_enabled(&admin, &t, name != demo::DISABLED_TYPE).await.unwrap();
-    }
-    (Arc::new(svc), dir)
-}
 
 /// What the scripted model answers at `step` (0-based), given the request body it received.
 type Script = Arc<dyn Fn(usize, &Value) -> Value + Send + Sync>;
@@ -208,7 +171,7 @@ const PLAN_PET_FEEDER: &str = r#"{"device_types": ["pet_feeder"], "version": "la
 
 #[tokio::test]
 async fn the_model_looks_things_up_plans_and_the_person_confirms() {
-    let (svc, _dir) = world().await;
+    let (svc, _store, _dir) = common::world().await;
     let model = FakeModel::start(|step, body| match step {
         0 => tool_calls(step, &[("list_device_types", "{}")]),
         1 => {
@@ -268,7 +231,7 @@ async fn the_model_looks_things_up_plans_and_the_person_confirms() {
         assert!(tool_names.contains(&name), "{name} missing from {tool_names:?}");
     }
     let types_result = tool_results(&got[1])[0]["content"].as_str().unwrap();
-    for t in TYPES {
+    for t in common::TYPES {
         assert!(types_result.contains(t), "{t} missing from the list_device_types result: {types_result}");
     }
     // The assistant's tool-call turn is echoed back with its ids.
@@ -295,7 +258,7 @@ async fn the_model_looks_things_up_plans_and_the_person_confirms() {
 
 #[tokio::test]
 async fn malformed_tool_arguments_are_fed_back_and_the_model_corrects_itself() {
-    let (svc, _dir) = world().await;
+    let (svc, _store, _dir) = common::world().await;
     let model = FakeModel::start(|step, body| match step {
         0 => tool_calls(step, &[("plan_update", r#"{"device_type": "#)]),
         1 => {
@@ -332,7 +295,7 @@ async fn malformed_tool_arguments_are_fed_back_and_the_model_corrects_itself() {
 
 #[tokio::test]
 async fn a_viewer_cannot_plan_or_start_whatever_the_model_asks() {
-    let (svc, _dir) = world().await;
+    let (svc, _store, _dir) = common::world().await;
     let model = FakeModel::start(|step, body| match step {
         0 => tool_calls(
             step,
@@ -375,15 +338,19 @@ async fn a_viewer_cannot_plan_or_start_whatever_the_model_asks() {
     assert!(r.plan.is_none());
     assert!(rollouts(&svc).await.is_empty());
 
-    // "yes" confirms nothing: there is nothing pending, so it is a new request for the model.
+    // "yes" confirms nothing: there is nothing pending, and bare consent never goes to the model.
+    let calls = model.received().len();
     let yes = a.chat(&viewer, Some(&r.session_id), "yes").await.unwrap();
-    assert_ne!(yes.answered_by, AnsweredBy::Confirmation);
+    assert_eq!(yes.answered_by, AnsweredBy::Confirmation);
+    assert_eq!(yes.model_calls, 0);
+    assert!(yes.reply.contains("Nothing is waiting"), "{}", yes.reply);
+    assert_eq!(model.received().len(), calls);
     assert!(rollouts(&svc).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_model_that_never_stops_calling_tools_hits_the_step_cap() {
-    let (svc, _dir) = world().await;
+    let (svc, _store, _dir) = common::world().await;
     let model = FakeModel::start(|step, _| tool_calls(step, &[("list_firmware", "{}")])).await;
     let a = assistant(&svc, &model.base_url());
 
@@ -401,7 +368,7 @@ async fn a_model_that_never_stops_calling_tools_hits_the_step_cap() {
 
 #[tokio::test]
 async fn a_provider_that_is_down_changes_nothing_and_says_so() {
-    let (svc, _dir) = world().await;
+    let (svc, _store, _dir) = common::world().await;
     // A port nothing listens on.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let base = format!("http://{addr}/v1");
@@ -423,7 +390,7 @@ async fn a_provider_that_is_down_changes_nothing_and_says_so() {
 
 #[tokio::test]
 async fn start_rollout_from_the_model_waits_for_the_persons_yes() {
-    let (svc, _dir) = world().await;
+    let (svc, _store, _dir) = common::world().await;
     let model = FakeModel::start(|step, body| match step {
         0 => tool_calls(step, &[("plan_update", PLAN_PET_FEEDER)]),
         1 => {

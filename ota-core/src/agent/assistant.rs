@@ -164,6 +164,13 @@ impl Assistant {
         } else if session.pending.is_some() && is_decline(message) {
             session.pending = None;
             self.reply(&session.id, "OK, nothing was started or changed.", AnsweredBy::Confirmation)
+        } else if is_confirmation(message) || is_decline(message) {
+            // Consent to nothing in particular is never passed on (to a model least of all).
+            self.reply(
+                &session.id,
+                "Nothing is waiting for your confirmation in this conversation, so nothing was started or changed. Ask again for a new plan.",
+                AnsweredBy::Confirmation,
+            )
         } else {
             // A new request replaces any unconfirmed action: "yes" only ever confirms what
             // was shown last.
@@ -200,7 +207,7 @@ impl Assistant {
             other => {
                 session.pending = other;
                 match request {
-                    Some(request) => PendingAction::Start { plan_id: plan_id.to_string(), request },
+                    Some(request) => PendingAction::Start { plan_id: plan_id.to_string(), request: Box::new(request) },
                     None => {
                         return Err(Error::not_found_hint(
                             "pending plan",
@@ -285,7 +292,7 @@ impl Assistant {
             Err(e) => return self.refused(&session.id, e, AnsweredBy::Intent),
         };
         if plan.action != Action::Unknown {
-            return self.from_plan(caller, &session.id, plan).await;
+            return self.plan_reply(caller, &session.id, plan).await;
         }
         match (&self.model, &self.tools) {
             (Some(model), Some(tools)) => self.ask_model(caller, session, message, model.clone(), tools.clone()).await,
@@ -305,14 +312,14 @@ impl Assistant {
     }
 
     /// The reply for a plan of the intent engine; changes become pending actions.
-    async fn from_plan(&self, caller: &Caller, session_id: &str, plan: Plan) -> Result<ChatReply> {
+    async fn plan_reply(&self, caller: &Caller, session_id: &str, plan: Plan) -> Result<ChatReply> {
         let mut r = self.reply(session_id, plan.message.clone(), AnsweredBy::Intent);
         match plan.action {
             Action::Update | Action::Rollback => {
                 if let (Some(id), Some(req)) = (&plan.plan_id, &plan.request)
                     && !plan.deployments.is_empty()
                 {
-                    r.pending = Some(PendingAction::Start { plan_id: id.clone(), request: req.clone() });
+                    r.pending = Some(PendingAction::Start { plan_id: id.clone(), request: Box::new(req.clone()) });
                     r.reply = format!("{} Nothing has started: confirm to start it.", plan.message);
                 }
                 r.plan = Some(plan);
@@ -512,7 +519,7 @@ impl Assistant {
                 {
                     r.pending = Some(PendingAction::Start {
                         plan_id: plan.plan_id.clone().unwrap_or_default(),
-                        request: plan.request.clone().expect("startable"),
+                        request: Box::new(plan.request.clone().expect("startable")),
                     });
                     r.plan = Some(plan);
                 }

@@ -19,7 +19,7 @@ use crate::targeting::UpdateRequest;
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum PendingAction {
     /// Start the rollouts of plan `plan_id` (an update or a rollback).
-    Start { plan_id: String, request: UpdateRequest },
+    Start { plan_id: String, request: Box<UpdateRequest> },
     /// Cancel these active rollouts.
     Cancel { rollouts: Vec<JobId> },
     /// Open or close the OTA gate of these types.

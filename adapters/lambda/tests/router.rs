@@ -1,0 +1,289 @@
+//! The HTTP router over real sockets: the page and its configuration, 401 without a caller,
+//! the chat's plan → confirm flow through `/api/plans/{id}/start`, roles on the button,
+//! error shapes, and the Server-Sent Events progress stream (progress, then `end` when the
+//! rollout is cancelled; `limit` when the stream's time limit comes first).
+//!
+//! The caller is attached by a test middleware from the `x-test-role` header, standing in for
+//! the bearer verifier (tested in ota-auth and through `ota serve` in the CLI's tests).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::http::Request;
+use ota_core::agent::{Assistant, MemorySessions};
+use ota_core::auth::{Caller, Role};
+use ota_core::names::JobId;
+use ota_core::rollout::RolloutQuery;
+use ota_core::service::FleetManager;
+use ota_http::{Counts, PageAuth, PageConfig, ProgressSource, Web};
+use ota_local::SqliteStore;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug)]
+struct StoreCounts(Arc<SqliteStore>);
+
+#[async_trait]
+impl ProgressSource for StoreCounts {
+    async fn counts(&self, id: &JobId) -> ota_core::Result<Option<Counts>> {
+        let c = self.0.rollout_progress(id).await?.counts;
+        Ok(Some(Counts {
+            total: c.total,
+            waiting: c.waiting,
+            queued: c.queued,
+            canceled: c.canceled,
+            ..Default::default()
+        }))
+    }
+}
+
+async fn attach_caller(mut req: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
+    let role = req.headers().get("x-test-role").and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(role) = role {
+        let role = Role::parse(&role).unwrap();
+        req.extensions_mut().insert(Caller::new(format!("test-{role}"), [role]));
+    }
+    next.run(req).await
+}
+
+/// Serves the page and the API on 127.0.0.1; returns its address.
+async fn serve(svc: Arc<FleetManager>, store: Arc<SqliteStore>, auth: PageAuth, limit: Option<Duration>) -> String {
+    let assistant = Assistant::new(svc, Arc::new(MemorySessions::default()));
+    let page = PageConfig { auth, model: assistant.model(), backend: "local".into(), streaming: true };
+    let web = Web::new(assistant, Some(Arc::new(StoreCounts(store))))
+        .with_poll(Duration::from_millis(50))
+        .with_stream_limit(limit);
+    let router = ota_http::public_router(&page).merge(web.api_router().layer(axum::middleware::from_fn(attach_caller)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+fn request(method: &str, path: &str, role: Option<&str>, body: Option<&Value>) -> String {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(role) = role {
+        r.push_str(&format!("x-test-role: {role}\r\n"));
+    }
+    let body = body.map(Value::to_string).unwrap_or_default();
+    if !body.is_empty() {
+        r.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    r.push_str("\r\n");
+    r + &body
+}
+
+/// One request; (status, head, body).
+async fn http(addr: &str, method: &str, path: &str, role: Option<&str>, body: Option<&Value>) -> (u16, String, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request(method, path, role, body).as_bytes()).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+async fn json_call(addr: &str, method: &str, path: &str, role: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, _, body) = http(addr, method, path, Some(role), body.as_ref()).await;
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+}
+
+#[tokio::test]
+async fn the_page_is_public_and_every_api_route_needs_a_caller() {
+    let (svc, store, _dir) = common::world().await;
+    let cognito = PageAuth::Cognito {
+        domain: "https://fleet.auth.eu-west-1.amazoncognito.com".into(),
+        client_id: "abc123".into(),
+        scopes: "openid email profile".into(),
+    };
+    let addr = serve(svc, store, cognito, None).await;
+    let (status, head, page) = http(&addr, "GET", "/", None, None).await;
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("text/html"), "{head}");
+    assert!(head.contains("connect-src 'self' https://fleet.auth.eu-west-1.amazoncognito.com"), "{head}");
+    let config = page.split(r#"<script id="ota-config" type="application/json">"#).nth(1).unwrap();
+    let config: Value = serde_json::from_str(config.split("</script>").next().unwrap()).unwrap();
+    assert_eq!(config["auth"]["kind"], "cognito");
+    assert_eq!(config["auth"]["client_id"], "abc123");
+    assert_eq!(config["model"], Value::Null);
+    assert_eq!(http(&addr, "GET", "/api/health", None, None).await.0, 200);
+    for (method, path) in [
+        ("GET", "/api/whoami"),
+        ("GET", "/api/devices"),
+        ("GET", "/api/rollouts"),
+        ("POST", "/api/chat"),
+        ("POST", "/api/plans/plan-1/start"),
+        ("GET", "/api/rollouts/x/stream"),
+    ] {
+        let (status, head, body) = http(&addr, method, path, None, Some(&json!({"message": "hi"}))).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "unauthenticated");
+    }
+}
+
+#[tokio::test]
+async fn the_confirm_button_starts_exactly_the_plan_shown_and_only_for_an_operator() {
+    let (svc, store, _dir) = common::world().await;
+    let addr = serve(svc.clone(), store, PageAuth::Token, None).await;
+    let ask = json!({"message": "Update all pet_feeder devices to the latest firmware"});
+    let (status, reply) = json_call(&addr, "POST", "/api/chat", "operator", Some(ask)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["answered_by"], "intent");
+    assert_eq!(reply["model_calls"], 0);
+    assert_eq!(reply["pending"]["kind"], "start", "{reply}");
+    let session = reply["session_id"].as_str().unwrap().to_string();
+    let plan_id = reply["plan"]["plan_id"].as_str().unwrap().to_string();
+    let request = reply["plan"]["request"].clone();
+    let admin = Caller::new("root", [Role::Admin]);
+    let rollouts = || async { svc.list_rollouts(&admin, &RolloutQuery::default()).await.unwrap() };
+    assert!(rollouts().await.is_empty(), "planning starts nothing");
+
+    // An id that is not this session's pending plan, with no plan in the body: nothing to run.
+    let (status, err) =
+        json_call(&addr, "POST", "/api/plans/plan-0000/start", "operator", Some(json!({"session_id": session}))).await;
+    assert_eq!(status, 404, "{err}");
+    // The page's plan under another id: the service re-plans and refuses the mismatch.
+    let (status, refused) =
+        json_call(&addr, "POST", "/api/plans/plan-0000/start", "operator", Some(json!({"request": request.clone()})))
+            .await;
+    assert_eq!(status, 200, "{refused}");
+    assert!(refused["error"].is_string(), "{refused}");
+    assert!(rollouts().await.is_empty());
+    // A viewer's click is refused by the service.
+    let (_, refused) = json_call(
+        &addr,
+        "POST",
+        &format!("/api/plans/{plan_id}/start"),
+        "viewer",
+        Some(json!({"request": request.clone()})),
+    )
+    .await;
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+    assert!(rollouts().await.is_empty());
+    // The operator's click in the session starts it.
+    let (status, started) = json_call(
+        &addr,
+        "POST",
+        &format!("/api/plans/{plan_id}/start"),
+        "operator",
+        Some(json!({"session_id": session})),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(started["answered_by"], "confirmation");
+    assert_eq!(started["rollouts"].as_array().map(Vec::len), Some(1), "{started}");
+    assert_eq!(rollouts().await.len(), 1);
+    // "yes" afterwards has nothing to confirm and starts nothing new.
+    let (_, yes) =
+        json_call(&addr, "POST", "/api/chat", "operator", Some(json!({"message": "yes", "session_id": session}))).await;
+    assert!(yes["reply"].as_str().unwrap().contains("Nothing is waiting"), "{yes}");
+    assert_eq!(rollouts().await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let (svc, store, _dir) = common::world().await;
+    let addr = serve(svc, store, PageAuth::Token, None).await;
+    let (status, _, body) = http(&addr, "POST", "/api/chat", Some("operator"), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "invalid");
+    let (status, err) = json_call(&addr, "POST", "/api/chat", "operator", Some(json!({"message": "   "}))).await;
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid")), "{err}");
+    let (status, err) =
+        json_call(&addr, "POST", "/api/chat", "operator", Some(json!({"message": "hi", "session_id": "../x"}))).await;
+    assert_eq!(status, 400, "{err}");
+    let long = "a".repeat(5_000);
+    let (status, _) = json_call(&addr, "POST", "/api/chat", "operator", Some(json!({"message": long}))).await;
+    assert_eq!(status, 400);
+    let (status, err) = json_call(&addr, "GET", "/api/devices?type=Not-A-Type", "viewer", None).await;
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = json_call(&addr, "GET", "/api/rollouts/update-nope", "viewer", None).await;
+    assert_eq!(status, 404, "{err}");
+}
+
+/// Reads SSE events from an open stream until `stop` is seen; returns (event, data) pairs.
+async fn read_events(conn: &mut TcpStream, stop: &str) -> Vec<(String, Value)> {
+    let mut raw = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Ok(n) => n.unwrap(),
+            Err(_) => panic!("no `{stop}` event in time; read so far: {raw}"),
+        };
+        if n == 0 {
+            break;
+        }
+        raw.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let marker = format!("event: {stop}\n");
+        if raw.find(&marker).is_some_and(|at| raw[at..].contains("\n\n")) {
+            break;
+        }
+    }
+    let mut events = Vec::new();
+    let mut name = String::new();
+    for line in raw.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            events.push((std::mem::take(&mut name), serde_json::from_str(d).unwrap()));
+        }
+    }
+    events
+}
+
+async fn start_pet_feeders(addr: &str) -> String {
+    let ask = json!({"message": "Update all pet_feeder devices to the latest firmware"});
+    let (_, reply) = json_call(addr, "POST", "/api/chat", "operator", Some(ask)).await;
+    let session = reply["session_id"].as_str().unwrap().to_string();
+    let (_, started) =
+        json_call(addr, "POST", "/api/chat", "operator", Some(json!({"message": "confirm", "session_id": session})))
+            .await;
+    started["rollouts"][0]["id"].as_str().unwrap_or_else(|| panic!("{started}")).to_string()
+}
+
+#[tokio::test]
+async fn the_progress_stream_reports_changes_and_ends_with_the_rollout() {
+    let (svc, store, _dir) = common::world().await;
+    let addr = serve(svc, store, PageAuth::Token, None).await;
+    let id = start_pet_feeders(&addr).await;
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let path = format!("/api/rollouts/{id}/stream");
+    conn.write_all(request("GET", &path, Some("viewer"), None).as_bytes()).await.unwrap();
+    let first = read_events(&mut conn, "progress").await;
+    assert_eq!(first[0].0, "progress", "{first:?}");
+    assert_eq!(first[0].1["status"], "IN_PROGRESS");
+    assert_eq!(first[0].1["counts"]["total"], 3, "{first:?}");
+    let (status, cancelled) =
+        json_call(&addr, "POST", &format!("/api/rollouts/{id}/cancel"), "operator", Some(json!({"reason": "test"})))
+            .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let rest = read_events(&mut conn, "end").await;
+    let (name, last) = rest.last().unwrap();
+    assert_eq!(name, "end", "{rest:?}");
+    assert_eq!(last["status"], "CANCELED");
+    assert_eq!(last["status_reason"], "test");
+    assert_eq!(last["counts"]["canceled"], 3, "{last}");
+}
+
+#[tokio::test]
+async fn a_stream_past_its_time_limit_says_so_and_the_rollout_goes_on() {
+    let (svc, store, _dir) = common::world().await;
+    let addr = serve(svc, store, PageAuth::Token, Some(Duration::from_millis(300))).await;
+    let id = start_pet_feeders(&addr).await;
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(request("GET", &format!("/api/rollouts/{id}/stream"), Some("viewer"), None).as_bytes())
+        .await
+        .unwrap();
+    let events = read_events(&mut conn, "limit").await;
+    let (name, last) = events.last().unwrap();
+    assert_eq!(name, "limit", "{events:?}");
+    assert_eq!(last["status"], "IN_PROGRESS");
+}
