@@ -439,3 +439,52 @@ async fn start_rollout_from_the_model_waits_for_the_persons_yes() {
     assert_eq!(started.len(), 1, "{started:#?}");
     assert_eq!(started[0].plan_id, *plan_id);
 }
+
+/// The intent engine answers what it understands without the model; an open question it would
+/// answer only with the whole fleet's status goes to the model; a decline drops the plan.
+#[tokio::test]
+async fn common_requests_skip_the_model_and_open_questions_reach_it() {
+    let (svc, _store, _dir) = common::world().await;
+    let model =
+        FakeModel::start(|step, _| text(step, "All 12 devices report in; 4 pet feeders could move to 3.0.0.")).await;
+    let a = assistant(&svc, &model.base_url());
+    let op = operator();
+
+    let r = a.chat(&op, None, "Update all pet_feeder devices to the latest firmware").await.unwrap();
+    assert_eq!((r.answered_by, r.model_calls), (AnsweredBy::Intent, 0), "{r:#?}");
+    assert!(matches!(r.pending, Some(PendingAction::Start { .. })));
+    let no = a.chat(&op, Some(&r.session_id), "no").await.unwrap();
+    assert_eq!(no.answered_by, AnsweredBy::Confirmation);
+    let yes = a.chat(&op, Some(&r.session_id), "yes").await.unwrap();
+    assert!(yes.reply.contains("Nothing is waiting"), "a declined plan cannot be confirmed later: {}", yes.reply);
+    let status = a.chat(&op, Some(&r.session_id), "Which pet_feeder devices are still on 1.x?").await.unwrap();
+    assert_eq!((status.answered_by, status.model_calls), (AnsweredBy::Intent, 0), "{status:#?}");
+    for common in [
+        "Update all pet_feeder devices to 2.0.0",
+        "Upgrade the whole fleet to the latest firmware",
+        "Roll back pet_feeder-03 to 1.0.0",
+        "How is the rollout going?",
+        "Stop it",
+        "List firmware",
+        "Show fleet status",
+        "Disable OTA for smart_plug",
+    ] {
+        let r = a.chat(&op, None, common).await.unwrap();
+        assert_eq!(
+            (r.answered_by, r.model_calls, r.usage.input_tokens),
+            (AnsweredBy::Intent, 0, 0),
+            "{common}: {r:#?}"
+        );
+    }
+    assert!(model.received().is_empty(), "no model call so far");
+
+    let open = a.chat(&op, Some(&r.session_id), "any advice?").await.unwrap();
+    assert_model_reply(&open);
+    assert_eq!(open.model_calls, 1);
+    // The model sees the conversation so far, and never a pending plan it could confirm.
+    let sent = model.received();
+    let texts: Vec<String> =
+        messages(&sent[0]).iter().filter_map(|m| m["content"].as_str().map(str::to_string)).collect();
+    assert!(texts.iter().any(|t| t.contains("Which pet_feeder devices")), "{texts:#?}");
+    assert!(rollouts(&svc).await.is_empty());
+}

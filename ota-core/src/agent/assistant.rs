@@ -291,7 +291,12 @@ impl Assistant {
             Ok(p) => p,
             Err(e) => return self.refused(&session.id, e, AnsweredBy::Intent),
         };
-        if plan.action != Action::Unknown {
+        // Sure: the engine understood. An open question ("is everything ok?") it would answer
+        // only with the whole fleet's status goes to the model when there is one.
+        let open_question = self.model.is_some()
+            && plan.action == Action::FleetStatus
+            && self.svc.is_open_question(caller, message).await?;
+        if plan.action != Action::Unknown && !open_question {
             return self.plan_reply(caller, &session.id, plan).await;
         }
         match (&self.model, &self.tools) {

@@ -16,7 +16,7 @@ mod fuzzy;
 mod parse;
 mod things;
 
-pub use parse::parse;
+pub use parse::{is_open_question, parse};
 pub use things::{ThingMatch, resolve_thing};
 
 /// What the engine knows while parsing: the device types of the catalog and the registry.

@@ -53,6 +53,34 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
     Decision { r: &reading, v: &versions, index: &index }.decide()
 }
 
+/// Whether `text` is a question that names nothing the engine can act on: no device type,
+/// device, version or rollout, and no words about status, progress, firmware, devices or the
+/// fleet ("what would you recommend?", "is everything ok?"). [`parse`] answers such questions
+/// with the whole fleet's status; a chat with a language model asks the model instead.
+pub fn is_open_question(text: &str, vocab: &Vocabulary) -> bool {
+    let generic = matches!(
+        parse(text, vocab),
+        Intent::FleetStatus { ref device_types, ref thing_mentions, current_version: None }
+            if device_types.is_empty() && thing_mentions.is_empty()
+    );
+    if !generic {
+        return false;
+    }
+    let (tokens, question_mark) = tokens::tokenize(text);
+    let index = TypeIndex::new(&vocab.device_types);
+    let hits = index.find_hits(&tokens);
+    let r = reading::read(&tokens, &hits, &index, question_mark);
+    !(r.read_verb
+        || r.status
+        || r.progress
+        || r.rollout_noun
+        || r.firmware
+        || r.device_state
+        || r.fleet
+        || r.device_noun
+        || !r.rollout_ids.is_empty())
+}
+
 /// The one change a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {

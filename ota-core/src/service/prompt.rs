@@ -179,6 +179,13 @@ impl FleetManager {
         }
     }
 
+    /// Whether `text` is an open question the intent engine would answer only with the whole
+    /// fleet's status (see [`crate::intent::is_open_question`]).
+    pub async fn is_open_question(&self, caller: &Caller, text: &str) -> Result<bool> {
+        caller.require(Role::Viewer, "ask")?;
+        Ok(crate::intent::is_open_question(text, &self.vocabulary().await?))
+    }
+
     async fn plan_update_intent(&self, caller: &Caller, u: UpdateIntent) -> Result<Plan> {
         caller.require(Role::Operator, "plan an update")?;
         let action = if u.rollback { UpdateAction::Rollback } else { UpdateAction::Update };

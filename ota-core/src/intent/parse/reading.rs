@@ -62,7 +62,10 @@ pub(super) struct Reading {
     /// Opens with a question word: reads only, whatever verbs follow.
     pub question: bool,
     pub asks: bool,
+    /// A reading word: a read verb ("show", "list") or a question word ("what", "which").
     pub read: bool,
+    /// A read verb only ("show", "list", "check").
+    pub read_verb: bool,
     pub status: bool,
     pub progress: bool,
     pub rollout_noun: bool,
@@ -227,7 +230,11 @@ impl Pass<'_, '_> {
             }
             Role::Status => self.r.status = true,
             Role::Progress => self.r.progress = true,
-            Role::Read | Role::Question => self.r.read = true,
+            Role::Read => {
+                self.r.read = true;
+                self.r.read_verb = true;
+            }
+            Role::Question => self.r.read = true,
             Role::Firmware => self.r.firmware = true,
             Role::Ota => self.r.ota = true,
             Role::Marker => {

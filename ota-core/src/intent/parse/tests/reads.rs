@@ -86,3 +86,24 @@ fn nothing_recognised_gets_help_and_close_names() {
     assert_eq!(suggestions, strings(&["vision_ai_face_detector"]));
     assert!(message.contains("Did you mean vision_ai_face_detector"), "{message}");
 }
+
+#[test]
+fn open_questions_are_told_apart_from_status_requests() {
+    for open in ["what do you recommend?", "what should I do?", "any advice?", "why is it so slow?"] {
+        assert!(is_open_question(open, &vocab()), "{open}: {:?}", p(open));
+    }
+    for concrete in [
+        "show fleet status",
+        "is everything ok?",
+        "how many devices are there?",
+        "what's up with my feeders, anything I should upgrade?",
+        "which devices are still on 1.x?",
+        "how is the rollout going?",
+        "list firmware",
+        "what is pet_feeder-03 running?",
+        "Update all pet_feeder devices to 2.0.0",
+        "frobnicate the gizmo",
+    ] {
+        assert!(!is_open_question(concrete, &vocab()), "{concrete}: {:?}", p(concrete));
+    }
+}
