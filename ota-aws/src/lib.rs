@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod provision;
 pub mod registry;
 pub mod rollouts;
+pub mod sessions;
 pub mod settings;
 pub mod tables;
 

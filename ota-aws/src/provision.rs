@@ -21,9 +21,10 @@ pub async fn create_resources(clients: &AwsClients, settings: &AwsSettings) -> R
             f => return Err(f.into_error()),
         },
     }
-    let tables: [(&str, &[KeyPart]); 3] = [
+    let tables: [(&str, &[KeyPart]); 4] = [
         ("config", &[("device_type", ScalarAttributeType::S, KeyType::Hash)]),
         ("rollouts", &[("id", ScalarAttributeType::S, KeyType::Hash)]),
+        ("sessions", &[("id", ScalarAttributeType::S, KeyType::Hash)]),
         ("audit", &[("log", ScalarAttributeType::S, KeyType::Hash), ("seq", ScalarAttributeType::N, KeyType::Range)]),
     ];
     for (name, keys) in tables {

@@ -13,9 +13,9 @@
 //!
 //! Progress comes from IoT Jobs' `DescribeJob` counters. API Gateway buffers responses, so the
 //! page polls instead of streaming, and a stream ends after 25 s (Lambda's 30 s limit).
-//! Conversations live in the warm instance's memory; a confirmation from the page carries
-//! its plan, which the service re-plans and checks against the plan id, so it works on any
-//! instance. A typed "yes" needs the instance that showed the plan.
+//! Conversations live in DynamoDB (`{prefix}-sessions`, `ota_aws::sessions`), so a typed
+//! "yes" reaches the plan it confirms whichever instance answers; the page's Confirm button
+//! also carries the plan, which the service re-plans and checks against the plan id.
 //!
 //! Without `AWS_LAMBDA_RUNTIME_API` it serves the router on `OTA_HTTP_LISTEN` (default
 //! `127.0.0.1:8082`) as a smoke test of start-up and the AWS wiring: with no authorizer there,
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ota_core::agent::{Assistant, MemorySessions, ModelSpec};
+use ota_core::agent::{Assistant, ModelSpec, SessionLimits};
 use ota_core::names::JobId;
 use ota_core::service::{FleetManager, Settings};
 use ota_http::{Counts, PageAuth, PageConfig, ProgressSource, Web};
@@ -68,7 +68,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (clients, backend) = ota_aws::connect(&settings).await?;
     let svc = Arc::new(FleetManager::new(backend, Settings::default()));
 
-    let mut assistant = Assistant::new(svc.clone(), Arc::new(MemorySessions::default()));
+    let sessions = ota_aws::sessions::DynamoSessions::new(
+        clients.dynamodb.clone(),
+        settings.table("sessions"),
+        SessionLimits::default(),
+    );
+    let mut assistant = Assistant::new(svc.clone(), Arc::new(sessions));
     if let Some(ModelSpec::Bedrock { model_id }) = ModelSpec::parse(&env("OTA_CHAT_MODEL").unwrap_or("bedrock".into()))?
     {
         let model = Arc::new(ota_aws::BedrockChat::from_default_chain(model_id).await);
