@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ota_core::agent::{Assistant, ModelSpec, SessionLimits};
+use ota_core::agent::{Assistant, AssistantOptions, ModelSpec, SessionLimits};
 use ota_core::names::JobId;
 use ota_core::service::{FleetManager, Settings};
 use ota_http::{Counts, PageAuth, PageConfig, ProgressSource, Web};
@@ -73,7 +73,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         settings.table("sessions"),
         SessionLimits::default(),
     );
-    let mut assistant = Assistant::new(svc.clone(), Arc::new(sessions));
+    // API Gateway gives an integration 30 s: no model call starts after 20 s.
+    let options = AssistantOptions { time_budget: Some(chrono::Duration::seconds(20)), ..Default::default() };
+    let mut assistant = Assistant::new(svc.clone(), Arc::new(sessions)).with_options(options);
     if let Some(ModelSpec::Bedrock { model_id }) = ModelSpec::parse(&env("OTA_CHAT_MODEL").unwrap_or("bedrock".into()))?
     {
         let model = Arc::new(ota_aws::BedrockChat::from_default_chain(model_id).await);

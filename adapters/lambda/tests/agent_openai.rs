@@ -488,3 +488,26 @@ async fn common_requests_skip_the_model_and_open_questions_reach_it() {
     assert!(texts.iter().any(|t| t.contains("Which pet_feeder devices")), "{texts:#?}");
     assert!(rollouts(&svc).await.is_empty());
 }
+
+/// A slow model under a time budget (the Lambda's): no model call starts once the budget is
+/// spent; the reply says so and nothing changed.
+#[tokio::test]
+async fn a_slow_model_runs_out_of_the_time_budget_and_changes_nothing() {
+    let (svc, _store, _dir) = common::world().await;
+    let model = FakeModel::start(|step, _| {
+        std::thread::sleep(Duration::from_millis(250));
+        tool_calls(step, &[("list_firmware", "{}")])
+    })
+    .await;
+    let options = ota_core::agent::AssistantOptions {
+        max_steps: 50,
+        time_budget: Some(chrono::Duration::milliseconds(600)),
+        ..Default::default()
+    };
+    let a = assistant(&svc, &model.base_url()).with_options(options);
+    let r = a.chat(&operator(), None, PROMPT).await.unwrap();
+    assert_eq!(r.error.as_deref(), Some("time_budget"), "{r:#?}");
+    assert!(r.reply.contains("ran out of time"), "{}", r.reply);
+    assert!((2..=5).contains(&r.model_calls), "stopped by the budget, not the cap: {}", r.model_calls);
+    assert!(rollouts(&svc).await.is_empty());
+}

@@ -38,11 +38,14 @@ pub struct AssistantOptions {
     pub max_tool_output: usize,
     /// Characters of one message from the person.
     pub max_message: usize,
+    /// No new model call starts after this long (a Lambda behind API Gateway has 30 s in all);
+    /// `None`: only the step cap bounds the loop.
+    pub time_budget: Option<chrono::Duration>,
 }
 
 impl Default for AssistantOptions {
     fn default() -> Self {
-        AssistantOptions { max_steps: 6, max_tool_output: 8_000, max_message: 4_000 }
+        AssistantOptions { max_steps: 6, max_tool_output: 8_000, max_message: 4_000, time_budget: None }
     }
 }
 
@@ -426,7 +429,24 @@ impl Assistant {
         let mut messages = session.messages.clone();
         messages.push(ChatMessage::user(message));
         let mut r = self.reply(&session.id, String::new(), AnsweredBy::Model);
+        let started = self.svc.now();
         for _ in 0..self.options.max_steps {
+            if let Some(budget) = self.options.time_budget
+                && self.svc.now() - started > budget
+            {
+                r.reply = format!(
+                    "I ran out of time after {} model step{} without a final answer. {}Try a more specific request.",
+                    r.model_calls,
+                    if r.model_calls == 1 { "" } else { "s" },
+                    if r.pending.is_some() {
+                        "The plan above still waits for your confirmation; nothing else was started or changed. "
+                    } else {
+                        "Nothing was started or changed. "
+                    }
+                );
+                r.error = Some("time_budget".to_string());
+                return Ok(r);
+            }
             r.model_calls += 1;
             let response = match model
                 .complete(ChatRequest { system: &system, messages: &messages, tools: &specs })
