@@ -614,3 +614,87 @@ fn serve_accepts_tokens_from_a_configured_oidc_issuer_instead_of_its_own() {
     let refused = post(&own);
     assert!(refused.starts_with("HTTP/1.1 401"), "the local key is not the configured issuer's: {refused}");
 }
+
+/// A one-answer OpenAI-compatible server on a thread: every chat completion is `answer`.
+/// Returns its base URL and the request bodies it received.
+fn scripted_model(answer: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = received.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            let reply = serde_json::json!({
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
+                "usage": {"prompt_tokens": 321, "completion_tokens": 12}
+            })
+            .to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                reply.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(reply.as_bytes()));
+        }
+    });
+    (url, received)
+}
+
+/// `ota serve --model openai:…` asks the configured server what the intent engine does not
+/// understand (with the MCP tools), and answers common commands without it.
+#[test]
+fn serve_with_a_model_answers_what_the_intent_engine_cannot() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    ok(d, &["init", "--demo"]);
+    let bad = ota(d, &["serve", "--model", "gpt-4"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("openai:MODEL"), "{bad:?}");
+
+    let (model_url, received) = scripted_model("Your feeders are fine; 3 of 4 could move to 3.0.0.");
+    let (api, mqtt) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let logs = TempDir::new().unwrap();
+    let args =
+        ["serve", "--listen", &api, "--mqtt-listen", &mqtt, "--model", "openai:scripted", "--model-url", &model_url];
+    let _server = spawn(d, &args, &logs.path().join("s.log"));
+    wait_for("the server listens", Duration::from_secs(30), || TcpStream::connect(&api).is_ok());
+    let token = ok(d, &["token", "create", "--role", "operator", "--ttl", "10m"]);
+    let token = token.trim();
+
+    let (_, _, page) = http(&api, "GET", "/", None, None);
+    assert!(page.contains("openai:scripted"), "the page names the model");
+    let common = r#"{"message": "Update all pet_feeder devices to the latest firmware"}"#;
+    let (status, _, body) = http(&api, "POST", "/api/chat", Some(token), Some(common));
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((reply["answered_by"].as_str(), reply["model_calls"].as_u64()), (Some("intent"), Some(0)), "{reply}");
+    assert!(received.lock().unwrap().is_empty());
+
+    let open = r#"{"message": "any advice?"}"#;
+    let (status, _, body) = http(&api, "POST", "/api/chat", Some(token), Some(open));
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["answered_by"], "model", "{reply}");
+    assert_eq!(reply["reply"], "Your feeders are fine; 3 of 4 could move to 3.0.0.");
+    assert_eq!(reply["usage"]["input_tokens"], 321);
+    let sent = received.lock().unwrap();
+    let tools: Vec<&str> =
+        sent[0]["tools"].as_array().unwrap().iter().filter_map(|t| t["function"]["name"].as_str()).collect();
+    assert!(tools.contains(&"plan_update") && tools.contains(&"start_rollout"), "the MCP tools: {tools:?}");
+    assert_eq!(count(d, "SELECT COUNT(*) FROM rollouts"), 0);
+}
