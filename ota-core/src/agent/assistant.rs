@@ -610,26 +610,36 @@ pub fn is_confirmation(text: &str) -> bool {
     )
 }
 
-/// Words that decline the pending action.
+/// Words that decline the pending action. Not "stop" or "abort": those ask to cancel a
+/// rollout, which the intent engine plans (and which then waits for its own confirmation).
 pub fn is_decline(text: &str) -> bool {
     let t = normalize(text);
-    matches!(
-        t.as_str(),
-        "no" | "n"
-            | "nope"
-            | "no thanks"
-            | "not now"
-            | "never mind"
-            | "nevermind"
-            | "dont"
-            | "don't"
-            | "abort"
-            | "stop"
-    )
+    matches!(t.as_str(), "no" | "n" | "nope" | "no thanks" | "not now" | "never mind" | "nevermind" | "dont" | "don't")
 }
 
 fn normalize(text: &str) -> String {
     let t: String =
         text.to_lowercase().chars().map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' }).collect();
     t.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bare_consent_confirms_and_a_request_with_yes_in_it_does_not() {
+        for yes in ["yes", "Yes!", "  YES, start it ", "confirm", "go ahead", "OK"] {
+            assert!(is_confirmation(yes), "{yes}");
+        }
+        for not in ["yes update the smart plugs too", "yes and roll back pet_feeder-03", "yesterday", "confirm?? no"] {
+            assert!(!is_confirmation(not), "{not}");
+        }
+        for no in ["no", "No thanks", "never mind", "not now"] {
+            assert!(is_decline(no), "{no}");
+        }
+        for cancel in ["stop", "abort", "stop it", "no, update smart_plug instead"] {
+            assert!(!is_decline(cancel), "{cancel}: goes to the intent engine");
+        }
+    }
 }
