@@ -7,52 +7,15 @@
 //! Runs when `OTA_TEST_BROWSER=1` (CI sets it and installs chromium and the npm packages); it
 //! says it skipped otherwise, and fails under `CI` without it.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Killed, free_port, ok, spawn, wait_for};
 use tempfile::TempDir;
-
-fn ota_cmd(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ota"));
-    c.arg("--data-dir").arg(dir).env_remove("OTA_DATA_DIR").env_remove("OTA_MQTT_URL").env_remove("OTA_BACKEND");
-    c
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = ota_cmd(dir).args(args).output().expect("run ota");
-    assert!(out.status.success(), "ota {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `ota args` in the background, its stderr appended to `log`.
-fn spawn(dir: &Path, args: &[&str], log: &Path) -> Killed {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Killed(ota_cmd(dir).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap())
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn connected(dir: &Path, device_type: &str) -> i64 {
     let Ok(db) = rusqlite::Connection::open(dir.join("ota.db")) else { return 0 };

@@ -9,34 +9,21 @@
 //! The mosquitto variants run when `OTA_TEST_MOSQUITTO=1` (CI sets it and installs
 //! mosquitto); without it they say they skipped.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, ok, ota, ota_cmd, spawn, wait_for};
 use ota_core::names::DeviceType;
 use ota_device::host::{FaultRates, SimDeviceSpec, demo_fleet};
 use serde_json::Value;
 use tempfile::TempDir;
 
 const PROMPT: &str = "Update all pet_feeder devices to the latest firmware";
-
-fn ota_cmd(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ota"));
-    c.arg("--data-dir").arg(dir).env_remove("OTA_DATA_DIR").env_remove("OTA_MQTT_URL");
-    c
-}
-
-fn ota(dir: &Path, args: &[&str]) -> Output {
-    ota_cmd(dir).args(args).output().expect("run ota")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = ota(dir, args);
-    assert!(out.status.success(), "ota {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 /// `ota demo --headless --json` on loopback ports of its own, with `extra` options.
 fn headless(dir: &Path, extra: &[&str]) -> Value {
@@ -220,42 +207,6 @@ fn boot_and_drop_campaign(dir: &Path, extra: &[&str]) {
 fn boot_failures_roll_back_and_dropped_downloads_resume() {
     let dir = TempDir::new().unwrap();
     boot_and_drop_campaign(dir.path(), &[]);
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `ota args` in the background, its stderr appended to `log`.
-fn spawn(dir: &Path, args: &[&str], log: &Path) -> Killed {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Killed(
-        ota_cmd(dir)
-            .args(args)
-            .env("OTA_TRACE_DEVICES", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn count(dir: &Path, sql: &str) -> i64 {
