@@ -28,8 +28,8 @@ use ota_local::{OpenAiChat, OpenAiConfig};
 use ota_mcp::{ChatTools, OtaMcp};
 use serde_json::{Value, json};
 
-/// A request the intent engine does not understand. (It answers most questions itself, e.g.
-/// "what's up with my feeders, anything I should upgrade?" is a fleet status of pet_feeder.)
+/// A request the intent engine does not understand. (Questions it answers itself unless they
+/// ask for reasons or advice, or name nothing: see `common_requests_skip_the_model…`.)
 const PROMPT: &str = "my cat keeps complaining the feeder is slow, fix it for me";
 
 /// What the scripted model answers at `step` (0-based), given the request body it received.

@@ -294,10 +294,10 @@ impl Assistant {
             Ok(p) => p,
             Err(e) => return self.refused(&session.id, e, AnsweredBy::Intent),
         };
-        // Sure: the engine understood. An open question ("is everything ok?") it would answer
-        // only with the whole fleet's status goes to the model when there is one.
+        // Sure: the engine understood. A question it could answer only with a listing (advice,
+        // reasons, or nothing named: "any advice?") goes to the model when there is one.
         let open_question = self.model.is_some()
-            && plan.action == Action::FleetStatus
+            && matches!(plan.action, Action::FleetStatus | Action::RolloutStatus | Action::ListFirmware)
             && self.svc.is_open_question(caller, message).await?;
         if plan.action != Action::Unknown && !open_question {
             return self.plan_reply(caller, &session.id, plan).await;

@@ -53,20 +53,45 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
     Decision { r: &reading, v: &versions, index: &index }.decide()
 }
 
-/// Whether `text` is a question that names nothing the engine can act on: no device type,
-/// device, version or rollout, and no words about status, progress, firmware, devices or the
-/// fleet ("what would you recommend?", "is everything ok?"). [`parse`] answers such questions
-/// with the whole fleet's status; a chat with a language model asks the model instead.
+/// Words asking for reasons or advice, which a listing does not answer.
+const ADVICE_WORDS: [&str; 11] = [
+    "why",
+    "should",
+    "recommend",
+    "recommendation",
+    "recommendations",
+    "advice",
+    "advise",
+    "suggest",
+    "suggestion",
+    "suggestions",
+    "explain",
+];
+
+/// Whether `text` is a question [`parse`] can answer only with a listing, where a language
+/// model could do better: a question asking for reasons or advice ("why did it fail?", "which
+/// feeders should I upgrade?"), or one that names nothing the engine can act on (no device
+/// type, device, version or rollout, and no words about status, progress, firmware, devices or
+/// the fleet: "what do you recommend?", "any advice?"). Requests to change something never are.
 pub fn is_open_question(text: &str, vocab: &Vocabulary) -> bool {
+    let intent = parse(text, vocab);
+    let read_only =
+        matches!(intent, Intent::FleetStatus { .. } | Intent::RolloutStatus { .. } | Intent::ListFirmware { .. });
+    if !read_only {
+        return false;
+    }
+    let (tokens, question_mark) = tokens::tokenize(text);
+    if tokens.iter().any(|t| ADVICE_WORDS.contains(&t.word.as_str())) {
+        return true;
+    }
     let generic = matches!(
-        parse(text, vocab),
+        intent,
         Intent::FleetStatus { ref device_types, ref thing_mentions, current_version: None }
             if device_types.is_empty() && thing_mentions.is_empty()
     );
     if !generic {
         return false;
     }
-    let (tokens, question_mark) = tokens::tokenize(text);
     let index = TypeIndex::new(&vocab.device_types);
     let hits = index.find_hits(&tokens);
     let r = reading::read(&tokens, &hits, &index, question_mark);

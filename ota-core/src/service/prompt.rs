@@ -179,8 +179,8 @@ impl FleetManager {
         }
     }
 
-    /// Whether `text` is an open question the intent engine would answer only with the whole
-    /// fleet's status (see [`crate::intent::is_open_question`]).
+    /// Whether `text` is a question the intent engine can answer only with a listing: one
+    /// asking for reasons or advice, or naming nothing (see [`crate::intent::is_open_question`]).
     pub async fn is_open_question(&self, caller: &Caller, text: &str) -> Result<bool> {
         caller.require(Role::Viewer, "ask")?;
         Ok(crate::intent::is_open_question(text, &self.vocabulary().await?))

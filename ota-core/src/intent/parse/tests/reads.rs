@@ -89,19 +89,27 @@ fn nothing_recognised_gets_help_and_close_names() {
 
 #[test]
 fn open_questions_are_told_apart_from_status_requests() {
-    for open in ["what do you recommend?", "what should I do?", "any advice?", "why is it so slow?"] {
+    for open in [
+        "what do you recommend?",
+        "what should I do?",
+        "any advice?",
+        "why is it so slow?",
+        "what's up with my feeders, anything I should upgrade?",
+        "why did the pet_feeder rollout stop?",
+        "can you explain the firmware versions of the smart plugs?",
+    ] {
         assert!(is_open_question(open, &vocab()), "{open}: {:?}", p(open));
     }
     for concrete in [
         "show fleet status",
         "is everything ok?",
         "how many devices are there?",
-        "what's up with my feeders, anything I should upgrade?",
         "which devices are still on 1.x?",
         "how is the rollout going?",
         "list firmware",
         "what is pet_feeder-03 running?",
         "Update all pet_feeder devices to 2.0.0",
+        "you should update all pet_feeder devices to 2.0.0",
         "frobnicate the gizmo",
     ] {
         assert!(!is_open_question(concrete, &vocab()), "{concrete}: {:?}", p(concrete));
