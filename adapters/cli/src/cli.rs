@@ -232,6 +232,11 @@ pub struct ServeArgs {
     /// The claim holding the roles (viewer, operator, admin).
     #[arg(long, default_value = "cognito:groups")]
     pub roles_claim: String,
+    /// The issuer's hosted sign-in domain (Cognito: `https://PREFIX.auth.REGION.amazoncognito.com`),
+    /// for the chat page's sign-in (authorization code with PKCE as --oidc-client-id; register
+    /// this server's page URL as a callback). Without it the page asks for a token.
+    #[arg(long, requires_all = ["oidc_issuer", "oidc_client_id"])]
+    pub page_signin_domain: Option<String>,
     /// The chat model for requests the intent engine does not understand: `openai:MODEL` (any
     /// OpenAI-compatible server at --model-url: Ollama, vLLM, llama.cpp, LM Studio, OpenAI),
     /// `bedrock` or `bedrock:MODEL_ID` (Amazon Bedrock Converse, AWS credentials from the

@@ -330,6 +330,7 @@ async fn serve_options(args: &ServeArgs) -> Result<server::ServeOptions> {
             audience: args.oidc_audience.clone(),
             client_id: args.oidc_client_id.clone(),
             roles_claim: args.roles_claim.clone(),
+            page_signin: args.page_signin_domain.clone(),
         }),
         allowed_hosts: (!args.allowed_hosts.is_empty()).then(|| {
             let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];

@@ -75,6 +75,9 @@ pub struct OidcOptions {
     pub audience: Option<String>,
     pub client_id: Option<String>,
     pub roles_claim: String,
+    /// The issuer's hosted sign-in (`https://PREFIX.auth.REGION.amazoncognito.com`): the chat
+    /// page signs in there (code + PKCE, as `client_id`) instead of asking for a token.
+    pub page_signin: Option<String>,
 }
 
 /// Where the server listens and which broker it uses.
@@ -222,7 +225,12 @@ pub async fn start(
         assistant = assistant.with_model(model, Arc::new(ota_mcp::ChatTools::new(mcp_server)));
     }
     let page = ota_http::PageConfig {
-        auth: ota_http::PageAuth::Token,
+        auth: match options.oidc.as_ref().and_then(|o| o.page_signin.clone().zip(o.client_id.clone())) {
+            Some((domain, client_id)) => {
+                ota_http::PageAuth::Cognito { domain, client_id, scopes: "openid email profile".into() }
+            }
+            None => ota_http::PageAuth::Token,
+        },
         model: assistant.model(),
         backend: "local".into(),
         streaming: true,

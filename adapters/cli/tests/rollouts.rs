@@ -542,6 +542,10 @@ fn serve_accepts_tokens_from_a_configured_oidc_issuer_instead_of_its_own() {
         "ota",
         "--roles-claim",
         "roles",
+        "--oidc-client-id",
+        "ota-page",
+        "--page-signin-domain",
+        "https://fleet.auth.eu-west-1.amazoncognito.com",
     ];
     let _server = spawn(d, &args, &logs.path().join("s.log"));
     wait_for("the server listens", Duration::from_secs(30), || TcpStream::connect(&mqtt).is_ok());
@@ -564,6 +568,15 @@ fn serve_accepts_tokens_from_a_configured_oidc_issuer_instead_of_its_own() {
     assert!(accepted.contains("plan_update"), "{accepted}");
     let refused = post(&own);
     assert!(refused.starts_with("HTTP/1.1 401"), "the local key is not the configured issuer's: {refused}");
+
+    // The chat API takes the same tokens, and the page signs in at the issuer's hosted UI.
+    assert_eq!(http(&api, "GET", "/api/whoami", Some(foreign.trim()), None).0, 200);
+    assert_eq!(http(&api, "GET", "/api/whoami", Some(own.trim()), None).0, 401);
+    let (_, head, page) = http(&api, "GET", "/", None, None);
+    assert!(page.contains(r#""kind":"cognito""#) && page.contains(r#""client_id":"ota-page""#), "{page:.300}");
+    assert!(head.contains("https://fleet.auth.eu-west-1.amazoncognito.com"), "the CSP allows it: {head}");
+    let lonely = ota(d, &["serve", "--page-signin-domain", "https://x.auth.eu-west-1.amazoncognito.com"]);
+    assert!(!lonely.status.success(), "a sign-in domain needs an issuer and a client id");
 }
 
 /// A one-answer OpenAI-compatible server on a thread: every chat completion is `answer`.
