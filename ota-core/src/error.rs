@@ -81,4 +81,20 @@ impl Error {
     pub fn storage(err: impl std::fmt::Display) -> Self {
         Error::Storage(err.to_string())
     }
+
+    /// The variant as a stable `snake_case` name, for machine-readable error answers
+    /// (`invalid`, `not_found`, `already_exists`, `integrity`, `forbidden`, `refused`,
+    /// `conflict`, `storage`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "invalid",
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::Integrity { .. } => "integrity",
+            Error::Forbidden { .. } => "forbidden",
+            Error::Refused(_) => "refused",
+            Error::Conflict(_) => "conflict",
+            Error::Storage(_) => "storage",
+        }
+    }
 }

@@ -231,17 +231,15 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let (status, kind) = match &e {
-            Error::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
-            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            Error::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
-            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Error::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
-            Error::Integrity { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "integrity"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let status = match &e {
+            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::AlreadyExists { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Refused(_) | Error::Integrity { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         };
-        ApiError::new(status, kind, e.to_string())
+        ApiError::new(status, e.kind(), e.to_string())
     }
 }
 

@@ -68,15 +68,7 @@ pub fn tool_error(e: Error) -> Failure {
         Error::Invalid { .. } => Failure::Protocol(ErrorData::invalid_params(e.to_string(), None)),
         Error::Storage(_) => Failure::Protocol(ErrorData::internal_error(e.to_string(), None)),
         _ => {
-            let kind = match &e {
-                Error::NotFound { .. } => "not_found",
-                Error::AlreadyExists { .. } => "already_exists",
-                Error::Integrity { .. } => "integrity",
-                Error::Forbidden { .. } => "forbidden",
-                Error::Refused(_) => "refused",
-                Error::Conflict(_) => "conflict",
-                _ => "error",
-            };
+            let kind = e.kind();
             let message = e.to_string();
             let mut result = CallToolResult::structured_error(json!({ "error": kind, "message": message }));
             result.content = vec![ContentBlock::text(message)];

@@ -273,18 +273,11 @@ impl Assistant {
 
     /// A refusal by the service, as an answer.
     fn refused(&self, session_id: &str, e: Error, by: AnsweredBy) -> Result<ChatReply> {
-        let kind = match &e {
-            Error::Forbidden { .. } => "forbidden",
-            Error::Refused(_) => "refused",
-            Error::Conflict(_) => "conflict",
-            Error::NotFound { .. } => "not_found",
-            Error::Invalid { .. } => "invalid",
-            Error::Integrity { .. } => "integrity",
-            Error::AlreadyExists { .. } => "already_exists",
-            _ => return Err(e),
-        };
+        if matches!(e, Error::Storage(_)) {
+            return Err(e);
+        }
         let mut r = self.reply(session_id, format!("Refused, nothing changed: {e}"), by);
-        r.error = Some(kind.to_string());
+        r.error = Some(e.kind().to_string());
         Ok(r)
     }
 
