@@ -283,15 +283,17 @@ impl Assistant {
 
     /// A new request: the intent engine first, the model when the engine did not understand.
     async fn answer(&self, caller: &Caller, session: &mut Session, message: &str) -> Result<ChatReply> {
-        let plan = match self.svc.plan_prompt(caller, message).await {
+        // Sure: the engine understood. A question it could answer only with a listing (advice,
+        // reasons, or nothing named: "any advice?") goes to the model when there is one.
+        let planned = if self.model.is_some() {
+            self.svc.plan_prompt_noting_open_questions(caller, message).await
+        } else {
+            self.svc.plan_prompt(caller, message).await.map(|p| (p, false))
+        };
+        let (plan, open_question) = match planned {
             Ok(p) => p,
             Err(e) => return self.refused(&session.id, e, AnsweredBy::Intent),
         };
-        // Sure: the engine understood. A question it could answer only with a listing (advice,
-        // reasons, or nothing named: "any advice?") goes to the model when there is one.
-        let open_question = self.model.is_some()
-            && matches!(plan.action, Action::FleetStatus | Action::RolloutStatus | Action::ListFirmware)
-            && self.svc.is_open_question(caller, message).await?;
         if plan.action != Action::Unknown && !open_question {
             return self.plan_reply(caller, &session.id, plan).await;
         }

@@ -68,13 +68,13 @@ const ADVICE_WORDS: [&str; 11] = [
     "explain",
 ];
 
-/// Whether `text` is a question [`parse`] can answer only with a listing, where a language
-/// model could do better: a question asking for reasons or advice ("why did it fail?", "which
-/// feeders should I upgrade?"), or one that names nothing the engine can act on (no device
-/// type, device, version or rollout, and no words about status, progress, firmware, devices or
-/// the fleet: "what do you recommend?", "any advice?"). Requests to change something never are.
-pub fn is_open_question(text: &str, vocab: &Vocabulary) -> bool {
-    let intent = parse(text, vocab);
+/// Whether `text`, which [`parse`] read as `intent`, is a question the engine can answer only
+/// with a listing, where a language model could do better: a question asking for reasons or
+/// advice ("why did it fail?", "which feeders should I upgrade?"), or one that names nothing
+/// the engine can act on (no device type, device, version or rollout, and no words about
+/// status, progress, firmware, devices or the fleet: "what do you recommend?", "any advice?").
+/// Requests to change something never are.
+pub fn is_open_question(text: &str, intent: &Intent, vocab: &Vocabulary) -> bool {
     let read_only =
         matches!(intent, Intent::FleetStatus { .. } | Intent::RolloutStatus { .. } | Intent::ListFirmware { .. });
     if !read_only {
@@ -86,7 +86,7 @@ pub fn is_open_question(text: &str, vocab: &Vocabulary) -> bool {
     }
     let generic = matches!(
         intent,
-        Intent::FleetStatus { ref device_types, ref thing_mentions, current_version: None }
+        Intent::FleetStatus { device_types, thing_mentions, current_version: None }
             if device_types.is_empty() && thing_mentions.is_empty()
     );
     if !generic {

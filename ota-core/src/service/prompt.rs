@@ -8,7 +8,7 @@ use super::FleetManager;
 use crate::auth::{Caller, Role};
 use crate::device::DeviceQuery;
 use crate::error::Result;
-use crate::intent::{Intent, RolloutRef, ThingMatch, UpdateIntent, parse, resolve_thing};
+use crate::intent::{Intent, RolloutRef, ThingMatch, UpdateIntent, is_open_question, parse, resolve_thing};
 use crate::names::ThingName;
 use crate::plan::{Action, Plan};
 use crate::rollout::{Rollout, RolloutQuery};
@@ -22,7 +22,22 @@ impl FleetManager {
     pub async fn plan_prompt(&self, caller: &Caller, text: &str) -> Result<Plan> {
         caller.require(Role::Viewer, "ask")?;
         let vocab = self.vocabulary().await?;
-        match parse(text, &vocab) {
+        self.plan_intent(caller, parse(text, &vocab)).await
+    }
+
+    /// [`FleetManager::plan_prompt`], and whether `text` is a question the intent engine can
+    /// answer only with a listing (see [`crate::intent::is_open_question`]): one parse and one
+    /// read of the vocabulary for both.
+    pub async fn plan_prompt_noting_open_questions(&self, caller: &Caller, text: &str) -> Result<(Plan, bool)> {
+        caller.require(Role::Viewer, "ask")?;
+        let vocab = self.vocabulary().await?;
+        let intent = parse(text, &vocab);
+        let open = is_open_question(text, &intent, &vocab);
+        Ok((self.plan_intent(caller, intent).await?, open))
+    }
+
+    async fn plan_intent(&self, caller: &Caller, intent: Intent) -> Result<Plan> {
+        match intent {
             Intent::Update(u) => self.plan_update_intent(caller, u).await,
             Intent::ListFirmware { device_types } => {
                 caller.require(Role::Viewer, "list firmware")?;
@@ -177,13 +192,6 @@ impl FleetManager {
                 Ok(plan)
             }
         }
-    }
-
-    /// Whether `text` is a question the intent engine can answer only with a listing: one
-    /// asking for reasons or advice, or naming nothing (see [`crate::intent::is_open_question`]).
-    pub async fn is_open_question(&self, caller: &Caller, text: &str) -> Result<bool> {
-        caller.require(Role::Viewer, "ask")?;
-        Ok(crate::intent::is_open_question(text, &self.vocabulary().await?))
     }
 
     async fn plan_update_intent(&self, caller: &Caller, u: UpdateIntent) -> Result<Plan> {

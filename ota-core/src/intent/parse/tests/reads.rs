@@ -98,7 +98,7 @@ fn open_questions_are_told_apart_from_status_requests() {
         "why did the pet_feeder rollout stop?",
         "can you explain the firmware versions of the smart plugs?",
     ] {
-        assert!(is_open_question(open, &vocab()), "{open}: {:?}", p(open));
+        assert!(is_open_question(open, &p(open), &vocab()), "{open}: {:?}", p(open));
     }
     for concrete in [
         "show fleet status",
@@ -112,6 +112,6 @@ fn open_questions_are_told_apart_from_status_requests() {
         "you should update all pet_feeder devices to 2.0.0",
         "frobnicate the gizmo",
     ] {
-        assert!(!is_open_question(concrete, &vocab()), "{concrete}: {:?}", p(concrete));
+        assert!(!is_open_question(concrete, &p(concrete), &vocab()), "{concrete}: {:?}", p(concrete));
     }
 }
