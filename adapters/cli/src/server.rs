@@ -24,7 +24,9 @@ use tokio::task::JoinHandle;
 /// File in the data dir that says where a running server listens.
 pub const SERVER_FILE: &str = "server.json";
 
-/// Rollout progress for MCP's `get_rollout`, from the engine's executions.
+/// Rollout progress from the engine's executions, for MCP's `get_rollout` and for the page
+/// and its progress stream.
+#[derive(Debug)]
 pub struct LocalProgress(pub Arc<SqliteStore>);
 
 #[async_trait]
@@ -40,12 +42,8 @@ impl ota_mcp::RolloutProgress for LocalProgress {
     }
 }
 
-/// Devices per state for the page and its progress stream, from the engine's executions.
-#[derive(Debug)]
-pub struct LocalCounts(pub Arc<SqliteStore>);
-
 #[async_trait]
-impl ota_http::ProgressSource for LocalCounts {
+impl ota_http::ProgressSource for LocalProgress {
     async fn counts(&self, id: &ota_core::names::JobId) -> ota_core::Result<Option<ota_http::Counts>> {
         let c = self.0.rollout_progress(id).await?.counts;
         Ok(Some(ota_http::Counts {
@@ -211,8 +209,8 @@ pub async fn start(
         }
     };
     let verifier = Arc::new(verifier);
-    let progress: Arc<dyn ota_mcp::RolloutProgress> = Arc::new(LocalProgress(store.clone()));
-    let mcp_server = ota_mcp::OtaMcp::new(svc.clone(), Some(progress));
+    let progress = Arc::new(LocalProgress(store.clone()));
+    let mcp_server = ota_mcp::OtaMcp::new(svc.clone(), Some(progress.clone()));
     let bearer = ota_auth::require_bearer(verifier, ota_auth::resource_metadata_url(&base_url));
     let mcp = mcp_server.clone().http_router(options.allowed_hosts.clone()).layer(bearer.clone());
     let well_known =
@@ -235,7 +233,7 @@ pub async fn start(
         backend: "local".into(),
         streaming: true,
     };
-    let web = ota_http::Web::new(assistant, Some(Arc::new(LocalCounts(store.clone()))));
+    let web = ota_http::Web::new(assistant, Some(progress));
     let app = ota_http::public_router(&page)
         .merge(web.api_router().layer(bearer))
         .merge(ota_local::download::router(data_dir.to_path_buf(), signer))
