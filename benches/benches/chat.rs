@@ -12,9 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ota_core::agent::{Assistant, MemorySessions};
 use ota_core::auth::{Caller, Role};
 use ota_core::demo;
-use ota_core::device::Device;
-use ota_core::names::DeviceType;
-use ota_core::service::{FleetManager, PublishRequest, Settings};
+use ota_core::service::{FleetManager, Settings};
 
 const PROMPTS: [&str; 4] = [
     "Update all pet_feeder devices to the latest firmware",
@@ -27,32 +25,9 @@ fn world(rt: &tokio::runtime::Runtime) -> Arc<FleetManager> {
     rt.block_on(async {
         let svc = FleetManager::new(ota_core::memory::backend(), Settings::default());
         let admin = Caller::new("root", [Role::Admin]);
-        for name in ["pet_feeder", "smart_plug", "beehive_scale"] {
-            let t = DeviceType::parse(name).unwrap();
-            for v in demo::versions(&t) {
-                let image = demo::firmware_image(&t, &v);
-                let release_notes = demo::release_notes(&t, &v);
-                let request = PublishRequest {
-                    image,
-                    release_notes,
-                    device_type: t.clone(),
-                    version: v,
-                    built_at: None,
-                    extra: Default::default(),
-                };
-                svc.publish_firmware(&admin, request).await.unwrap();
-            }
-            let devices = demo::devices(&t, 100).into_iter().map(|(thing, v)| Device {
-                thing,
-                thing_group: svc.settings().naming.thing_group_of(&t),
-                device_type: t.clone(),
-                firmware_version: Some(v),
-                connected: true,
-                last_seen: None,
-            });
-            svc.backend().registry.upsert_many(devices.collect()).await.unwrap();
-            svc.set_ota_enabled(&admin, &t, name != demo::DISABLED_TYPE).await.unwrap();
-        }
+        demo::seed(&svc, &admin, &["pet_feeder", "smart_plug", "beehive_scale"], 100, demo::firmware_image)
+            .await
+            .unwrap();
         Arc::new(svc)
     })
 }

@@ -130,6 +130,44 @@ fn write_field(dst: &mut [u8], src: &[u8]) {
     dst[..n].copy_from_slice(&src[..n]);
 }
 
+/// Seeds `types` of the demo world through `svc` as `admin`: every demo version published with
+/// the image `image(type, version)` gives, `devices_per_type` connected devices on the demo's
+/// versions, and the OTA gate open for every type but [`DISABLED_TYPE`]. For tests and
+/// benchmarks; `ota init --demo` is the idempotent, user-facing writer of the demo world.
+pub async fn seed(
+    svc: &crate::service::FleetManager,
+    admin: &crate::auth::Caller,
+    types: &[&str],
+    devices_per_type: u32,
+    image: impl Fn(&DeviceType, &FirmwareVersion) -> Vec<u8>,
+) -> crate::Result<()> {
+    for name in types {
+        let t = DeviceType::parse(name)?;
+        for v in versions(&t) {
+            let request = crate::service::PublishRequest {
+                image: image(&t, &v),
+                release_notes: release_notes(&t, &v),
+                device_type: t.clone(),
+                version: v,
+                built_at: None,
+                extra: Default::default(),
+            };
+            svc.publish_firmware(admin, request).await?;
+        }
+        let devices = devices(&t, devices_per_type).into_iter().map(|(thing, v)| crate::device::Device {
+            thing,
+            thing_group: svc.settings().naming.thing_group_of(&t),
+            device_type: t.clone(),
+            firmware_version: Some(v),
+            connected: true,
+            last_seen: None,
+        });
+        svc.backend().registry.upsert_many(devices.collect()).await?;
+        svc.set_ota_enabled(admin, &t, *name != DISABLED_TYPE).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,8 @@ use async_trait::async_trait;
 use axum::http::{HeaderName, HeaderValue, Request};
 use ota_core::auth::{Caller, Role};
 use ota_core::demo;
-use ota_core::device::Device;
 use ota_core::names::{DeviceType, JobId};
-use ota_core::service::{FleetManager, PublishRequest, Settings};
+use ota_core::service::{FleetManager, Settings};
 use ota_mcp::{OtaMcp, RolloutProgress};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorCode};
@@ -37,30 +36,7 @@ impl RolloutProgress for FixedProgress {
 async fn world() -> Arc<FleetManager> {
     let svc = FleetManager::new(ota_core::memory::backend(), Settings::default());
     let admin = Caller::new("root", [Role::Admin]);
-    for name in TYPES {
-        let t = DeviceType::parse(name).unwrap();
-        for v in demo::versions(&t) {
-            let request = PublishRequest {
-                image: format!("image {t} {v}").into_bytes(),
-                release_notes: demo::release_notes(&t, &v),
-                device_type: t.clone(),
-                version: v,
-                built_at: None,
-                extra: Default::default(),
-            };
-            svc.publish_firmware(&admin, request).await.unwrap();
-        }
-        let devices = demo::devices(&t, 4).into_iter().map(|(thing, v)| Device {
-            thing,
-            thing_group: svc.settings().naming.thing_group_of(&t),
-            device_type: t.clone(),
-            firmware_version: Some(v),
-            connected: true,
-            last_seen: None,
-        });
-        svc.backend().registry.upsert_many(devices.collect()).await.unwrap();
-        svc.set_ota_enabled(&admin, &t, name != demo::DISABLED_TYPE).await.unwrap();
-    }
+    demo::seed(&svc, &admin, &TYPES, 4, |t, v| format!("image {t} {v}").into_bytes()).await.unwrap();
     Arc::new(svc)
 }
 
