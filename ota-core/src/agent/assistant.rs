@@ -433,11 +433,7 @@ impl Assistant {
                     "I ran out of time after {} model step{} without a final answer. {}Try a more specific request.",
                     r.model_calls,
                     if r.model_calls == 1 { "" } else { "s" },
-                    if r.pending.is_some() {
-                        "The plan above still waits for your confirmation; nothing else was started or changed. "
-                    } else {
-                        "Nothing was started or changed. "
-                    }
+                    nothing_changed(&r),
                 );
                 r.error = Some("time_budget".to_string());
                 return Ok(r);
@@ -484,11 +480,7 @@ impl Assistant {
         r.reply = format!(
             "I stopped after {} model steps without a final answer (the step cap), so I cannot say more. {}Try a more specific request.",
             self.options.max_steps,
-            if r.pending.is_some() {
-                "The plan above still waits for your confirmation; nothing else was started or changed. "
-            } else {
-                "Nothing was started or changed. "
-            }
+            nothing_changed(&r),
         );
         r.error = Some("step_cap".to_string());
         Ok(r)
@@ -560,6 +552,15 @@ impl Assistant {
                 (out, false)
             }
         }
+    }
+}
+
+/// What a model turn that ended without an answer left behind, for its reply.
+fn nothing_changed(r: &ChatReply) -> &'static str {
+    if r.pending.is_some() {
+        "The plan above still waits for your confirmation; nothing else was started or changed. "
+    } else {
+        "Nothing was started or changed. "
     }
 }
 
