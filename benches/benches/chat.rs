@@ -23,7 +23,7 @@ const PROMPTS: [&str; 4] = [
 
 fn world(rt: &tokio::runtime::Runtime) -> Arc<FleetManager> {
     rt.block_on(async {
-        let svc = FleetManager::new(ota_core::memory::backend(), Settings::default());
+        let svc = FleetManager::new(ota_core::memory::backend(), Settings::default()).expect("valid settings");
         let admin = Caller::new("root", [Role::Admin]);
         demo::seed(&svc, &admin, &["pet_feeder", "smart_plug", "beehive_scale"], 100, demo::firmware_image)
             .await

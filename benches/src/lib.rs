@@ -24,7 +24,7 @@ pub fn fleet(devices: usize) -> (FleetManager, Arc<MemoryRegistry>) {
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
     };
-    let svc = FleetManager::new(backend, Settings::default());
+    let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
     let admin = Caller::new("bench", [Role::Admin]);
     let naming = NamingConvention::default();
     let types = demo::device_types();

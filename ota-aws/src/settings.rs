@@ -2,6 +2,7 @@
 //! [`AwsSettings::from_env`] (the CLI and the Lambdas) or built directly (tests).
 
 use ota_core::names::NamingConvention;
+use ota_core::service::Settings;
 use ota_core::{Error, Result};
 
 /// Resource names and connection settings of one deployment.
@@ -33,8 +34,12 @@ pub struct AwsSettings {
     /// `OTA_AWS_MAX_ATTEMPTS` (default 3): attempts per request, including the SDK's retries
     /// with backoff for throttling and transient errors.
     pub max_attempts: u32,
-    /// Maps device types to thing groups.
+    /// Maps device types to thing groups (`service.naming`, kept here for the ports).
     pub naming: NamingConvention,
+    /// `OTA_SETTINGS`: the service settings as JSON, exactly the local `settings.json` (naming
+    /// convention, gate, default rollout policy). The one place the CLI on AWS and both
+    /// Lambdas read them from; validated when read, so a bad value stops the function at start.
+    pub service: Settings,
 }
 
 impl AwsSettings {
@@ -52,6 +57,7 @@ impl AwsSettings {
             alert_topic_arn: None,
             max_attempts: 3,
             naming: NamingConvention::default(),
+            service: Settings::default(),
         }
     }
 
@@ -93,6 +99,10 @@ impl AwsSettings {
                 _ => return Err(Error::invalid("OTA_AWS_FLEET_INDEX", v, "use on or off")),
             };
         }
+        if let Some(v) = get("OTA_SETTINGS") {
+            s.service = Settings::from_json(v.as_bytes(), "OTA_SETTINGS")?;
+            s.naming = s.service.naming.clone();
+        }
         Ok(s)
     }
 
@@ -132,5 +142,21 @@ mod tests {
             _ => None,
         });
         assert!(bad.is_err());
+        let with = |json: &'static str| {
+            AwsSettings::from_lookup(move |k| match k {
+                "OTA_AWS_BUCKET" => Some("fw".into()),
+                "OTA_SETTINGS" => Some(json.into()),
+                _ => None,
+            })
+        };
+        let s = with(
+            r#"{"naming":{"acronyms":["AI"],"suffix":"Dev","overrides":{}},"gate":{"enabled_without_record":true,"default_policy":{"max_in_flight":5,"max_per_minute":null,"exponential_ramp":null,"abort":{"failure_percent":5.0,"min_executed":10,"max_failures":10},"in_progress_timeout_minutes":30,"retries":{"failed":0,"timed_out":0}}}}"#,
+        );
+        let s = s.unwrap();
+        assert!(s.service.gate.enabled_without_record);
+        assert_eq!(s.service.gate.default_policy.max_in_flight, 5);
+        assert_eq!(s.naming, s.service.naming);
+        let err = with(r#"{"naming":{"acronyms":[],"suffix":"AWSDevice","overrides":{}},"gate":{"enabled_without_record":false,"default_policy":{"max_in_flight":0,"max_per_minute":null,"exponential_ramp":null,"abort":{"failure_percent":5.0,"min_executed":10,"max_failures":10},"in_progress_timeout_minutes":30,"retries":{"failed":0,"timed_out":0}}}}"#).unwrap_err();
+        assert!(err.to_string().contains("OTA_SETTINGS") && err.to_string().contains("max_in_flight"), "{err}");
     }
 }

@@ -39,7 +39,7 @@ fn update_all(ty: &DeviceType) -> UpdateRequest {
 
 /// Firmware for `soil_sensor`, its OTA gate open, and no thing and no thing group.
 async fn orphan_type_world(backend: Backend) -> serde_json::Value {
-    let svc = FleetManager::new(backend, Settings::default());
+    let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
     let ty = DeviceType::parse("soil_sensor").unwrap();
     svc.publish_firmware(&admin(), publish(&ty, "1.0.0")).await.unwrap();
     svc.set_ota_enabled(&admin(), &ty, true).await.unwrap();
@@ -76,7 +76,7 @@ async fn started(server: &moto::Moto, prefix: &str) -> (ota_aws::AwsClients, Bac
     let clients = server.clients().await;
     ota_aws::provision::create_resources(&clients, &settings).await.unwrap();
     let backend = ota_aws::backend(&clients, &settings, Some(moto::ACCOUNT.into()));
-    let svc = FleetManager::new(backend.clone(), Settings::default());
+    let svc = FleetManager::new(backend.clone(), Settings::default()).expect("valid settings");
     let ty = DeviceType::parse("pet_feeder").unwrap();
     for v in ["1.0.0", "2.0.0"] {
         svc.publish_firmware(&admin(), publish(&ty, v)).await.unwrap();

@@ -18,7 +18,7 @@ async fn a_started_rollout_is_a_job_with_its_configuration() {
     let clients = server.clients().await;
     ota_aws::provision::create_resources(&clients, &settings).await.unwrap();
     let backend = ota_aws::backend(&clients, &settings, None);
-    let svc = FleetManager::new(backend.clone(), Settings::default());
+    let svc = FleetManager::new(backend.clone(), Settings::default()).expect("valid settings");
     let admin = Caller::new("admin", [Role::Admin]);
     let ty = DeviceType::parse("pet_feeder").unwrap();
     for v in ["1.0.0", "2.0.0"] {

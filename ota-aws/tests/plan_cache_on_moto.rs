@@ -49,7 +49,7 @@ async fn world(
 ) -> (FleetManager, Caller, UpdateRequest) {
     ota_aws::provision::create_resources(clients, settings).await.unwrap();
     let backend = ota_aws::backend(clients, settings, Some(moto::ACCOUNT.into()));
-    let svc = FleetManager::new(backend.clone(), Settings::default());
+    let svc = FleetManager::new(backend.clone(), Settings::default()).expect("valid settings");
     let admin = Caller::new("admin", [Role::Admin]);
     let ty = DeviceType::parse("pet_feeder").unwrap();
     for v in versions {

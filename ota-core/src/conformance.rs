@@ -368,7 +368,7 @@ fn update(types: &[&str], version: &str) -> UpdateRequest {
 }
 
 pub async fn service_refuses_artifacts_whose_files_disagree(b: &Backend) {
-    let svc = FleetManager::new(b.clone(), Settings::default());
+    let svc = FleetManager::new(b.clone(), Settings::default()).expect("valid settings");
     put_artifact(b, "pet_feeder", "1.0.0", image(5, 100)).await;
     // 2.0.0: metadata.json claims another digest than firmware.sha256 and the image.
     let a = ArtifactRef::new(ty("pet_feeder"), ver("2.0.0"));
@@ -391,7 +391,7 @@ pub async fn service_refuses_artifacts_whose_files_disagree(b: &Backend) {
 }
 
 pub async fn service_plans_starts_repeats_and_cancels(b: &Backend) {
-    let svc = FleetManager::new(b.clone(), Settings::default());
+    let svc = FleetManager::new(b.clone(), Settings::default()).expect("valid settings");
     let admin = admin();
     for v in ["1.0.0", "2.0.0"] {
         svc.publish_firmware(

@@ -1,9 +1,19 @@
-//! Plans: what a request would do, shown before anything runs. Plans and rollout ids are
-//! deterministic, so the same request yields the same ids and repeating a command never
-//! starts a second rollout.
+//! Plans: what a request would do, shown before anything runs.
+//!
+//! Rollout identity: a deployment's content (action, type, version, image digest, devices) has
+//! a *lineage* key; its first rollout gets the id `{action}-{type}-{version}-{key}`, each later
+//! one `…-{key}-{generation}`. While a rollout of the lineage is active, repeating the request
+//! finds it; once it has ended, the same request gets the next generation: a new id, never one
+//! that existed (AWS refuses a job id that ever existed). The id depends only on the content and
+//! the stored rollouts, so it is the same in every front door and on both backends.
+//!
+//! A plan id is a digest of everything that will run (per deployment: action, type, version,
+//! sha256, size, things, fleet query, rollout id and the effective policy): a confirmation
+//! starts exactly that or nothing.
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -44,22 +54,39 @@ impl fmt::Display for Action {
     }
 }
 
+/// A targeted device that is not connected now: its update waits until it connects (as on
+/// AWS, where a job execution stays queued for an offline device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineDevice {
+    pub thing: ThingName,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
 /// One rollout the plan would create: one device type, one verified firmware.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
+    /// Update (to a newer version) or rollback (at least one device moves to an older one).
+    pub action: UpdateAction,
     pub device_type: DeviceType,
     pub thing_group: ThingGroupName,
     pub version: FirmwareVersion,
     /// Sorted; devices already on `version` are not here.
     pub things: Vec<ThingName>,
-    /// The rollout (job) id this deployment gets when started; deterministic.
+    /// The rollout (job) id this deployment gets when started (see the module docs), or the
+    /// id of the active rollout that already does it (`running_since` is then set).
     pub rollout_id: JobId,
+    /// When the active rollout `rollout_id` started, if this deployment is already running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<DateTime<Utc>>,
     pub sha256: Sha256Digest,
     pub size: u64,
     pub fleet_query: String,
     pub policy: RolloutPolicy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_back: Vec<HeldBack>,
+    /// Devices of `things` not connected now, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline: Vec<OfflineDevice>,
 }
 
 /// Everything a request would do, or why not. `deployments` is filled only for update and
@@ -109,16 +136,19 @@ impl Plan {
     }
 }
 
-/// The deterministic rollout id of a deployment: `{action}-{type}-{version}-{digest}` where the
-/// digest covers the action, type, version, artifact digest and the sorted things, cut to
-/// AWS's 64-character job id limit.
-pub fn rollout_id(
+/// Room kept after the lineage key for `-{generation}`.
+const GENERATION_ROOM: usize = 7;
+
+/// The lineage of a deployment's content: `{action}-{type}-{version}-{key}`, where the key is a
+/// digest of the action, type, version, artifact digest and the sorted things, and the readable
+/// part is cut so that any generation suffix still fits AWS's 64-character job id limit.
+pub fn lineage(
     action: UpdateAction,
     device_type: &DeviceType,
     version: &FirmwareVersion,
     sha256: &Sha256Digest,
     things: &[ThingName],
-) -> JobId {
+) -> String {
     let mut h = Sha256::new();
     h.update(action.as_str());
     h.update([0]);
@@ -136,10 +166,32 @@ pub fn rollout_id(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
-    let keep = JOB_ID_MAX_LEN - digest.len() - 1;
+    let keep = JOB_ID_MAX_LEN - digest.len() - 1 - GENERATION_ROOM;
     let readable: String = readable.chars().take(keep).collect();
-    // Every character was mapped into the job-id alphabet and the length is bounded.
-    JobId::parse(&format!("{readable}-{digest}")).unwrap_or_else(|_| unreachable_job_id())
+    format!("{readable}-{digest}")
+}
+
+/// The rollout id of generation `generation` (1 for the first) of `lineage`.
+pub fn rollout_id(lineage: &str, generation: u32) -> JobId {
+    let id = if generation <= 1 { lineage.to_string() } else { format!("{lineage}-{generation}") };
+    // The lineage is in the job-id alphabet and leaves room for any u32 suffix.
+    JobId::parse(&id).unwrap_or_else(|_| unreachable_job_id())
+}
+
+/// The generation of `id` within `lineage`, or `None` when `id` is not of that lineage.
+pub fn generation_of(lineage: &str, id: &JobId) -> Option<u32> {
+    let rest = id.as_str().strip_prefix(lineage)?;
+    if rest.is_empty() {
+        return Some(1);
+    }
+    let n: u32 = rest.strip_prefix('-')?.parse().ok()?;
+    (n >= 2 && rest[1..] == n.to_string()).then_some(n)
+}
+
+/// The id the next rollout of `lineage` gets, given the ids already stored (any status).
+pub fn next_rollout_id<'a>(lineage: &str, stored: impl IntoIterator<Item = &'a JobId>) -> JobId {
+    let last = stored.into_iter().filter_map(|id| generation_of(lineage, id)).max().unwrap_or(0);
+    rollout_id(lineage, last.saturating_add(1))
 }
 
 fn unreachable_job_id() -> JobId {
@@ -147,12 +199,24 @@ fn unreachable_job_id() -> JobId {
     JobId::parse("rollout").unwrap_or_else(|_| unreachable!("\"rollout\" is a valid job id"))
 }
 
-/// The plan id: a digest of every deployment's rollout id, so a plan that would run anything
-/// different gets a different id.
+/// The plan id: a digest of everything each deployment would run (action, type, version,
+/// sha256, size, things, fleet query, rollout id and the effective policy), so a plan that
+/// would run anything different gets a different id.
 pub fn plan_id(deployments: &[Deployment]) -> String {
     let mut h = Sha256::new();
     for d in deployments {
-        h.update(d.rollout_id.as_str());
+        let bound = serde_json::json!({
+            "action": d.action,
+            "device_type": d.device_type,
+            "version": d.version,
+            "sha256": d.sha256,
+            "size": d.size,
+            "things": d.things,
+            "fleet_query": d.fleet_query,
+            "rollout_id": d.rollout_id,
+            "policy": d.policy,
+        });
+        h.update(bound.to_string());
         h.update([0]);
     }
     format!("plan-{}", hex::encode(&h.finalize()[..6]))
@@ -168,13 +232,28 @@ mod tests {
         let v = FirmwareVersion::parse("2.0.0-rc.1").unwrap();
         let d = Sha256Digest([7; 32]);
         let things = vec![ThingName::parse("vision_ai_face_detector-01").unwrap()];
-        let a = rollout_id(UpdateAction::Update, &ty, &v, &d, &things);
-        assert_eq!(a, rollout_id(UpdateAction::Update, &ty, &v, &d, &things));
-        assert!(a.as_str().starts_with("update-vision_ai_face_detector-2_0_0-rc_1-"), "{a}");
-        assert_ne!(a, rollout_id(UpdateAction::Rollback, &ty, &v, &d, &things));
-        assert_ne!(a, rollout_id(UpdateAction::Update, &ty, &v, &d, &[]));
+        let a = lineage(UpdateAction::Update, &ty, &v, &d, &things);
+        assert_eq!(a, lineage(UpdateAction::Update, &ty, &v, &d, &things));
+        assert!(a.starts_with("update-vision_ai_face_detector-2_0_0-rc_1-"), "{a}");
+        assert_ne!(a, lineage(UpdateAction::Rollback, &ty, &v, &d, &things));
+        assert_ne!(a, lineage(UpdateAction::Update, &ty, &v, &d, &[]));
         let long = DeviceType::parse(&format!("a{}", "_bcdefgh".repeat(7))).unwrap();
-        let id = rollout_id(UpdateAction::Rollback, &long, &v, &d, &things);
-        assert!(id.as_str().len() <= 64);
+        let l = lineage(UpdateAction::Rollback, &long, &v, &d, &things);
+        assert!(rollout_id(&l, u32::MAX).as_str().len() <= 64);
+    }
+
+    #[test]
+    fn generations_follow_each_other_and_never_repeat_an_id() {
+        let l = "update-pet_feeder-3_0_0-0123456789";
+        assert_eq!(rollout_id(l, 1).as_str(), l);
+        assert_eq!(rollout_id(l, 2).as_str(), format!("{l}-2"));
+        let other = JobId::parse("update-pet_feeder-3_0_0-0123456789ab").unwrap();
+        let padded = JobId::parse(&format!("{l}-02")).unwrap();
+        assert_eq!(generation_of(l, &other), None, "another lineage that shares a prefix");
+        assert_eq!(generation_of(l, &padded), None);
+        assert_eq!(next_rollout_id(l, []), rollout_id(l, 1));
+        let stored = [rollout_id(l, 1), rollout_id(l, 2), other];
+        assert_eq!(next_rollout_id(l, &stored), rollout_id(l, 3));
+        assert_eq!(next_rollout_id(l, &stored[..1]), rollout_id(l, 2));
     }
 }

@@ -9,6 +9,11 @@
 //!   A rollback likewise never upgrades group members that run an *older* version. A thing
 //!   named explicitly is always moved to the target, in either direction, and a downgrade
 //!   makes the plan a rollback.
+//! - A current-version filter selects devices as explicitly as naming them: "update the
+//!   mailbox_notifier devices running 2.0.0 to 1.0.0" moves exactly those devices, and the
+//!   downgrade makes the plan a rollback of exactly them (never "nothing to update").
+//! - An exclusion that names no known device or type refuses the whole plan: it may be a
+//!   device the operator meant to protect.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,6 +67,9 @@ pub struct Filters {
     pub exclude_types: BTreeSet<DeviceType>,
     #[serde(default)]
     pub exclude_things: BTreeSet<ThingName>,
+    /// Only devices connected now ("only online devices"); the others are left out and counted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only_connected: bool,
 }
 
 /// A fully typed update or rollback request: what the CLI flags, MCP tools and the intent
@@ -82,6 +90,8 @@ pub struct PlanningContext<'a> {
     pub versions: &'a BTreeMap<DeviceType, Vec<FirmwareVersion>>,
     /// Types whose OTA gate is open.
     pub enabled: &'a BTreeSet<DeviceType>,
+    /// Every type the catalog or the registry knows.
+    pub known: &'a BTreeSet<DeviceType>,
     pub naming: &'a NamingConvention,
 }
 
@@ -115,6 +125,8 @@ pub struct TypeTarget {
     pub held_back: Vec<HeldBack>,
     /// The AWS Fleet Indexing query that selects exactly `things` in the snapshot.
     pub fleet_query: String,
+    /// Devices of `things` not connected in the snapshot, sorted.
+    pub offline: Vec<crate::plan::OfflineDevice>,
 }
 
 /// The outcome of resolving a request against a snapshot.
@@ -124,6 +136,8 @@ pub struct Resolution {
     pub refusals: Vec<Refusal>,
     /// Devices matched but already on the version, per type.
     pub already_current: BTreeMap<DeviceType, usize>,
+    /// Devices left out because they are offline and the request asked for online ones only.
+    pub offline_left_out: BTreeMap<DeviceType, usize>,
 }
 
 /// Resolves `req` against `devices` (a snapshot holding at least every device the request can
@@ -139,7 +153,9 @@ pub fn resolve<'d>(
     // Group the snapshot by type, keeping only devices the request can reach.
     let mut by_type: BTreeMap<&DeviceType, Vec<&Device>> = BTreeMap::new();
     let mut found_things: BTreeSet<&ThingName> = BTreeSet::new();
+    let mut snapshot_things: BTreeSet<&ThingName> = BTreeSet::new();
     for d in devices {
+        snapshot_things.insert(&d.thing);
         let named = named_things.contains(&d.thing);
         if named {
             found_things.insert(&d.thing);
@@ -155,6 +171,9 @@ pub fn resolve<'d>(
                 reason: "unknown thing: no such device in the registry".into(),
             });
         }
+    }
+    if let Some(refused) = unknown_exclusions(req, &snapshot_things, ctx) {
+        return refused;
     }
 
     // Types in scope: named types, types of named things, and for the whole fleet every type
@@ -211,6 +230,7 @@ pub fn resolve<'d>(
         let mut current = 0usize;
         let mut newer_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
         let mut planned_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
+        let mut offline = Vec::new();
         for d in members {
             let named = named_things.contains(&d.thing);
             if !named && !type_named {
@@ -224,6 +244,8 @@ pub fn resolve<'d>(
             {
                 continue;
             }
+            // A version filter picks devices as explicitly as naming them.
+            let named = named || req.filters.current_version.is_some();
             let running = d.firmware_version.as_ref();
             if running == Some(&version) {
                 current += 1;
@@ -252,10 +274,18 @@ pub fn resolve<'d>(
                     _ => {}
                 }
             }
+            if !d.connected {
+                if req.filters.only_connected {
+                    *out.offline_left_out.entry(ty.clone()).or_default() += 1;
+                    continue;
+                }
+                offline.push(crate::plan::OfflineDevice { thing: d.thing.clone(), last_seen: d.last_seen });
+            }
             downgrades |= is_downgrade;
             planned_versions.extend(running);
             things.push(d.thing.clone());
         }
+        offline.sort_by(|a, b| a.thing.cmp(&b.thing));
         if current > 0 {
             out.already_current.insert(ty.clone(), current);
         }
@@ -281,11 +311,41 @@ pub fn resolve<'d>(
             downgrades,
             held_back,
             fleet_query,
+            offline,
         });
     }
     out.refusals.sort();
     out.refusals.dedup();
     out
+}
+
+/// A resolution that plans nothing when an exclusion names no known device or type: an
+/// exclusion that cannot be honoured may be a device the operator meant to protect.
+/// `snapshot` holds every device the service read, the excluded things included.
+fn unknown_exclusions(
+    req: &UpdateRequest,
+    snapshot: &BTreeSet<&ThingName>,
+    ctx: PlanningContext<'_>,
+) -> Option<Resolution> {
+    let mut refusals: Vec<Refusal> = req
+        .filters
+        .exclude_things
+        .iter()
+        .filter(|t| !snapshot.contains(t))
+        .map(|t| Refusal {
+            target: t.to_string(),
+            reason: "unknown thing in an exclusion: no such device in the registry; nothing planned".into(),
+        })
+        .collect();
+    refusals.extend(req.filters.exclude_types.iter().filter(|t| !ctx.known.contains(*t)).map(|t| Refusal {
+        target: t.to_string(),
+        reason: "unknown device type in an exclusion: not in the catalog or the registry; nothing planned".into(),
+    }));
+    if refusals.is_empty() {
+        return None;
+    }
+    refusals.sort();
+    Some(Resolution { refusals, ..Default::default() })
 }
 
 /// Renders the Fleet Indexing query for one deployment, e.g.
@@ -340,6 +400,9 @@ fn fleet_query(
             q.push_str(&format!(" AND NOT thingName:{t}"));
         }
     }
+    if req.filters.only_connected {
+        q.push_str(" AND connectivity.connected:true");
+    }
     q
 }
 
@@ -390,10 +453,16 @@ mod tests {
             World { versions, enabled, naming: NamingConvention::default(), devices }
         }
         fn resolve(&self, req: &UpdateRequest) -> Resolution {
+            let known: BTreeSet<DeviceType> = self.versions.keys().cloned().collect();
             resolve(
                 req,
                 &self.devices,
-                PlanningContext { versions: &self.versions, enabled: &self.enabled, naming: &self.naming },
+                PlanningContext {
+                    versions: &self.versions,
+                    enabled: &self.enabled,
+                    known: &known,
+                    naming: &self.naming,
+                },
             )
         }
     }
@@ -504,5 +573,55 @@ mod tests {
         let res = w.resolve(&r);
         assert!(res.targets.is_empty() && res.refusals.is_empty());
         assert_eq!(res.already_current[&ty("smart_plug")], 1);
+    }
+
+    #[test]
+    fn a_version_filter_selects_devices_as_explicitly_as_naming_them() {
+        let w = World::new();
+        let mut r = req(UpdateAction::Update, "1.0.0");
+        r.target.device_types.insert(ty("smart_plug"));
+        r.filters.current_version = Some(crate::version::VersionFilter::parse("2.0.0").unwrap());
+        let res = w.resolve(&r);
+        assert_eq!(res.targets.len(), 1, "{res:?}");
+        assert_eq!(names(&res.targets[0]), ["smart_plug-03", "smart_plug-04"]);
+        assert!(res.targets[0].downgrades, "moving them to 1.0.0 is a rollback of exactly them");
+        assert!(res.targets[0].held_back.is_empty());
+    }
+
+    #[test]
+    fn an_exclusion_that_names_nothing_known_refuses_the_whole_plan() {
+        let w = World::new();
+        let mut r = req(UpdateAction::Update, "latest");
+        r.target.device_types.insert(ty("pet_feeder"));
+        r.filters.exclude_things.insert(ThingName::parse("pet_feeder-99").unwrap());
+        let res = w.resolve(&r);
+        assert!(res.targets.is_empty(), "{res:?}");
+        assert_eq!(res.refusals.len(), 1);
+        assert!(res.refusals[0].reason.contains("exclusion"), "{:?}", res.refusals);
+        let mut r2 = req(UpdateAction::Update, "latest");
+        r2.target.whole_fleet = true;
+        r2.filters.exclude_types.insert(ty("smart_plugg"));
+        assert!(w.resolve(&r2).targets.is_empty());
+        let mut ok = req(UpdateAction::Update, "latest");
+        ok.target.device_types.insert(ty("pet_feeder"));
+        ok.filters.exclude_things.insert(ThingName::parse("pet_feeder-01").unwrap());
+        assert_eq!(names(&w.resolve(&ok).targets[0]), ["pet_feeder-02", "pet_feeder-03"]);
+    }
+
+    #[test]
+    fn offline_devices_are_listed_or_left_out_when_asked() {
+        let mut w = World::new();
+        for d in w.devices.iter_mut().filter(|d| d.thing.as_str() == "pet_feeder-02") {
+            d.connected = false;
+        }
+        let mut r = req(UpdateAction::Update, "latest");
+        r.target.device_types.insert(ty("pet_feeder"));
+        let res = w.resolve(&r);
+        assert_eq!(res.targets[0].offline.len(), 1);
+        assert_eq!(res.targets[0].offline[0].thing.as_str(), "pet_feeder-02");
+        r.filters.only_connected = true;
+        let res = w.resolve(&r);
+        assert_eq!(names(&res.targets[0]), ["pet_feeder-01", "pet_feeder-03"]);
+        assert_eq!(res.offline_left_out.get(&ty("pet_feeder")), Some(&1));
     }
 }

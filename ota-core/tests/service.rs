@@ -50,7 +50,7 @@ async fn world_with(settings: Settings) -> World {
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
     };
-    let svc = FleetManager::new(backend, settings);
+    let svc = FleetManager::new(backend, settings).expect("valid settings");
     let naming = NamingConvention::default();
     for t in demo::device_types() {
         for v in demo::versions(&t) {

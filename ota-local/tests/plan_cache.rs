@@ -12,7 +12,7 @@ use ota_core::version::{FirmwareVersion, VersionRequest};
 async fn an_image_replaced_in_place_is_hashed_again_by_the_next_plan() {
     let dir = tempfile::tempdir().unwrap();
     let backend = ota_local::open_backend(dir.path()).unwrap();
-    let svc = FleetManager::new(backend.clone(), Settings::default());
+    let svc = FleetManager::new(backend.clone(), Settings::default()).expect("valid settings");
     let admin = Caller::new("admin", [Role::Admin]);
     let ty = DeviceType::parse("pet_feeder").unwrap();
     let publish = PublishRequest {

@@ -58,13 +58,7 @@ fn local_caller() -> Caller {
 fn load_settings(data_dir: &Path) -> Result<Settings> {
     let path = data_dir.join("settings.json");
     match std::fs::read(&path) {
-        Ok(bytes) => {
-            let s: Settings = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::invalid("settings file", path.display().to_string(), e.to_string()))?;
-            s.naming.validate()?;
-            s.gate.default_policy.validate()?;
-            Ok(s)
-        }
+        Ok(bytes) => Settings::from_json(&bytes, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
         Err(e) => Err(Error::storage(format!("cannot read {}: {e}", path.display()))),
     }
@@ -117,7 +111,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             backend
         }
     };
-    let svc = Arc::new(FleetManager::new(backend, load_settings(&cli.data_dir)?));
+    let settings = match &aws_settings {
+        Some(aws) => aws.service.clone(),
+        None => load_settings(&cli.data_dir)?,
+    };
+    let svc = Arc::new(FleetManager::new(backend, settings)?);
     let me = local_caller();
     let local_store =
         || store.clone().ok_or_else(|| Error::invalid("backend", "aws", "this command needs the local backend"));

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ota_core::agent::{Assistant, AssistantOptions, ModelSpec, SessionLimits};
 use ota_core::names::JobId;
-use ota_core::service::{FleetManager, Settings};
+use ota_core::service::FleetManager;
 use ota_http::{Counts, PageAuth, PageConfig, ProgressSource, Web};
 use ota_mcp::{ChatTools, OtaMcp, apigw};
 
@@ -66,7 +66,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let settings = ota_aws::AwsSettings::from_env()?;
     let (clients, backend) = ota_aws::connect(&settings).await?;
-    let svc = Arc::new(FleetManager::new(backend, Settings::default()));
+    let svc = Arc::new(FleetManager::new(backend, settings.service.clone())?);
 
     let sessions = ota_aws::sessions::DynamoSessions::new(
         clients.dynamodb.clone(),

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use ota_core::service::{FleetManager, Settings};
+use ota_core::service::FleetManager;
 use ota_mcp::{OtaMcp, apigw};
 
 #[tokio::main]
@@ -23,8 +23,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let settings = ota_aws::AwsSettings::from_env()?;
     let (_clients, backend) = ota_aws::connect(&settings).await?;
-    // No data dir in Lambda: the default naming convention and gate settings, as `ota` without a config file.
-    let svc = Arc::new(FleetManager::new(backend, Settings::default()));
+    // No data dir in Lambda: the service settings come from OTA_SETTINGS (validated), as for `ota --backend aws`.
+    let svc = Arc::new(FleetManager::new(backend, settings.service.clone())?);
     let hosts = apigw::allowed_hosts(std::env::var("OTA_MCP_ALLOWED_HOSTS").ok().as_deref(), in_lambda);
     let router = OtaMcp::new(svc, None).http_router(hosts).layer(axum::middleware::from_fn(apigw::attach_caller));
     if in_lambda {

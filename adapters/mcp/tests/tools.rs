@@ -34,7 +34,7 @@ impl RolloutProgress for FixedProgress {
 }
 
 async fn world() -> Arc<FleetManager> {
-    let svc = FleetManager::new(ota_core::memory::backend(), Settings::default());
+    let svc = FleetManager::new(ota_core::memory::backend(), Settings::default()).expect("valid settings");
     let admin = Caller::new("root", [Role::Admin]);
     demo::seed(&svc, &admin, &TYPES, 4, |t, v| format!("image {t} {v}").into_bytes()).await.unwrap();
     Arc::new(svc)

@@ -59,6 +59,9 @@ pub struct UpdateIntent {
     pub current_version: Option<VersionFilter>,
     pub exclude_types: Vec<DeviceType>,
     pub exclude_thing_mentions: Vec<String>,
+    /// "only online devices", "the connected ones": devices not connected now are left out.
+    #[serde(default)]
+    pub only_connected: bool,
     /// Identifier-like words that matched no device type (`pet_feedr_x`): refused, never guessed.
     pub unknown_names: Vec<UnknownName>,
 }

@@ -257,6 +257,7 @@ impl Decision<'_> {
             current_version: chosen.filter,
             exclude_types: self.types(&r.exclude.types),
             exclude_thing_mentions: dedup(&r.exclude.things),
+            only_connected: r.online,
             unknown_names: r.include.unknown_names.clone(),
         })
     }

@@ -26,7 +26,7 @@ mod planning;
 mod prompt;
 mod verify;
 
-pub use operations::{PublishRequest, StartOutcome};
+pub use operations::{AskOutcome, PublishRequest, StartItem, StartOutcome, StartResult};
 
 /// The time source; tests and simulations substitute their own.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
@@ -44,11 +44,28 @@ impl Clock for SystemClock {
     }
 }
 
-/// Service settings read from configuration.
+/// Service settings read from configuration: `<data-dir>/settings.json` locally, the
+/// `OTA_SETTINGS` environment variable (the same JSON) for the CLI on AWS and both Lambdas.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub naming: NamingConvention,
     pub gate: GateSettings,
+}
+
+impl Settings {
+    /// Checks every part: the naming convention and the default policy's bounds.
+    pub fn validate(&self) -> Result<()> {
+        self.naming.validate()?;
+        self.gate.default_policy.validate()
+    }
+
+    /// Parses and validates settings JSON read from `source` (a path or a variable name).
+    pub fn from_json(bytes: &[u8], source: &str) -> Result<Self> {
+        let s: Settings =
+            serde_json::from_slice(bytes).map_err(|e| Error::invalid("settings", source, e.to_string()))?;
+        s.validate().map_err(|e| Error::invalid("settings", source, e.to_string()))?;
+        Ok(s)
+    }
 }
 
 /// One device type as the operator sees it.
@@ -112,14 +129,16 @@ pub struct FleetManager {
 type VerifyKey = (ArtifactRef, String, Vec<u8>, Option<String>);
 
 impl FleetManager {
-    /// A service over `backend` with the wall clock.
-    pub fn new(backend: Backend, settings: Settings) -> Self {
+    /// A service over `backend` with the wall clock. Invalid settings are refused here, so no
+    /// front door can run on a policy or naming convention outside its bounds.
+    pub fn new(backend: Backend, settings: Settings) -> Result<Self> {
         Self::with_clock(backend, settings, Arc::new(SystemClock))
     }
 
-    /// A service with a given clock.
-    pub fn with_clock(backend: Backend, settings: Settings, clock: Arc<dyn Clock>) -> Self {
-        FleetManager { backend, settings, clock, verified: Mutex::new(HashMap::new()) }
+    /// A service with a given clock; invalid settings are refused.
+    pub fn with_clock(backend: Backend, settings: Settings, clock: Arc<dyn Clock>) -> Result<Self> {
+        settings.validate()?;
+        Ok(FleetManager { backend, settings, clock, verified: Mutex::new(HashMap::new()) })
     }
 
     /// The ports this service runs on.

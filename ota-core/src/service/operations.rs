@@ -1,6 +1,7 @@
 //! Operations that change state: starting and cancelling rollouts, the OTA gate, policy,
 //! and publishing firmware. Each checks the caller's role first and is audited.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -13,26 +14,87 @@ use crate::config::TypeConfig;
 use crate::error::{Error, Result};
 use crate::integrity::{Sha256Verifier, VerifiedArtifact};
 use crate::names::{DeviceType, JobId};
-use crate::plan::Plan;
+use crate::plan::{Action, Plan};
 use crate::policy::RolloutPolicy;
 use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
-use crate::targeting::{UpdateAction, UpdateRequest};
+use crate::targeting::UpdateRequest;
 use crate::version::FirmwareVersion;
 
 /// What starting a plan did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartOutcome {
     pub plan: Plan,
-    /// One per deployment, in plan order.
+    /// One per deployment that runs now (started by this call or already running), in plan order.
     pub rollouts: Vec<Rollout>,
-    /// Ids that already existed (the same request was started before): nothing new was made.
+    /// Ids that were already running (the same request was started before and is still
+    /// active): nothing new was made for them.
     pub existing: Vec<JobId>,
+    /// One per deployment, in plan order: what happened to it.
+    pub items: Vec<StartItem>,
+}
+
+/// What happened to one deployment of a started plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartItem {
+    pub device_type: DeviceType,
+    pub rollout_id: JobId,
+    #[serde(flatten)]
+    pub result: StartResult,
+}
+
+/// Started now, already running (since when), or refused (why; nothing was made for it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum StartResult {
+    Started,
+    AlreadyRunning { started_at: DateTime<Utc> },
+    Refused { reason: String },
+}
+
+impl StartOutcome {
+    /// Whether nothing was made or found running.
+    pub fn nothing_changed(&self) -> bool {
+        self.items.iter().all(|i| matches!(i.result, StartResult::Refused { .. }))
+    }
+
+    /// One line per item, the words every front door uses: "started X", "already running X,
+    /// started at …", "refused X: why".
+    pub fn summary(&self) -> String {
+        let lines: Vec<String> = self
+            .items
+            .iter()
+            .map(|i| match &i.result {
+                StartResult::Started => format!("started {} ({})", i.rollout_id, i.device_type),
+                StartResult::AlreadyRunning { started_at } => format!(
+                    "already running {} ({}), started at {}",
+                    i.rollout_id,
+                    i.device_type,
+                    started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                StartResult::Refused { reason } => {
+                    format!("refused {} ({}), nothing changed for it: {reason}", i.rollout_id, i.device_type)
+                }
+            })
+            .collect();
+        lines.join("; ")
+    }
+}
+
+/// What [`FleetManager::ask`] did with a plain-language request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AskOutcome {
+    /// The plan the words became (any action).
+    pub plan: Plan,
+    /// Present when the plan was an update or rollback with something to run; `None` when
+    /// there was nothing to start (the plan says why), which is not an error.
+    pub started: Option<StartOutcome>,
 }
 
 impl FleetManager {
     /// Plans `req` again with a full integrity check and creates one rollout per deployment
     /// (operator). When `expected_plan_id` is given, the new plan must match it: what runs is
-    /// exactly what was shown. Repeating a started request returns the existing rollouts.
+    /// exactly what was shown. Repeating a request whose rollout is still active returns that
+    /// rollout; once it has ended, the same request starts a new rollout with a new id.
     pub async fn start(
         &self,
         caller: &Caller,
@@ -43,18 +105,27 @@ impl FleetManager {
         self.require(caller, Role::Operator, "start a rollout", &request).await?;
         let result = self.start_inner(caller, req, expected_plan_id).await;
         let (plan_json, outcome) = match &result {
-            Ok(o) => (
-                serde_json::to_value(&o.plan).ok(),
-                AuditOutcome::Ok(format!(
-                    "rollouts {}",
-                    o.rollouts.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
-                )),
-            ),
+            Ok(o) if o.nothing_changed() => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Refused(o.summary())),
+            Ok(o) => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Ok(o.summary())),
             Err(e @ (Error::Refused(_) | Error::Conflict(_))) => (None, AuditOutcome::Refused(e.to_string())),
             Err(e) => (None, AuditOutcome::Error(e.to_string())),
         };
         self.audit(caller, "start", request, plan_json, outcome).await?;
         result
+    }
+
+    /// Understands `text` and, when it is an update or rollback with something to run, starts
+    /// exactly the plan it made (operator for the start; any role may ask). The one path for
+    /// "do what I say" in every front door (`ota ask`, MCP `ask`, `POST /api/ask`): an empty
+    /// or informational plan is returned with `started: None`, never an error.
+    pub async fn ask(&self, caller: &Caller, text: &str) -> Result<AskOutcome> {
+        let plan = self.plan_prompt(caller, text).await?;
+        let startable = matches!(plan.action, Action::Update | Action::Rollback) && !plan.deployments.is_empty();
+        let (true, Some(request)) = (startable, plan.request.clone()) else {
+            return Ok(AskOutcome { plan, started: None });
+        };
+        let started = self.start(caller, &request, plan.plan_id.as_deref()).await?;
+        Ok(AskOutcome { plan: started.plan.clone(), started: Some(started) })
     }
 
     async fn start_inner(
@@ -68,7 +139,7 @@ impl FleetManager {
             && plan.plan_id.as_deref() != Some(expected)
         {
             return Err(Error::Conflict(format!(
-                "the fleet or the catalog changed since plan {expected} was shown (it is now {}); plan again and confirm the new plan",
+                "what would run differs from plan {expected} as it was shown (the fleet, the catalog, a policy or the rollouts changed; it is now {}); plan again and confirm the new plan",
                 plan.plan_id.as_deref().unwrap_or("empty")
             )));
         }
@@ -76,10 +147,18 @@ impl FleetManager {
             return Err(Error::Refused(plan.message.clone()));
         }
         // Check every type first so a conflict on the second type does not leave the first started.
-        let mut existing = Vec::new();
+        let mut running = Vec::new();
         for d in &plan.deployments {
             match self.backend.rollouts.get(&d.rollout_id).await {
-                Ok(_) => existing.push(d.rollout_id.clone()),
+                Ok(r) if r.status.is_active() => running.push(r),
+                Ok(r) => {
+                    // Planning never names an ended rollout; only a race can (it ended meanwhile).
+                    return Err(Error::Conflict(format!(
+                        "rollout {} ended ({}) while this request was being started; plan again",
+                        r.id,
+                        r.status.as_str()
+                    )));
+                }
                 Err(Error::NotFound { .. }) => {
                     let active = self
                         .backend
@@ -100,20 +179,19 @@ impl FleetManager {
         let now = self.now();
         let plan_id = plan.plan_id.clone().unwrap_or_default();
         let mut rollouts = Vec::new();
+        let mut items = Vec::new();
         for d in &plan.deployments {
-            if existing.contains(&d.rollout_id) {
-                rollouts.push(self.backend.rollouts.get(&d.rollout_id).await?);
+            let item =
+                |result| StartItem { device_type: d.device_type.clone(), rollout_id: d.rollout_id.clone(), result };
+            if let Some(r) = running.iter().find(|r| r.id == d.rollout_id) {
+                items.push(item(StartResult::AlreadyRunning { started_at: r.created_at }));
+                rollouts.push(r.clone());
                 continue;
             }
-            let action = if d.rollout_id.as_str().starts_with("rollback-") {
-                UpdateAction::Rollback
-            } else {
-                UpdateAction::Update
-            };
             let r = Rollout {
                 id: d.rollout_id.clone(),
                 plan_id: plan_id.clone(),
-                action,
+                action: d.action,
                 device_type: d.device_type.clone(),
                 thing_group: d.thing_group.clone(),
                 version: d.version.clone(),
@@ -128,10 +206,21 @@ impl FleetManager {
                 created_at: now,
                 updated_at: now,
             };
-            self.backend.rollouts.create(&r).await?;
-            rollouts.push(r);
+            // A later type can still lose a race (another start took it meanwhile): what was
+            // created stays created, and the reply lists each item.
+            match self.backend.rollouts.create(&r).await {
+                Ok(()) => {
+                    items.push(item(StartResult::Started));
+                    rollouts.push(r);
+                }
+                Err(e) if !rollouts.is_empty() => {
+                    items.push(item(StartResult::Refused { reason: e.to_string() }));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(StartOutcome { plan, rollouts, existing })
+        let existing = running.into_iter().map(|r| r.id).collect();
+        Ok(StartOutcome { plan, rollouts, existing, items })
     }
 
     /// Rollouts, newest first.

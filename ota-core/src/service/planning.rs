@@ -8,7 +8,9 @@ use crate::auth::{Caller, Role};
 use crate::catalog::ArtifactRef;
 use crate::device::{Device, DeviceQuery};
 use crate::error::{Error, Result};
-use crate::plan::{Action, Deployment, Plan, plan_id, rollout_id};
+use crate::names::ThingName;
+use crate::plan::{Action, Deployment, Plan, lineage, next_rollout_id, plan_id};
+use crate::rollout::{Rollout, RolloutQuery};
 use crate::targeting::{PlanningContext, Refusal, UpdateAction, UpdateRequest, resolve};
 
 impl FleetManager {
@@ -29,7 +31,7 @@ impl FleetManager {
         let resolution = resolve(
             req,
             &devices,
-            PlanningContext { versions: &versions, enabled: &enabled, naming: &self.settings.naming },
+            PlanningContext { versions: &versions, enabled: &enabled, known: &known, naming: &self.settings.naming },
         );
 
         let mut refusals = resolution.refusals;
@@ -54,8 +56,33 @@ impl FleetManager {
                 UpdateAction::Update
             };
             let policy = self.policy_for(&t.device_type).await?;
+            // The effective policy is checked where it is used: a record written before a
+            // bound existed, or by another tool, never reaches a rollout.
+            if let Err(e) = policy.validate() {
+                refusals.push(Refusal {
+                    target: t.device_type.to_string(),
+                    reason: format!("the rollout policy of {} is invalid: {e}; an admin must fix it", t.device_type),
+                });
+                continue;
+            }
+            let key = lineage(action, &t.device_type, &t.version, &verified.sha256, &t.things);
+            let stored = self
+                .backend
+                .rollouts
+                .list(&RolloutQuery { device_type: Some(t.device_type.clone()), ..Default::default() })
+                .await?;
+            let running = stored
+                .iter()
+                .find(|r| r.status.is_active() && covers(r, action, &t.version, &verified.sha256, &t.things));
+            let (rollout_id, running_since) = match running {
+                Some(r) => (r.id.clone(), Some(r.created_at)),
+                None => (next_rollout_id(&key, stored.iter().map(|r| &r.id)), None),
+            };
             deployments.push(Deployment {
-                rollout_id: rollout_id(action, &t.device_type, &t.version, &verified.sha256, &t.things),
+                action,
+                rollout_id,
+                running_since,
+                offline: t.offline,
                 device_type: t.device_type,
                 thing_group: t.thing_group,
                 version: t.version,
@@ -68,12 +95,13 @@ impl FleetManager {
             });
         }
         refusals.sort();
-        let rollback = req.action == UpdateAction::Rollback
-            || deployments.iter().any(|d| d.rollout_id.as_str().starts_with("rollback-"));
+        let rollback =
+            req.action == UpdateAction::Rollback || deployments.iter().any(|d| d.action == UpdateAction::Rollback);
         let action = if rollback { Action::Rollback } else { Action::Update };
         let already: usize = resolution.already_current.values().sum();
+        let offline_left_out: usize = resolution.offline_left_out.values().sum();
         let mut plan = Plan::informational(action, String::new());
-        plan.message = describe(action, &deployments, &refusals, already);
+        plan.message = describe(action, &deployments, &refusals, already, offline_left_out);
         plan.plan_id = (!deployments.is_empty()).then(|| plan_id(&deployments));
         plan.deployments = deployments;
         plan.refusals = refusals;
@@ -99,9 +127,10 @@ impl FleetManager {
                     .extend(registry.list(&DeviceQuery { device_type: Some(t.clone()), ..Default::default() }).await?);
             }
         }
-        for thing in &req.target.things {
+        for thing in req.target.things.iter().chain(&req.filters.exclude_things) {
             if let Some(d) = registry.get(thing).await?
                 && !req.target.device_types.contains(&d.device_type)
+                && !devices.iter().any(|k: &Device| k.thing == d.thing)
             {
                 devices.push(d);
             }
@@ -117,8 +146,29 @@ pub(crate) enum Verification {
     Full,
 }
 
+/// Whether the active rollout `r` already does everything a deployment would: the same action,
+/// version and image, for at least its devices (the others may have finished meanwhile).
+fn covers(
+    r: &Rollout,
+    action: UpdateAction,
+    version: &crate::version::FirmwareVersion,
+    sha256: &crate::catalog::Sha256Digest,
+    things: &[ThingName],
+) -> bool {
+    r.action == action
+        && r.version == *version
+        && r.sha256 == *sha256
+        && things.iter().all(|t| r.things.binary_search(t).is_ok())
+}
+
 /// A one-paragraph summary a person can read before confirming.
-fn describe(action: Action, deployments: &[Deployment], refusals: &[Refusal], already: usize) -> String {
+fn describe(
+    action: Action,
+    deployments: &[Deployment],
+    refusals: &[Refusal],
+    already: usize,
+    offline_left_out: usize,
+) -> String {
     let verb = if action == Action::Rollback { "Roll back" } else { "Update" };
     let devices: usize = deployments.iter().map(|d| d.things.len()).sum();
     let mut parts = Vec::new();
@@ -142,6 +192,39 @@ fn describe(action: Action, deployments: &[Deployment], refusals: &[Refusal], al
         if held > 0 {
             parts.push(format!("{held} device{} on another version held back.", plural(held)));
         }
+        let offline: Vec<&str> = deployments.iter().flat_map(|d| d.offline.iter().map(|o| o.thing.as_str())).collect();
+        if !offline.is_empty() {
+            let shown: Vec<&str> = offline.iter().take(10).copied().collect();
+            let more = offline.len() - shown.len();
+            parts.push(format!(
+                "{} device{} offline ({}{}): {} update{} wait{} until {} connect{}.",
+                offline.len(),
+                plural(offline.len()),
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() },
+                if offline.len() == 1 { "its" } else { "their" },
+                plural(offline.len()),
+                if offline.len() == 1 { "s" } else { "" },
+                if offline.len() == 1 { "it" } else { "they" },
+                if offline.len() == 1 { "s" } else { "" },
+            ));
+        }
+        for d in deployments {
+            if let Some(since) = d.running_since {
+                parts.push(format!(
+                    "{} is already running {} (started {}).",
+                    d.device_type,
+                    d.rollout_id,
+                    since.to_rfc3339()
+                ));
+            }
+        }
+    }
+    if offline_left_out > 0 {
+        parts.push(format!(
+            "{offline_left_out} offline device{} left out (only online devices).",
+            plural(offline_left_out)
+        ));
     }
     if already > 0 {
         parts.push(format!("{already} device{} already on the target version.", plural(already)));

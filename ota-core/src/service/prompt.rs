@@ -259,6 +259,7 @@ impl FleetManager {
                 current_version: u.current_version,
                 exclude_types: u.exclude_types.into_iter().collect(),
                 exclude_things,
+                only_connected: u.only_connected,
             },
         };
         let mut plan = if req.target.is_empty() {

@@ -14,7 +14,7 @@ pub const TYPES: [&str; 3] = ["pet_feeder", "smart_plug", "beehive_scale"];
 pub async fn world() -> (Arc<FleetManager>, Arc<SqliteStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (backend, store) = ota_local::open_local(dir.path()).unwrap();
-    let svc = FleetManager::new(backend, Settings::default());
+    let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
     let admin = Caller::new("root", [Role::Admin]);
     demo::seed(&svc, &admin, &TYPES, 4, |t, v| format!("image {t} {v}").into_bytes()).await.unwrap();
     (Arc::new(svc), store, dir)

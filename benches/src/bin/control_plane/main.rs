@@ -196,7 +196,7 @@ async fn world(o: &Options) -> Result<World, String> {
     }
     let dir = tempfile::tempdir().map_err(|err| format!("temp dir: {err}"))?;
     let (backend, store) = ota_local::open_local(dir.path()).map_err(e("data dir"))?;
-    let svc = FleetManager::new(backend, Settings::default());
+    let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
     let me = Caller::new("bench", [Role::Admin]);
     let device_type = DeviceType::parse(DEVICE_TYPE).map_err(e("device type"))?;
     let (v1, v2) = (FirmwareVersion::new(1, 0, 0), FirmwareVersion::new(2, 0, 0));

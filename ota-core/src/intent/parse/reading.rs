@@ -75,6 +75,8 @@ pub(super) struct Reading {
     pub firmware: bool,
     /// Words about what devices run or report ("running", "installed", "failed").
     pub device_state: bool,
+    /// "online", "connected", "reachable": only devices connected now.
+    pub online: bool,
     /// The object of enable/disable: "OTA", "updates".
     pub ota: bool,
 }
@@ -240,7 +242,10 @@ impl Pass<'_, '_> {
             Role::Marker => {
                 self.r.device_state |= matches!(w, "running" | "run" | "runs" | "have" | "has" | "on");
             }
-            Role::State => self.r.device_state = true,
+            Role::State => {
+                self.r.device_state = true;
+                self.r.online |= matches!(w, "online" | "connected");
+            }
         }
         Scope::End
     }
