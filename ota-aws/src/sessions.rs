@@ -13,9 +13,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use ota_core::Result;
-use ota_core::agent::{Session, SessionLimits, SessionStore};
+use ota_core::agent::{Session, SessionLimits, SessionStore, not_yours};
 
-use crate::errors::fail;
+use crate::errors::{FailureKind, aws, fail};
 use crate::tables::{get_s, parse_json, s};
 
 /// The largest session JSON stored; DynamoDB items may be 400 KB in all.
@@ -48,11 +48,14 @@ impl SessionStore for DynamoSessions {
             .await
             .map_err(fail("dynamodb:GetItem"))?;
         let Some(item) = out.item() else { return Ok(None) };
-        if get_s(item, "subject")? != subject {
+        let session: Session = parse_json("chat session", get_s(item, "session")?)?;
+        if now - session.updated_at > self.limits.idle {
             return Ok(None);
         }
-        let session: Session = parse_json("chat session", get_s(item, "session")?)?;
-        Ok((now - session.updated_at <= self.limits.idle).then_some(session))
+        if get_s(item, "subject")? != subject {
+            return Err(not_yours(id));
+        }
+        Ok(Some(session))
     }
 
     async fn save(&self, mut session: Session) -> Result<()> {
@@ -67,16 +70,26 @@ impl SessionStore for DynamoSessions {
             json = serde_json::to_string(&session).map_err(ota_core::Error::storage)?;
         }
         let expires_at = (session.updated_at + self.limits.idle).timestamp();
-        self.db
+        let written = self
+            .db
             .put_item()
             .table_name(&self.table)
             .item("id", s(&session.id))
             .item("subject", s(&session.subject))
             .item("session", s(json))
             .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            // Never replace a live session of another subject (TTL deletion lags: an expired
+            // one may be taken over).
+            .condition_expression("attribute_not_exists(id) OR subject = :subject OR expires_at < :now")
+            .expression_attribute_values(":subject", s(&session.subject))
+            .expression_attribute_values(":now", AttributeValue::N(session.updated_at.timestamp().to_string()))
             .send()
             .await
-            .map_err(fail("dynamodb:PutItem"))?;
-        Ok(())
+            .map_err(aws("dynamodb:PutItem"));
+        match written {
+            Ok(_) => Ok(()),
+            Err(f) if f.kind == FailureKind::ConditionFailed => Err(not_yours(&session.id)),
+            Err(f) => Err(f.into_error()),
+        }
     }
 }

@@ -45,7 +45,11 @@ async fn a_session_saved_by_one_instance_is_loaded_by_another_and_only_by_its_ow
         })
         .collect();
     assert_eq!(texts, kept, "trimmed to the limit");
-    assert!(b.load("s-1", "mallory", at(5)).await.unwrap().is_none(), "never another caller's session");
+    let err = b.load("s-1", "mallory", at(5)).await.unwrap_err();
+    assert!(matches!(err, ota_core::Error::Conflict(_)), "never another caller's session: {err}");
+    let err = b.save(Session::new("s-1", "mallory", at(5))).await.unwrap_err();
+    assert!(matches!(err, ota_core::Error::Conflict(_)), "nor replaced by them (conditional write): {err}");
+    assert_eq!(b.load("s-1", "olivia", at(6)).await.unwrap().unwrap().messages.len(), kept.len(), "intact");
     assert!(b.load("s-1", "olivia", at(31)).await.unwrap().is_none(), "idle past the limit");
     assert!(b.load("s-2", "olivia", at(1)).await.unwrap().is_none());
 

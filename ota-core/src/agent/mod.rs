@@ -22,7 +22,7 @@ pub use assistant::{
 pub use model::{
     ChatMessage, ChatModel, ChatRequest, ChatResponse, ModelError, ModelSpec, ToolCall, ToolEffect, ToolSpec, Usage,
 };
-pub use session::{MemorySessions, PendingAction, Session, SessionLimits, SessionStore};
+pub use session::{MemorySessions, PendingAction, Session, SessionLimits, SessionStore, not_yours};
 
 use async_trait::async_trait;
 use serde_json::Value;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::model::ChatMessage;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::names::{DeviceType, JobId};
 use crate::plan::Plan;
 use crate::targeting::UpdateRequest;
@@ -98,11 +98,20 @@ impl Default for SessionLimits {
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// The session `id` of `subject`, if it exists, belongs to them and is not idle past the
-    /// limit at `now`.
+    /// limit at `now`. `Conflict` ([`not_yours`]) when a live session `id` belongs to another
+    /// subject: it is neither returned nor touched.
     async fn load(&self, id: &str, subject: &str, now: DateTime<Utc>) -> Result<Option<Session>>;
 
-    /// Stores the session (trimmed to the limits).
+    /// Stores the session (trimmed to the limits). Never replaces a live session of another
+    /// subject: `Conflict` ([`not_yours`]) then, atomically with the write.
     async fn save(&self, session: Session) -> Result<()>;
+}
+
+/// The error for a session id that belongs to another subject.
+pub fn not_yours(id: &str) -> Error {
+    Error::Conflict(format!(
+        "chat session {id} belongs to another user; it was neither read nor changed (start a new session)"
+    ))
 }
 
 /// Sessions in this process's memory: right for `ota serve`, and for a warm Lambda instance
@@ -138,12 +147,21 @@ impl SessionStore for MemorySessions {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let idle = self.limits.idle;
         sessions.retain(|_, s| now - s.updated_at <= idle);
-        Ok(sessions.get(id).filter(|s| s.subject == subject).cloned())
+        match sessions.get(id) {
+            Some(s) if s.subject != subject => Err(not_yours(id)),
+            found => Ok(found.cloned()),
+        }
     }
 
     async fn save(&self, mut session: Session) -> Result<()> {
         session.trim(self.limits.max_messages);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = sessions.get(&session.id)
+            && held.subject != session.subject
+            && session.updated_at - held.updated_at <= self.limits.idle
+        {
+            return Err(not_yours(&session.id));
+        }
         sessions.insert(session.id.clone(), session);
         while sessions.len() > self.limits.max_sessions {
             let Some(oldest) = sessions.values().min_by_key(|s| s.updated_at).map(|s| s.id.clone()) else { break };
@@ -174,8 +192,10 @@ mod tests {
         let a = store.load("a", "ana", at(1)).await.unwrap().unwrap();
         // Trimmed to at most 3, starting at a user message.
         assert_eq!(a.messages, vec![ChatMessage::user("q4"), ChatMessage::assistant("a4")]);
-        // Another subject never gets ana's session.
-        assert!(store.load("a", "bob", at(1)).await.unwrap().is_none());
+        // Another subject never gets ana's session, nor replaces it.
+        assert!(matches!(store.load("a", "bob", at(1)).await, Err(Error::Conflict(_))));
+        assert!(matches!(store.save(Session::new("a", "bob", at(1))).await, Err(Error::Conflict(_))));
+        assert_eq!(store.load("a", "ana", at(1)).await.unwrap().unwrap().messages.len(), 2, "ana's is intact");
         store.save(Session::new("b", "bob", at(2))).await.unwrap();
         store.save(Session::new("c", "cy", at(3))).await.unwrap();
         assert_eq!(store.len(), 2, "the least recently used session went");
