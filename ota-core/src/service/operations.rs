@@ -114,17 +114,25 @@ impl FleetManager {
         result
     }
 
-    /// Understands `text` and, when it is an update or rollback with something to run, starts
-    /// exactly the plan it made (operator for the start; any role may ask). The one path for
-    /// "do what I say" in every front door (`ota ask`, MCP `ask`, `POST /api/ask`): an empty
-    /// or informational plan is returned with `started: None`, never an error.
-    pub async fn ask(&self, caller: &Caller, text: &str) -> Result<AskOutcome> {
+    /// Understands `text` and, when `execute` is set and it is an update or rollback with
+    /// something to run, starts exactly the plan it made (operator for the start; any role may
+    /// ask). With `expected_plan_id`, the plan must be the one shown (see [`Self::start`]).
+    /// The one path for "do what I say" in every front door (`ota ask`, MCP `ask`,
+    /// `POST /api/ask`, the chat's tool): a plan with nothing to start is returned with
+    /// `started: None` and its message says why; that is not an error.
+    pub async fn ask(
+        &self,
+        caller: &Caller,
+        text: &str,
+        execute: bool,
+        expected_plan_id: Option<&str>,
+    ) -> Result<AskOutcome> {
         let plan = self.plan_prompt(caller, text).await?;
         let startable = matches!(plan.action, Action::Update | Action::Rollback) && !plan.deployments.is_empty();
-        let (true, Some(request)) = (startable, plan.request.clone()) else {
+        let (true, true, Some(request)) = (execute, startable, plan.request.clone()) else {
             return Ok(AskOutcome { plan, started: None });
         };
-        let started = self.start(caller, &request, plan.plan_id.as_deref()).await?;
+        let started = self.start(caller, &request, expected_plan_id.or(plan.plan_id.as_deref())).await?;
         Ok(AskOutcome { plan: started.plan.clone(), started: Some(started) })
     }
 
