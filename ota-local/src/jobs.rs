@@ -97,7 +97,9 @@ impl JobsEngine {
     ) {
         let (out_tx, out_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
         let publishing = tokio::spawn(publish_loop(out_rx, publisher));
-        // Offers made before a restart may never have reached their devices.
+        // Offers made before a restart may never have reached their devices, and notices of
+        // rollouts canceled meanwhile (by the CLI, or just before a crash) wait in the outbox.
+        // Every tick drains the outbox again.
         match self.store.pending_offers(self.ctx.clone(), Utc::now()).await {
             Ok(out) => self.dispatch(out, &out_tx),
             Err(e) => log("error", "engine_recovery_failed", json!({"error": e.to_string()})),

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use common::*;
+use ota_core::audit::{AuditEntry, AuditOutcome};
 use ota_core::names::{DeviceType, JobId, NamingConvention, ThingName};
 use ota_core::policy::RolloutPolicy;
-use ota_core::ports::{DeviceRegistry, RolloutStore};
+use ota_core::ports::{AuditLog, DeviceRegistry, RolloutStore};
 use ota_core::rollout::{Rollout, RolloutStatus};
 use ota_core::targeting::UpdateAction;
 use ota_core::version::FirmwareVersion;
@@ -289,4 +290,219 @@ async fn a_restart_finds_every_execution_where_it_was() {
     assert!(notified(&out).is_empty(), "no device is started twice");
     let out = status(&store, "pet_feeder-01", &r.id, "SUCCEEDED", at(2)).await;
     assert_eq!(notified(&out), ["pet_feeder-11"]);
+}
+
+/// `n` devices on 1.0.0 and one rollout to 2.0.0 over them, in the database file at `path`.
+async fn file_store_with(path: &std::path::Path, n: u32, policy: RolloutPolicy) -> (SqliteStore, Rollout) {
+    let store = SqliteStore::open(path).unwrap();
+    store.upsert_many((1..=n).map(|i| device("pet_feeder", i, Some("1.0.0"))).collect()).await.unwrap();
+    let mut r = rollout("update-pet_feeder-2_0_0-abc", "pet_feeder", RolloutStatus::InProgress, t0());
+    r.things = things(n);
+    r.policy = policy;
+    store.create(&r).await.unwrap();
+    (store, r)
+}
+
+/// Every notify-next in `out`: (thing, the job it names, `None` for "no next job").
+fn notices(out: &Output) -> Vec<(String, Option<String>)> {
+    out.publish
+        .iter()
+        .filter(|(t, _)| t.ends_with("/jobs/notify-next"))
+        .map(|(t, p)| {
+            let who = t.trim_start_matches("$aws/things/").trim_end_matches("/jobs/notify-next").to_string();
+            (who, json(p)["execution"]["jobId"].as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+async fn engine_audit(store: &SqliteStore, operation: &str) -> Vec<AuditEntry> {
+    AuditLog::recent(store, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == SqliteStore::ENGINE_SUBJECT && e.operation == operation)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cancel_from_another_process_reaches_the_devices_it_had_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ota.db");
+    let policy = RolloutPolicy { max_in_flight: 3, ..Default::default() };
+    let (engine, r) = file_store_with(&path, 5, policy).await;
+    assert_eq!(notified(&engine.engine_tick(ctx(), at(0)).await.unwrap()).len(), 3);
+    status(&engine, "pet_feeder-01", &r.id, "IN_PROGRESS", at(0)).await;
+
+    // `ota rollouts cancel` in another process: its own store on the same file.
+    {
+        let cli = SqliteStore::open(&path).unwrap();
+        cli.finish(&r.id, RolloutStatus::Canceled, "operator", at(1)).await.unwrap();
+    }
+    assert_eq!(engine.outbox_len().await.unwrap(), 2, "one notice per offered device not yet updating");
+
+    let out = engine.engine_tick(ctx(), at(2)).await.unwrap();
+    let mut got = notices(&out);
+    got.sort();
+    assert_eq!(
+        got,
+        [("pet_feeder-02".to_string(), None), ("pet_feeder-03".to_string(), None)],
+        "the offered devices hear they have no next job; the updating one and the never offered ones hear nothing"
+    );
+    assert_eq!(engine.outbox_len().await.unwrap(), 0);
+    assert!(notices(&engine.engine_tick(ctx(), at(3)).await.unwrap()).is_empty(), "each notice is sent once");
+    // The device that was updating keeps its job (CancelJob without force) and finishes.
+    let out = status(&engine, "pet_feeder-01", &r.id, "SUCCEEDED", at(4)).await;
+    reply(&out, "/update/accepted");
+}
+
+#[tokio::test]
+async fn a_notice_names_the_next_job_when_the_device_has_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ota.db");
+    let (engine, r) = file_store_with(&path, 2, RolloutPolicy::default()).await;
+    engine.engine_tick(ctx(), at(0)).await.unwrap();
+    let cli = SqliteStore::open(&path).unwrap();
+    cli.finish(&r.id, RolloutStatus::Canceled, "operator", at(1)).await.unwrap();
+    // A new rollout for the same devices, created before the engine drained the notices.
+    let mut again = rollout("update-pet_feeder-2_0_0-def", "pet_feeder", RolloutStatus::InProgress, at(1));
+    again.things = things(2);
+    cli.create(&again).await.unwrap();
+
+    let out = engine.engine_tick(ctx(), at(2)).await.unwrap();
+    let mut got = notices(&out);
+    got.sort();
+    let next = Some(again.id.to_string());
+    assert_eq!(
+        got,
+        [("pet_feeder-01".to_string(), next.clone()), ("pet_feeder-02".to_string(), next)],
+        "one notify-next per device, naming the job it has now"
+    );
+    assert_eq!(engine.outbox_len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_cancel_notice_survives_a_crash_before_the_engine_drains_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ota.db");
+    let r = {
+        let (engine, r) = file_store_with(&path, 4, RolloutPolicy { max_in_flight: 2, ..Default::default() }).await;
+        engine.engine_tick(ctx(), at(0)).await.unwrap();
+        let cli = SqliteStore::open(&path).unwrap();
+        cli.finish(&r.id, RolloutStatus::Canceled, "operator", at(1)).await.unwrap();
+        // The engine dies here, before its next tick.
+        r
+    };
+    let engine = SqliteStore::open(&path).unwrap();
+    assert_eq!(engine.outbox_len().await.unwrap(), 2, "the notices were committed with the cancel");
+    let out = engine.pending_offers(ctx(), at(2)).await.unwrap();
+    let mut got = notices(&out);
+    got.sort();
+    assert_eq!(got, [("pet_feeder-01".to_string(), None), ("pet_feeder-02".to_string(), None)]);
+    assert_eq!(engine.outbox_len().await.unwrap(), 0);
+    assert!(notices(&engine.engine_tick(ctx(), at(3)).await.unwrap()).is_empty());
+    let p = engine.rollout_progress(&r.id).await.unwrap();
+    assert_eq!((p.rollout.status, p.counts.canceled), (RolloutStatus::Canceled, 4));
+}
+
+#[tokio::test]
+async fn an_abort_tells_the_offered_devices_and_is_audited_with_its_reason() {
+    let mut policy = RolloutPolicy { max_in_flight: 3, ..Default::default() };
+    policy.abort.max_failures = Some(0);
+    let (store, r) = store_with(6, policy, UpdateAction::Update).await;
+    store.engine_tick(ctx(), at(0)).await.unwrap();
+    status(&store, "pet_feeder-01", &r.id, "IN_PROGRESS", at(0)).await;
+    let out = status(&store, "pet_feeder-02", &r.id, "FAILED", at(1)).await;
+    assert_eq!(out.aborted.len(), 1, "{out:?}");
+    let mut got = notices(&out);
+    got.sort();
+    assert_eq!(
+        got,
+        [("pet_feeder-02".to_string(), None), ("pet_feeder-03".to_string(), None)],
+        "the failed device and the offered one hear it at once; the updating one keeps its job"
+    );
+    assert_eq!(store.outbox_len().await.unwrap(), 0, "the abort's own transition drained its notices");
+    assert!(notices(&store.engine_tick(ctx(), at(2)).await.unwrap()).is_empty(), "and they are not sent twice");
+
+    let aborts = engine_audit(&store, "abort").await;
+    assert_eq!(aborts.len(), 1, "{aborts:?}");
+    let AuditOutcome::Ok(detail) = &aborts[0].outcome else { panic!("{aborts:?}") };
+    assert!(detail.contains(r.id.as_str()) && detail.contains("more than the limit of 0"), "{detail}");
+    assert_eq!(aborts[0].request["rollout"], r.id.as_str());
+    assert_eq!(aborts[0].request["counts"]["failed"], 1);
+    assert!(aborts[0].roles.is_empty());
+    assert_eq!(aborts[0].at, at(1));
+    assert!(engine_audit(&store, "complete").await.is_empty(), "an aborted rollout is not also completed");
+}
+
+#[tokio::test]
+async fn a_completion_is_audited_with_its_counts() {
+    let (store, r) = store_with(3, RolloutPolicy::default(), UpdateAction::Update).await;
+    store.engine_tick(ctx(), at(0)).await.unwrap();
+    status(&store, "pet_feeder-01", &r.id, "SUCCEEDED", at(1)).await;
+    status(&store, "pet_feeder-02", &r.id, "SUCCEEDED", at(1)).await;
+    assert!(engine_audit(&store, "complete").await.is_empty(), "not before every device finished");
+    status(&store, "pet_feeder-03", &r.id, "REJECTED", at(2)).await;
+    store.engine_tick(ctx(), at(3)).await.unwrap();
+    let done = engine_audit(&store, "complete").await;
+    assert_eq!(done.len(), 1, "{done:?}");
+    let counts = &done[0].request["counts"];
+    assert_eq!((counts["succeeded"].as_u64(), counts["rejected"].as_u64()), (Some(2), Some(1)), "{counts}");
+    let AuditOutcome::Ok(detail) = &done[0].outcome else { panic!("{done:?}") };
+    assert!(
+        detail.contains("COMPLETED") && detail.contains("2 succeeded") && detail.contains("1 rejected"),
+        "{detail}"
+    );
+    assert_eq!(done[0].at, at(2));
+}
+
+#[tokio::test]
+async fn timeouts_are_audited_once_per_tick_naming_the_rollout_and_devices() {
+    let policy = RolloutPolicy { in_progress_timeout_minutes: 5, ..Default::default() };
+    let (store, r) = store_with(3, policy, UpdateAction::Update).await;
+    store.engine_tick(ctx(), at(0)).await.unwrap();
+    for d in ["pet_feeder-01", "pet_feeder-03"] {
+        status(&store, d, &r.id, "IN_PROGRESS", at(0)).await;
+    }
+    store.engine_tick(ctx(), at(4)).await.unwrap();
+    assert!(engine_audit(&store, "timeout").await.is_empty());
+    store.engine_tick(ctx(), at(6)).await.unwrap();
+    store.engine_tick(ctx(), at(7)).await.unwrap();
+    let timeouts = engine_audit(&store, "timeout").await;
+    assert_eq!(timeouts.len(), 1, "one entry for the tick that timed out two executions: {timeouts:?}");
+    assert_eq!(
+        timeouts[0].request["timed_out"],
+        json!([{"rollout": r.id.as_str(), "things": ["pet_feeder-01", "pet_feeder-03"]}])
+    );
+    let AuditOutcome::Ok(detail) = &timeouts[0].outcome else { panic!("{timeouts:?}") };
+    assert!(detail.contains("pet_feeder-01") && detail.contains("pet_feeder-03") && detail.contains(r.id.as_str()));
+}
+
+#[tokio::test]
+async fn executions_record_the_version_each_device_ran_and_the_reason_it_gave() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let unknown = device("pet_feeder", 2, None);
+    store.upsert_many(vec![device("pet_feeder", 1, Some("1.0.0")), unknown]).await.unwrap();
+    // Not in the registry, but its shadow says what it runs.
+    let report = json!({"state": {"reported": {"firmwareVersion": "1.5.0"}}});
+    send(&store, "pet_feeder-03", "shadow/update", report, at(0)).await;
+    let mut r = rollout("update-pet_feeder-2_0_0-abc", "pet_feeder", RolloutStatus::InProgress, t0());
+    r.things = things(3);
+    store.create(&r).await.unwrap();
+    // What the devices run later does not change what they ran when the rollout began.
+    send(&store, "pet_feeder-01", "shadow/update", json!({"state": {"reported": {"firmwareVersion": "1.1.0"}}}), at(0))
+        .await;
+
+    store.engine_tick(ctx(), at(0)).await.unwrap();
+    let topic = format!("jobs/{}/update", r.id);
+    let failed = json!({"status": "FAILED", "statusDetails": {"reason": "sha256_mismatch", "expected": "ab"}});
+    send(&store, "pet_feeder-01", &topic, failed, at(1)).await;
+
+    let e = store.executions(&r.id).await.unwrap();
+    let from: Vec<Option<String>> = e.iter().map(|e| e.from_version.as_ref().map(ToString::to_string)).collect();
+    assert_eq!(from, [Some("1.0.0".to_string()), None, Some("1.5.0".to_string())]);
+    let reasons: Vec<Option<&str>> = e.iter().map(|e| e.reason.as_deref()).collect();
+    assert_eq!(reasons, [Some("sha256_mismatch"), None, None]);
+    // Serialized as a front door lists them: {thing, status, reason, from_version}.
+    let v = serde_json::to_value(&e[0]).unwrap();
+    assert_eq!((v["reason"].as_str(), v["from_version"].as_str()), (Some("sha256_mismatch"), Some("1.0.0")));
 }

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use ota_core::audit::{AuditEntry, AuditOutcome};
 use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::policy::{Decision, RolloutPolicy, RolloutStats};
 use ota_core::rollout::{Rollout, RolloutStatus};
@@ -95,13 +96,24 @@ pub struct Execution {
     pub queued_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The firmware the device ran when the execution was created (the registry's record,
+    /// else its shadow's report); `None` when neither knew, or for executions created before
+    /// this was recorded. A revert sends the device back to it.
+    #[serde(default)]
+    pub from_version: Option<FirmwareVersion>,
+    /// The reason code the device last reported (`statusDetails.reason`: `sha256_mismatch`,
+    /// `boot_failed`, `download_failed`, ...), when it gave one.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 const EXEC_COLUMNS: &str = "rollout_id, thing, status, released, version_number, execution_number, status_details, \
-                            queued_at, started_at, updated_at";
+                            queued_at, started_at, updated_at, from_version";
 
 fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
     let details: Option<String> = row.get(6)?;
+    let status_details: Map<String, Value> = details.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
+    let reason = status_details.get("reason").and_then(Value::as_str).map(str::to_string);
     Ok(Execution {
         rollout_id: column(row, 0)?,
         thing: column(row, 1)?,
@@ -109,10 +121,12 @@ fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         released: row.get(3)?,
         version_number: row.get(4)?,
         execution_number: row.get(5)?,
-        status_details: details.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default(),
+        status_details,
         queued_at: column(row, 7)?,
         started_at: optional_column(row, 8)?,
         updated_at: column(row, 9)?,
+        from_version: optional_column(row, 10)?,
+        reason,
     })
 }
 
@@ -214,15 +228,38 @@ fn record(
     Ok(())
 }
 
-/// Creates the executions of a new rollout, all waiting, in the rollout's device order.
+/// The firmware a device runs as far as this file knows: the registry's record (kept from
+/// the shadow's reports), else the shadow's own `firmwareVersion`.
+fn running_version(conn: &Connection, thing: &ThingName) -> DbResult<Option<FirmwareVersion>> {
+    let registered: Option<Option<String>> = conn
+        .prepare_cached("SELECT firmware_version FROM devices WHERE thing = ?1")?
+        .query_row([thing.as_str()], |row| row.get(0))
+        .optional()?;
+    if let Some(v) = registered.flatten().and_then(|v| FirmwareVersion::parse(&v).ok()) {
+        return Ok(Some(v));
+    }
+    Ok(read_shadow(conn, thing)?.and_then(|(_, reported, _)| {
+        reported.get("firmwareVersion").and_then(Value::as_str).and_then(|v| FirmwareVersion::parse(v).ok())
+    }))
+}
+
+/// Creates the executions of a new rollout, all waiting, in the rollout's device order, each
+/// with the firmware its device runs now.
 pub(super) fn create_executions(conn: &Connection, rollout: &Rollout) -> DbResult<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO executions (rollout_id, thing, position, status, queued_at, updated_at)
-         VALUES (?1, ?2, ?3, 'QUEUED', ?4, ?4)",
+        "INSERT INTO executions (rollout_id, thing, position, status, queued_at, updated_at, from_version)
+         VALUES (?1, ?2, ?3, 'QUEUED', ?4, ?4, ?5)",
     )?;
     let at = timestamp(&rollout.created_at);
     for (position, thing) in rollout.things.iter().enumerate() {
-        stmt.execute(params![rollout.id.as_str(), thing.as_str(), i64::try_from(position).unwrap_or(i64::MAX), at])?;
+        let from = running_version(conn, thing)?.map(|v| v.to_string());
+        stmt.execute(params![
+            rollout.id.as_str(),
+            thing.as_str(),
+            i64::try_from(position).unwrap_or(i64::MAX),
+            at,
+            from
+        ])?;
     }
     let mut out = Output::default();
     record(
@@ -238,6 +275,8 @@ pub(super) fn create_executions(conn: &Connection, rollout: &Rollout) -> DbResul
 
 /// A rollout ended (canceled, aborted or completed): as AWS IoT's CancelJob without
 /// `force`, every queued execution is canceled; devices already updating finish and report.
+/// Each device that had been offered the job gets a row in `device_outbox`, committed with
+/// the cancel: the engine, which may run in another process, tells it its next job.
 pub(super) fn rollout_finished(
     conn: &Connection,
     id: &JobId,
@@ -256,11 +295,15 @@ fn finish_in_tx(
     at: DateTime<Utc>,
     out: &mut Output,
 ) -> DbResult<()> {
-    // Devices that were offered the job are told their next job changed.
-    let offered: Vec<ThingName> = conn
-        .prepare_cached("SELECT thing FROM executions WHERE rollout_id = ?1 AND status = 'QUEUED' AND released = 1")?
-        .query_map([id.as_str()], |row| column(row, 0))?
-        .collect::<rusqlite::Result<_>>()?;
+    // Devices that were offered the job are owed a notice that their next job changed (as
+    // AWS publishes notify-next when a pending execution is canceled). The engine drains it.
+    let owed = conn
+        .prepare_cached(
+            "INSERT INTO device_outbox (thing, rollout_id, created_at)
+             SELECT thing, rollout_id, ?2 FROM executions
+             WHERE rollout_id = ?1 AND status = 'QUEUED' AND released = 1 ORDER BY position",
+        )?
+        .execute(params![id.as_str(), timestamp(&at)])?;
     let canceled = conn
         .prepare_cached(
             "UPDATE executions SET status = 'CANCELED', version_number = version_number + 1, updated_at = ?2
@@ -273,11 +316,47 @@ fn finish_in_tx(
         RolloutStatus::Aborted => "aborted",
         RolloutStatus::InProgress => "in_progress",
     };
-    record(conn, out, id, at, kind, None, json!({"reason": reason, "canceled": canceled}))?;
-    for thing in offered {
+    record(conn, out, id, at, kind, None, json!({"reason": reason, "canceled": canceled, "notified": owed}))?;
+    Ok(())
+}
+
+/// Sends every notice in `device_outbox`: each device named there is told, once, its next
+/// job as this transaction leaves it (or that it has none), replacing any notify-next this
+/// transition had already queued for it; the rows are deleted in this transaction and the
+/// messages leave after its commit. A crash after the commit loses the notices like any
+/// reply (the device asks again when it reconnects); a crash before it loses nothing.
+fn drain_outbox(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>, out: &mut Output) -> DbResult<()> {
+    let owed: Vec<(i64, ThingName)> = conn
+        .prepare_cached("SELECT MAX(seq), thing FROM device_outbox GROUP BY thing ORDER BY MIN(seq)")?
+        .query_map([], |row| Ok((row.get(0)?, column(row, 1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let Some(last) = owed.iter().map(|(seq, _)| *seq).max() else { return Ok(()) };
+    for (_, thing) in owed {
+        let notify = topic(&thing, "jobs/notify-next");
+        out.publish.retain(|(t, _)| *t != notify);
         let next = next_execution(conn, &thing)?;
-        out.publish.push(notify_next(conn, &thing, next.as_ref(), at, None)?);
+        out.publish.push(notify_next(conn, &thing, next.as_ref(), now, ctx)?);
     }
+    conn.prepare_cached("DELETE FROM device_outbox WHERE seq <= ?1")?.execute([last])?;
+    Ok(())
+}
+
+/// Who the engine's own transitions are recorded as in the audit trail.
+const ENGINE_SUBJECT: &str = "ota-engine";
+
+/// Audits one of the engine's own transitions, in its transaction.
+fn audit_engine(conn: &Connection, at: DateTime<Utc>, operation: &str, request: Value, detail: String) -> DbResult<()> {
+    let entry = AuditEntry {
+        seq: 0,
+        at,
+        subject: ENGINE_SUBJECT.to_string(),
+        roles: Vec::new(),
+        operation: operation.to_string(),
+        request,
+        plan: None,
+        outcome: AuditOutcome::Ok(detail),
+    };
+    super::audit_tx::append_in_tx(conn, &entry)?;
     Ok(())
 }
 
@@ -444,9 +523,15 @@ fn evaluate(
     let c = counts(conn, &rollout.id)?;
     let stats = stats(conn, &rollout.id, &c, policy, now)?;
     if let Decision::Abort { reason } = policy.decide(&stats) {
-        set_rollout_status(conn, &rollout.id, RolloutStatus::Aborted, &reason, now)?;
-        finish_in_tx(conn, &rollout.id, RolloutStatus::Aborted, &reason, now, out)?;
-        out.aborted.push((rollout.id.clone(), rollout.device_type.clone(), reason));
+        if set_rollout_status(conn, &rollout.id, RolloutStatus::Aborted, &reason, now)? {
+            finish_in_tx(conn, &rollout.id, RolloutStatus::Aborted, &reason, now, out)?;
+            let request = json!({"rollout": rollout.id.as_str(), "device_type": rollout.device_type.as_str(),
+                                 "reason": reason, "counts": c});
+            audit_engine(conn, now, "abort", request, format!("{} ABORTED: {reason}", rollout.id))?;
+            // The devices it had offered the job to are told at once, after this commit.
+            drain_outbox(conn, ctx, now, out)?;
+            out.aborted.push((rollout.id.clone(), rollout.device_type.clone(), reason));
+        }
         return Ok(());
     }
     let admit = policy.admit(&stats, now);
@@ -484,8 +569,12 @@ fn evaluate(
             c.timed_out,
             c.canceled + c.removed
         );
-        set_rollout_status(conn, &rollout.id, RolloutStatus::Completed, &reason, now)?;
-        finish_in_tx(conn, &rollout.id, RolloutStatus::Completed, &reason, now, out)?;
+        if set_rollout_status(conn, &rollout.id, RolloutStatus::Completed, &reason, now)? {
+            finish_in_tx(conn, &rollout.id, RolloutStatus::Completed, &reason, now, out)?;
+            let request = json!({"rollout": rollout.id.as_str(), "device_type": rollout.device_type.as_str(),
+                                 "counts": c});
+            audit_engine(conn, now, "complete", request, format!("{} COMPLETED: {reason}", rollout.id))?;
+        }
     }
     Ok(())
 }
@@ -496,12 +585,13 @@ fn set_rollout_status(
     status: RolloutStatus,
     reason: &str,
     now: DateTime<Utc>,
-) -> DbResult<()> {
-    conn.prepare_cached(
-        "UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'IN_PROGRESS'",
-    )?
-    .execute(params![id.as_str(), status.as_str(), reason, timestamp(&now)])?;
-    Ok(())
+) -> DbResult<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'IN_PROGRESS'",
+        )?
+        .execute(params![id.as_str(), status.as_str(), reason, timestamp(&now)])?;
+    Ok(changed > 0)
 }
 
 /// A device's status update, as the Jobs MQTT API receives it.
@@ -776,13 +866,34 @@ fn ended(
     Ok(())
 }
 
-/// Times out executions in progress past their deadline, then evaluates every active rollout.
+/// Times out executions in progress past their deadline, then evaluates every active rollout,
+/// then sends the notices other transactions (an operator's cancel) left in the outbox.
 fn tick(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>) -> DbResult<Output> {
     let mut out = Output::default();
     let expired: Vec<(JobId, ThingName)> = conn
-        .prepare_cached("SELECT rollout_id, thing FROM executions WHERE status = 'IN_PROGRESS' AND deadline < ?1")?
+        .prepare_cached(
+            "SELECT rollout_id, thing FROM executions WHERE status = 'IN_PROGRESS' AND deadline < ?1
+             ORDER BY rollout_id, thing",
+        )?
         .query_map([timestamp(&now)], |row| Ok((column(row, 0)?, column(row, 1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    if !expired.is_empty() {
+        // One entry per tick that timed executions out, naming each rollout and its devices.
+        let mut by_rollout: Vec<(&JobId, Vec<&str>)> = Vec::new();
+        for (id, thing) in &expired {
+            match by_rollout.last_mut() {
+                Some((last, things)) if *last == id => things.push(thing.as_str()),
+                _ => by_rollout.push((id, vec![thing.as_str()])),
+            }
+        }
+        let detail =
+            by_rollout.iter().map(|(id, things)| format!("{id}: {}", things.join(", "))).collect::<Vec<_>>().join("; ");
+        let request = json!({"timed_out": by_rollout.iter()
+            .map(|(id, things)| json!({"rollout": id.as_str(), "things": things}))
+            .collect::<Vec<_>>()});
+        let detail = format!("{} executions timed out in progress: {detail}", expired.len());
+        audit_engine(conn, now, "timeout", request, detail)?;
+    }
     for (id, thing) in expired {
         conn.prepare_cached(
             "UPDATE executions SET status = 'TIMED_OUT', version_number = version_number + 1, updated_at = ?3
@@ -803,6 +914,7 @@ fn tick(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>) -> D
             evaluate(conn, ctx, &rollout, now, &mut out)?;
         }
     }
+    drain_outbox(conn, ctx, now, &mut out)?;
     Ok(out)
 }
 
@@ -917,6 +1029,9 @@ fn shadow_get(
 }
 
 impl SqliteStore {
+    /// The subject of the engine's own audit entries (`abort`, `complete`, `timeout`).
+    pub const ENGINE_SUBJECT: &'static str = ENGINE_SUBJECT;
+
     /// Handles one message a device published under its own `$aws/things/{thing}/`, in one
     /// transaction. The caller publishes `Output::publish` once this returns.
     pub async fn handle_device_message(
@@ -947,22 +1062,37 @@ impl SqliteStore {
         .await
     }
 
-    /// Offers of jobs made before a restart whose notification may have been lost: each such
-    /// device is told its next job again (a device ignores a repeated offer).
+    /// What the engine sends when it starts. Offers of jobs made before a restart whose
+    /// notification may have been lost: each such device is told its next job again (a device
+    /// ignores a repeated offer). And the notices still in the outbox (a rollout canceled
+    /// while no engine ran, or just before a crash): those devices are told their next job,
+    /// or that they have none, and the outbox is emptied in the same transaction.
     pub async fn pending_offers(&self, ctx: EngineContext, now: DateTime<Utc>) -> ota_core::Result<Output> {
         self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Output::default();
-            let things: Vec<ThingName> = conn
+            let things: Vec<ThingName> = tx
                 .prepare_cached(
                     "SELECT DISTINCT thing FROM executions WHERE released = 1 AND status = 'QUEUED' ORDER BY thing",
                 )?
                 .query_map([], |row| column(row, 0))?
                 .collect::<rusqlite::Result<_>>()?;
             for thing in things {
-                let next = next_execution(conn, &thing)?;
-                out.publish.push(notify_next(conn, &thing, next.as_ref(), now, Some(&ctx))?);
+                let next = next_execution(&tx, &thing)?;
+                out.publish.push(notify_next(&tx, &thing, next.as_ref(), now, Some(&ctx))?);
             }
+            drain_outbox(&tx, Some(&ctx), now, &mut out)?;
+            tx.commit()?;
             Ok(out)
+        })
+        .await
+    }
+
+    /// How many device notices wait in the outbox for the engine (0 once it has drained them).
+    pub async fn outbox_len(&self) -> ota_core::Result<u64> {
+        self.call(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM device_outbox", [], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }

@@ -121,8 +121,25 @@ CREATE TABLE rollout_events (
 CREATE INDEX rollout_events_by_rollout ON rollout_events (rollout_id, seq);
 ";
 
+/// Version 3: what the engine owes devices and remembers of them. `from_version` is the
+/// firmware a device ran when its execution was created (a revert's target). `device_outbox`
+/// holds the notices a finished rollout owes the devices it had offered its job to, written
+/// in the transaction that canceled their executions (possibly by another process, the CLI)
+/// and drained by the engine, so a crash between the two cannot lose one.
+const V3: &str = "
+ALTER TABLE executions ADD COLUMN from_version TEXT;
+
+CREATE TABLE device_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    thing      TEXT NOT NULL,
+    -- What caused the notice: the rollout whose offer was withdrawn.
+    rollout_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+";
+
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -154,4 +171,32 @@ pub(super) fn migrate(conn: &mut Connection) -> DbResult<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_2_file_with_executions_migrates_to_the_outbox_and_from_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        // A bare execution row, without the rollout it would belong to.
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        conn.execute_batch(
+            "INSERT INTO executions (rollout_id, thing, position, status, queued_at, updated_at)
+             VALUES ('r', 'pet_feeder-01', 0, 'QUEUED', 't', 't');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, 3);
+        let from: Option<String> = conn.query_row("SELECT from_version FROM executions", [], |r| r.get(0)).unwrap();
+        assert_eq!(from, None, "executions created before version 3 do not know it");
+        let owed: i64 = conn.query_row("SELECT COUNT(*) FROM device_outbox", [], |r| r.get(0)).unwrap();
+        assert_eq!(owed, 0);
+    }
 }
