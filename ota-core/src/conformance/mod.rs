@@ -10,6 +10,9 @@
 
 use std::future::Future;
 
+mod lifecycle;
+pub use lifecycle::lifecycle_model;
+
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
 
