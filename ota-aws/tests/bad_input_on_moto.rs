@@ -34,6 +34,7 @@ fn update_all(ty: &DeviceType) -> UpdateRequest {
         version: VersionRequest::Latest,
         target: Target { device_types: [ty.clone()].into(), ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     }
 }
 

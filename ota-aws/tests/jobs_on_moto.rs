@@ -52,6 +52,7 @@ async fn a_started_rollout_is_a_job_with_its_configuration() {
         version: VersionRequest::Latest,
         target: Target { device_types: [ty.clone()].into(), ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     };
     let started = svc.start(&admin, &req, None).await.unwrap();
     let id = started.rollouts[0].id.clone();

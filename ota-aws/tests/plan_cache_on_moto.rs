@@ -81,6 +81,7 @@ async fn world(
         version: VersionRequest::Latest,
         target: Target { device_types: [ty].into(), ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     };
     (svc, admin, req)
 }

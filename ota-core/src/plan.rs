@@ -87,6 +87,10 @@ pub struct Deployment {
     /// Devices of `things` not connected now, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offline: Vec<OfflineDevice>,
+    /// What each device ran when planned; recorded in the rollout (a revert on abort returns
+    /// each device there). Not shown in the plan.
+    #[serde(skip)]
+    pub from_versions: std::collections::BTreeMap<ThingName, FirmwareVersion>,
 }
 
 /// Everything a request would do, or why not. `deployments` is filled only for update and

@@ -27,6 +27,9 @@ pub struct RolloutPolicy {
     /// A device in progress longer than this times out (1–10080 minutes).
     pub in_progress_timeout_minutes: u32,
     pub retries: RetryPolicy,
+    /// When the rollout aborts, roll the devices it already moved back to the version each ran
+    /// before, by a linked rollout (`Rollout::revert_of`). Off by default.
+    pub revert_on_abort: bool,
 }
 
 impl Default for RolloutPolicy {
@@ -38,6 +41,7 @@ impl Default for RolloutPolicy {
             abort: AbortRule::default(),
             in_progress_timeout_minutes: 30,
             retries: RetryPolicy::default(),
+            revert_on_abort: false,
         }
     }
 }
@@ -269,6 +273,9 @@ impl fmt::Display for RolloutPolicy {
         write!(f, "; timeout {} min", self.in_progress_timeout_minutes)?;
         if self.retries != RetryPolicy::default() {
             write!(f, "; retries {} failed / {} timed out", self.retries.failed, self.retries.timed_out)?;
+        }
+        if self.revert_on_abort {
+            write!(f, "; on abort, moved devices are rolled back")?;
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Rollouts as stored: one per deployment (one device type, one firmware), with the plan and
 //! policy they were started with. Executions per device arrive with the jobs engine.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +67,12 @@ pub struct Rollout {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What each device ran when the rollout was planned (those that reported a version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub from_versions: BTreeMap<ThingName, FirmwareVersion>,
+    /// Set on a rollout started to revert the devices an aborted rollout had moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_of: Option<JobId>,
 }
 
 /// A query over stored rollouts; the default lists all, newest first.

@@ -81,6 +81,10 @@ pub struct UpdateRequest {
     pub target: Target,
     #[serde(default)]
     pub filters: Filters,
+    /// "… and roll back the updated ones if it aborts": sets the policy's `revert_on_abort`
+    /// for this request's rollouts (never clears a type's own setting).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revert_on_abort: bool,
 }
 
 /// What the resolver needs to know besides the devices.
@@ -125,6 +129,8 @@ pub struct TypeTarget {
     pub held_back: Vec<HeldBack>,
     /// The AWS Fleet Indexing query that selects exactly `things` in the snapshot.
     pub fleet_query: String,
+    /// What each of `things` runs in the snapshot (those that reported a version).
+    pub from_versions: BTreeMap<ThingName, FirmwareVersion>,
     /// Devices of `things` not connected in the snapshot, sorted.
     pub offline: Vec<crate::plan::OfflineDevice>,
 }
@@ -231,6 +237,7 @@ pub fn resolve<'d>(
         let mut newer_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
         let mut planned_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
         let mut offline = Vec::new();
+        let mut from_versions = BTreeMap::new();
         for d in members {
             let named = named_things.contains(&d.thing);
             if !named && !type_named {
@@ -283,6 +290,9 @@ pub fn resolve<'d>(
             }
             downgrades |= is_downgrade;
             planned_versions.extend(running);
+            if let Some(r) = running {
+                from_versions.insert(d.thing.clone(), r.clone());
+            }
             things.push(d.thing.clone());
         }
         offline.sort_by(|a, b| a.thing.cmp(&b.thing));
@@ -311,6 +321,7 @@ pub fn resolve<'d>(
             downgrades,
             held_back,
             fleet_query,
+            from_versions,
             offline,
         });
     }
@@ -473,6 +484,7 @@ mod tests {
             version: VersionRequest::parse(version).unwrap(),
             target: Target::default(),
             filters: Filters::default(),
+            revert_on_abort: false,
         }
     }
 

@@ -17,7 +17,9 @@ async fn the_rollout_lifecycle_keeps_its_promises_over_random_sequences() {
     }
     println!("steps by kind: {total:?}");
     // The run must have exercised what it checks, not idled.
-    for kind in ["started", "already running", "conflict", "complete", "abort", "cancel", "policy race", "repeat"] {
+    for kind in
+        ["started", "already running", "conflict", "complete", "abort", "cancel", "policy race", "repeat", "revert"]
+    {
         assert!(total.get(kind).copied().unwrap_or(0) > 0, "no '{kind}' step ran: {total:?}");
     }
 }

@@ -96,6 +96,7 @@ fn update(t: &str, v: &str) -> UpdateRequest {
         version: VersionRequest::parse(v).unwrap(),
         target: Target { device_types: [ty(t)].into(), ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     }
 }
 
@@ -264,6 +265,7 @@ async fn one_active_rollout_per_type_and_starts_are_all_or_nothing() {
         version: VersionRequest::Latest,
         target: Target { whole_fleet: true, ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     };
     assert!(matches!(w.svc.start(&operator(), &fleet, None).await, Err(Error::Conflict(_))));
     assert_eq!(rollout_count(&w).await, 1, "the conflicting fleet start created nothing for other types");

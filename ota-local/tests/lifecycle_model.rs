@@ -15,7 +15,17 @@ async fn the_rollout_lifecycle_keeps_its_promises_on_sqlite() {
         }
     }
     println!("steps by kind: {total:?}");
-    for kind in ["started", "already running", "conflict", "complete", "abort", "cancel", "policy race"] {
+    for kind in [
+        "started",
+        "already running",
+        "conflict",
+        "complete",
+        "abort",
+        "cancel",
+        "policy race",
+        "revert",
+        "reverted chain",
+    ] {
         assert!(total.get(kind).copied().unwrap_or(0) > 0, "no '{kind}' step ran: {total:?}");
     }
 }

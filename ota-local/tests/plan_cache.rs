@@ -39,6 +39,7 @@ async fn an_image_replaced_in_place_is_hashed_again_by_the_next_plan() {
         version: VersionRequest::Latest,
         target: Target { device_types: [ty.clone()].into(), ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     };
     assert_eq!(svc.plan_update(&admin, &req).await.unwrap().deployments.len(), 1);
     let image = dir.path().join("firmwares/v2.0.0/pet_feeder/firmware.bin");

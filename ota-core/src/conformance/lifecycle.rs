@@ -12,7 +12,9 @@
 //!   for (the "same rollback again changed nothing" bug);
 //! - a policy changed between plan and start is refused and changes nothing;
 //! - at most one active rollout per type, the same set the model expects;
-//! - exactly one audit entry per change or refused change.
+//! - exactly one audit entry per change or refused change;
+//! - an aborted rollout with `revert_on_abort` returns every device it had moved to the version
+//!   it ran before, through linked revert rollouts, one version at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +61,16 @@ struct Running {
     things: Vec<ThingName>,
     /// Thing → succeeded?
     outcomes: BTreeMap<ThingName, bool>,
+    /// The aborted rollout this one reverts.
+    revert_of: Option<JobId>,
+}
+
+/// What an aborted rollout with `revert_on_abort` had moved: thing → the version it ran before.
+#[derive(Debug, Clone, Default)]
+struct Revert {
+    moved: BTreeMap<ThingName, FirmwareVersion>,
+    /// Every revert rollout of the chain so far completed with no failure.
+    clean: bool,
 }
 
 /// A request that was answered with a rollout, to check once that rollout completes.
@@ -81,6 +93,7 @@ struct Model {
     versions: BTreeMap<DeviceType, Vec<FirmwareVersion>>,
     audit_seq: u64,
     stats: BTreeMap<&'static str, usize>,
+    reverts: BTreeMap<JobId, Revert>,
 }
 
 /// Runs `steps` random steps from `seed` on a fresh `backend` and panics, naming the seed and
@@ -112,6 +125,7 @@ pub async fn lifecycle_model(backend: Backend, seed: u64, steps: usize) -> BTree
         versions,
         audit_seq,
         stats: BTreeMap::new(),
+        reverts: BTreeMap::new(),
     };
     for step in 0..steps {
         let at = format!("seed {seed}, step {step}");
@@ -144,6 +158,7 @@ impl Model {
             version: VersionRequest::Exact(v),
             target: Target { device_types: [t].into_iter().collect(), ..Default::default() },
             filters: Filters::default(),
+            revert_on_abort: self.rng.below(3) == 0,
         }
     }
 
@@ -169,6 +184,7 @@ impl Model {
             version: VersionRequest::Exact(v),
             target: Target { things: [d.thing].into_iter().collect(), ..Default::default() },
             filters: Filters::default(),
+            revert_on_abort: false,
         };
         self.last_request = Some(req.clone());
         self.plan_and_start(&req, at).await;
@@ -238,6 +254,7 @@ impl Model {
                                 version: version.clone(),
                                 things: targets.iter().cloned().collect(),
                                 outcomes: BTreeMap::new(),
+                                revert_of: None,
                             },
                         );
                         self.promises.push(Promise { rollout: item.rollout_id.clone(), targets, version });
@@ -278,6 +295,11 @@ impl Model {
         assert_eq!(out.status, RolloutStatus::Canceled);
         self.expect_one_audit("cancel", at).await;
         self.active.remove(&r.device_type);
+        if let Some(original) = &r.revert_of {
+            // A canceled revert ends its chain: the operator decides what next.
+            self.reverts.remove(original);
+        }
+        assert!(self.svc.revert_after(&r.id).await.expect("revert after cancel").is_none(), "{at}");
         "cancel"
     }
 
@@ -299,6 +321,21 @@ impl Model {
         if failed >= ABORT_AT_FAILURES {
             rollouts.finish(&r.id, RolloutStatus::Aborted, "too many failures", self.svc.now()).await.expect("abort");
             self.active.remove(&r.device_type);
+            let stored = rollouts.get(&r.id).await.expect("stored");
+            if let Some(original) = &r.revert_of {
+                // A revert that aborts ends its chain.
+                self.reverts.remove(original);
+            } else if stored.policy.revert_on_abort {
+                let moved = r
+                    .outcomes
+                    .iter()
+                    .filter(|(_, ok)| **ok)
+                    .filter_map(|(t, _)| stored.from_versions.get(t).map(|v| (t.clone(), v.clone())))
+                    .filter(|(_, v)| *v != r.version)
+                    .collect();
+                self.reverts.insert(r.id.clone(), Revert { moved, clean: true });
+            }
+            self.after_end(&r.id, at).await;
             return "abort";
         }
         if r.outcomes.len() == r.things.len() {
@@ -309,11 +346,59 @@ impl Model {
             self.active.remove(&r.device_type);
             if failed == 0 {
                 self.keep_promises(&r.id, at).await;
+            } else if let Some(original) = &r.revert_of
+                && let Some(chain) = self.reverts.get_mut(original)
+            {
+                chain.clean = false;
             }
+            self.after_end(&r.id, at).await;
             return "complete";
         }
         self.active.insert(r.device_type.clone(), r);
         "device"
+    }
+
+    /// What the jobs engine does when a rollout ends: asks the service for the next revert.
+    async fn after_end(&mut self, ended: &JobId, at: &str) {
+        let stored = self.svc.backend().rollouts.get(ended).await.expect("stored");
+        let original = stored.revert_of.unwrap_or_else(|| ended.clone());
+        let started = self.svc.revert_after(ended).await.unwrap_or_else(|e| panic!("{at}: revert after {ended}: {e}"));
+        let Some(chain) = self.reverts.get(&original).cloned() else {
+            assert!(started.is_none(), "{at}: a revert with nothing to revert: {started:?}");
+            return;
+        };
+        let Some(outcome) = started else {
+            // The chain is over: every moved device is back where it was, if every revert succeeded.
+            if chain.clean && !chain.moved.is_empty() {
+                *self.stats.entry("reverted chain").or_default() += 1;
+                for (thing, from) in &chain.moved {
+                    let d = self.svc.backend().registry.get(thing).await.expect("get").expect("exists");
+                    assert_eq!(d.firmware_version.as_ref(), Some(from), "{at}: {thing} reverted after {original}");
+                }
+            }
+            self.reverts.remove(&original);
+            return;
+        };
+        self.expect_one_audit("revert", at).await;
+        assert_eq!(outcome.items.len(), 1, "{at}: one revert rollout at a time");
+        assert!(matches!(outcome.items[0].result, StartResult::Started), "{at}: {:?}", outcome.items);
+        let r = &outcome.rollouts[0];
+        assert_eq!(r.revert_of.as_ref(), Some(&original), "{at}: the revert is linked to {original}");
+        assert!(!r.policy.revert_on_abort, "{at}: a revert never reverts itself");
+        for t in &r.things {
+            assert_eq!(chain.moved.get(t), Some(&r.version), "{at}: {t} goes back to the version it ran");
+        }
+        assert!(self.ever.insert(r.id.clone()), "{at}: revert id {} reused", r.id);
+        let running = Running {
+            id: r.id.clone(),
+            device_type: r.device_type.clone(),
+            version: r.version.clone(),
+            things: r.things.clone(),
+            outcomes: BTreeMap::new(),
+            revert_of: Some(original),
+        };
+        self.active.insert(r.device_type.clone(), running);
+        *self.stats.entry("revert").or_default() += 1;
     }
 
     /// Every request answered with `rollout` left its targets on the version it asked for.

@@ -132,6 +132,8 @@ fn rollout(id: &str, t: &str, created: DateTime<Utc>) -> Rollout {
         created_by: "tester".into(),
         created_at: created,
         updated_at: created,
+        from_versions: Default::default(),
+        revert_of: None,
     }
 }
 
@@ -367,6 +369,7 @@ fn update(types: &[&str], version: &str) -> UpdateRequest {
         version: VersionRequest::parse(version).unwrap(),
         target: Target { device_types: types.iter().map(|t| ty(t)).collect(), ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     }
 }
 

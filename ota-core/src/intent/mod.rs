@@ -62,6 +62,9 @@ pub struct UpdateIntent {
     /// "only online devices", "the connected ones": devices not connected now are left out.
     #[serde(default)]
     pub only_connected: bool,
+    /// "… and roll back the updated ones if it aborts": revert on abort for this request.
+    #[serde(default)]
+    pub revert_on_abort: bool,
     /// Identifier-like words that matched no device type (`pet_feedr_x`): refused, never guessed.
     pub unknown_names: Vec<UnknownName>,
 }

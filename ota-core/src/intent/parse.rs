@@ -42,6 +42,18 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
             Vec::new(),
         );
     }
+    // "… and roll back the updated ones if it aborts" is an option of the change before it,
+    // not a second action; anything else is read whole, as written.
+    if let (head, true) = split_revert_clause(text)
+        && let Intent::Update(mut u) = parse_sentence(head, vocab)
+    {
+        u.revert_on_abort = true;
+        return Intent::Update(u);
+    }
+    parse_sentence(text, vocab)
+}
+
+fn parse_sentence(text: &str, vocab: &Vocabulary) -> Intent {
     let (tokens, question_mark) = tokens::tokenize(text);
     if tokens.is_empty() {
         return unknown(format!("Say what should happen. {HELP}"), Vec::new());
@@ -51,6 +63,33 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
     let reading = reading::read(&tokens, &hits, &index, question_mark);
     let versions = versions::find(&tokens);
     Decision { r: &reading, v: &versions, index: &index }.decide()
+}
+
+/// Splits off a trailing clause asking for a revert on abort ("… and roll back the updated
+/// ones if it aborts", "…, revert on abort", "… with automatic rollback if it fails"), which
+/// would otherwise read as a second action. Returns the rest and whether the clause was there.
+fn split_revert_clause(text: &str) -> (&str, bool) {
+    const STARTS: [&str; 6] = [", and ", " and ", ", ", "; ", " with ", " but "];
+    const REVERT: [&str; 6] = ["roll back", "rollback", "roll them back", "roll it back", "revert", "undo"];
+    const ABORT: [&str; 6] = ["abort", "fails", "fail ", "failure", "goes wrong", "stops"];
+    let lower = text.to_ascii_lowercase();
+    let mut cut: Option<usize> = None;
+    for start in STARTS {
+        let mut from = 0;
+        while let Some(i) = lower[from..].find(start).map(|i| i + from) {
+            let tail = &lower[i..];
+            let tail_end = format!("{tail} ");
+            if i > 0 && REVERT.iter().any(|w| tail.contains(w)) && ABORT.iter().any(|w| tail_end.contains(w)) {
+                cut = Some(cut.map_or(i, |c| c.min(i)));
+                break;
+            }
+            from = i + start.len();
+        }
+    }
+    match cut {
+        Some(i) => (text[..i].trim_end(), true),
+        None => (text, false),
+    }
 }
 
 /// Words asking for reasons or advice, which a listing does not answer.
@@ -258,6 +297,7 @@ impl Decision<'_> {
             exclude_types: self.types(&r.exclude.types),
             exclude_thing_mentions: dedup(&r.exclude.things),
             only_connected: r.online,
+            revert_on_abort: false,
             unknown_names: r.include.unknown_names.clone(),
         })
     }

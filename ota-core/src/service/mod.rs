@@ -24,9 +24,11 @@ use crate::version::FirmwareVersion;
 mod operations;
 mod planning;
 mod prompt;
+mod revert;
 mod verify;
 
 pub use operations::{AskOutcome, PublishRequest, StartItem, StartOutcome, StartResult};
+pub use revert::REVERT_SUBJECT;
 
 /// The time source; tests and simulations substitute their own.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {

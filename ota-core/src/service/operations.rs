@@ -103,7 +103,7 @@ impl FleetManager {
     ) -> Result<StartOutcome> {
         let request = serde_json::to_value(req).unwrap_or_default();
         self.require(caller, Role::Operator, "start a rollout", &request).await?;
-        let result = self.start_inner(caller, req, expected_plan_id).await;
+        let result = self.start_inner(caller, req, expected_plan_id, None).await;
         let (plan_json, outcome) = match &result {
             Ok(o) if o.nothing_changed() => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Refused(o.summary())),
             Ok(o) => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Ok(o.summary())),
@@ -136,13 +136,19 @@ impl FleetManager {
         Ok(AskOutcome { plan: started.plan.clone(), started: Some(started) })
     }
 
-    async fn start_inner(
+    pub(super) async fn start_inner(
         &self,
         caller: &Caller,
         req: &UpdateRequest,
         expected_plan_id: Option<&str>,
+        revert_of: Option<&JobId>,
     ) -> Result<StartOutcome> {
-        let plan = self.build_plan(req, Verification::Full).await?;
+        let mut plan = self.build_plan(req, Verification::Full).await?;
+        if revert_of.is_some() {
+            // A revert never reverts itself, whatever the type's policy says.
+            plan.deployments.iter_mut().for_each(|d| d.policy.revert_on_abort = false);
+            plan.plan_id = (!plan.deployments.is_empty()).then(|| crate::plan::plan_id(&plan.deployments));
+        }
         if let Some(expected) = expected_plan_id
             && plan.plan_id.as_deref() != Some(expected)
         {
@@ -213,6 +219,8 @@ impl FleetManager {
                 created_by: caller.subject.clone(),
                 created_at: now,
                 updated_at: now,
+                from_versions: d.from_versions.clone(),
+                revert_of: revert_of.cloned(),
             };
             // A later type can still lose a race (another start took it meanwhile): what was
             // created stays created, and the reply lists each item.

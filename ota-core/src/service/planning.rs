@@ -55,7 +55,8 @@ impl FleetManager {
             } else {
                 UpdateAction::Update
             };
-            let policy = self.policy_for(&t.device_type).await?;
+            let mut policy = self.policy_for(&t.device_type).await?;
+            policy.revert_on_abort |= req.revert_on_abort;
             // The effective policy is checked where it is used: a record written before a
             // bound existed, or by another tool, never reaches a rollout.
             if let Err(e) = policy.validate() {
@@ -83,6 +84,7 @@ impl FleetManager {
                 rollout_id,
                 running_since,
                 offline: t.offline,
+                from_versions: t.from_versions,
                 device_type: t.device_type,
                 thing_group: t.thing_group,
                 version: t.version,

@@ -261,6 +261,7 @@ impl FleetManager {
                 exclude_things,
                 only_connected: u.only_connected,
             },
+            revert_on_abort: u.revert_on_abort,
         };
         let mut plan = if req.target.is_empty() {
             let mut p = Plan::informational(action.into(), String::new());

@@ -1224,6 +1224,8 @@ mod tests {
             created_by: "operator".into(),
             created_at: t(0),
             updated_at: t(0),
+            from_versions: Default::default(),
+            revert_of: None,
         };
         store.create(&rollout).await.unwrap();
         (store, rollout.id)

@@ -11,14 +11,18 @@ use ota_core::{Error, Result};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 
-use super::{DbResult, SqliteStore, StoreError, column, json_column, sql_limit, timestamp, to_i64, to_json};
+use super::{
+    DbResult, SqliteStore, StoreError, column, json_column, optional_column, sql_limit, timestamp, to_i64, to_json,
+};
 
 const COLUMNS: &str = "id, plan_id, action, device_type, thing_group, version, sha256, size, things, \
-                       fleet_query, policy, status, status_reason, created_by, created_at, updated_at";
+                       fleet_query, policy, status, status_reason, created_by, created_at, updated_at, \
+                       from_versions, revert_of";
 
 /// [`COLUMNS`] with an empty device list in place of `things`.
 const COLUMNS_WITHOUT_THINGS: &str = "id, plan_id, action, device_type, thing_group, version, sha256, size, '[]', \
-                                      fleet_query, policy, status, status_reason, created_by, created_at, updated_at";
+                                      fleet_query, policy, status, status_reason, created_by, created_at, updated_at, \
+                                      '{}', revert_of";
 
 fn rollout_from_row(row: &Row<'_>) -> rusqlite::Result<Rollout> {
     let size: i64 = row.get(7)?;
@@ -39,6 +43,8 @@ fn rollout_from_row(row: &Row<'_>) -> rusqlite::Result<Rollout> {
         created_by: row.get(13)?,
         created_at: column(row, 14)?,
         updated_at: column(row, 15)?,
+        from_versions: json_column(row, 16)?,
+        revert_of: optional_column(row, 17)?,
     })
 }
 
@@ -66,7 +72,7 @@ fn not_found(id: &JobId) -> StoreError {
 
 fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO rollouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        "INSERT INTO rollouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?;
     stmt.execute(params![
         r.id.as_str(),
@@ -85,6 +91,8 @@ fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
         r.created_by,
         timestamp(&r.created_at),
         timestamp(&r.updated_at),
+        to_json("from_versions", &r.from_versions)?,
+        r.revert_of.as_ref().map(|id| id.as_str()),
     ])?;
     Ok(())
 }

@@ -138,8 +138,15 @@ CREATE TABLE device_outbox (
 );
 ";
 
+/// Version 4: what a rollout needs to revert itself on abort: the firmware each device ran
+/// when it was planned, and the aborted rollout a revert rollout belongs to.
+const V4: &str = "
+ALTER TABLE rollouts ADD COLUMN from_versions TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE rollouts ADD COLUMN revert_of TEXT;
+";
+
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -193,7 +200,7 @@ mod tests {
         .unwrap();
         migrate(&mut conn).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version as usize, SCHEMA_VERSION);
         let from: Option<String> = conn.query_row("SELECT from_version FROM executions", [], |r| r.get(0)).unwrap();
         assert_eq!(from, None, "executions created before version 3 do not know it");
         let owed: i64 = conn.query_row("SELECT COUNT(*) FROM device_outbox", [], |r| r.get(0)).unwrap();

@@ -95,6 +95,8 @@ pub fn rollout(id: &str, device_type: &str, status: RolloutStatus, created_at: D
         created_by: "operator@example.com".into(),
         created_at,
         updated_at: created_at,
+        from_versions: Default::default(),
+        revert_of: None,
     }
 }
 

@@ -390,6 +390,7 @@ async fn engine_phase(world: &World, o: &Options) -> Result<(Phase, JobId), Stri
         version: VersionRequest::Exact(world.v2.clone()),
         target: Target { device_types: [world.device_type.clone()].into(), ..Default::default() },
         filters: Filters::default(),
+        revert_on_abort: false,
     };
     let plan = world.svc.plan_update(&world.me, &request).await.map_err(|e| format!("plan: {e}"))?;
     if plan.deployments.first().is_none_or(|d| d.things.len() != o.devices as usize) {

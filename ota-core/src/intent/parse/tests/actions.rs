@@ -297,3 +297,38 @@ fn questions_never_change_anything() {
     assert!(matches!(p("which pet feeders should I update to 2.0.0?"), Intent::FleetStatus { .. }));
     assert!(matches!(p("how do I cancel the rollout?"), Intent::RolloutStatus { .. }));
 }
+
+#[test]
+fn a_revert_on_abort_clause_is_an_option_of_the_change_not_a_second_action() {
+    for prompt in [
+        "Update all pet_feeder devices to 3.0.0 and roll back the updated ones if it aborts",
+        "update the pet feeders to latest, and revert them if it aborts",
+        "upgrade pet feeders to 3.0.0 with automatic rollback if it fails",
+        "update pet feeders to 3.0.0; roll them back if the rollout aborts",
+    ] {
+        let u = update(prompt);
+        assert!(u.revert_on_abort, "{prompt}");
+        assert!(!u.rollback, "{prompt}");
+        assert_eq!(u.device_types, types(&["pet_feeder"]), "{prompt}");
+    }
+    let u = update("roll back pet_feeder-03 to 1.0.0 and undo it if it fails");
+    assert!(u.rollback && u.revert_on_abort);
+    assert!(!update("update pet feeders to 3.0.0").revert_on_abort);
+    // Words that only mention both are read as written.
+    assert!(!matches!(
+        parse("which rollouts failed and were rolled back?", &vocab()),
+        Intent::Update(UpdateIntent { revert_on_abort: true, .. })
+    ));
+}
+
+#[test]
+fn only_online_devices_narrows_an_update() {
+    for prompt in [
+        "update only online pet feeders to 3.0.0",
+        "update the pet feeders that are online to 3.0.0",
+        "upgrade the connected pet feeders to latest",
+    ] {
+        assert!(update(prompt).only_connected, "{prompt}");
+    }
+    assert!(!update("update pet feeders to 3.0.0").only_connected);
+}
