@@ -14,7 +14,7 @@ use crate::auth::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::plan::{Action, Plan};
 use crate::rollout::Rollout;
-use crate::service::FleetManager;
+use crate::service::{FleetManager, StartItem, StartOutcome, StartResult};
 
 /// What the model is told before every conversation. Roles and rules are enforced by the
 /// service whatever the model makes of this.
@@ -84,9 +84,14 @@ pub struct ChatReply {
     /// What confirming runs; `None` when nothing waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingAction>,
-    /// Rollouts started, cancelled or asked about.
+    /// Rollouts started, cancelled or asked about. After a confirmed start: only the active
+    /// ones it started or found already running, never an ended rollout.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rollouts: Vec<Rollout>,
+    /// After a confirmed start: what happened to each deployment (started, already running
+    /// since, refused), as the service said it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<StartItem>,
     pub answered_by: AnsweredBy,
     /// The service's refusal kind (`forbidden`, `refused`, ...) when the request was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -263,6 +268,7 @@ impl Assistant {
             plan: None,
             pending: None,
             rollouts: Vec::new(),
+            items: Vec::new(),
             answered_by: by,
             error: None,
             model_calls: 0,
@@ -319,11 +325,22 @@ impl Assistant {
         let mut r = self.reply(session_id, plan.message.clone(), AnsweredBy::Intent);
         match plan.action {
             Action::Update | Action::Rollback => {
+                let running = plan.deployments.iter().filter(|d| d.running_since.is_some()).count();
                 if let (Some(id), Some(req)) = (&plan.plan_id, &plan.request)
-                    && !plan.deployments.is_empty()
+                    && plan.deployments.len() > running
                 {
                     r.pending = Some(PendingAction::Start { plan_id: id.clone(), request: Box::new(req.clone()) });
-                    r.reply = format!("{} Nothing has started: confirm to start it.", plan.message);
+                    r.reply = if running == 0 {
+                        format!("{} Nothing has started: confirm to start it.", plan.message)
+                    } else {
+                        format!(
+                            "{} Nothing new has started: confirm to start the rest; what is already running is left as it is.",
+                            plan.message
+                        )
+                    };
+                } else if running > 0 {
+                    // Everything it asks for is already running: there is nothing to confirm.
+                    r.reply = format!("{} Nothing new would start.", plan.message);
                 }
                 r.plan = Some(plan);
             }
@@ -355,22 +372,13 @@ impl Assistant {
         match pending {
             PendingAction::Start { plan_id, request } => match self.svc.start(caller, &request, Some(&plan_id)).await {
                 Ok(o) => {
-                    let ids: Vec<&str> = o.rollouts.iter().map(|r| r.id.as_str()).collect();
-                    let devices: usize = o.rollouts.iter().map(|r| r.things.len()).sum();
-                    let text = if o.existing.len() == o.rollouts.len() {
-                        format!("These rollouts were already started: {}.", ids.join(", "))
-                    } else {
-                        format!(
-                            "Started {} rollout{} for {devices} device{}: {}. Progress follows below.",
-                            ids.len(),
-                            if ids.len() == 1 { "" } else { "s" },
-                            if devices == 1 { "" } else { "s" },
-                            ids.join(", ")
-                        )
-                    };
-                    let mut r = self.reply(session_id, text, AnsweredBy::Confirmation);
+                    let mut r = self.reply(session_id, start_words(&o), AnsweredBy::Confirmation);
+                    if o.nothing_changed() {
+                        r.error = Some("refused".to_string());
+                    }
                     r.plan = Some(o.plan);
                     r.rollouts = o.rollouts;
+                    r.items = o.items;
                     Ok(r)
                 }
                 Err(e) => self.refused(session_id, e, AnsweredBy::Confirmation),
@@ -553,6 +561,24 @@ impl Assistant {
             }
         }
     }
+}
+
+/// The confirmation's answer: each item in the service's words ("started X (type)", "already
+/// running X (type), started at …", "refused X (type), nothing changed for it: …"), and
+/// "Refused, nothing changed" only when nothing was started or found running.
+fn start_words(o: &StartOutcome) -> String {
+    let list = o.summary();
+    if o.nothing_changed() {
+        return format!("Refused, nothing changed: {list}.");
+    }
+    let any_started = o.items.iter().any(|i| matches!(i.result, StartResult::Started));
+    let tail =
+        if any_started { "Progress follows below." } else { "Nothing new was started; its progress follows below." };
+    let mut text = format!("{list}. {tail}");
+    if let Some(first) = text.get(..1) {
+        text = first.to_uppercase() + &text[1..];
+    }
+    text
 }
 
 /// What a model turn that ended without an answer left behind, for its reply.
