@@ -156,4 +156,9 @@ pub struct AskArgs {
     /// after the person approved the plan a previous call showed.
     #[serde(default)]
     pub execute: Option<bool>,
+    /// With execute: the plan_id the person approved; the start is refused if the words now
+    /// plan anything else (the fleet, the catalog or a policy changed).
+    #[schemars(example = &"plan-3f2a9c61d0b4e7a8")]
+    #[serde(default)]
+    pub plan_id: Option<String>,
 }

@@ -36,7 +36,6 @@ use async_trait::async_trait;
 use ota_core::auth::Caller;
 use ota_core::device::DeviceQuery;
 use ota_core::names::{DeviceType, JobId, ThingName};
-use ota_core::plan::Action;
 use ota_core::rollout::RolloutQuery;
 use ota_core::service::FleetManager;
 use ota_core::targeting::{Filters, Target, UpdateAction, UpdateRequest};
@@ -75,8 +74,9 @@ belong to the thing group of that type. Versions are semantic versions (1.0.0, 2
 - Each type has an OTA gate (config): a type whose OTA is disabled is refused in every plan, with the reason.
 - Roles: viewer reads; operator plans, starts, cancels and rolls back; admin also enables or disables OTA. \
 The server enforces them from the caller's credentials; nothing in a request adds a role.
-- One active rollout per device type. Rollout ids are deterministic: starting the same plan twice returns \
-the same rollout.
+- One active rollout per device type. Starting a request again while its rollout is still active returns that \
+rollout (\"already running X, started at ...\"); once it has ended (completed, canceled, aborted), the same request \
+starts a new rollout with a new id. Tell the person which happened, in the words of the reply.
 
 Safe workflow:
 1. Look: list_device_types, list_firmware, fleet_status, get_device.
@@ -205,6 +205,7 @@ impl OtaMcp {
             version: VersionRequest::parse(&a.version)?,
             target: Target { whole_fleet: a.whole_fleet, device_types, things },
             filters,
+            revert_on_abort: false,
         })
     }
 }
@@ -270,7 +271,7 @@ impl OtaMcp {
     }
 
     #[tool(
-        description = "Start the rollout of a plan the person has seen and approved: pass the same arguments as plan_update and the plan_id it returned. The server plans again (re-verifying every firmware image) and starts only if the plan is still exactly plan_id; otherwise it refuses and you must plan again. Starting the same plan twice returns the same rollouts. Needs the operator role.",
+        description = "Start the rollout of a plan the person has seen and approved: pass the same arguments as plan_update and the plan_id it returned. The server plans again (re-verifying every firmware image) and starts only if the plan is still exactly plan_id; otherwise it refuses and you must plan again. While its rollout is active, starting the same plan again returns it (already running); once it ended, the same request starts a new rollout with a new id. The reply says, per device type, started, already running (since when) or refused. Needs the operator role.",
         annotations(
             title = "Start a rollout",
             read_only_hint = false,
@@ -385,7 +386,7 @@ impl OtaMcp {
     }
 
     #[tool(
-        description = "A plain-language request (\"Update all pet_feeder devices to 2.0.0\", \"Roll back pet_feeder-03 to 1.0.0\", \"Which pet_feeder devices are still on 1.x?\", \"How is the rollout going?\"). By default it only plans or answers and changes nothing. With execute=true an update or rollback it planned is started at once, so only set it after the person approved that exact plan; cancel and OTA gate requests are never executed here (use cancel_rollout or set_ota_enabled).",
+        description = "A plain-language request (\"Update all pet_feeder devices to 2.0.0\", \"Roll back pet_feeder-03 to 1.0.0\", \"Which pet_feeder devices are still on 1.x?\", \"How is the rollout going?\"). By default it only plans or answers and changes nothing. With execute=true an update or rollback it planned is started at once, so only set it after the person approved that exact plan, and pass its plan_id so that nothing else starts; the reply says per device type started, already running (since when) or refused. A plan with nothing to start is returned as the plan, whose message says why. Cancel and OTA gate requests are never executed here (use cancel_rollout or set_ota_enabled).",
         annotations(
             title = "Ask in plain language",
             read_only_hint = false,
@@ -396,14 +397,15 @@ impl OtaMcp {
     )]
     async fn ask(&self, ext: Extensions, Parameters(a): Parameters<AskArgs>) -> Outcome {
         let caller = self.caller(&ext)?;
-        let plan = self.svc.plan_prompt(&caller, &a.prompt).await.map_err(tool_error)?;
-        let startable = matches!(plan.action, Action::Update | Action::Rollback) && !plan.deployments.is_empty();
-        if !a.execute.unwrap_or(false) || !startable {
-            return Ok(reply::plan(plan, "ask with execute=true"));
-        }
-        let Some(request) = plan.request.clone() else { return Ok(reply::plan(plan, "ask with execute=true")) };
-        let started = self.svc.start(&caller, &request, plan.plan_id.as_deref()).await.map_err(tool_error)?;
-        Ok(reply::started(started))
+        let asked = self
+            .svc
+            .ask(&caller, &a.prompt, a.execute.unwrap_or(false), a.plan_id.as_deref())
+            .await
+            .map_err(tool_error)?;
+        Ok(match asked.started {
+            Some(started) => reply::started(started),
+            None => reply::plan(asked.plan, "ask with execute=true"),
+        })
     }
 }
 

@@ -6,9 +6,9 @@
 use ota_core::Error;
 use ota_core::config::TypeConfig;
 use ota_core::device::Device;
-use ota_core::plan::Plan;
+use ota_core::plan::{Action, Plan};
 use ota_core::rollout::Rollout;
-use ota_core::service::{DeviceTypeSummary, FirmwareEntry, FleetStatus, StartOutcome};
+use ota_core::service::{DeviceTypeSummary, FirmwareEntry, FleetStatus, StartItem, StartOutcome};
 use rmcp::ErrorData;
 use rmcp::handler::server::tool::IntoCallToolResult;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
@@ -176,21 +176,39 @@ pub fn plan(p: Plan, next: &str) -> Reply {
     Reply::new(&p, lines.join("\n"))
 }
 
+/// One item of a start in the service's words ([`StartOutcome::summary`] of that item alone).
+pub fn item_summary(item: &StartItem) -> String {
+    StartOutcome {
+        plan: Plan::informational(Action::Update, String::new()),
+        rollouts: Vec::new(),
+        existing: Vec::new(),
+        items: vec![item.clone()],
+    }
+    .summary()
+}
+
+/// What a start did, item by item, in the service's words ("started X (type)", "already
+/// running X (type), started at …", "refused X (type), nothing changed for it: …").
 pub fn started(o: StartOutcome) -> Reply {
     let mut lines = Vec::new();
-    for r in &o.rollouts {
-        let how = if o.existing.contains(&r.id) { "already started" } else { "started" };
-        lines.push(format!(
-            "Rollout {} {how}: {} → {} on {} device{} (status {}).",
-            r.id,
-            r.device_type,
-            r.version,
-            r.things.len(),
-            plural(r.things.len()),
-            r.status.as_str()
-        ));
+    if o.nothing_changed() {
+        lines.push("Refused, nothing changed:".to_string());
     }
-    lines.push("Watch it with get_rollout; cancel_rollout stops devices that have not started.".to_string());
+    for item in &o.items {
+        let on = match o.rollouts.iter().find(|r| r.id == item.rollout_id) {
+            Some(r) => {
+                format!(": {} → {} on {} device{}", r.device_type, r.version, r.things.len(), plural(r.things.len()))
+            }
+            None => String::new(),
+        };
+        lines.push(format!("- {}{on}", item_summary(item)));
+    }
+    for r in &o.plan.refusals {
+        lines.push(format!("- not planned {}: {}", r.target, r.reason));
+    }
+    if !o.rollouts.is_empty() {
+        lines.push("Watch with get_rollout; cancel_rollout stops devices that have not started.".to_string());
+    }
     Reply::new(&o, lines.join("\n"))
 }
 

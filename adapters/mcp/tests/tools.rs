@@ -225,9 +225,10 @@ async fn an_operator_plans_then_starts_exactly_that_plan_and_watches_it() {
     let started = ok(&op, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
     let id = started["rollouts"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(id, deployment["rollout_id"].as_str().unwrap());
-    // Idempotent: the same call returns the same rollout, marked as existing.
+    // While it runs, the same call returns the same rollout, marked as existing.
     let again = ok(&op, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
     assert_eq!(again["existing"], json!([id]));
+    assert_eq!(again["items"][0]["result"], "already_running", "{again}");
 
     let watched = ok(&op, "get_rollout", json!({ "id": id })).await;
     assert_eq!(watched["rollout"]["status"], "IN_PROGRESS");
@@ -308,9 +309,29 @@ async fn ask_plans_by_default_and_starts_only_with_execute() {
     let plan = ok(&op, "ask", json!({ "prompt": prompt })).await;
     assert!(plan["plan_id"].is_string(), "{plan}");
     assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"], json!([]));
-    let started = ok(&op, "ask", json!({ "prompt": prompt, "execute": true })).await;
+    // A plan_id other than what the words plan now starts nothing.
+    let stale = refused(&op, "ask", json!({ "prompt": prompt, "execute": true, "plan_id": "plan-000000000000" })).await;
+    assert!(stale.contains("plan again"), "{stale}");
+    let r = call(&op, "ask", json!({ "prompt": prompt, "execute": true, "plan_id": plan["plan_id"] })).await.unwrap();
+    let started = r.structured_content.clone().unwrap();
     assert_eq!(started["rollouts"][0]["device_type"], "smart_plug");
     assert_eq!(started["plan"]["plan_id"], plan["plan_id"]);
+    let id = started["items"][0]["rollout_id"].as_str().unwrap().to_string();
+    assert_eq!(started["items"][0]["result"], "started", "{started}");
+    assert!(
+        text(&r).starts_with(&format!("- started {id} (smart_plug): smart_plug → 2.0.0 on 2 devices")),
+        "{}",
+        text(&r)
+    );
+    // Again while it runs: the same rollout, said to be already running.
+    let r = call(&op, "ask", json!({ "prompt": prompt, "execute": true })).await.unwrap();
+    assert_eq!(r.structured_content.clone().unwrap()["items"][0]["result"], "already_running");
+    assert!(text(&r).starts_with(&format!("- already running {id} (smart_plug), started at ")), "{}", text(&r));
+    // Nothing to start (the gate is closed): the plan, not an error, whatever execute says.
+    let closed =
+        ok(&op, "ask", json!({ "prompt": "Update all beehive_scale devices to 2.0.0", "execute": true })).await;
+    assert_eq!(closed["refusals"][0]["target"], "beehive_scale", "{closed}");
+    assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"].as_array().map(Vec::len), Some(1));
     op.cancel().await.unwrap();
 }
 
