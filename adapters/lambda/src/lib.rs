@@ -12,7 +12,9 @@
 //!
 //! Routes under `/api` (JSON; errors are `{"error": kind, "message"}` with a fitting status):
 //! - `GET whoami`, `GET device-types`, `GET firmware?type=`, `GET devices?type=&version=`,
-//!   `GET rollouts?type=&active=`, `GET rollouts/{id}` (`{"rollout", "progress"}`),
+//!   `GET rollouts?type=&active=`, `GET rollouts/{id}` (`{"rollout", "progress", "executions"}`:
+//!   each device's execution as `{"thing", "status", "reason"}`, `null` where the backend
+//!   does not list them),
 //!   `GET rollouts/{id}/events?after=` (when the backend keeps events),
 //!   `GET rollouts/{id}/stream` (SSE: `progress` events on every change, a final `end` when
 //!   the rollout is over, or `limit` when the stream's time limit ends it first),
@@ -20,8 +22,11 @@
 //! - `POST chat` (`{"message", "session_id"?}` → [`ChatReply`]);
 //! - `POST plans/{plan_id}/start` (`{"session_id"?, "request"?}` → [`ChatReply`]): the
 //!   confirmation button of a plan card;
-//! - `POST ask` (`{"prompt", "execute"?, "plan_id"?}`): plan a plain-language request, and with
-//!   `execute` start it (only if it still plans to `plan_id` when given).
+//! - `POST ask` (`{"prompt", "execute"?, "plan_id"?}` → `{"plan", "started", "items",
+//!   "summary"}`): [`FleetManager::ask`], which plans a plain-language request and with `execute`
+//!   starts it (only if it still plans to `plan_id` when given). A plan with nothing to start is
+//!   200 with `started: null` and `items: []`; `summary` is the service's words for each item
+//!   ("started X (type)", "already running X (type), started at …") or the plan's message.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,8 +44,7 @@ use ota_core::Error;
 use ota_core::agent::{Assistant, ChatReply};
 use ota_core::auth::Caller;
 use ota_core::device::DeviceQuery;
-use ota_core::names::{DeviceType, JobId};
-use ota_core::plan::Action;
+use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::rollout::{Rollout, RolloutQuery};
 use ota_core::service::FleetManager;
 use ota_core::targeting::UpdateRequest;
@@ -67,11 +71,26 @@ pub struct Counts {
     pub removed: u32,
 }
 
+/// One device's execution of a rollout: its Jobs state (`QUEUED`, `IN_PROGRESS`, `SUCCEEDED`,
+/// `FAILED`, `REJECTED`, `TIMED_OUT`, `CANCELED`, `REMOVED`) and the reason code the device
+/// reported (`sha256_mismatch`, `boot_failed`, `download_failed`, ...), when it gave one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceExecution {
+    pub thing: ThingName,
+    pub status: String,
+    pub reason: Option<String>,
+}
+
 /// Where per-device progress comes from, when the backend has it.
 #[async_trait]
 pub trait ProgressSource: Send + Sync + std::fmt::Debug {
     /// Devices per state for rollout `id`; `None` when unknown.
     async fn counts(&self, id: &JobId) -> ota_core::Result<Option<Counts>>;
+
+    /// Each device's execution of rollout `id`, when the backend lists them.
+    async fn executions(&self, _id: &JobId) -> ota_core::Result<Option<Vec<DeviceExecution>>> {
+        Ok(None)
+    }
 
     /// The rollout's recorded events after sequence number `after`, when the backend keeps them.
     async fn events(&self, _id: &JobId, _after: i64) -> ota_core::Result<Option<Value>> {
@@ -338,16 +357,16 @@ struct AskBody {
 
 async fn ask(State(w): State<Web>, c: Option<Extension<Caller>>, Body(b): Body<AskBody>) -> ApiResult {
     let c = caller(c)?;
-    let plan = w.svc.plan_prompt(&c, &b.prompt).await?;
-    if !b.execute {
-        return Ok(Json(json!({"plan": plan})));
-    }
-    let Some(request) = plan.request.clone().filter(|_| matches!(plan.action, Action::Update | Action::Rollback))
-    else {
-        return Err(Error::Refused(format!("nothing to start: {}", plan.message)).into());
-    };
-    let started = w.svc.start(&c, &request, b.plan_id.as_deref()).await?;
-    Ok(Json(json!({"plan": started.plan, "rollouts": started.rollouts, "existing": started.existing})))
+    let asked = w.svc.ask(&c, &b.prompt, b.execute, b.plan_id.as_deref()).await?;
+    Ok(Json(match asked.started {
+        Some(o) => json!({
+            "plan": o.plan,
+            "summary": o.summary(),
+            "items": o.items,
+            "started": {"rollouts": o.rollouts, "existing": o.existing, "items": o.items},
+        }),
+        None => json!({"plan": asked.plan, "summary": asked.plan.message, "items": [], "started": null}),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -399,6 +418,13 @@ impl Web {
             None => Ok(None),
         }
     }
+
+    async fn executions(&self, id: &JobId) -> ota_core::Result<Option<Vec<DeviceExecution>>> {
+        match &self.progress {
+            Some(p) => p.executions(id).await,
+            None => Ok(None),
+        }
+    }
 }
 
 async fn rollout(State(w): State<Web>, c: Option<Extension<Caller>>, UrlPath(id): UrlPath<String>) -> ApiResult {
@@ -406,7 +432,7 @@ async fn rollout(State(w): State<Web>, c: Option<Extension<Caller>>, UrlPath(id)
     let id = JobId::parse(&id)?;
     // Read through the service first: it applies the caller's role.
     let rollout = w.svc.rollout(&c, &id).await?;
-    Ok(Json(json!({"rollout": rollout, "progress": w.counts(&id).await?})))
+    Ok(Json(json!({"rollout": rollout, "progress": w.counts(&id).await?, "executions": w.executions(&id).await?})))
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,9 @@
 //! The HTTP router over real sockets: the page and its configuration, 401 without a caller,
 //! the chat's plan → confirm flow through `/api/plans/{id}/start`, roles on the button,
 //! error shapes, and the Server-Sent Events progress stream (progress, then `end` when the
-//! rollout is cancelled; `limit` when the stream's time limit comes first).
+//! rollout is cancelled; `limit` when the stream's time limit comes first), `POST /api/ask`
+//! (one answer for every plan, saying per item what happened), each device's execution in
+//! `GET /api/rollouts/{id}`, and chat sessions that belong to their subject.
 //!
 //! The caller is attached by a test middleware from the `x-test-role` header, standing in for
 //! the bearer verifier (tested in ota-auth and through `ota serve` in the CLI's tests).
@@ -18,7 +20,7 @@ use ota_core::auth::{Caller, Role};
 use ota_core::names::JobId;
 use ota_core::rollout::RolloutQuery;
 use ota_core::service::FleetManager;
-use ota_http::{Counts, PageAuth, PageConfig, ProgressSource, Web};
+use ota_http::{Counts, DeviceExecution, PageAuth, PageConfig, ProgressSource, Web};
 use ota_local::SqliteStore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +40,20 @@ impl ProgressSource for StoreCounts {
             canceled: c.canceled,
             ..Default::default()
         }))
+    }
+
+    async fn executions(&self, id: &JobId) -> ota_core::Result<Option<Vec<DeviceExecution>>> {
+        let executions = self.0.executions(id).await?;
+        Ok(Some(
+            executions
+                .iter()
+                .map(|e| DeviceExecution {
+                    thing: e.thing.clone(),
+                    status: e.status.as_str().to_string(),
+                    reason: e.status_details.get("reason").and_then(Value::as_str).map(str::to_string),
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -286,4 +302,80 @@ async fn a_stream_past_its_time_limit_says_so_and_the_rollout_goes_on() {
     let (name, last) = events.last().unwrap();
     assert_eq!(name, "limit", "{events:?}");
     assert_eq!(last["status"], "IN_PROGRESS");
+}
+
+#[tokio::test]
+async fn ask_answers_every_plan_the_same_way_and_says_what_happened_to_each_item() {
+    let (svc, store, _dir) = common::world().await;
+    let addr = serve(svc, store, PageAuth::Token, None).await;
+    // Nothing to start (the gate is closed): the plan, 200, `started: null`, never a 422.
+    let refused = json!({"prompt": "Update all beehive_scale devices to the latest firmware", "execute": true});
+    let (status, answer) = json_call(&addr, "POST", "/api/ask", "operator", Some(refused)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["started"], Value::Null, "{answer}");
+    assert_eq!(answer["items"], json!([]), "{answer}");
+    assert_eq!(answer["plan"]["refusals"][0]["target"], "beehive_scale", "{answer}");
+    assert_eq!(answer["summary"], answer["plan"]["message"]);
+    // Without execute it only plans.
+    let prompt = "Update all pet_feeder devices to the latest firmware";
+    let (status, planned) = json_call(&addr, "POST", "/api/ask", "operator", Some(json!({"prompt": prompt}))).await;
+    assert_eq!((status, &planned["started"]), (200, &Value::Null), "{planned}");
+    let plan_id = planned["plan"]["plan_id"].as_str().unwrap().to_string();
+    // Started, bound to the plan shown.
+    let start = json!({"prompt": prompt, "execute": true, "plan_id": plan_id});
+    let (status, started) = json_call(&addr, "POST", "/api/ask", "operator", Some(start)).await;
+    assert_eq!(status, 200, "{started}");
+    let id = started["items"][0]["rollout_id"].as_str().unwrap().to_string();
+    assert_eq!(started["items"][0]["result"], "started", "{started}");
+    assert_eq!(started["summary"], format!("started {id} (pet_feeder)"));
+    assert_eq!(started["started"]["rollouts"][0]["id"], id.as_str());
+    // Again while it runs: the same rollout, said to be already running since it started.
+    let again = json!({"prompt": prompt, "execute": true});
+    let (_, running) = json_call(&addr, "POST", "/api/ask", "operator", Some(again.clone())).await;
+    assert_eq!(running["items"][0]["result"], "already_running", "{running}");
+    assert_eq!(running["items"][0]["rollout_id"], id.as_str());
+    assert!(
+        running["summary"].as_str().unwrap().starts_with(&format!("already running {id} (pet_feeder), started at "))
+    );
+    // Each device's execution, with the reason it reported (none yet).
+    let (status, shown) = json_call(&addr, "GET", &format!("/api/rollouts/{id}"), "viewer", None).await;
+    assert_eq!(status, 200, "{shown}");
+    let executions = shown["executions"].as_array().unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(executions.len(), 3, "{shown}");
+    assert_eq!(executions[0], json!({"thing": "pet_feeder-01", "status": "QUEUED", "reason": null}));
+    // Once it ended, the same words start a new rollout with a new id.
+    let (status, _) = json_call(&addr, "POST", &format!("/api/rollouts/{id}/cancel"), "operator", None).await;
+    assert_eq!(status, 200);
+    let (_, next) = json_call(&addr, "POST", "/api/ask", "operator", Some(again)).await;
+    assert_eq!(next["items"][0]["result"], "started", "{next}");
+    assert_eq!(next["items"][0]["rollout_id"], format!("{id}-2"), "{next}");
+}
+
+#[tokio::test]
+async fn a_session_of_another_subject_is_refused_and_the_owners_confirmation_survives() {
+    let (svc, store, _dir) = common::world().await;
+    let addr = serve(svc.clone(), store, PageAuth::Token, None).await;
+    let ask = json!({"message": "Update all pet_feeder devices to the latest firmware"});
+    let (_, reply) = json_call(&addr, "POST", "/api/chat", "operator", Some(ask)).await;
+    assert_eq!(reply["pending"]["kind"], "start", "{reply}");
+    let session = reply["session_id"].as_str().unwrap().to_string();
+    // Another subject (the viewer) naming that session is neither answered nor saved.
+    let hello = json!({"message": "hello", "session_id": session});
+    let (status, err) = json_call(&addr, "POST", "/api/chat", "viewer", Some(hello)).await;
+    assert_eq!((status, err["error"].as_str()), (409, Some("conflict")), "{err}");
+    let no = json!({"message": "no", "session_id": session});
+    assert_eq!(json_call(&addr, "POST", "/api/chat", "admin", Some(no)).await.0, 409);
+    // The owner's "yes" still finds the plan it was shown, and says what it started.
+    let yes = json!({"message": "yes", "session_id": session});
+    let (status, started) = json_call(&addr, "POST", "/api/chat", "operator", Some(yes)).await;
+    assert_eq!(status, 200, "{started}");
+    let id = started["rollouts"][0]["id"].as_str().unwrap_or_else(|| panic!("{started}")).to_string();
+    assert_eq!(started["items"][0]["result"], "started", "{started}");
+    assert_eq!(started["reply"], format!("Started {id} (pet_feeder). Progress follows below."), "{started}");
+    // Asked again while it runs: the plan says so and there is nothing to confirm.
+    let ask = json!({"message": "Update all pet_feeder devices to the latest firmware", "session_id": session});
+    let (_, again) = json_call(&addr, "POST", "/api/chat", "operator", Some(ask)).await;
+    assert!(again.get("pending").is_none(), "{again}");
+    let text = again["reply"].as_str().unwrap();
+    assert!(text.contains(&id) && text.contains("Nothing new would start"), "{text}");
 }
