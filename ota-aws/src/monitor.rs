@@ -11,11 +11,14 @@
 //! [`RolloutPolicy::decide`]: ota_core::policy::RolloutPolicy::decide
 
 use aws_sdk_iot::types::{JobProcessDetails, JobStatus};
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use ota_core::audit::{AuditEntry, AuditOutcome};
 use ota_core::policy::{Decision, RolloutStats};
 use ota_core::ports::Backend;
 use ota_core::rollout::{Rollout, RolloutQuery, RolloutStatus};
+use ota_core::service::FleetManager;
 use ota_core::{Error, Result};
 use serde::Serialize;
 use serde_json::json;
@@ -89,6 +92,9 @@ pub struct Checked {
     pub rollout: String,
     pub action: MonitorAction,
     pub alerted: bool,
+    /// The revert started after this rollout (see `FleetManager::revert_after`), in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverting: Option<String>,
 }
 
 /// Where the monitor reads jobs and sends alerts.
@@ -98,6 +104,9 @@ pub struct Monitor {
     pub iot: aws_sdk_iot::Client,
     pub sns: aws_sdk_sns::Client,
     pub topic_arn: Option<String>,
+    /// The service over the same backend, for reverts on abort (`revert_on_abort`); `None`:
+    /// no reverts.
+    pub service: Option<Arc<FleetManager>>,
 }
 
 /// The state and execution counters of rollout `id`'s IoT job (`Gone` with zero counters when
@@ -164,7 +173,7 @@ impl Monitor {
             let action = assess(&rollout, state, &stats);
             let (status, reason) = match &action {
                 MonitorAction::Continue => {
-                    out.push(Checked { rollout: rollout.id.to_string(), action, alerted: false });
+                    out.push(Checked { rollout: rollout.id.to_string(), action, alerted: false, reverting: None });
                     continue;
                 }
                 MonitorAction::Complete => (RolloutStatus::Completed, "every device finished".to_string()),
@@ -195,9 +204,45 @@ impl Monitor {
                     outcome: AuditOutcome::Ok(format!("{} {}: {reason}", rollout.id, status.as_str())),
                 })
                 .await?;
-            out.push(Checked { rollout: rollout.id.to_string(), action, alerted });
+            let reverting = self.revert_after(&rollout.id).await;
+            out.push(Checked { rollout: rollout.id.to_string(), action, alerted, reverting });
+        }
+        // Devices still updating when a rollout aborted may succeed later (IoT lets them
+        // finish): aborted rollouts are looked at again for their in-progress timeout.
+        if self.service.is_some() {
+            let ended = self.backend.rollouts.list(&RolloutQuery { limit: Some(50), ..Default::default() }).await?;
+            for r in ended.iter().filter(|r| r.status == RolloutStatus::Aborted && r.policy.revert_on_abort) {
+                let window = chrono::Duration::minutes(i64::from(r.policy.in_progress_timeout_minutes));
+                if r.updated_at + window > now
+                    && !out.iter().any(|c| c.rollout == r.id.as_str())
+                    && let Some(started) = self.revert_after(&r.id).await
+                {
+                    out.push(Checked {
+                        rollout: r.id.to_string(),
+                        action: MonitorAction::Continue,
+                        alerted: false,
+                        reverting: Some(started),
+                    });
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Asks the service for the next revert after `id` ended; a failure is logged and
+    /// audited by the service, never stops the other checks.
+    async fn revert_after(&self, id: &ota_core::names::JobId) -> Option<String> {
+        let svc = self.service.as_ref()?;
+        match svc.revert_after(id).await {
+            Ok(started) => started.map(|s| s.summary()),
+            Err(e) => {
+                eprintln!(
+                    "{}",
+                    json!({"level": "error", "event": "revert_failed", "after": id, "error": e.to_string()})
+                );
+                None
+            }
+        }
     }
 }
 

@@ -219,6 +219,7 @@ async fn the_monitor_cancels_and_alerts_past_the_absolute_limit() {
         iot: mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&describe, &cancel]),
         sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[&publish]),
         topic_arn: Some("arn:aws:sns:eu-west-1:111122223333:ota-alerts".into()),
+        service: None,
     };
     let checked = monitor.check_active(chrono::Utc::now()).await.unwrap();
     assert_eq!(checked.len(), 1);
@@ -372,6 +373,7 @@ async fn the_monitor_aborts_a_rollout_whose_job_was_deleted() {
         iot: mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&describe, &cancel]),
         sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[&publish]),
         topic_arn: Some("arn:aws:sns:eu-west-1:111122223333:ota-alerts".into()),
+        service: None,
     };
     let checked = monitor.check_active(chrono::Utc::now()).await.unwrap();
     assert_eq!(checked.len(), 1);
@@ -380,4 +382,57 @@ async fn the_monitor_aborts_a_rollout_whose_job_was_deleted() {
     let after = backend.rollouts.get(&r.id).await.unwrap();
     assert_eq!(after.status, RolloutStatus::Aborted);
     assert!(after.status_reason.unwrap_or_default().contains("no longer exists in AWS IoT"));
+}
+
+#[tokio::test]
+async fn the_monitor_starts_the_revert_of_an_aborted_rollout_that_asks_for_one() {
+    use ota_core::auth::{Caller, Role};
+    use ota_core::service::{FleetManager, Settings};
+    let backend = ota_core::memory::backend();
+    let svc = std::sync::Arc::new(FleetManager::new(backend.clone(), Settings::default()).unwrap());
+    let admin = Caller::new("admin", [Role::Admin]);
+    ota_core::demo::seed(&svc, &admin, &["pet_feeder"], 4, |t, v| format!("{t}/{v}").into_bytes()).await.unwrap();
+    let operator = Caller::new("operator", [Role::Operator]);
+    let asked = svc
+        .ask(&operator, "update all pet feeders to 3.0.0 and roll back the updated ones if it aborts", true, None)
+        .await
+        .unwrap();
+    let update = asked.started.unwrap().rollouts[0].clone();
+    // pet_feeder-01 (was 1.0.0) and -03 (was 2.0.0) updated before the job crossed the limit.
+    for n in [1, 3] {
+        let mut d =
+            backend.registry.get(&ThingName::parse(&format!("pet_feeder-0{n}")).unwrap()).await.unwrap().unwrap();
+        d.firmware_version = Some(ota_core::version::FirmwareVersion::new(3, 0, 0));
+        backend.registry.upsert(d).await.unwrap();
+    }
+    let describe = mock!(Iot::describe_job).then_output(|| {
+        DescribeJobOutput::builder()
+            .job(
+                Job::builder()
+                    .status(JobStatus::InProgress)
+                    .job_process_details(
+                        JobProcessDetails::builder().number_of_succeeded_things(2).number_of_failed_things(11).build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let cancel = mock!(Iot::cancel_job).then_output(|| CancelJobOutput::builder().build());
+    let monitor = ota_aws::monitor::Monitor {
+        backend: backend.clone(),
+        iot: mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&describe, &cancel]),
+        sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[]),
+        topic_arn: None,
+        service: Some(svc.clone()),
+    };
+    let checked = monitor.check_active(chrono::Utc::now()).await.unwrap();
+    assert_eq!(checked.len(), 1);
+    let words = checked[0].reverting.clone().expect("a revert started");
+    assert!(words.starts_with("started rollback-pet_feeder-"), "{words}");
+    let all = backend.rollouts.list(&Default::default()).await.unwrap();
+    let revert = all.iter().find(|r| r.revert_of.as_ref() == Some(&update.id)).expect("linked revert");
+    // The larger group first would be a tie (one device each): the lower version goes first.
+    assert_eq!(revert.version.to_string(), "1.0.0");
+    assert_eq!(revert.things, [ThingName::parse("pet_feeder-01").unwrap()]);
+    assert_eq!(backend.audit.recent(1).await.unwrap()[0].operation, "revert");
 }

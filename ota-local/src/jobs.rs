@@ -8,6 +8,13 @@
 //!
 //! When the policy aborts a rollout, operators hear of it three ways: a structured log line
 //! on stderr, the rollout's event stream, and, when configured, a JSON POST to a webhook.
+//!
+//! With a service (`EngineOptions::service`), the engine also asks it for the revert of an
+//! aborted rollout whose policy says `revert_on_abort` ([`FleetManager::revert_after`]): at the
+//! abort, whenever a rollout completes (a finished revert calls the next), and every few
+//! seconds while the aborted rollout's devices may still report (devices already updating
+//! finish after an abort, and a shadow can arrive after the job's status). One task runs
+//! these one at a time; each is idempotent, so a restart or a repeat starts nothing twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use ota_core::names::{DeviceType, JobId, ThingName};
+use ota_core::rollout::{RolloutQuery, RolloutStatus};
+use ota_core::service::FleetManager;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -50,14 +59,19 @@ pub struct EngineOptions {
     pub webhook: Option<String>,
     /// Log every device message (`OTA_TRACE_DEVICES=1`), for diagnosing a fleet.
     pub trace: bool,
+    /// The service over the same store, for reverts on abort; `None`: no reverts.
+    pub service: Option<Arc<FleetManager>>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         let trace = std::env::var("OTA_TRACE_DEVICES").is_ok_and(|v| v == "1");
-        EngineOptions { tick: Duration::from_millis(200), webhook: None, trace }
+        EngineOptions { tick: Duration::from_millis(200), webhook: None, trace, service: None }
     }
 }
+
+/// How often aborted rollouts with `revert_on_abort` are looked at again.
+const REVERT_RECHECK: Duration = Duration::from_secs(5);
 
 /// The engine. Cheap to share; [`JobsEngine::run`] drives it.
 #[derive(Debug)]
@@ -97,11 +111,18 @@ impl JobsEngine {
     ) {
         let (out_tx, out_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
         let publishing = tokio::spawn(publish_loop(out_rx, publisher));
+        let (revert_tx, revert_rx) = mpsc::unbounded_channel::<RevertCheck>();
+        let reverting = self.options.service.clone().map(|svc| tokio::spawn(revert_loop(svc, revert_rx)));
+        if self.options.service.is_some() {
+            // Aborts before a restart may still owe a revert.
+            let _ = revert_tx.send(RevertCheck::Recover);
+        }
+        let mut last_recheck = tokio::time::Instant::now();
         // Offers made before a restart may never have reached their devices, and notices of
         // rollouts canceled meanwhile (by the CLI, or just before a crash) wait in the outbox.
         // Every tick drains the outbox again.
         match self.store.pending_offers(self.ctx.clone(), Utc::now()).await {
-            Ok(out) => self.dispatch(out, &out_tx),
+            Ok(out) => self.dispatch(out, &out_tx, &revert_tx),
             Err(e) => log("error", "engine_recovery_failed", json!({"error": e.to_string()})),
         }
         let mut ticker = tokio::time::interval(self.options.tick);
@@ -115,21 +136,34 @@ impl JobsEngine {
                 }
                 _ = ticker.tick() => {
                     match self.store.engine_tick(self.ctx.clone(), Utc::now()).await {
-                        Ok(out) => self.dispatch(out, &out_tx),
+                        Ok(out) => self.dispatch(out, &out_tx, &revert_tx),
                         Err(e) => log("error", "engine_tick_failed", json!({"error": e.to_string()})),
+                    }
+                    if last_recheck.elapsed() >= REVERT_RECHECK {
+                        last_recheck = tokio::time::Instant::now();
+                        let _ = revert_tx.send(RevertCheck::Recheck);
                     }
                 }
                 message = input.recv() => {
                     let Some(message) = message else { break };
-                    self.handle(message, &out_tx).await;
+                    self.handle(message, &out_tx, &revert_tx).await;
                 }
             }
         }
         drop(out_tx);
+        drop(revert_tx);
         let _ = publishing.await;
+        if let Some(r) = reverting {
+            let _ = r.await;
+        }
     }
 
-    async fn handle(&self, input: DeviceInput, out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>) {
+    async fn handle(
+        &self,
+        input: DeviceInput,
+        out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>,
+        revert_tx: &mpsc::UnboundedSender<RevertCheck>,
+    ) {
         let now = Utc::now();
         if self.options.trace {
             log("debug", "device_input", json!({"input": format!("{input:?}").chars().take(400).collect::<String>()}));
@@ -146,12 +180,17 @@ impl JobsEngine {
             }
         };
         match result {
-            Ok(out) => self.dispatch(out, out_tx),
+            Ok(out) => self.dispatch(out, out_tx, revert_tx),
             Err(e) => log("error", "device_message_failed", json!({"error": e.to_string()})),
         }
     }
 
-    fn dispatch(&self, out: Output, out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>) {
+    fn dispatch(
+        &self,
+        out: Output,
+        out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>,
+        revert_tx: &mpsc::UnboundedSender<RevertCheck>,
+    ) {
         for message in out.publish {
             if self.options.trace {
                 let body = String::from_utf8_lossy(&message.1).chars().take(300).collect::<String>();
@@ -164,8 +203,75 @@ impl JobsEngine {
         }
         for (id, device_type, reason) in out.aborted {
             notify_abort(&id, &device_type, &reason, self.options.webhook.clone());
+            let _ = revert_tx.send(RevertCheck::Ended(id));
+        }
+        for id in out.completed {
+            let _ = revert_tx.send(RevertCheck::Ended(id));
         }
     }
+}
+
+/// What the revert task is asked to look at.
+#[derive(Debug)]
+enum RevertCheck {
+    /// A rollout just ended (aborted or completed).
+    Ended(JobId),
+    /// Every aborted rollout still watched.
+    Recheck,
+    /// At start-up: recently aborted rollouts with `revert_on_abort`.
+    Recover,
+}
+
+/// Runs revert checks one at a time, so two never race for the same type. An aborted rollout
+/// is watched for its in-progress timeout after its abort: devices that were updating may
+/// still succeed, and are then reverted too.
+async fn revert_loop(svc: Arc<FleetManager>, mut rx: mpsc::UnboundedReceiver<RevertCheck>) {
+    let mut watched: std::collections::BTreeMap<JobId, chrono::DateTime<Utc>> = Default::default();
+    while let Some(check) = rx.recv().await {
+        let now = Utc::now();
+        let ids: Vec<JobId> = match check {
+            RevertCheck::Ended(id) => vec![id],
+            RevertCheck::Recheck => {
+                watched.retain(|_, until| *until > now);
+                watched.keys().cloned().collect()
+            }
+            RevertCheck::Recover => match svc.backend().rollouts.list(&RolloutQuery::default()).await {
+                Ok(all) => all
+                    .into_iter()
+                    .filter(|r| r.status == RolloutStatus::Aborted && r.policy.revert_on_abort)
+                    .filter(|r| r.updated_at + watch_window(r) > now)
+                    .map(|r| r.id)
+                    .collect(),
+                Err(e) => {
+                    log("error", "revert_recovery_failed", json!({"error": e.to_string()}));
+                    Vec::new()
+                }
+            },
+        };
+        for id in ids {
+            match svc.backend().rollouts.get(&id).await {
+                Ok(r) if r.status == RolloutStatus::Aborted && r.policy.revert_on_abort => {
+                    watched.entry(id.clone()).or_insert(r.updated_at + watch_window(&r));
+                }
+                _ => {}
+            }
+            match svc.revert_after(&id).await {
+                Ok(Some(started)) => log(
+                    "warn",
+                    "rollout_reverting",
+                    json!({"after": id.as_str(), "started": started.summary(),
+                           "devices": started.rollouts.iter().map(|r| r.things.len()).sum::<usize>()}),
+                ),
+                Ok(None) => {}
+                Err(e) => log("error", "revert_failed", json!({"after": id.as_str(), "error": e.to_string()})),
+            }
+        }
+    }
+}
+
+/// How long after an abort its devices may still report: the in-progress timeout.
+fn watch_window(r: &ota_core::rollout::Rollout) -> chrono::Duration {
+    chrono::Duration::minutes(i64::from(r.policy.in_progress_timeout_minutes))
 }
 
 async fn publish_loop(mut rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>, publisher: Arc<dyn DevicePublisher>) {

@@ -12,7 +12,15 @@ use ota_aws::{AwsSettings, connect};
 async fn main() -> Result<(), Error> {
     let settings = AwsSettings::from_env()?;
     let (clients, backend) = connect(&settings).await?;
-    let monitor = Monitor { backend, iot: clients.iot, sns: clients.sns, topic_arn: settings.alert_topic_arn };
+    // Reverts on abort go through the service, with every rule of a start.
+    let service = std::sync::Arc::new(ota_core::service::FleetManager::new(backend.clone(), settings.service.clone())?);
+    let monitor = Monitor {
+        backend,
+        iot: clients.iot,
+        sns: clients.sns,
+        topic_arn: settings.alert_topic_arn,
+        service: Some(service),
+    };
     let monitor = &monitor;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<EventBridgeEvent>| async move {
         let checked = monitor.check_active(chrono::Utc::now()).await?;

@@ -183,6 +183,8 @@ pub struct Output {
     pub events: Vec<RolloutEvent>,
     /// Rollouts the policy aborted in this transition, with the reason: operators are told.
     pub aborted: Vec<(JobId, DeviceType, String)>,
+    /// Rollouts that completed in this transition (a completed revert may call the next).
+    pub completed: Vec<JobId>,
 }
 
 /// Signs the URL a device downloads `version` of `device_type` from, valid from `now`.
@@ -574,6 +576,7 @@ fn evaluate(
             let request = json!({"rollout": rollout.id.as_str(), "device_type": rollout.device_type.as_str(),
                                  "counts": c});
             audit_engine(conn, now, "complete", request, format!("{} COMPLETED: {reason}", rollout.id))?;
+            out.completed.push(rollout.id.clone());
         }
     }
     Ok(())
