@@ -299,3 +299,70 @@ async fn unknown_things_and_types_name_close_matches() {
     let plan = w.svc.plan_prompt(&viewer(), "List firmware").await.unwrap();
     assert_eq!(plan.action, Action::ListFirmware);
 }
+
+#[tokio::test]
+async fn words_that_select_by_version_move_exactly_those_devices_even_backwards() {
+    let w = world().await;
+    // mailbox_notifier-03 runs 2.0.0; -04 runs the latest, 2.0.0 as well (no 3.0.0 for it).
+    let plan = w.svc.plan_prompt(&operator(), "Update mailbox_notifier devices running 2.0.0 to 1.0.0").await.unwrap();
+    assert_eq!(plan.action, Action::Rollback, "{}", plan.message);
+    let things: Vec<&str> = plan.deployments[0].things.iter().map(|t| t.as_str()).collect();
+    assert_eq!(things, ["mailbox_notifier-03", "mailbox_notifier-04"], "{}", plan.message);
+    assert!(!plan.message.contains("Nothing to"), "{}", plan.message);
+}
+
+#[tokio::test]
+async fn a_typed_request_with_an_unknown_exclusion_plans_nothing() {
+    let w = world().await;
+    let mut req = update("pet_feeder", "latest");
+    req.filters.exclude_things.insert(ThingName::parse("pet_feeder-77").unwrap());
+    let plan = w.svc.plan_update(&operator(), &req).await.unwrap();
+    assert!(plan.deployments.is_empty());
+    assert!(plan.refusals.iter().any(|r| r.target == "pet_feeder-77" && r.reason.contains("exclusion")), "{plan:?}");
+    assert!(matches!(w.svc.start(&operator(), &req, None).await, Err(Error::Refused(_))));
+    assert_eq!(rollout_count(&w).await, 0, "nothing changed");
+}
+
+#[tokio::test]
+async fn invalid_settings_and_invalid_stored_policies_never_reach_a_rollout() {
+    let mut bad = Settings::default();
+    bad.gate.default_policy.max_in_flight = 0;
+    let err = FleetManager::new(ota_core::memory::backend(), bad).unwrap_err();
+    assert!(err.to_string().contains("max_in_flight"), "{err}");
+    let json = br#"{"naming":{"acronyms":[],"suffix":"AWSDevice"},"gate":{"enabled_without_record":false,"default_policy":{"in_progress_timeout_minutes":0}}}"#;
+    let err = Settings::from_json(json, "settings.json").unwrap_err();
+    assert!(err.to_string().contains("settings.json") && err.to_string().contains("in_progress_timeout"), "{err}");
+
+    // A policy record written around the service (an older build, another tool) is refused
+    // where it would be used.
+    let w = world().await;
+    let broken = RolloutPolicy { max_in_flight: 5000, ..Default::default() };
+    let config = w.svc.backend().config.get(&ty("pet_feeder")).await.unwrap().unwrap();
+    w.svc.backend().config.put(ota_core::config::TypeConfig { policy: Some(broken), ..config }).await.unwrap();
+    let plan = w.svc.plan_update(&operator(), &update("pet_feeder", "latest")).await.unwrap();
+    assert!(plan.deployments.is_empty());
+    assert!(plan.refusals[0].reason.contains("policy of pet_feeder is invalid"), "{:?}", plan.refusals);
+}
+
+#[tokio::test]
+async fn the_same_request_after_its_rollout_ended_starts_a_new_one_and_says_which_happened() {
+    let w = world().await;
+    let req = update("pet_feeder", "3.0.0");
+    let first = w.svc.start(&operator(), &req, None).await.unwrap();
+    let id = first.rollouts[0].id.clone();
+    assert!(first.summary().starts_with(&format!("started {id}")), "{}", first.summary());
+    let again = w.svc.start(&operator(), &req, None).await.unwrap();
+    assert_eq!(again.existing, [id.clone()]);
+    assert!(
+        again.summary().starts_with(&format!("already running {id} (pet_feeder), started at ")),
+        "{}",
+        again.summary()
+    );
+    w.svc.cancel(&operator(), &id, "changed my mind").await.unwrap();
+    let third = w.svc.start(&operator(), &req, None).await.unwrap();
+    let new_id = third.rollouts[0].id.clone();
+    assert_ne!(new_id, id, "a canceled rollout is never the answer to a new request");
+    assert_eq!(new_id.as_str(), format!("{id}-2"));
+    assert!(third.existing.is_empty());
+    assert!(third.rollouts[0].status.is_active());
+}
