@@ -61,11 +61,17 @@ pub enum Command {
     #[command(subcommand)]
     Aws(AwsCommand),
     /// Plan a plain-language request, start it, and follow it live until it ends.
-    /// Needs `ota serve` (or `ota demo`) running on the same data dir. Ctrl-C stops
-    /// watching; the rollout keeps running on the server.
+    /// Needs `ota serve` (or `ota demo`) running on the same data dir. It returns when every
+    /// rollout has ended, when only devices that are not connected are left, or after --wait,
+    /// naming the devices still waiting; Ctrl-C stops watching. The rollouts keep running on
+    /// the server.
+    #[command(after_help = crate::live::EXIT_STATUS_HELP)]
     Ask {
         /// For example: "Update all pet_feeder devices to the latest firmware".
         prompt: String,
+        /// Return after this many seconds at most, even if devices are still updating.
+        #[arg(long, value_name = "SECONDS", default_value_t = crate::live::DEFAULT_WAIT_SECS)]
+        wait: u64,
     },
     /// Run the local server: the device MQTT endpoint, the jobs engine, signed firmware
     /// downloads and the JSON API. Loopback only by default.
@@ -73,7 +79,9 @@ pub enum Command {
     /// Run simulated devices (the real device agent over simulated flash) against `ota serve`.
     Sim(SimArgs),
     /// The whole system in one process: the demo world, the server and a simulated fleet;
-    /// then it takes prompts on stdin (and `ota ask` from another terminal).
+    /// then it takes prompts on stdin (and `ota ask` from another terminal). With --headless,
+    /// runs one prompt, returns as `ota ask` does, prints the outcome and exits.
+    #[command(after_help = crate::live::EXIT_STATUS_HELP)]
     Demo(DemoArgs),
     /// Tokens for the HTTP front doors (`/mcp`, the API), signed by the data dir's local key.
     #[command(subcommand)]
@@ -150,6 +158,43 @@ pub enum ConfigCommand {
     Disable { device_type: String },
     /// Show the gate and policy of every type.
     List,
+    /// Set a type's rollout policy: the given settings change, the others stay as the type's
+    /// current policy has them (its override, else the default). Plans made before no longer
+    /// start (their plan id binds the policy).
+    Policy(PolicyArgs),
+}
+
+/// `ota config policy`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    pub device_type: String,
+    /// Devices updating at the same time (1-1000).
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+    /// Devices started per minute at most (1-1000).
+    #[arg(long)]
+    pub max_per_minute: Option<u32>,
+    /// Abort when failures exceed this share of executed devices (0-100).
+    #[arg(long)]
+    pub abort_failure_percent: Option<f64>,
+    /// The share is judged only once this many devices finished.
+    #[arg(long)]
+    pub abort_min_executed: Option<u32>,
+    /// Abort when failures exceed this count.
+    #[arg(long)]
+    pub abort_max_failures: Option<u32>,
+    /// A device in progress longer than this times out (1-10080 minutes).
+    #[arg(long)]
+    pub in_progress_timeout_minutes: Option<u32>,
+    /// Retries for failed devices (0-10).
+    #[arg(long)]
+    pub retry_failed: Option<u8>,
+    /// Retries for timed-out devices (0-10).
+    #[arg(long)]
+    pub retry_timed_out: Option<u8>,
+    /// Remove the type's override: it follows the default policy again.
+    #[arg(long, conflicts_with_all = ["max_in_flight", "max_per_minute", "abort_failure_percent", "abort_min_executed", "abort_max_failures", "in_progress_timeout_minutes", "retry_failed", "retry_timed_out"])]
+    pub clear: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,15 +340,17 @@ pub struct DemoArgs {
     pub serve: ServeArgs,
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// Run one prompt end to end, wait until its rollouts finish, print the outcome, exit.
+    /// Run one prompt end to end, wait until its rollouts end (or only devices that are not
+    /// connected are left, or --wait elapsed), print the outcome, exit.
     #[arg(long, requires = "prompt")]
     pub headless: bool,
     /// The prompt for --headless.
     #[arg(long)]
     pub prompt: Option<String>,
-    /// Give up (exit 1) when the rollouts have not finished after this many seconds.
-    #[arg(long, default_value_t = 900)]
-    pub timeout_secs: u64,
+    /// With --headless, and for each prompt typed: return after this many seconds at most
+    /// (exit 4 with --headless), even if devices are still updating.
+    #[arg(long, alias = "timeout-secs", value_name = "SECONDS", default_value_t = crate::live::DEFAULT_WAIT_SECS)]
+    pub wait: u64,
 }
 
 #[derive(Debug, Subcommand)]

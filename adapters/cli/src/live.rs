@@ -1,19 +1,27 @@
 //! The commands that run rollouts and watch them: `ota ask`, `ota rollouts watch`, `ota sim`
 //! and `ota demo`. Progress is read from the data dir's SQLite file, which the server's jobs
 //! engine writes, so watching works from any terminal and Ctrl-C stops only the watching.
+//!
+//! `ota ask` and `ota demo --headless` start through [`FleetManager::ask`] (the one "plan these
+//! words and start them" of every front door) and never wait forever: they return when every
+//! rollout has ended, when only devices that are not connected are left (their updates wait
+//! until they connect, as on AWS), or after `--wait`; the summary names the devices still
+//! waiting and the exit status says which happened ([`EXIT_STATUS_HELP`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ota_core::auth::Caller;
-use ota_core::device::Device;
+use ota_core::device::{Device, DeviceQuery};
 use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::plan::{Action, Plan};
 use ota_core::ports::DeviceRegistry;
 use ota_core::rollout::RolloutStatus;
-use ota_core::service::FleetManager;
+use ota_core::service::{FleetManager, StartItem, StartOutcome, StartResult};
 use ota_core::{Error, Result};
 use ota_device::host::{FaultRates, FleetConfig, SimDeviceSpec, SimFleet, demo_fleet};
 use ota_local::link::DeviceCredentials;
@@ -100,28 +108,99 @@ pub async fn wait_reported(store: &SqliteStore, specs: &[SimDeviceSpec], timeout
     }
 }
 
-/// Plans `prompt`; when it is an update or rollback with something to do, starts it.
-/// Returns the plan and the started rollout ids.
-pub async fn plan_and_start(svc: &FleetManager, me: &Caller, prompt: &str) -> Result<(Plan, Vec<JobId>)> {
-    let plan = svc.plan_prompt(me, prompt).await?;
-    let startable = matches!(plan.action, Action::Update | Action::Rollback) && !plan.deployments.is_empty();
-    let Some(request) = plan.request.clone().filter(|_| startable) else {
-        return Ok((plan, Vec::new()));
-    };
-    let started = svc.start(me, &request, plan.plan_id.as_deref()).await?;
-    let ids = started.rollouts.iter().map(|r| r.id.clone()).collect();
-    Ok((started.plan, ids))
+/// What `ota ask` and `ota demo --headless` wait for at most, by default (`--wait`).
+pub const DEFAULT_WAIT_SECS: u64 = 600;
+
+/// Exit status: a rollout aborted or was canceled, or a device failed, was rejected or timed out.
+pub const EXIT_FAILED: u8 = 3;
+/// Exit status: returned while devices still wait (only offline ones left, `--wait`, Ctrl-C).
+pub const EXIT_WAITING: u8 = 4;
+
+/// The exit statuses of `ota ask` and `ota demo --headless`, for their `--help`.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  every rollout it started or found running ended and every device succeeded, or there
+     was nothing to start (the plan says why)
+  1  an error, or the start was refused (nothing changed)
+  3  a rollout aborted or was canceled, or a device failed, was rejected or timed out
+     (also when other devices still wait)
+  4  returned while devices still wait: only devices that are not connected are left (their
+     updates start when they connect), --wait elapsed, or Ctrl-C. The rollouts keep running
+     on the server; follow them with `ota rollouts watch ID`.";
+
+/// How long devices must look offline-only before watching stops: a device rebooting into
+/// its new image is in progress, not queued, but a connection event may lag a poll.
+const OFFLINE_GRACE: Duration = Duration::from_secs(2);
+
+/// How a watch ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    /// There was nothing to start (`ota ask` only): the plan says why.
+    NothingStarted,
+    /// The start was refused for every deployment: nothing changed.
+    Refused,
+    /// Every rollout ended and its devices are done.
+    Ended,
+    /// Only devices that are not connected (and have not started) are left.
+    OnlyOfflineLeft,
+    /// `--wait` elapsed first.
+    WaitElapsed,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// What a watch waits for.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// Return after this long at most; `None`: until the rollouts end.
+    pub wait: Option<Duration>,
+    /// Return when only devices that are not connected are left.
+    pub until_only_offline: bool,
+    /// Draw a progress bar per rollout.
+    pub bars: bool,
+}
+
+/// The rollouts as the watch left them, and why it stopped.
+#[derive(Debug)]
+pub struct Watched {
+    pub progress: Vec<RolloutProgress>,
+    pub end: End,
 }
 
 fn settled(p: &RolloutProgress) -> bool {
     p.rollout.status != RolloutStatus::InProgress && p.counts.queued == 0 && p.counts.in_progress == 0
 }
 
-/// Follows rollouts until each has ended and its devices are done; with `bars`, draws a
-/// progress bar per rollout. Ctrl-C stops the watching (`Ok(None)`), never the rollouts.
-pub async fn watch(store: &SqliteStore, ids: &[JobId], bars: bool) -> Result<Option<Vec<RolloutProgress>>> {
+/// Whether every device still to do in the unsettled rollouts is queued (not started) and not
+/// connected: then nothing more happens until one connects.
+async fn only_offline_left(store: &SqliteStore, all: &[RolloutProgress]) -> Result<bool> {
+    if all.iter().any(|p| p.counts.in_progress > 0) {
+        return Ok(false);
+    }
+    let connected: BTreeSet<ThingName> =
+        DeviceRegistry::list(store, &DeviceQuery { connected: Some(true), ..Default::default() })
+            .await?
+            .into_iter()
+            .map(|d| d.thing)
+            .collect();
+    for p in all.iter().filter(|p| !settled(p)) {
+        let left: Vec<Execution> =
+            store.executions(&p.rollout.id).await?.into_iter().filter(|e| !e.status.is_terminal()).collect();
+        // A rollout whose devices are all done is about to end: wait for it.
+        if left.is_empty() || left.iter().any(|e| e.status != ExecutionStatus::Queued || connected.contains(&e.thing)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Follows rollouts until each has ended and its devices are done, or until what `how` allows;
+/// with `how.bars`, draws a progress bar per rollout. Ctrl-C stops the watching, never the
+/// rollouts.
+pub async fn watch(store: &SqliteStore, ids: &[JobId], how: Watch) -> Result<Watched> {
     let multi = MultiProgress::new();
-    if !bars {
+    if !how.bars {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let style = ProgressStyle::with_template("{prefix:>34} [{bar:30.green/red}] {pos}/{len} {msg}")
@@ -135,8 +214,16 @@ pub async fn watch(store: &SqliteStore, ids: &[JobId], bars: bool) -> Result<Opt
         bar.set_prefix(format!("{} {}", p.rollout.device_type, p.rollout.version));
         progress_bars.push(bar);
     }
+    let deadline = how.wait.map(|w| tokio::time::Instant::now() + w);
+    let mut offline_since: Option<tokio::time::Instant> = None;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let stop = |bars: &[ProgressBar], progress, end| {
+        for bar in bars {
+            bar.abandon();
+        }
+        Ok(Watched { progress, end })
+    };
     loop {
         let mut all = Vec::new();
         for (id, bar) in ids.iter().zip(&progress_bars) {
@@ -158,21 +245,28 @@ pub async fn watch(store: &SqliteStore, ids: &[JobId], bars: bool) -> Result<Opt
             all.push(p);
         }
         if all.iter().all(settled) {
-            return Ok(Some(all));
+            return Ok(Watched { progress: all, end: End::Ended });
+        }
+        if how.until_only_offline && only_offline_left(store, &all).await? {
+            let since = *offline_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= OFFLINE_GRACE {
+                return stop(&progress_bars, all, End::OnlyOfflineLeft);
+            }
+        } else {
+            offline_since = None;
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return stop(&progress_bars, all, End::WaitElapsed);
         }
         tokio::select! {
-            _ = &mut ctrl_c => {
-                for bar in &progress_bars {
-                    bar.abandon();
-                }
-                return Ok(None);
-            }
+            _ = &mut ctrl_c => return stop(&progress_bars, all, End::Interrupted),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
 }
 
-/// The outcome table after a watch: every device that did not simply succeed, with its reason.
+/// The outcome table after a watch: every device that did not simply succeed, with its reason
+/// (for a device still waiting: whether it is connected, and when it was last seen).
 pub async fn print_summary(store: &SqliteStore, finished: &[RolloutProgress]) -> Result<()> {
     for p in finished {
         let c = &p.counts;
@@ -188,20 +282,40 @@ pub async fn print_summary(store: &SqliteStore, finished: &[RolloutProgress]) ->
             println!("  {reason}");
         }
         println!(
-            "  succeeded {}, failed {}, rejected {}, timed out {}, canceled {}",
+            "  succeeded {}, failed {}, rejected {}, timed out {}, canceled {}, waiting {}",
             c.succeeded,
             c.failed,
             c.rejected,
             c.timed_out,
-            c.canceled + c.removed
+            c.canceled + c.removed,
+            c.waiting + c.queued + c.in_progress
         );
         for e in store.executions(&p.rollout.id).await? {
-            if e.status != ExecutionStatus::Succeeded {
-                println!("  {:<28} {:<11} {}", e.thing.as_str(), e.status.as_str(), reason_of(&e));
+            if e.status == ExecutionStatus::Succeeded {
+                continue;
             }
+            let why = if e.status.is_terminal() {
+                reason_of(&e)
+            } else {
+                connection_of(DeviceRegistry::get(store, &e.thing).await?.as_ref())
+            };
+            let line = format!("  {:<28} {:<11} {why}", e.thing.as_str(), e.status.as_str());
+            println!("{}", line.trim_end());
         }
     }
     Ok(())
+}
+
+fn connection_of(d: Option<&Device>) -> String {
+    match d {
+        Some(d) if d.connected => "connected".into(),
+        Some(Device { last_seen: Some(t), .. }) => format!("not connected, last seen {}", seen(t)),
+        _ => "not connected, never seen".into(),
+    }
+}
+
+fn seen(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn reason_of(e: &Execution) -> String {
@@ -214,33 +328,28 @@ fn reason_of(e: &Execution) -> String {
     }
 }
 
-/// `ota ask`: plan, start, watch, summarise.
-pub async fn ask(svc: &FleetManager, store: &SqliteStore, me: &Caller, prompt: &str, out: &Output) -> Result<()> {
-    let (plan, ids) = plan_and_start(svc, me, prompt).await?;
-    if ids.is_empty() {
-        out.plan(&plan);
-        return Ok(());
+/// One device's execution as every front door lists it: `{"thing", "status", "reason"}`, the
+/// reason being the code the device reported (`sha256_mismatch`, `boot_failed`, ...).
+pub fn device_execution(e: &Execution) -> ota_http::DeviceExecution {
+    ota_http::DeviceExecution {
+        thing: e.thing.clone(),
+        status: e.status.as_str().to_string(),
+        reason: e.status_details.get("reason").and_then(|v| v.as_str()).map(str::to_string),
     }
-    if !out.json {
-        out.plan(&plan);
-        println!();
-    }
-    match watch(store, &ids, !out.json).await? {
-        Some(finished) if out.json => {
-            println!("{}", serde_json::to_string_pretty(&headless_rollouts(&finished)).unwrap_or_default());
-        }
-        Some(finished) => print_summary(store, &finished).await?,
-        None => {
-            eprintln!("\nstopped watching; the rollouts keep running on the server. Follow them with:");
-            for id in &ids {
-                eprintln!("  ota rollouts watch {id}");
-            }
-        }
-    }
-    Ok(())
 }
 
-/// One rollout in the headless JSON contract.
+/// One item of a start in the service's words ([`StartOutcome::summary`] of that item alone).
+pub fn item_summary(item: &StartItem) -> String {
+    StartOutcome {
+        plan: Plan::informational(Action::Update, String::new()),
+        rollouts: Vec::new(),
+        existing: Vec::new(),
+        items: vec![item.clone()],
+    }
+    .summary()
+}
+
+/// One rollout in the headless JSON contract, with each device's execution.
 #[derive(Debug, Serialize)]
 pub struct RolloutReport {
     pub job_id: String,
@@ -254,12 +363,14 @@ pub struct RolloutReport {
     pub rejected: u32,
     pub total: u32,
     pub reason: Option<String>,
+    pub executions: Vec<ota_http::DeviceExecution>,
 }
 
-pub fn headless_rollouts(finished: &[RolloutProgress]) -> Vec<RolloutReport> {
-    finished
-        .iter()
-        .map(|p| RolloutReport {
+pub async fn headless_rollouts(store: &SqliteStore, finished: &[RolloutProgress]) -> Result<Vec<RolloutReport>> {
+    let mut out = Vec::new();
+    for p in finished {
+        let executions = store.executions(&p.rollout.id).await?.iter().map(device_execution).collect();
+        out.push(RolloutReport {
             job_id: p.rollout.id.to_string(),
             device_type: p.rollout.device_type.to_string(),
             version: p.rollout.version.to_string(),
@@ -271,12 +382,214 @@ pub fn headless_rollouts(finished: &[RolloutProgress]) -> Vec<RolloutReport> {
             rejected: p.counts.rejected,
             total: p.counts.total,
             reason: p.rollout.status_reason.clone(),
-        })
-        .collect()
+            executions,
+        });
+    }
+    Ok(out)
 }
 
-/// The headless demo's JSON: the rollouts, then every simulated device as it runs now.
-pub fn headless_report(finished: &[RolloutProgress], fleet: &SimFleet, plan: &Plan) -> serde_json::Value {
+/// A device a rollout still waits for when watching stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingDevice {
+    pub thing: ThingName,
+    pub rollout_id: JobId,
+    pub status: String,
+    pub connected: bool,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+async fn waiting_devices(store: &SqliteStore, progress: &[RolloutProgress]) -> Result<Vec<WaitingDevice>> {
+    let mut out = Vec::new();
+    for p in progress.iter().filter(|p| !settled(p)) {
+        for e in store.executions(&p.rollout.id).await? {
+            if e.status.is_terminal() {
+                continue;
+            }
+            let d = DeviceRegistry::get(store, &e.thing).await?;
+            out.push(WaitingDevice {
+                rollout_id: p.rollout.id.clone(),
+                status: e.status.as_str().to_string(),
+                connected: d.as_ref().is_some_and(|d| d.connected),
+                last_seen: d.and_then(|d| d.last_seen),
+                thing: e.thing,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What `ota ask` and `ota demo --headless` print with `--json`.
+#[derive(Debug, Serialize)]
+pub struct AskReport {
+    pub plan_id: Option<String>,
+    pub message: String,
+    pub refusals: BTreeMap<String, String>,
+    /// The service's words for what the start did, or the plan's message when nothing started.
+    pub summary: String,
+    /// Per deployment: started, already running (since), or refused.
+    pub items: Vec<StartItem>,
+    /// Only the rollouts this request started or found running, never an ended one.
+    pub rollouts: Vec<RolloutReport>,
+    /// Devices still to do when watching stopped.
+    pub waiting: Vec<WaitingDevice>,
+    pub result: End,
+    pub exit_code: u8,
+    /// The whole plan (`ota ask`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    /// Every simulated device as it runs now (`ota demo --headless`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<serde_json::Value>>,
+}
+
+impl AskReport {
+    fn new(plan: &Plan, items: Vec<StartItem>, summary: String, result: End) -> Self {
+        AskReport {
+            plan_id: plan.plan_id.clone(),
+            message: plan.message.clone(),
+            refusals: plan.refusals.iter().map(|r| (r.target.clone(), r.reason.clone())).collect(),
+            summary,
+            items,
+            rollouts: Vec::new(),
+            waiting: Vec::new(),
+            result,
+            exit_code: match result {
+                End::Refused => 1,
+                _ => 0,
+            },
+            plan: Some(plan.clone()),
+            devices: None,
+        }
+    }
+}
+
+/// The exit status of a watch that ended with `end` over `rollouts` (see [`EXIT_STATUS_HELP`]).
+fn exit_code(end: End, rollouts: &[RolloutReport]) -> u8 {
+    let failed = rollouts.iter().any(|r| r.status != "completed" && r.status != "in_progress")
+        || rollouts.iter().any(|r| r.failed + r.rejected + r.timed_out > 0);
+    match end {
+        End::NothingStarted => 0,
+        End::Refused => 1,
+        _ if failed => EXIT_FAILED,
+        End::Ended => 0,
+        End::OnlyOfflineLeft | End::WaitElapsed | End::Interrupted => EXIT_WAITING,
+    }
+}
+
+/// Asks the service to plan `prompt` and start it, and follows what it started (or found
+/// running) until it ended, only offline devices are left, or `wait` elapsed. With
+/// `print_progress`, prints the plan, each item and progress bars as it goes.
+pub async fn ask_and_follow(
+    svc: &FleetManager,
+    store: &SqliteStore,
+    me: &Caller,
+    prompt: &str,
+    wait: Duration,
+    print_progress: bool,
+    out: &Output,
+) -> Result<(AskReport, Vec<RolloutProgress>)> {
+    let asked = svc.ask(me, prompt, true, None).await?;
+    let Some(started) = asked.started else {
+        if print_progress {
+            out.plan(&asked.plan);
+        }
+        let summary = asked.plan.message.clone();
+        return Ok((AskReport::new(&asked.plan, Vec::new(), summary, End::NothingStarted), Vec::new()));
+    };
+    if print_progress {
+        out.plan(&started.plan);
+        println!();
+        if started.nothing_changed() {
+            println!("Refused, nothing changed:");
+        }
+        for item in &started.items {
+            println!("{}", item_summary(item));
+        }
+    }
+    if started.nothing_changed() {
+        return Ok((AskReport::new(&started.plan, started.items.clone(), started.summary(), End::Refused), Vec::new()));
+    }
+    let ids: Vec<JobId> = started
+        .items
+        .iter()
+        .filter(|i| !matches!(i.result, StartResult::Refused { .. }))
+        .map(|i| i.rollout_id.clone())
+        .collect();
+    let how = Watch { wait: Some(wait), until_only_offline: true, bars: print_progress };
+    let watched = watch(store, &ids, how).await?;
+    let mut report = AskReport::new(&started.plan, started.items.clone(), started.summary(), watched.end);
+    report.rollouts = headless_rollouts(store, &watched.progress).await?;
+    report.waiting = waiting_devices(store, &watched.progress).await?;
+    report.exit_code = exit_code(watched.end, &report.rollouts);
+    Ok((report, watched.progress))
+}
+
+/// The closing lines after a watch: why it stopped and which devices still wait.
+pub fn print_ending(report: &AskReport, wait: Duration) {
+    let n = report.waiting.len();
+    let devices: Vec<String> = report
+        .waiting
+        .iter()
+        .take(20)
+        .map(|w| {
+            let how = if w.connected {
+                format!("{}, connected", w.status)
+            } else {
+                match &w.last_seen {
+                    Some(t) => format!("not connected, last seen {}", seen(t)),
+                    None => "not connected, never seen".to_string(),
+                }
+            };
+            format!("{} ({how})", w.thing)
+        })
+        .collect();
+    let more = if n > devices.len() { format!(" and {} more", n - devices.len()) } else { String::new() };
+    let still = format!("{n} device{} still waiting: {}{more}", if n == 1 { "" } else { "s" }, devices.join(", "));
+    let why = match report.result {
+        End::NothingStarted | End::Refused => return,
+        End::Ended => {
+            if report.exit_code == 0 {
+                println!("\nEvery rollout ended; every device succeeded.");
+            } else {
+                println!("\nEvery rollout ended, not all of them as asked (see above).");
+            }
+            return;
+        }
+        End::OnlyOfflineLeft => "only devices that are not connected are left; their updates start when they connect",
+        End::WaitElapsed => &format!("stopped waiting after {} s (--wait)", wait.as_secs()),
+        End::Interrupted => "stopped watching (Ctrl-C)",
+    };
+    println!("\nReturned: {why}. {still}.");
+    let ids: BTreeSet<&str> = report.waiting.iter().map(|w| w.rollout_id.as_str()).collect();
+    println!("The rollouts keep running on the server; follow them with:");
+    for id in ids {
+        println!("  ota rollouts watch {id}");
+    }
+}
+
+/// `ota ask`: plan, start, watch, summarise; returns the exit status.
+pub async fn ask(
+    svc: &FleetManager,
+    store: &SqliteStore,
+    me: &Caller,
+    prompt: &str,
+    wait: Duration,
+    out: &Output,
+) -> Result<u8> {
+    let (report, progress) = ask_and_follow(svc, store, me, prompt, wait, !out.json, out).await?;
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print_summary(store, &progress).await?;
+        print_ending(&report, wait);
+    }
+    Ok(report.exit_code)
+}
+
+/// The headless demo's JSON: the report without the whole plan, with every simulated device as
+/// it runs now.
+pub fn with_devices(mut report: AskReport, fleet: &SimFleet) -> AskReport {
+    report.plan = None;
     let devices: Vec<serde_json::Value> = fleet
         .snapshot()
         .into_iter()
@@ -285,8 +598,6 @@ pub fn headless_report(finished: &[RolloutProgress], fleet: &SimFleet, plan: &Pl
                    "firmware_version": d.firmware_version, "slot_state": d.slot_state, "boots": d.boots})
         })
         .collect();
-    let refusals: BTreeMap<String, String> =
-        plan.refusals.iter().map(|r| (r.target.clone(), r.reason.clone())).collect();
-    json!({"plan_id": plan.plan_id, "message": plan.message, "refusals": refusals,
-           "rollouts": headless_rollouts(finished), "devices": devices})
+    report.devices = Some(devices);
+    report
 }

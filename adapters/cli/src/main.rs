@@ -18,7 +18,6 @@ use clap::Parser;
 use ota_core::auth::{Caller, Role};
 use ota_core::device::DeviceQuery;
 use ota_core::names::{DeviceType, JobId, ThingName};
-use ota_core::plan::Action;
 use ota_core::rollout::RolloutQuery;
 use ota_core::service::{FleetManager, PublishRequest, Settings};
 use ota_core::version::{FirmwareVersion, VersionFilter};
@@ -120,7 +119,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let local_store =
         || store.clone().ok_or_else(|| Error::invalid("backend", "aws", "this command needs the local backend"));
     match cli.command {
-        Command::Ask { prompt } => {
+        Command::Ask { prompt, wait } => {
             let store = local_store()?;
             if server::ServerInfo::read(&cli.data_dir).is_none() {
                 eprintln!(
@@ -128,20 +127,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     cli.data_dir.display()
                 );
             }
-            live::ask(&svc, &store, &me, &prompt, &out).await?;
+            let code = live::ask(&svc, &store, &me, &prompt, Duration::from_secs(wait), &out).await?;
+            return Ok(ExitCode::from(code));
         }
         Command::Rollouts(RolloutsCommand::Watch { id }) => {
             let store = local_store()?;
             let id = JobId::parse(&id)?;
             svc.rollout(&me, &id).await?;
-            if let Some(finished) = live::watch(&store, std::slice::from_ref(&id), !cli.json).await? {
+            let how = live::Watch { wait: None, until_only_offline: false, bars: !cli.json };
+            let watched = live::watch(&store, std::slice::from_ref(&id), how).await?;
+            if watched.end == live::End::Ended {
                 if cli.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&live::headless_rollouts(&finished)).unwrap_or_default()
-                    );
+                    let reports = live::headless_rollouts(&store, &watched.progress).await?;
+                    println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
                 } else {
-                    live::print_summary(&store, &finished).await?;
+                    live::print_summary(&store, &watched.progress).await?;
                 }
             }
         }
@@ -265,6 +265,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::List) => {
             out.types(&svc.device_types(&me).await?);
         }
+        Command::Config(ConfigCommand::Policy(args)) => {
+            let t = DeviceType::parse(&args.device_type)?;
+            let policy = if args.clear { None } else { Some(policy_from(&svc, &t, &args).await?) };
+            out.config(&svc.set_policy(&me, &t, policy).await?);
+        }
         Command::Rollouts(RolloutsCommand::List { device_type, active }) => {
             let query = RolloutQuery {
                 device_type: device_type.as_deref().map(DeviceType::parse).transpose()?,
@@ -274,17 +279,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out.rollouts(&svc.list_rollouts(&me, &query).await?);
         }
         Command::Rollouts(RolloutsCommand::Show { id }) => {
-            out.rollout(&svc.rollout(&me, &JobId::parse(&id)?).await?);
+            let id = JobId::parse(&id)?;
+            let rollout = svc.rollout(&me, &id).await?;
+            // Each device's execution, where the engine's executions are at hand (locally).
+            let executions: Option<Vec<_>> = match &store {
+                Some(store) => Some(store.executions(&id).await?.iter().map(live::device_execution).collect()),
+                None => None,
+            };
+            out.rollout_with_executions(&rollout, executions.as_deref());
         }
         Command::Rollouts(RolloutsCommand::Start(args)) => {
-            let plan = svc.plan_prompt(&me, &args.prompt).await?;
-            let Some(request) =
-                plan.request.clone().filter(|_| matches!(plan.action, Action::Update | Action::Rollback))
-            else {
-                return Err(Error::Refused(format!("nothing to start: {}", plan.message)));
-            };
-            let started = svc.start(&me, &request, args.plan_id.as_deref()).await?;
-            out.started(&started);
+            let asked = svc.ask(&me, &args.prompt, true, args.plan_id.as_deref()).await?;
+            match asked.started {
+                Some(started) => out.started(&started),
+                None => out.nothing_started(&asked.plan),
+            }
         }
         Command::Rollouts(RolloutsCommand::Cancel { id, reason }) => {
             out.rollout(&svc.cancel(&me, &JobId::parse(&id)?, &reason).await?);
@@ -294,6 +303,44 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The type's current policy (its override, else the default) with the settings `args` gives.
+/// The service validates the result.
+async fn policy_from(
+    svc: &FleetManager,
+    t: &DeviceType,
+    args: &cli::PolicyArgs,
+) -> Result<ota_core::policy::RolloutPolicy> {
+    let mut p = match svc.backend().config.get(t).await?.and_then(|c| c.policy) {
+        Some(p) => p,
+        None => svc.settings().gate.default_policy.clone(),
+    };
+    if let Some(v) = args.max_in_flight {
+        p.max_in_flight = v;
+    }
+    if let Some(v) = args.max_per_minute {
+        p.max_per_minute = Some(v);
+    }
+    if let Some(v) = args.abort_failure_percent {
+        p.abort.failure_percent = v;
+    }
+    if let Some(v) = args.abort_min_executed {
+        p.abort.min_executed = v;
+    }
+    if let Some(v) = args.abort_max_failures {
+        p.abort.max_failures = Some(v);
+    }
+    if let Some(v) = args.in_progress_timeout_minutes {
+        p.in_progress_timeout_minutes = v;
+    }
+    if let Some(v) = args.retry_failed {
+        p.retries.failed = v;
+    }
+    if let Some(v) = args.retry_timed_out {
+        p.retries.timed_out = v;
+    }
+    Ok(p)
 }
 
 /// The chat model `args` name, built; `None` for the intent engine only.
@@ -443,37 +490,34 @@ async fn demo_body(
             if line.is_empty() {
                 continue;
             }
-            if let Err(e) = live::ask(svc, store, me, line, out).await {
+            if let Err(e) = live::ask(svc, store, me, line, Duration::from_secs(args.wait), out).await {
                 out.error(&e);
             }
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let (plan, ids) = live::plan_and_start(svc, me, prompt).await?;
+    let wait = Duration::from_secs(args.wait);
+    let (report, progress) = live::ask_and_follow(svc, store, me, prompt, wait, false, out).await?;
     if !out.json {
-        out.plan(&plan);
-    }
-    let watching = live::watch(store, &ids, false);
-    let finished = match tokio::time::timeout(Duration::from_secs(args.timeout_secs), watching).await {
-        Ok(Ok(Some(finished))) => finished,
-        Ok(Ok(None)) => return Ok(ExitCode::FAILURE),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(Error::storage(format!("the rollouts did not finish within {} s", args.timeout_secs)));
+        if let Some(plan) = &report.plan {
+            out.plan(plan);
         }
-    };
+        for item in &report.items {
+            println!("{}", live::item_summary(item));
+        }
+    }
     // Devices that just succeeded confirm their image right after reporting; give the last
     // ones a moment so the snapshot shows where they settled.
     tokio::time::sleep(Duration::from_millis(500)).await;
     if out.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&live::headless_report(&finished, fleet, &plan)).unwrap_or_default()
-        );
+        let report = live::with_devices(report, fleet);
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        Ok(ExitCode::from(report.exit_code))
     } else {
-        live::print_summary(store, &finished).await?;
+        live::print_summary(store, &progress).await?;
+        live::print_ending(&report, wait);
+        Ok(ExitCode::from(report.exit_code))
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_role(s: &str) -> Result<Role> {

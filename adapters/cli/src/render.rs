@@ -205,6 +205,10 @@ impl Output {
             return json(c);
         }
         println!("OTA {} for {}", if c.ota_enabled { "enabled" } else { "disabled" }, c.device_type);
+        match &c.policy {
+            Some(p) => println!("policy: {p}"),
+            None => println!("policy: the default"),
+        }
     }
 
     pub fn types(&self, types: &[DeviceTypeSummary]) {
@@ -245,6 +249,26 @@ impl Output {
         print!("{}", t.render());
     }
 
+    /// A rollout with each device's execution (`None` where the backend does not list them;
+    /// JSON: the rollout's fields plus `executions`).
+    pub fn rollout_with_executions(&self, r: &Rollout, executions: Option<&[ota_http::DeviceExecution]>) {
+        if self.json {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            if let (Some(obj), Some(e)) = (v.as_object_mut(), executions) {
+                obj.insert("executions".into(), serde_json::to_value(e).unwrap_or_default());
+            }
+            return json(&v);
+        }
+        self.rollout(r);
+        if let Some(executions) = executions {
+            println!("executions:");
+            for e in executions {
+                let line = format!("  {:<28} {:<11} {}", e.thing.as_str(), e.status, e.reason.as_deref().unwrap_or(""));
+                println!("{}", line.trim_end());
+            }
+        }
+    }
+
     pub fn rollout(&self, r: &Rollout) {
         if self.json {
             return json(r);
@@ -264,26 +288,34 @@ impl Output {
         println!("created:      {} by {}", r.created_at.to_rfc3339(), r.created_by);
     }
 
+    /// What a start did, item by item, in the service's words.
     pub fn started(&self, s: &StartOutcome) {
         if self.json {
             return json(s);
         }
-        for r in &s.rollouts {
-            let note = if s.existing.contains(&r.id) { " (already started earlier; nothing new)" } else { "" };
-            println!(
-                "{} {} {} -> {} ({} devices){note}",
-                r.id,
-                r.status.as_str(),
-                r.device_type,
-                r.version,
-                r.things.len()
-            );
+        if s.nothing_changed() {
+            println!("Refused, nothing changed:");
         }
-        if !s.plan.refusals.is_empty() {
-            for r in &s.plan.refusals {
-                println!("refused {}: {}", r.target, r.reason);
+        for item in &s.items {
+            let line = crate::live::item_summary(item);
+            match s.rollouts.iter().find(|r| r.id == item.rollout_id) {
+                Some(r) => println!("{line}: {} -> {} ({} devices)", r.device_type, r.version, r.things.len()),
+                None => println!("{line}"),
             }
         }
+        for r in &s.plan.refusals {
+            println!("not planned {}: {}", r.target, r.reason);
+        }
+    }
+
+    /// A start that had nothing to start: the plan, which says why (JSON: the shape of a start
+    /// with no items).
+    pub fn nothing_started(&self, plan: &Plan) {
+        if self.json {
+            return json(&serde_json::json!({ "plan": plan, "rollouts": [], "existing": [], "items": [] }));
+        }
+        self.plan(plan);
+        println!("Nothing was started.");
     }
 
     pub fn audit(&self, entries: &[AuditEntry]) {

@@ -36,7 +36,10 @@ impl ota_mcp::RolloutProgress for LocalProgress {
         let executions = self.0.executions(id).await?;
         let devices: Vec<serde_json::Value> = executions
             .iter()
-            .map(|e| serde_json::json!({"thing": e.thing.as_str(), "status": e.status.as_str(), "details": e.status_details}))
+            .map(|e| {
+                let x = crate::live::device_execution(e);
+                serde_json::json!({"thing": x.thing, "status": x.status, "reason": x.reason, "details": e.status_details})
+            })
             .collect();
         Ok(Some(serde_json::json!({"counts": p.counts, "devices": devices})))
     }
@@ -58,6 +61,13 @@ impl ota_http::ProgressSource for LocalProgress {
             canceled: c.canceled,
             removed: c.removed,
         }))
+    }
+
+    async fn executions(
+        &self,
+        id: &ota_core::names::JobId,
+    ) -> ota_core::Result<Option<Vec<ota_http::DeviceExecution>>> {
+        Ok(Some(self.0.executions(id).await?.iter().map(crate::live::device_execution).collect()))
     }
 
     async fn events(&self, id: &ota_core::names::JobId, after: i64) -> ota_core::Result<Option<serde_json::Value>> {
@@ -172,8 +182,10 @@ pub async fn start(
 
     let sign = signer.clone();
     let ctx = EngineContext { firmware_url: Arc::new(move |v, t, now| sign.firmware_url(v, t, now)) };
-    let engine =
-        JobsEngine::new(store.clone(), ctx, EngineOptions { webhook: options.webhook.clone(), ..Default::default() });
+    // The engine asks the service for reverts on abort (`revert_on_abort`).
+    let engine_options =
+        EngineOptions { webhook: options.webhook.clone(), service: Some(svc.clone()), ..Default::default() };
+    let engine = JobsEngine::new(store.clone(), ctx, engine_options);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (input_tx, input_rx) = mpsc::channel(4096);
     let mut tasks = Vec::new();

@@ -305,7 +305,9 @@ fn start_repeat_and_cancel_a_rollout() {
     assert_eq!(id, shown["deployments"][0]["rollout_id"].as_str().unwrap());
     assert_eq!(started["rollouts"][0]["status"], "IN_PROGRESS");
     let again = json(p, &["rollouts", "start", "Update all pet_feeder devices to the latest firmware"]);
-    assert_eq!(again["existing"], serde_json::json!([id]), "repeating never starts a second rollout");
+    assert_eq!(again["existing"], serde_json::json!([id]), "repeating while active never starts a second rollout");
+    assert_eq!(again["items"][0]["result"], "already_running", "{again}");
+    assert_eq!(again["items"][0]["started_at"], started["rollouts"][0]["created_at"], "{again}");
     assert_eq!(json(p, &["rollouts", "list"]).as_array().unwrap().len(), 1);
     let err = fails(p, &["rollouts", "start", "Update pet_feeder-01 to 2.0.0"]);
     assert!(err.contains("already active for pet_feeder") && err.contains(&id), "{err}");

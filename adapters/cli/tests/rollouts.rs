@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, ok, ota, ota_cmd, spawn, wait_for};
+use common::{free_port, http, ok, ota, ota_cmd, spawn, wait_for};
 use ota_core::names::DeviceType;
 use ota_device::host::{FaultRates, SimDeviceSpec, demo_fleet};
 use serde_json::Value;
@@ -25,23 +25,42 @@ use tempfile::TempDir;
 
 const PROMPT: &str = "Update all pet_feeder devices to the latest firmware";
 
-/// `ota demo --headless --json` on loopback ports of its own, with `extra` options.
-fn headless(dir: &Path, extra: &[&str]) -> Value {
+/// `ota demo --headless --json` with `prompt` on loopback ports of its own, with `extra`
+/// options: its exit status and its JSON (whose `exit_code` must be that status).
+fn headless_prompt(dir: &Path, prompt: &str, extra: &[&str]) -> (i32, Value) {
     let mut args = vec![
         "--json",
         "demo",
         "--headless",
         "--prompt",
-        PROMPT,
+        prompt,
         "--listen",
         "127.0.0.1:0",
         "--mqtt-listen",
         "127.0.0.1:0",
-        "--timeout-secs",
+        "--wait",
         "300",
     ];
     args.extend_from_slice(extra);
-    serde_json::from_str(&ok(dir, &args)).expect("the headless JSON")
+    let out = ota(dir, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("the headless JSON: {e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let code = out.status.code().expect("an exit status");
+    assert_eq!(report["exit_code"], code, "{report}");
+    (code, report)
+}
+
+/// The headless demo of [`PROMPT`], which must have run to the end (exit 0, or 3 when devices
+/// failed or the rollout aborted).
+fn headless(dir: &Path, extra: &[&str]) -> Value {
+    let (code, report) = headless_prompt(dir, PROMPT, extra);
+    assert!(code == 0 || code == 3, "exit {code}: {report}");
+    assert_eq!(
+        report["result"],
+        if report["rollouts"].as_array().is_some_and(|r| r.is_empty()) { "nothing_started" } else { "ended" }
+    );
+    report
 }
 
 fn db(dir: &Path) -> rusqlite::Connection {
@@ -103,11 +122,27 @@ fn the_headless_demo_updates_a_fleet_and_prints_the_documented_json() {
     let rollouts = report["rollouts"].as_array().expect("rollouts");
     assert_eq!(rollouts.len(), 1, "{report}");
     let r = &rollouts[0];
-    for key in
-        ["job_id", "device_type", "version", "status", "succeeded", "failed", "canceled", "timed_out", "rejected"]
-    {
+    for key in [
+        "job_id",
+        "device_type",
+        "version",
+        "status",
+        "succeeded",
+        "failed",
+        "canceled",
+        "timed_out",
+        "rejected",
+        "executions",
+    ] {
         assert!(r.get(key).is_some(), "the contract's {key} is missing: {r}");
     }
+    assert_eq!((report["exit_code"].as_i64(), report["result"].as_str()), (Some(0), Some("ended")), "{report}");
+    assert_eq!(report["items"][0]["result"], "started", "{report}");
+    assert_eq!(report["summary"], format!("started {} (pet_feeder)", r["job_id"].as_str().unwrap()));
+    let executions = r["executions"].as_array().unwrap();
+    assert_eq!(executions.len(), 6, "{r}");
+    assert!(executions.iter().all(|e| e["status"] == "SUCCEEDED" && e["reason"].is_null()), "{r}");
+    assert_eq!(report["waiting"], serde_json::json!([]));
     assert_eq!((r["device_type"].as_str(), r["version"].as_str()), (Some("pet_feeder"), Some("3.0.0")));
     assert_eq!(r["status"], "completed");
     // Devices 4 and 8 already run the latest; the other six update.
@@ -119,6 +154,32 @@ fn the_headless_demo_updates_a_fleet_and_prints_the_documented_json() {
     // A second run starts nothing new: every device already runs the latest.
     let again = headless(dir.path(), &["--types", "pet_feeder", "--devices-per-type", "8"]);
     assert_eq!(again["rollouts"].as_array().map(Vec::len), Some(0), "{again}");
+    assert_eq!((again["exit_code"].as_i64(), again["result"].as_str()), (Some(0), Some("nothing_started")));
+}
+
+/// The whole fleet with only two types simulated: the other types' devices never connect, so
+/// the demo returns once only they are left (it used to wait forever), naming them, exit 4.
+#[test]
+fn the_headless_demo_returns_when_only_offline_devices_are_left() {
+    let dir = TempDir::new().unwrap();
+    let args = ["--types", "pet_feeder,smart_plug", "--devices-per-type", "6"];
+    let (code, report) = headless_prompt(dir.path(), "Upgrade the whole fleet to the latest firmware", &args);
+    assert_eq!((code, report["result"].as_str()), (4, Some("only_offline_left")), "{report}");
+    let rollouts = report["rollouts"].as_array().unwrap();
+    for r in rollouts.iter().filter(|r| r["device_type"] == "pet_feeder" || r["device_type"] == "smart_plug") {
+        assert_eq!((r["status"].as_str(), r["succeeded"].as_u64()), (Some("completed"), Some(5)), "{r}");
+    }
+    let waiting = report["waiting"].as_array().unwrap();
+    assert!(!waiting.is_empty());
+    for w in waiting {
+        let thing = w["thing"].as_str().unwrap();
+        assert!(!thing.starts_with("pet_feeder") && !thing.starts_with("smart_plug"), "{w}");
+        assert_eq!((w["status"].as_str(), w["connected"].as_bool()), (Some("QUEUED"), Some(false)), "{w}");
+    }
+    // Every waiting device belongs to a rollout the report lists, still in progress.
+    let in_progress: Vec<&str> =
+        rollouts.iter().filter(|r| r["status"] == "in_progress").map(|r| r["job_id"].as_str().unwrap()).collect();
+    assert!(waiting.iter().all(|w| in_progress.contains(&w["rollout_id"].as_str().unwrap())), "{report}");
 }
 
 /// 100 pet feeders, 20 % of them with corrupted downloads, the default policy.
@@ -128,6 +189,12 @@ fn corrupt_campaign(dir: &Path, extra: &[&str]) {
     let report = headless(dir, &args);
     let r = &report["rollouts"][0];
     assert_eq!(r["status"], "aborted", "{r}");
+    assert_eq!(report["exit_code"], 3, "an aborted rollout exits 3");
+    let listed = r["executions"].as_array().unwrap();
+    assert!(
+        listed.iter().any(|e| e["status"] == "FAILED" && e["reason"] == "sha256_mismatch"),
+        "each device's execution with its reason: {r}"
+    );
     let n = started(dir);
     assert!(n < 30, "{n} devices were started before the abort");
     let executions = executions(dir);
@@ -199,6 +266,16 @@ fn boot_and_drop_campaign(dir: &Path, extra: &[&str]) {
         }
     }
     assert!(failing >= 1 && dropping >= 1, "the seed must put both faults on updated devices");
+    assert_eq!(report["exit_code"], 3, "devices failed");
+    let listed: BTreeMap<&str, (&str, &str)> = report["rollouts"][0]["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["thing"].as_str().unwrap(), (e["status"].as_str().unwrap(), e["reason"].as_str().unwrap_or(""))))
+        .collect();
+    for (thing, (status, reason)) in &executions {
+        assert_eq!(listed.get(thing.as_str()), Some(&(status.as_str(), reason.as_str())), "{thing}");
+    }
     assert_eq!(report["rollouts"][0]["status"], "completed", "9 executed devices stay under min_executed (10)");
     assert_fleet_sound(dir, &report);
 }
@@ -372,27 +449,6 @@ fn mosquitto_boot_failures_roll_back_and_dropped_downloads_resume() {
     assert!(broker.port > 0);
 }
 
-/// One HTTP/1.1 request over a plain socket: (status, headers, body).
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut conn = TcpStream::connect(addr).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some(b) = body {
-        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or(""));
-    conn.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, head.to_string(), body.to_string())
-}
-
 #[test]
 fn the_http_api_needs_a_token_and_answers_through_the_service() {
     let dir = TempDir::new().unwrap();
@@ -432,7 +488,7 @@ fn the_http_api_needs_a_token_and_answers_through_the_service() {
     assert_eq!(status, 200, "{body}");
     let plan: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(plan["plan"]["deployments"][0]["device_type"], "pet_feeder", "{plan}");
-    assert!(plan.get("rollouts").is_none(), "without execute it only plans");
+    assert_eq!(plan["started"], Value::Null, "without execute it only plans");
     // A viewer's token cannot plan an update, whatever the words say.
     let (status, _, body) = http(&api, "POST", "/api/ask", Some(viewer), Some(ask));
     assert_eq!(status, 403, "{body}");
@@ -454,11 +510,13 @@ fn the_http_api_needs_a_token_and_answers_through_the_service() {
     assert_eq!(refused["error"], "forbidden", "{refused}");
     assert_eq!(count(d, "SELECT COUNT(*) FROM rollouts"), 0);
 
-    // The gate holds here as everywhere: beehive_scale is disabled in the demo world.
+    // The gate holds here as everywhere: beehive_scale is disabled in the demo world. Nothing
+    // to start is the plan (saying why), as in every front door.
     let refused = r#"{"prompt": "Update all beehive_scale devices to the latest firmware", "execute": true}"#;
     let (status, _, body) = http(&api, "POST", "/api/ask", Some(operator), Some(refused));
-    assert_eq!(status, 422, "{body}");
-    assert!(body.contains("beehive_scale"), "{body}");
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&answer["started"], &answer["plan"]["refusals"][0]["target"]), (&Value::Null, &"beehive_scale".into()));
     assert_eq!(count(d, "SELECT COUNT(*) FROM rollouts"), 0, "nothing was started");
 
     // Firmware downloads need a signed link.
