@@ -207,21 +207,27 @@ fn unreachable_job_id() -> JobId {
 /// sha256, size, things, fleet query, rollout id and the effective policy), so a plan that
 /// would run anything different gets a different id.
 pub fn plan_id(deployments: &[Deployment]) -> String {
+    // Fields are fed one by one, each closed by a NUL (no name or query holds one), so a
+    // million-device plan is hashed without building its JSON.
     let mut h = Sha256::new();
-    for d in deployments {
-        let bound = serde_json::json!({
-            "action": d.action,
-            "device_type": d.device_type,
-            "version": d.version,
-            "sha256": d.sha256,
-            "size": d.size,
-            "things": d.things,
-            "fleet_query": d.fleet_query,
-            "rollout_id": d.rollout_id,
-            "policy": d.policy,
-        });
-        h.update(bound.to_string());
+    let mut field = |bytes: &[u8]| {
+        h.update(bytes);
         h.update([0]);
+    };
+    for d in deployments {
+        field(d.action.as_str().as_bytes());
+        field(d.device_type.as_str().as_bytes());
+        field(d.version.to_string().as_bytes());
+        field(&d.sha256.0);
+        field(&d.size.to_le_bytes());
+        field(&(d.things.len() as u64).to_le_bytes());
+        for t in &d.things {
+            field(t.as_str().as_bytes());
+        }
+        field(d.fleet_query.as_bytes());
+        field(d.rollout_id.as_str().as_bytes());
+        field(serde_json::to_string(&d.policy).unwrap_or_default().as_bytes());
+        field(b"end of deployment");
     }
     format!("plan-{}", hex::encode(&h.finalize()[..6]))
 }
@@ -259,5 +265,45 @@ mod tests {
         let stored = [rollout_id(l, 1), rollout_id(l, 2), other];
         assert_eq!(next_rollout_id(l, &stored), rollout_id(l, 3));
         assert_eq!(next_rollout_id(l, &stored[..1]), rollout_id(l, 2));
+    }
+
+    #[test]
+    fn the_plan_id_changes_with_anything_that_would_run() {
+        let ty = DeviceType::parse("pet_feeder").unwrap();
+        let v = FirmwareVersion::parse("3.0.0").unwrap();
+        let base = Deployment {
+            action: UpdateAction::Update,
+            device_type: ty.clone(),
+            thing_group: ThingGroupName::parse("PetFeederAWSDevice").unwrap(),
+            version: v.clone(),
+            things: vec![ThingName::parse("pet_feeder-01").unwrap()],
+            rollout_id: rollout_id("update-pet_feeder-3_0_0-0123456789", 1),
+            running_since: None,
+            sha256: Sha256Digest([1; 32]),
+            size: 10,
+            fleet_query: "thingName:pet_feeder-01".into(),
+            policy: RolloutPolicy::default(),
+            held_back: Vec::new(),
+            offline: Vec::new(),
+            from_versions: Default::default(),
+        };
+        let id = plan_id(std::slice::from_ref(&base));
+        let variants: Vec<Box<dyn Fn(&mut Deployment)>> = vec![
+            Box::new(|d| d.action = UpdateAction::Rollback),
+            Box::new(|d| d.version = FirmwareVersion::parse("3.0.1").unwrap()),
+            Box::new(|d| d.sha256 = Sha256Digest([2; 32])),
+            Box::new(|d| d.size = 11),
+            Box::new(|d| d.things.push(ThingName::parse("pet_feeder-02").unwrap())),
+            Box::new(|d| d.fleet_query.push_str(" AND x")),
+            Box::new(|d| d.rollout_id = rollout_id("update-pet_feeder-3_0_0-0123456789", 2)),
+            Box::new(|d| d.policy.max_in_flight = 3),
+            Box::new(|d| d.policy.revert_on_abort = true),
+        ];
+        for (i, change) in variants.iter().enumerate() {
+            let mut d = base.clone();
+            change(&mut d);
+            assert_ne!(plan_id(&[d]), id, "variant {i} must change the plan id");
+        }
+        assert_eq!(plan_id(&[base]), id);
     }
 }

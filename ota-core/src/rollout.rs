@@ -67,7 +67,8 @@ pub struct Rollout {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// What each device ran when the rollout was planned (those that reported a version).
+    /// What each device ran when the rollout was planned (those that reported a version);
+    /// recorded when its policy reverts on abort, the only use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub from_versions: BTreeMap<ThingName, FirmwareVersion>,
     /// Set on a rollout started to revert the devices an aborted rollout had moved.

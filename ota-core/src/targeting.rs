@@ -129,8 +129,6 @@ pub struct TypeTarget {
     pub held_back: Vec<HeldBack>,
     /// The AWS Fleet Indexing query that selects exactly `things` in the snapshot.
     pub fleet_query: String,
-    /// What each of `things` runs in the snapshot (those that reported a version).
-    pub from_versions: BTreeMap<ThingName, FirmwareVersion>,
     /// Devices of `things` not connected in the snapshot, sorted.
     pub offline: Vec<crate::plan::OfflineDevice>,
 }
@@ -237,7 +235,6 @@ pub fn resolve<'d>(
         let mut newer_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
         let mut planned_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
         let mut offline = Vec::new();
-        let mut from_versions = BTreeMap::new();
         for d in members {
             let named = named_things.contains(&d.thing);
             if !named && !type_named {
@@ -290,9 +287,6 @@ pub fn resolve<'d>(
             }
             downgrades |= is_downgrade;
             planned_versions.extend(running);
-            if let Some(r) = running {
-                from_versions.insert(d.thing.clone(), r.clone());
-            }
             things.push(d.thing.clone());
         }
         offline.sort_by(|a, b| a.thing.cmp(&b.thing));
@@ -321,7 +315,6 @@ pub fn resolve<'d>(
             downgrades,
             held_back,
             fleet_query,
-            from_versions,
             offline,
         });
     }

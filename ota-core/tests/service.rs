@@ -352,7 +352,7 @@ async fn the_same_request_after_its_rollout_ended_starts_a_new_one_and_says_whic
     let id = first.rollouts[0].id.clone();
     assert!(first.summary().starts_with(&format!("started {id}")), "{}", first.summary());
     let again = w.svc.start(&operator(), &req, None).await.unwrap();
-    assert_eq!(again.existing, [id.clone()]);
+    assert_eq!(again.existing, std::slice::from_ref(&id));
     assert!(
         again.summary().starts_with(&format!("already running {id} (pet_feeder), started at ")),
         "{}",

@@ -84,7 +84,13 @@ impl FleetManager {
                 rollout_id,
                 running_since,
                 offline: t.offline,
-                from_versions: t.from_versions,
+                // Only a rollout that may revert needs them: a whole-fleet plan of a million
+                // devices does not pay for the map otherwise.
+                from_versions: if policy.revert_on_abort {
+                    from_versions(&devices, &t.things)
+                } else {
+                    Default::default()
+                },
                 device_type: t.device_type,
                 thing_group: t.thing_group,
                 version: t.version,
@@ -146,6 +152,18 @@ impl FleetManager {
 pub(crate) enum Verification {
     Cached,
     Full,
+}
+
+/// What each of `things` (sorted) runs in the snapshot, for those that reported a version.
+fn from_versions(
+    devices: &[Device],
+    things: &[ThingName],
+) -> std::collections::BTreeMap<ThingName, crate::version::FirmwareVersion> {
+    devices
+        .iter()
+        .filter(|d| things.binary_search(&d.thing).is_ok())
+        .filter_map(|d| d.firmware_version.clone().map(|v| (d.thing.clone(), v)))
+        .collect()
 }
 
 /// Whether the active rollout `r` already does everything a deployment would: the same action,
