@@ -288,16 +288,16 @@ mod tests {
             from_versions: Default::default(),
         };
         let id = plan_id(std::slice::from_ref(&base));
-        let variants: Vec<Box<dyn Fn(&mut Deployment)>> = vec![
-            Box::new(|d| d.action = UpdateAction::Rollback),
-            Box::new(|d| d.version = FirmwareVersion::parse("3.0.1").unwrap()),
-            Box::new(|d| d.sha256 = Sha256Digest([2; 32])),
-            Box::new(|d| d.size = 11),
-            Box::new(|d| d.things.push(ThingName::parse("pet_feeder-02").unwrap())),
-            Box::new(|d| d.fleet_query.push_str(" AND x")),
-            Box::new(|d| d.rollout_id = rollout_id("update-pet_feeder-3_0_0-0123456789", 2)),
-            Box::new(|d| d.policy.max_in_flight = 3),
-            Box::new(|d| d.policy.revert_on_abort = true),
+        let variants: [fn(&mut Deployment); 9] = [
+            |d| d.action = UpdateAction::Rollback,
+            |d| d.version = FirmwareVersion::parse("3.0.1").unwrap(),
+            |d| d.sha256 = Sha256Digest([2; 32]),
+            |d| d.size = 11,
+            |d| d.things.push(ThingName::parse("pet_feeder-02").unwrap()),
+            |d| d.fleet_query.push_str(" AND x"),
+            |d| d.rollout_id = rollout_id("update-pet_feeder-3_0_0-0123456789", 2),
+            |d| d.policy.max_in_flight = 3,
+            |d| d.policy.revert_on_abort = true,
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut d = base.clone();

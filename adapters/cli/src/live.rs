@@ -18,10 +18,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ota_core::auth::Caller;
 use ota_core::device::{Device, DeviceQuery};
 use ota_core::names::{DeviceType, JobId, ThingName};
-use ota_core::plan::{Action, Plan};
+use ota_core::plan::Plan;
 use ota_core::ports::DeviceRegistry;
-use ota_core::rollout::RolloutStatus;
-use ota_core::service::{FleetManager, StartItem, StartOutcome, StartResult};
+use ota_core::rollout::{RolloutQuery, RolloutStatus};
+use ota_core::service::{FleetManager, StartItem, StartResult};
 use ota_core::{Error, Result};
 use ota_device::host::{FaultRates, FleetConfig, SimDeviceSpec, SimFleet, demo_fleet};
 use ota_local::link::DeviceCredentials;
@@ -196,9 +196,13 @@ async fn only_offline_left(store: &SqliteStore, all: &[RolloutProgress]) -> Resu
 }
 
 /// Follows rollouts until each has ended and its devices are done, or until what `how` allows;
-/// with `how.bars`, draws a progress bar per rollout. Ctrl-C stops the watching, never the
-/// rollouts.
-pub async fn watch(store: &SqliteStore, ids: &[JobId], how: Watch) -> Result<Watched> {
+/// with `how.bars`, draws a progress bar per rollout. A rollout that aborted with
+/// `revert_on_abort` is followed until its reverts are done, and each revert is followed too.
+/// Ctrl-C stops the watching, never the rollouts.
+pub async fn watch(svc: &FleetManager, store: &SqliteStore, ids: &[JobId], how: Watch) -> Result<Watched> {
+    // Following is reading: a viewer may do it.
+    let me = Caller::new("ota-cli-watch", [ota_core::auth::Role::Viewer]);
+    let mut ids = ids.to_vec();
     let multi = MultiProgress::new();
     if !how.bars {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -206,13 +210,16 @@ pub async fn watch(store: &SqliteStore, ids: &[JobId], how: Watch) -> Result<Wat
     let style = ProgressStyle::with_template("{prefix:>34} [{bar:30.green/red}] {pos}/{len} {msg}")
         .map_err(|e| Error::storage(e.to_string()))?
         .progress_chars("=> ");
-    let mut progress_bars = Vec::new();
-    for id in ids {
-        let p = store.rollout_progress(id).await?;
+    let bar_for = |p: &RolloutProgress| {
         let bar = multi.add(ProgressBar::new(u64::from(p.counts.total)));
         bar.set_style(style.clone());
-        bar.set_prefix(format!("{} {}", p.rollout.device_type, p.rollout.version));
-        progress_bars.push(bar);
+        let revert = if p.rollout.revert_of.is_some() { " (revert)" } else { "" };
+        bar.set_prefix(format!("{} {}{revert}", p.rollout.device_type, p.rollout.version));
+        bar
+    };
+    let mut progress_bars = Vec::new();
+    for id in &ids {
+        progress_bars.push(bar_for(&store.rollout_progress(id).await?));
     }
     let deadline = how.wait.map(|w| tokio::time::Instant::now() + w);
     let mut offline_since: Option<tokio::time::Instant> = None;
@@ -244,7 +251,20 @@ pub async fn watch(store: &SqliteStore, ids: &[JobId], how: Watch) -> Result<Wat
             }
             all.push(p);
         }
-        if all.iter().all(settled) {
+        // Reverts of aborted rollouts join the watch as the engine starts them.
+        let mut owed = false;
+        for p in all.iter().filter(|p| p.rollout.status == RolloutStatus::Aborted && p.rollout.policy.revert_on_abort) {
+            owed |= svc.revert_pending(&me, &p.rollout.id).await?;
+            let q = RolloutQuery { device_type: Some(p.rollout.device_type.clone()), ..Default::default() };
+            for r in ota_core::ports::RolloutStore::list(store, &q).await? {
+                if r.revert_of.as_ref() == Some(&p.rollout.id) && !ids.contains(&r.id) {
+                    progress_bars.push(bar_for(&store.rollout_progress(&r.id).await?));
+                    ids.push(r.id);
+                    owed = true;
+                }
+            }
+        }
+        if all.iter().all(settled) && !owed {
             return Ok(Watched { progress: all, end: End::Ended });
         }
         if how.until_only_offline && only_offline_left(store, &all).await? {
@@ -280,6 +300,9 @@ pub async fn print_summary(store: &SqliteStore, finished: &[RolloutProgress]) ->
         );
         if let Some(reason) = &p.rollout.status_reason {
             println!("  {reason}");
+        }
+        if let Some(of) = &p.rollout.revert_of {
+            println!("  reverts the devices {of} had moved when it aborted");
         }
         println!(
             "  succeeded {}, failed {}, rejected {}, timed out {}, canceled {}, waiting {}",
@@ -334,19 +357,8 @@ pub fn device_execution(e: &Execution) -> ota_http::DeviceExecution {
     ota_http::DeviceExecution {
         thing: e.thing.clone(),
         status: e.status.as_str().to_string(),
-        reason: e.status_details.get("reason").and_then(|v| v.as_str()).map(str::to_string),
+        reason: e.reason.clone(),
     }
-}
-
-/// One item of a start in the service's words ([`StartOutcome::summary`] of that item alone).
-pub fn item_summary(item: &StartItem) -> String {
-    StartOutcome {
-        plan: Plan::informational(Action::Update, String::new()),
-        rollouts: Vec::new(),
-        existing: Vec::new(),
-        items: vec![item.clone()],
-    }
-    .summary()
 }
 
 /// One rollout in the headless JSON contract, with each device's execution.
@@ -363,6 +375,9 @@ pub struct RolloutReport {
     pub rejected: u32,
     pub total: u32,
     pub reason: Option<String>,
+    /// Set on a revert: the aborted rollout whose moved devices it returns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert_of: Option<String>,
     pub executions: Vec<ota_http::DeviceExecution>,
 }
 
@@ -382,6 +397,7 @@ pub async fn headless_rollouts(store: &SqliteStore, finished: &[RolloutProgress]
             rejected: p.counts.rejected,
             total: p.counts.total,
             reason: p.rollout.status_reason.clone(),
+            revert_of: p.rollout.revert_of.as_ref().map(ToString::to_string),
             executions,
         });
     }
@@ -503,7 +519,7 @@ pub async fn ask_and_follow(
             println!("Refused, nothing changed:");
         }
         for item in &started.items {
-            println!("{}", item_summary(item));
+            println!("{}", item.summary());
         }
     }
     if started.nothing_changed() {
@@ -516,7 +532,7 @@ pub async fn ask_and_follow(
         .map(|i| i.rollout_id.clone())
         .collect();
     let how = Watch { wait: Some(wait), until_only_offline: true, bars: print_progress };
-    let watched = watch(store, &ids, how).await?;
+    let watched = watch(svc, store, &ids, how).await?;
     let mut report = AskReport::new(&started.plan, started.items.clone(), started.summary(), watched.end);
     report.rollouts = headless_rollouts(store, &watched.progress).await?;
     report.waiting = waiting_devices(store, &watched.progress).await?;

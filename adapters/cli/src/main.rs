@@ -135,7 +135,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let id = JobId::parse(&id)?;
             svc.rollout(&me, &id).await?;
             let how = live::Watch { wait: None, until_only_offline: false, bars: !cli.json };
-            let watched = live::watch(&store, std::slice::from_ref(&id), how).await?;
+            let watched = live::watch(&svc, &store, std::slice::from_ref(&id), how).await?;
             if watched.end == live::End::Ended {
                 if cli.json {
                     let reports = live::headless_rollouts(&store, &watched.progress).await?;
@@ -503,7 +503,7 @@ async fn demo_body(
             out.plan(plan);
         }
         for item in &report.items {
-            println!("{}", live::item_summary(item));
+            println!("{}", item.summary());
         }
     }
     // Devices that just succeeded confirm their image right after reporting; give the last

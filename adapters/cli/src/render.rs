@@ -286,6 +286,9 @@ impl Output {
         println!("fleet query:  {}", r.fleet_query);
         println!("policy:       {}", r.policy);
         println!("created:      {} by {}", r.created_at.to_rfc3339(), r.created_by);
+        if let Some(of) = &r.revert_of {
+            println!("reverts:      the devices {of} had moved when it aborted");
+        }
     }
 
     /// What a start did, item by item, in the service's words.
@@ -297,7 +300,7 @@ impl Output {
             println!("Refused, nothing changed:");
         }
         for item in &s.items {
-            let line = crate::live::item_summary(item);
+            let line = item.summary();
             match s.rollouts.iter().find(|r| r.id == item.rollout_id) {
                 Some(r) => println!("{line}: {} -> {} ({} devices)", r.device_type, r.version, r.things.len()),
                 None => println!("{line}"),

@@ -221,6 +221,42 @@ fn corrupt_campaign(dir: &Path, extra: &[&str]) {
 }
 
 #[test]
+fn an_abort_with_revert_on_abort_returns_every_updated_device_to_its_previous_version() {
+    let dir = TempDir::new().unwrap();
+    let prompt = "Update all pet_feeder devices to the latest firmware and roll back the updated ones if it aborts";
+    let args = ["--types", "pet_feeder", "--devices-per-type", "100", "--corrupt-rate", "0.2", "--seed", "7"];
+    let (code, report) = headless_prompt(dir.path(), prompt, &args);
+    assert_eq!(code, 3, "an aborted rollout exits 3: {report}");
+    assert_eq!(report["result"], "ended", "{report}");
+    let rollouts = report["rollouts"].as_array().unwrap();
+    let update = &rollouts[0];
+    assert_eq!(update["status"], "aborted", "{update}");
+    let moved = update["executions"].as_array().unwrap().iter().filter(|e| e["status"] == "SUCCEEDED").count();
+    assert!(moved > 0, "some devices updated before the abort: {update}");
+    // The reverts: linked to the update, one per version the moved devices came from.
+    let reverts: Vec<&Value> = rollouts.iter().filter(|r| r["revert_of"] == update["job_id"]).collect();
+    assert!(!reverts.is_empty(), "{report}");
+    assert!(reverts.iter().all(|r| r["status"] == "completed" && r["failed"] == 0), "{reverts:?}");
+    let reverted: u64 = reverts.iter().map(|r| r["succeeded"].as_u64().unwrap()).sum();
+    assert_eq!(reverted as usize, moved, "every updated device was reverted, once");
+    // Every device runs what it ran before the request: -n with n mod 4 in {1, 2} 1.0.0, 3 2.0.0, 0 3.0.0.
+    for d in report["devices"].as_array().unwrap() {
+        let thing = d["thing"].as_str().unwrap();
+        let n: u32 = thing.rsplit('-').next().unwrap().parse().unwrap();
+        let before = match n % 4 {
+            1 | 2 => "1.0.0",
+            3 => "2.0.0",
+            _ => "3.0.0",
+        };
+        assert_eq!(d["firmware_version"], before, "{thing}: {d}");
+    }
+    assert_fleet_sound(dir.path(), &report);
+    // The audit trail names the engine as the one who reverted, and why.
+    let audit = ok(dir.path(), &["--json", "audit"]);
+    assert!(audit.contains("\"revert\"") && audit.contains("reverting"), "{audit}");
+}
+
+#[test]
 fn corrupted_downloads_abort_the_rollout_and_cancel_the_rest() {
     let dir = TempDir::new().unwrap();
     corrupt_campaign(dir.path(), &[]);

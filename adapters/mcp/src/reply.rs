@@ -6,9 +6,9 @@
 use ota_core::Error;
 use ota_core::config::TypeConfig;
 use ota_core::device::Device;
-use ota_core::plan::{Action, Plan};
+use ota_core::plan::Plan;
 use ota_core::rollout::Rollout;
-use ota_core::service::{DeviceTypeSummary, FirmwareEntry, FleetStatus, StartItem, StartOutcome};
+use ota_core::service::{DeviceTypeSummary, FirmwareEntry, FleetStatus, StartOutcome};
 use rmcp::ErrorData;
 use rmcp::handler::server::tool::IntoCallToolResult;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
@@ -176,17 +176,6 @@ pub fn plan(p: Plan, next: &str) -> Reply {
     Reply::new(&p, lines.join("\n"))
 }
 
-/// One item of a start in the service's words ([`StartOutcome::summary`] of that item alone).
-pub fn item_summary(item: &StartItem) -> String {
-    StartOutcome {
-        plan: Plan::informational(Action::Update, String::new()),
-        rollouts: Vec::new(),
-        existing: Vec::new(),
-        items: vec![item.clone()],
-    }
-    .summary()
-}
-
 /// What a start did, item by item, in the service's words ("started X (type)", "already
 /// running X (type), started at …", "refused X (type), nothing changed for it: …").
 pub fn started(o: StartOutcome) -> Reply {
@@ -201,7 +190,7 @@ pub fn started(o: StartOutcome) -> Reply {
             }
             None => String::new(),
         };
-        lines.push(format!("- {}{on}", item_summary(item)));
+        lines.push(format!("- {}{on}", item.summary()));
     }
     for r in &o.plan.refusals {
         lines.push(format!("- not planned {}: {}", r.target, r.reason));

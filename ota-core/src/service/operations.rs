@@ -57,26 +57,30 @@ impl StartOutcome {
         self.items.iter().all(|i| matches!(i.result, StartResult::Refused { .. }))
     }
 
-    /// One line per item, the words every front door uses: "started X", "already running X,
-    /// started at …", "refused X: why".
+    /// One clause per item, the words every front door uses: "started X", "already running X,
+    /// started at …", "refused X: why", joined by "; ".
     pub fn summary(&self) -> String {
-        let lines: Vec<String> = self
-            .items
-            .iter()
-            .map(|i| match &i.result {
-                StartResult::Started => format!("started {} ({})", i.rollout_id, i.device_type),
-                StartResult::AlreadyRunning { started_at } => format!(
-                    "already running {} ({}), started at {}",
-                    i.rollout_id,
-                    i.device_type,
-                    started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                ),
-                StartResult::Refused { reason } => {
-                    format!("refused {} ({}), nothing changed for it: {reason}", i.rollout_id, i.device_type)
-                }
-            })
-            .collect();
+        let lines: Vec<String> = self.items.iter().map(StartItem::summary).collect();
         lines.join("; ")
+    }
+}
+
+impl StartItem {
+    /// "started X (type)", "already running X (type), started at …", or "refused X (type),
+    /// nothing changed for it: why".
+    pub fn summary(&self) -> String {
+        match &self.result {
+            StartResult::Started => format!("started {} ({})", self.rollout_id, self.device_type),
+            StartResult::AlreadyRunning { started_at } => format!(
+                "already running {} ({}), started at {}",
+                self.rollout_id,
+                self.device_type,
+                started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            StartResult::Refused { reason } => {
+                format!("refused {} ({}), nothing changed for it: {reason}", self.rollout_id, self.device_type)
+            }
+        }
     }
 }
 
@@ -129,6 +133,17 @@ impl FleetManager {
     ) -> Result<AskOutcome> {
         let plan = self.plan_prompt(caller, text).await?;
         let startable = matches!(plan.action, Action::Update | Action::Rollback) && !plan.deployments.is_empty();
+        // A confirmation of a plan that has since become empty (or another action) is stale,
+        // not "nothing to do": say so, as a start would.
+        if execute
+            && !startable
+            && let Some(expected) = expected_plan_id
+        {
+            return Err(Error::Conflict(format!(
+                "what would run differs from plan {expected} as it was shown (now: {}); plan again and confirm the new plan",
+                plan.message
+            )));
+        }
         let (true, true, Some(request)) = (execute, startable, plan.request.clone()) else {
             return Ok(AskOutcome { plan, started: None });
         };

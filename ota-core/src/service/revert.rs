@@ -32,47 +32,9 @@ impl FleetManager {
     /// devices of its aborted rollout are still to be reverted, starts the next revert and
     /// returns what it started; otherwise `None`. Audited as `revert`.
     pub async fn revert_after(&self, id: &JobId) -> Result<Option<StartOutcome>> {
-        let ended = self.backend.rollouts.get(id).await?;
-        let aborted = match &ended.revert_of {
-            Some(original) if ended.status == RolloutStatus::Completed => self.backend.rollouts.get(original).await?,
-            Some(_) => return Ok(None),
-            None => ended,
-        };
-        if aborted.status != RolloutStatus::Aborted || !aborted.policy.revert_on_abort {
-            return Ok(None);
-        }
-        let of_type = self
-            .backend
-            .rollouts
-            .list(&RolloutQuery { device_type: Some(aborted.device_type.clone()), ..Default::default() })
-            .await?;
-        let reverts: Vec<&Rollout> = of_type.iter().filter(|r| r.revert_of.as_ref() == Some(&aborted.id)).collect();
-        // A revert still running goes first; a rollout started for the type after the abort
-        // (not one of its reverts) means an operator moved on: devices are theirs now.
-        if reverts.iter().any(|r| r.status.is_active())
-            || reverts.iter().any(|r| r.status != RolloutStatus::Completed)
-            || of_type.iter().any(|r| r.revert_of.is_none() && r.created_at > aborted.created_at)
-        {
-            return Ok(None);
-        }
-        let done: BTreeSet<&ThingName> = reverts.iter().flat_map(|r| r.things.iter()).collect();
-        let mut groups: BTreeMap<FirmwareVersion, Vec<ThingName>> = BTreeMap::new();
-        for thing in aborted.things.iter().filter(|t| !done.contains(t)) {
-            let Some(from) = aborted.from_versions.get(thing) else { continue };
-            let moved = self
-                .backend
-                .registry
-                .get(thing)
-                .await?
-                .is_some_and(|d| d.firmware_version.as_ref() == Some(&aborted.version));
-            if moved && *from != aborted.version {
-                groups.entry(from.clone()).or_default().push(thing.clone());
-            }
-        }
-        // The largest group first; among equals the lowest version.
-        let Some((version, things)) = groups.into_iter().max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0)))
-        else {
-            return Ok(None);
+        let (aborted, version, things) = match self.next_revert(id).await? {
+            NextRevert::Start { aborted, version, things } => (aborted, version, things),
+            NextRevert::Nothing | NextRevert::Running => return Ok(None),
         };
         let req = UpdateRequest {
             action: if version < aborted.version { UpdateAction::Rollback } else { UpdateAction::Update },
@@ -99,4 +61,66 @@ impl FleetManager {
         self.audit(&engine, "revert", request, plan, outcome).await?;
         result.map(Some)
     }
+
+    /// Whether rollout `id` still owes a revert (one is running, or one would start now), so a
+    /// front door following it knows to keep following (viewer; changes nothing).
+    pub async fn revert_pending(&self, caller: &Caller, id: &JobId) -> Result<bool> {
+        caller.require(Role::Viewer, "read a rollout")?;
+        Ok(!matches!(self.next_revert(id).await?, NextRevert::Nothing))
+    }
+
+    /// What follows rollout `id` having ended, as far as reverts go.
+    async fn next_revert(&self, id: &JobId) -> Result<NextRevert> {
+        let ended = self.backend.rollouts.get(id).await?;
+        let aborted = match &ended.revert_of {
+            Some(original) if ended.status == RolloutStatus::Completed => self.backend.rollouts.get(original).await?,
+            Some(_) => return Ok(NextRevert::Nothing),
+            None => ended,
+        };
+        if aborted.status != RolloutStatus::Aborted || !aborted.policy.revert_on_abort {
+            return Ok(NextRevert::Nothing);
+        }
+        let of_type = self
+            .backend
+            .rollouts
+            .list(&RolloutQuery { device_type: Some(aborted.device_type.clone()), ..Default::default() })
+            .await?;
+        let reverts: Vec<&Rollout> = of_type.iter().filter(|r| r.revert_of.as_ref() == Some(&aborted.id)).collect();
+        // A revert still running goes first; a rollout started for the type after the abort
+        // (not one of its reverts) means an operator moved on: devices are theirs now.
+        if reverts.iter().any(|r| r.status.is_active()) {
+            return Ok(NextRevert::Running);
+        }
+        if reverts.iter().any(|r| r.status != RolloutStatus::Completed)
+            || of_type.iter().any(|r| r.revert_of.is_none() && r.created_at > aborted.created_at)
+        {
+            return Ok(NextRevert::Nothing);
+        }
+        let done: BTreeSet<&ThingName> = reverts.iter().flat_map(|r| r.things.iter()).collect();
+        let mut groups: BTreeMap<FirmwareVersion, Vec<ThingName>> = BTreeMap::new();
+        for thing in aborted.things.iter().filter(|t| !done.contains(t)) {
+            let Some(from) = aborted.from_versions.get(thing) else { continue };
+            let moved = self
+                .backend
+                .registry
+                .get(thing)
+                .await?
+                .is_some_and(|d| d.firmware_version.as_ref() == Some(&aborted.version));
+            if moved && *from != aborted.version {
+                groups.entry(from.clone()).or_default().push(thing.clone());
+            }
+        }
+        // The largest group first; among equals the lowest version.
+        Ok(match groups.into_iter().max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(&a.0))) {
+            Some((version, things)) => NextRevert::Start { aborted: Box::new(aborted), version, things },
+            None => NextRevert::Nothing,
+        })
+    }
+}
+
+/// See [`FleetManager::next_revert`].
+enum NextRevert {
+    Nothing,
+    Running,
+    Start { aborted: Box<Rollout>, version: FirmwareVersion, things: Vec<ThingName> },
 }
