@@ -150,7 +150,7 @@ mod tests {
             })
         };
         let s = with(
-            r#"{"naming":{"acronyms":["AI"],"suffix":"Dev","overrides":{}},"gate":{"enabled_without_record":true,"default_policy":{"max_in_flight":5,"max_per_minute":null,"exponential_ramp":null,"abort":{"failure_percent":5.0,"min_executed":10,"max_failures":10},"in_progress_timeout_minutes":30,"retries":{"failed":0,"timed_out":0}}}}"#,
+            r#"{"naming":{"acronyms":["ai"],"suffix":"Dev","overrides":{}},"gate":{"enabled_without_record":true,"default_policy":{"max_in_flight":5,"max_per_minute":null,"exponential_ramp":null,"abort":{"failure_percent":5.0,"min_executed":10,"max_failures":10},"in_progress_timeout_minutes":30,"retries":{"failed":0,"timed_out":0}}}}"#,
         );
         let s = s.unwrap();
         assert!(s.service.gate.enabled_without_record);

@@ -192,8 +192,11 @@ pub struct PolicyArgs {
     /// Retries for timed-out devices (0-10).
     #[arg(long)]
     pub retry_timed_out: Option<u8>,
+    /// When a rollout aborts, roll the devices it moved back to the version each ran before.
+    #[arg(long)]
+    pub revert_on_abort: Option<bool>,
     /// Remove the type's override: it follows the default policy again.
-    #[arg(long, conflicts_with_all = ["max_in_flight", "max_per_minute", "abort_failure_percent", "abort_min_executed", "abort_max_failures", "in_progress_timeout_minutes", "retry_failed", "retry_timed_out"])]
+    #[arg(long, conflicts_with_all = ["max_in_flight", "max_per_minute", "abort_failure_percent", "abort_min_executed", "abort_max_failures", "in_progress_timeout_minutes", "retry_failed", "retry_timed_out", "revert_on_abort"])]
     pub clear: bool,
 }
 

@@ -340,6 +340,9 @@ async fn policy_from(
     if let Some(v) = args.retry_timed_out {
         p.retries.timed_out = v;
     }
+    if let Some(v) = args.revert_on_abort {
+        p.revert_on_abort = v;
+    }
     Ok(p)
 }
 

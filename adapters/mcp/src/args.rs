@@ -64,6 +64,14 @@ pub struct UpdateArgs {
     /// Plan a rollback (moving to an older version) rather than an update.
     #[serde(default)]
     pub rollback: Option<bool>,
+    /// Only devices connected now; the offline ones are left out (else their updates wait
+    /// until they connect).
+    #[serde(default)]
+    pub only_online: bool,
+    /// If the rollout aborts, roll the devices it already moved back to the version each ran
+    /// before (linked rollback rollouts), whatever the type's policy says.
+    #[serde(default)]
+    pub revert_on_abort: bool,
 }
 
 /// Start an approved plan: the same arguments as `plan_update` plus its plan_id.
@@ -98,6 +106,9 @@ pub struct RollbackArgs {
     /// Device types or things to leave out.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Only devices connected now.
+    #[serde(default)]
+    pub only_online: bool,
     /// Omit to plan only. To start, pass the plan_id the planning call returned, with the
     /// same other arguments, after the person approved that plan.
     #[serde(default)]

@@ -171,6 +171,7 @@ impl OtaMcp {
         let things = a.things.iter().map(|t| ThingName::parse(t)).collect::<Result<_>>()?;
         let mut filters = Filters {
             current_version: a.only_from_version.as_deref().map(VersionFilter::parse).transpose()?,
+            only_connected: a.only_online,
             ..Default::default()
         };
         if !a.exclude.is_empty() {
@@ -205,7 +206,7 @@ impl OtaMcp {
             version: VersionRequest::parse(&a.version)?,
             target: Target { whole_fleet: a.whole_fleet, device_types, things },
             filters,
-            revert_on_abort: false,
+            revert_on_abort: a.revert_on_abort,
         })
     }
 }
@@ -307,6 +308,8 @@ impl OtaMcp {
             only_from_version: a.only_from_version,
             exclude: a.exclude,
             rollback: Some(true),
+            only_online: a.only_online,
+            revert_on_abort: false,
         };
         let req = self.update_request(&caller, &args, UpdateAction::Rollback).await.map_err(tool_error)?;
         match a.plan_id {

@@ -469,3 +469,20 @@ async fn chat_tools_are_the_mcp_tools_and_changes_only_preview() {
     assert!(!tools.call(&operator, "get_device", &json!({ "thing": 3 })).await.ok);
     assert!(!tools.call(&operator, "no_such_tool", &json!({})).await.ok);
 }
+
+#[tokio::test]
+async fn revert_on_abort_and_only_online_reach_the_plan_and_bind_its_id() {
+    let url = serve_http(world().await).await;
+    let op = client(&url, Some("operator")).await;
+    let plain = ok(&op, "plan_update", update_args()).await;
+    let mut args = update_args();
+    args["revert_on_abort"] = json!(true);
+    args["only_online"] = json!(true);
+    let plan = ok(&op, "plan_update", args.clone()).await;
+    assert_eq!(plan["deployments"][0]["policy"]["revert_on_abort"], true, "{plan}");
+    assert_eq!(plan["request"]["filters"]["only_connected"], true, "{plan}");
+    assert_ne!(plan["plan_id"], plain["plan_id"], "the plan id binds the revert");
+    // The plain plan's id does not start the reverting request.
+    let r = call(&op, "start_rollout", with_plan_id(args, plain["plan_id"].as_str().unwrap())).await.unwrap();
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+}
