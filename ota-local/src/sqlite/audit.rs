@@ -10,6 +10,31 @@ use rusqlite::{Row, params};
 use super::{SqliteStore, column, json_column, optional_json_column, to_json};
 use super::{conversion_error, timestamp};
 
+/// Appends `entry` on `conn`, inside whatever transaction the caller holds (the jobs engine
+/// records its own transitions in the transaction that makes them, so a transition is never
+/// committed unaudited). The entry's own `seq` is ignored: AUTOINCREMENT assigns the next one
+/// and never reuses a number. Returns the assigned number.
+pub(super) fn insert(conn: &rusqlite::Connection, entry: &AuditEntry) -> super::DbResult<u64> {
+    let (result, detail) = outcome_parts(&entry.outcome);
+    conn.prepare_cached(
+        "INSERT INTO audit (at, subject, roles, operation, request, plan, outcome, outcome_detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        timestamp(&entry.at),
+        entry.subject,
+        to_json("roles", &entry.roles)?,
+        entry.operation,
+        to_json("request", &entry.request)?,
+        entry.plan.as_ref().map(|p| to_json("plan", p)).transpose()?,
+        result,
+        detail,
+    ])?;
+    // The connection is held for the whole call, so this is our own insert's rowid.
+    let seq = conn.last_insert_rowid();
+    Ok(u64::try_from(seq).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, seq))?)
+}
+
 fn outcome_parts(outcome: &AuditOutcome) -> (&'static str, &str) {
     match outcome {
         AuditOutcome::Ok(d) => ("ok", d),
@@ -45,29 +70,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, entry: AuditEntry) -> Result<u64> {
-        self.call(move |conn| {
-            let (result, detail) = outcome_parts(&entry.outcome);
-            // The entry's own `seq` is ignored: AUTOINCREMENT assigns the next one and never
-            // reuses a number.
-            conn.prepare_cached(
-                "INSERT INTO audit (at, subject, roles, operation, request, plan, outcome, outcome_detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                timestamp(&entry.at),
-                entry.subject,
-                to_json("roles", &entry.roles)?,
-                entry.operation,
-                to_json("request", &entry.request)?,
-                entry.plan.as_ref().map(|p| to_json("plan", p)).transpose()?,
-                result,
-                detail,
-            ])?;
-            // The connection is held for the whole call, so this is our own insert's rowid.
-            let seq = conn.last_insert_rowid();
-            Ok(u64::try_from(seq).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, seq))?)
-        })
-        .await
+        self.call(move |conn| insert(conn, &entry)).await
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>> {

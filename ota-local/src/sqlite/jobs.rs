@@ -358,7 +358,7 @@ fn audit_engine(conn: &Connection, at: DateTime<Utc>, operation: &str, request: 
         plan: None,
         outcome: AuditOutcome::Ok(detail),
     };
-    super::audit_tx::append_in_tx(conn, &entry)?;
+    super::audit::insert(conn, &entry)?;
     Ok(())
 }
 

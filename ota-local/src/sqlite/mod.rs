@@ -7,7 +7,6 @@
 //! Queried fields are typed columns; nested values (policies, thing lists, requests) are JSON.
 
 mod audit;
-mod audit_tx;
 mod config;
 mod jobs;
 mod registry;
