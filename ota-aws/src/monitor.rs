@@ -131,6 +131,79 @@ pub async fn job_state(iot: &aws_sdk_iot::Client, id: &ota_core::names::JobId) -
     Ok((state, stats))
 }
 
+/// One device's execution of a job, as the front doors list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobExecution {
+    pub thing: ota_core::names::ThingName,
+    /// AWS's spelling: QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, REJECTED, TIMED_OUT, CANCELED, REMOVED.
+    pub status: String,
+    /// `statusDetails.reason` the device reported; read for ended-badly executions only.
+    pub reason: Option<String>,
+}
+
+/// At most this many reasons are read per listing (one `DescribeJobExecution` each).
+const REASONS_READ: usize = 50;
+
+/// Each device's execution of job `id` (`ListJobExecutionsForJob`, every page), with the
+/// reason devices gave for the first [`REASONS_READ`] that failed, were rejected or timed out
+/// (`DescribeJobExecution`: the listing carries no status details). `None` when the job no
+/// longer exists.
+pub async fn job_executions(
+    iot: &aws_sdk_iot::Client,
+    id: &ota_core::names::JobId,
+) -> Result<Option<Vec<JobExecution>>> {
+    use aws_sdk_iot::types::JobExecutionStatus as S;
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = match iot
+            .list_job_executions_for_job()
+            .job_id(id.as_str())
+            .max_results(250)
+            .set_next_token(next.clone())
+            .send()
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return match aws("iot:ListJobExecutionsForJob")(e) {
+                    f if f.kind == FailureKind::NotFound => Ok(None),
+                    f => Err(f.into_error()),
+                };
+            }
+        };
+        for s in page.execution_summaries() {
+            // arn:aws:iot:region:account:thing/NAME
+            let Some(name) = s.thing_arn().and_then(|a| a.rsplit_once('/')).map(|(_, n)| n) else { continue };
+            let Ok(thing) = ota_core::names::ThingName::parse(name) else { continue };
+            let status = s.job_execution_summary().and_then(|j| j.status()).map_or("QUEUED", |s| s.as_str());
+            out.push(JobExecution { thing, status: status.to_string(), reason: None });
+        }
+        next = page.next_token().map(str::to_string);
+        if next.is_none() {
+            break;
+        }
+    }
+    let bad = [S::Failed.as_str(), S::Rejected.as_str(), S::TimedOut.as_str()];
+    for e in out.iter_mut().filter(|e| bad.contains(&e.status.as_str())).take(REASONS_READ) {
+        let described = iot
+            .describe_job_execution()
+            .job_id(id.as_str())
+            .thing_name(e.thing.as_str())
+            .send()
+            .await
+            .map_err(fail("iot:DescribeJobExecution"))?;
+        e.reason = described
+            .execution()
+            .and_then(|x| x.status_details())
+            .and_then(|d| d.details_map())
+            .and_then(|m| m.get("reason"))
+            .cloned();
+    }
+    out.sort_by(|a, b| a.thing.cmp(&b.thing));
+    Ok(Some(out))
+}
+
 impl Monitor {
     async fn job(&self, rollout: &Rollout) -> Result<(JobState, RolloutStats)> {
         job_state(&self.iot, &rollout.id).await

@@ -436,3 +436,60 @@ async fn the_monitor_starts_the_revert_of_an_aborted_rollout_that_asks_for_one()
     assert_eq!(revert.things, [ThingName::parse("pet_feeder-01").unwrap()]);
     assert_eq!(backend.audit.recent(1).await.unwrap()[0].operation, "revert");
 }
+
+#[tokio::test]
+async fn job_executions_list_every_page_and_read_the_reasons_of_failures() {
+    use aws_sdk_iot::operation::describe_job_execution::DescribeJobExecutionOutput;
+    use aws_sdk_iot::operation::list_job_executions_for_job::ListJobExecutionsForJobOutput;
+    use aws_sdk_iot::types::{
+        JobExecution, JobExecutionStatus, JobExecutionStatusDetails, JobExecutionSummary, JobExecutionSummaryForJob,
+    };
+    let summary = |n: u32, s: JobExecutionStatus| {
+        JobExecutionSummaryForJob::builder()
+            .thing_arn(format!("arn:aws:iot:eu-west-1:111122223333:thing/pet_feeder-0{n}"))
+            .job_execution_summary(JobExecutionSummary::builder().status(s).build())
+            .build()
+    };
+    let first = mock!(Iot::list_job_executions_for_job)
+        .match_requests(|r| r.job_id() == Some("update-pet_feeder-2_0_0-abc") && r.next_token().is_none())
+        .then_output(move || {
+            ListJobExecutionsForJobOutput::builder()
+                .execution_summaries(summary(2, JobExecutionStatus::Succeeded))
+                .execution_summaries(summary(1, JobExecutionStatus::Failed))
+                .next_token("page-2")
+                .build()
+        });
+    let second = mock!(Iot::list_job_executions_for_job)
+        .match_requests(|r| r.next_token() == Some("page-2"))
+        .then_output(move || {
+            ListJobExecutionsForJobOutput::builder().execution_summaries(summary(3, JobExecutionStatus::Queued)).build()
+        });
+    let describe = mock!(Iot::describe_job_execution)
+        .match_requests(|r| r.thing_name() == Some("pet_feeder-01"))
+        .then_output(|| {
+            DescribeJobExecutionOutput::builder()
+                .execution(
+                    JobExecution::builder()
+                        .status(JobExecutionStatus::Failed)
+                        .status_details(
+                            JobExecutionStatusDetails::builder().details_map("reason", "sha256_mismatch").build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&first, &second, &describe]);
+    let id = ota_core::names::JobId::parse("update-pet_feeder-2_0_0-abc").unwrap();
+    let listed = ota_aws::monitor::job_executions(&iot, &id).await.unwrap().unwrap();
+    let rows: Vec<(&str, &str, Option<&str>)> =
+        listed.iter().map(|e| (e.thing.as_str(), e.status.as_str(), e.reason.as_deref())).collect();
+    assert_eq!(
+        rows,
+        [
+            ("pet_feeder-01", "FAILED", Some("sha256_mismatch")),
+            ("pet_feeder-02", "SUCCEEDED", None),
+            ("pet_feeder-03", "QUEUED", None)
+        ]
+    );
+    assert_eq!(describe.num_calls(), 1, "only the failure's reason is read");
+}

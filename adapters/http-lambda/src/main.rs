@@ -55,6 +55,15 @@ impl ProgressSource for JobCounts {
             removed: 0,
         }))
     }
+
+    async fn executions(&self, id: &JobId) -> ota_core::Result<Option<Vec<ota_http::DeviceExecution>>> {
+        let listed = ota_aws::monitor::job_executions(&self.0.iot, id).await?;
+        Ok(listed.map(|all| {
+            all.into_iter()
+                .map(|e| ota_http::DeviceExecution { thing: e.thing, status: e.status, reason: e.reason })
+                .collect()
+        }))
+    }
 }
 
 fn env(name: &str) -> Option<String> {
