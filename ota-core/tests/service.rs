@@ -366,3 +366,22 @@ async fn the_same_request_after_its_rollout_ended_starts_a_new_one_and_says_whic
     assert!(third.existing.is_empty());
     assert!(third.rollouts[0].status.is_active());
 }
+
+#[tokio::test]
+async fn a_plan_says_when_an_abort_would_roll_the_moved_devices_back() {
+    let w = world().await;
+    let plan = w
+        .svc
+        .plan_prompt(&operator(), "Update all pet_feeder devices to 3.0.0 and roll back the updated ones if it aborts")
+        .await
+        .unwrap();
+    assert!(plan.deployments[0].policy.revert_on_abort);
+    assert!(
+        plan.message.contains("If a rollout of pet_feeder aborts, the devices it moved are rolled back"),
+        "{}",
+        plan.message
+    );
+    let plain = w.svc.plan_prompt(&operator(), "Update all pet_feeder devices to 3.0.0").await.unwrap();
+    assert!(!plain.message.contains("rolled back"), "{}", plain.message);
+    assert_ne!(plain.plan_id, plan.plan_id);
+}

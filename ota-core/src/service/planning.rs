@@ -229,6 +229,14 @@ fn describe(
                 if offline.len() == 1 { "s" } else { "" },
             ));
         }
+        let reverting: Vec<&str> =
+            deployments.iter().filter(|d| d.policy.revert_on_abort).map(|d| d.device_type.as_str()).collect();
+        if !reverting.is_empty() {
+            parts.push(format!(
+                "If a rollout of {} aborts, the devices it moved are rolled back to the version each ran before.",
+                reverting.join(", ")
+            ));
+        }
         for d in deployments {
             if let Some(since) = d.running_since {
                 parts.push(format!(
