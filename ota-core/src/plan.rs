@@ -116,6 +116,10 @@ pub struct Plan {
     /// Close matches when the request was not understood.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suggestions: Vec<String>,
+    /// Devices held back in types with nothing to change (an update never downgrades a device
+    /// the request did not name); those of a deployment are listed in it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<HeldBack>,
 }
 
 impl Plan {
@@ -131,6 +135,7 @@ impl Plan {
             device_types: Vec::new(),
             rollouts: Vec::new(),
             suggestions: Vec::new(),
+            held_back: Vec::new(),
         }
     }
 

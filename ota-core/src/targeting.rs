@@ -142,6 +142,8 @@ pub struct Resolution {
     pub already_current: BTreeMap<DeviceType, usize>,
     /// Devices left out because they are offline and the request asked for online ones only.
     pub offline_left_out: BTreeMap<DeviceType, usize>,
+    /// Devices held back in types where nothing else moves (the others are in their target).
+    pub held_back: Vec<HeldBack>,
 }
 
 /// Resolves `req` against `devices` (a snapshot holding at least every device the request can
@@ -294,6 +296,9 @@ pub fn resolve<'d>(
             out.already_current.insert(ty.clone(), current);
         }
         if things.is_empty() {
+            // Nothing moves, but what was held back is still said.
+            held_back.sort_by(|a, b| a.thing.cmp(&b.thing));
+            out.held_back.extend(held_back);
             continue;
         }
         things.sort();

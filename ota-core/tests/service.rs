@@ -385,3 +385,14 @@ async fn a_plan_says_when_an_abort_would_roll_the_moved_devices_back() {
     assert!(!plain.message.contains("rolled back"), "{}", plain.message);
     assert_ne!(plain.plan_id, plan.plan_id);
 }
+
+#[tokio::test]
+async fn a_plan_with_nothing_to_move_still_says_what_it_held_back() {
+    let w = world().await;
+    // smart_plug: -01 and -02 run 1.0.0, -03 2.0.0, -04 3.0.0.
+    let plan = w.svc.plan_prompt(&operator(), "Update all smart_plug devices to 1.0.0").await.unwrap();
+    assert!(plan.deployments.is_empty());
+    assert!(plan.message.contains("2 devices held back: they run a newer version"), "{}", plan.message);
+    let held: Vec<&str> = plan.held_back.iter().map(|h| h.thing.as_str()).collect();
+    assert_eq!(held, ["smart_plug-03", "smart_plug-04"]);
+}

@@ -110,6 +110,22 @@ impl FleetManager {
         let offline_left_out: usize = resolution.offline_left_out.values().sum();
         let mut plan = Plan::informational(action, String::new());
         plan.message = describe(action, &deployments, &refusals, already, offline_left_out);
+        if !resolution.held_back.is_empty() {
+            let n = resolution.held_back.len();
+            let (newer, verb) = if action == Action::Rollback {
+                ("an older", "a rollback never upgrades")
+            } else {
+                ("a newer", "an update never downgrades")
+            };
+            plan.message.push_str(&format!(
+                " {n} device{} held back: {} {newer} version ({verb}; name {} or ask to {}).",
+                plural(n),
+                if n == 1 { "it runs" } else { "they run" },
+                if n == 1 { "it" } else { "them" },
+                if action == Action::Rollback { "update" } else { "roll back" },
+            ));
+            plan.held_back = resolution.held_back;
+        }
         plan.plan_id = (!deployments.is_empty()).then(|| plan_id(&deployments));
         plan.deployments = deployments;
         plan.refusals = refusals;
