@@ -259,7 +259,7 @@ fn describe(
                     "{} is already running {} (started {}).",
                     d.device_type,
                     d.rollout_id,
-                    since.to_rfc3339()
+                    since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ));
             }
         }
