@@ -263,7 +263,12 @@ async fn revert_loop(svc: Arc<FleetManager>, mut rx: mpsc::UnboundedReceiver<Rev
                            "devices": started.rollouts.iter().map(|r| r.things.len()).sum::<usize>()}),
                 ),
                 Ok(None) => {}
-                Err(e) => log("error", "revert_failed", json!({"after": id.as_str(), "error": e.to_string()})),
+                Err(e) => {
+                    // Refused (a closed gate, a changed image): audited once by the service;
+                    // retrying every few seconds would only repeat the refusal.
+                    watched.remove(&id);
+                    log("error", "revert_failed", json!({"after": id.as_str(), "error": e.to_string()}));
+                }
             }
         }
     }
