@@ -96,6 +96,11 @@ impl FleetManager {
         {
             return Ok(NextRevert::Nothing);
         }
+        // A closed gate refuses any revert: nothing is owed that could start (the refusal of
+        // the first attempt is audited).
+        if !self.enabled_types([aborted.device_type.clone()]).await?.contains(&aborted.device_type) {
+            return Ok(NextRevert::Nothing);
+        }
         let done: BTreeSet<&ThingName> = reverts.iter().flat_map(|r| r.things.iter()).collect();
         let mut groups: BTreeMap<FirmwareVersion, Vec<ThingName>> = BTreeMap::new();
         for thing in aborted.things.iter().filter(|t| !done.contains(t)) {
