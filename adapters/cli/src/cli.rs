@@ -5,11 +5,22 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The exit status of every command, for `ota --help`. `ask` and `demo --headless` say more
+/// about 0, 3 and 4 in their own help (`crate::live::EXIT_STATUS_HELP`).
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  done; also when the reader of standard output went away early (`ota devices list |
+     head -1`): output stops quietly, with no error
+  1  an error (printed once, on stderr; with --json also as {\"error\": ...} on stdout), a
+     refused request (nothing changed), or `firmware verify` found a bad build
+  3  `ask`, `demo --headless`: a rollout aborted or was canceled, or a device failed
+  4  `ask`, `demo --headless`: returned while devices still wait (see `ota ask --help`)";
+
 /// Manage the firmware of a fleet of ESP32 devices by saying what you want.
 ///
 /// The local CLI acts as the local admin: whoever can read and write the data dir.
 #[derive(Debug, Parser)]
-#[command(name = "ota", version, about, long_about = None)]
+#[command(name = "ota", version, about, long_about = None, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// Where the embedded backend keeps its database and firmware catalog.
     #[arg(long, global = true, env = "OTA_DATA_DIR", default_value = ".ota")]

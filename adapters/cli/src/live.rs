@@ -290,7 +290,7 @@ pub async fn watch(svc: &FleetManager, store: &SqliteStore, ids: &[JobId], how: 
 pub async fn print_summary(store: &SqliteStore, finished: &[RolloutProgress]) -> Result<()> {
     for p in finished {
         let c = &p.counts;
-        println!(
+        outln!(
             "\n{} ({} {} -> {}): {}",
             p.rollout.id,
             p.rollout.device_type,
@@ -299,12 +299,12 @@ pub async fn print_summary(store: &SqliteStore, finished: &[RolloutProgress]) ->
             p.rollout.status.as_str()
         );
         if let Some(reason) = &p.rollout.status_reason {
-            println!("  {reason}");
+            outln!("  {reason}");
         }
         if let Some(of) = &p.rollout.revert_of {
-            println!("  reverts the devices {of} had moved when it aborted");
+            outln!("  reverts the devices {of} had moved when it aborted");
         }
-        println!(
+        outln!(
             "  succeeded {}, failed {}, rejected {}, timed out {}, canceled {}, waiting {}",
             c.succeeded,
             c.failed,
@@ -323,7 +323,7 @@ pub async fn print_summary(store: &SqliteStore, finished: &[RolloutProgress]) ->
                 connection_of(DeviceRegistry::get(store, &e.thing).await?.as_ref())
             };
             let line = format!("  {:<28} {:<11} {why}", e.thing.as_str(), e.status.as_str());
-            println!("{}", line.trim_end());
+            outln!("{}", line.trim_end());
         }
     }
     Ok(())
@@ -514,12 +514,12 @@ pub async fn ask_and_follow(
     };
     if print_progress {
         out.plan(&started.plan);
-        println!();
+        outln!();
         if started.nothing_changed() {
-            println!("Refused, nothing changed:");
+            outln!("Refused, nothing changed:");
         }
         for item in &started.items {
-            println!("{}", item.summary());
+            outln!("{}", item.summary());
         }
     }
     if started.nothing_changed() {
@@ -565,9 +565,9 @@ pub fn print_ending(report: &AskReport, wait: Duration) {
         End::NothingStarted | End::Refused => return,
         End::Ended => {
             if report.exit_code == 0 {
-                println!("\nEvery rollout ended; every device succeeded.");
+                outln!("\nEvery rollout ended; every device succeeded.");
             } else {
-                println!("\nEvery rollout ended, not all of them as asked (see above).");
+                outln!("\nEvery rollout ended, not all of them as asked (see above).");
             }
             return;
         }
@@ -575,11 +575,11 @@ pub fn print_ending(report: &AskReport, wait: Duration) {
         End::WaitElapsed => &format!("stopped waiting after {} s (--wait)", wait.as_secs()),
         End::Interrupted => "stopped watching (Ctrl-C)",
     };
-    println!("\nReturned: {why}. {still}.");
+    outln!("\nReturned: {why}. {still}.");
     let ids: BTreeSet<&str> = report.waiting.iter().map(|w| w.rollout_id.as_str()).collect();
-    println!("The rollouts keep running on the server; follow them with:");
+    outln!("The rollouts keep running on the server; follow them with:");
     for id in ids {
-        println!("  ota rollouts watch {id}");
+        outln!("  ota rollouts watch {id}");
     }
 }
 
@@ -594,7 +594,7 @@ pub async fn ask(
 ) -> Result<u8> {
     let (report, progress) = ask_and_follow(svc, store, me, prompt, wait, !out.json, out).await?;
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         print_summary(store, &progress).await?;
         print_ending(&report, wait);

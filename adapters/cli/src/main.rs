@@ -2,6 +2,11 @@
 //! calls `ota-core`'s service on the embedded backend (`ota-local`) or on AWS (`ota-aws`,
 //! with `--backend aws`), and prints tables or JSON. Every rule is enforced by the service, not here.
 
+// Standard output goes through `outln!`/`out!` (a closed pipe is a quiet exit, not a panic).
+#![deny(clippy::print_stdout)]
+
+#[macro_use]
+mod stdout;
 mod cli;
 mod demo;
 mod live;
@@ -39,13 +44,15 @@ fn main() -> ExitCode {
         }
     };
     let out = Output { json: cli.json };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             out.error(&e);
             ExitCode::FAILURE
         }
-    }
+    };
+    stdout::flush();
+    code
 }
 
 /// The local user, who owns the data dir and so acts as its admin.
@@ -139,7 +146,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if watched.end == live::End::Ended {
                 if cli.json {
                     let reports = live::headless_rollouts(&store, &watched.progress).await?;
-                    println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+                    outln!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
                 } else {
                     live::print_summary(&store, &watched.progress).await?;
                 }
@@ -154,9 +161,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let files =
                 ota_local::link::write_mosquitto_files(&mosquitto, &creds, &things, &cloud_user, &cloud_password)
                     .map_err(|e| Error::storage(format!("cannot write the mosquitto files: {e}")))?;
-            println!("wrote credentials and ACLs for {} devices: {files:?}", things.len());
-            println!("in mosquitto.conf: allow_anonymous false, password_file and acl_file pointing at them;");
-            println!("then: ota serve --mqtt-url mqtt://{cloud_user}:<password>@<host>:<port>");
+            outln!("wrote credentials and ACLs for {} devices: {files:?}", things.len());
+            outln!("in mosquitto.conf: allow_anonymous false, password_file and acl_file pointing at them;");
+            outln!("then: ota serve --mqtt-url mqtt://{cloud_user}:<password>@<host>:<port>");
         }
         Command::Mcp => {
             // stdout carries the protocol: nothing else may be printed there.
@@ -170,7 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(TokenCommand::Jwks) => {
             let issuer = ota_auth::LocalIssuer::load_or_create(&cli.data_dir)
                 .map_err(|e| Error::storage(format!("the local signing key: {e}")))?;
-            println!("{}", serde_json::to_string_pretty(&issuer.jwks()).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&issuer.jwks()).unwrap_or_default());
         }
         Command::Token(TokenCommand::Create { role, ttl, subject }) => {
             let role = parse_role(&role)?;
@@ -180,7 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let token = issuer
                 .issue(&subject, role, ttl)
                 .map_err(|e| Error::invalid("token", subject.clone(), e.to_string()))?;
-            println!("{token}");
+            outln!("{token}");
         }
         Command::Serve(args) => {
             let store = local_store()?;
@@ -209,7 +216,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(s) = aws_settings.as_ref().filter(|_| !cli.json) {
                 for d in &plan.deployments {
                     let rate = ota_aws::job_spec::start_rate(&d.policy, s.expected_update_minutes);
-                    println!("On AWS ({}): {rate}", d.device_type);
+                    outln!("On AWS ({}): {rate}", d.device_type);
                 }
             }
         }
@@ -506,7 +513,7 @@ async fn demo_body(
             out.plan(plan);
         }
         for item in &report.items {
-            println!("{}", item.summary());
+            outln!("{}", item.summary());
         }
     }
     // Devices that just succeeded confirm their image right after reporting; give the last
@@ -514,7 +521,7 @@ async fn demo_body(
     tokio::time::sleep(Duration::from_millis(500)).await;
     if out.json {
         let report = live::with_devices(report, fleet);
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         Ok(ExitCode::from(report.exit_code))
     } else {
         live::print_summary(store, &progress).await?;

@@ -23,7 +23,7 @@ pub struct Output {
 
 fn json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }
@@ -33,20 +33,25 @@ fn or_dash(s: Option<String>) -> String {
 }
 
 impl Output {
+    /// The one place an error is printed: on stderr, and with --json also on stdout. Neither
+    /// write may fail the process further (a closed stderr or stdout is ignored here).
     pub fn error(&self, e: &Error) {
-        if self.json {
-            json(&serde_json::json!({ "error": e.to_string() }));
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "error: {e}");
+        if self.json
+            && let Ok(s) = serde_json::to_string_pretty(&serde_json::json!({ "error": e.to_string() }))
+        {
+            let _ = writeln!(std::io::stdout(), "{s}");
         }
-        eprintln!("error: {e}");
     }
 
     pub fn init(&self, dir: &Path, demo: Option<&DemoSummary>) {
         if self.json {
             return json(&serde_json::json!({ "data_dir": dir, "demo": demo }));
         }
-        println!("data dir ready: {}", dir.display());
+        outln!("data dir ready: {}", dir.display());
         if let Some(s) = demo {
-            println!(
+            outln!(
                 "demo world: {} device types, {} firmware builds ({} new), {} devices ({} new); OTA enabled for every type but {}",
                 s.device_types,
                 s.firmware,
@@ -55,7 +60,7 @@ impl Output {
                 s.devices_created,
                 ota_core::demo::DISABLED_TYPE
             );
-            println!(
+            outln!(
                 "next: ota --data-dir {} plan \"Update all vision_ai_face_detector devices to v2.0.0\"",
                 dir.display()
             );
@@ -66,7 +71,7 @@ impl Output {
         if self.json {
             return json(&serde_json::json!({ "demo": s }));
         }
-        println!(
+        outln!(
             "AWS demo world: {} device types, {} firmware builds ({} uploaded), {} things ({} registered); OTA enabled for every type but {}",
             s.device_types,
             s.firmware,
@@ -82,7 +87,7 @@ impl Output {
             return json(plan);
         }
         let id = plan.plan_id.as_deref().map(|i| format!(" {i}")).unwrap_or_default();
-        println!("Plan{id}: {}", plan.action);
+        outln!("Plan{id}: {}", plan.action);
         if !plan.deployments.is_empty() {
             let mut t = Table::new(&["DEVICE TYPE", "THING GROUP", "VERSION", "DEVICES", "SHA256", "ROLLOUT ID"]);
             for d in &plan.deployments {
@@ -95,31 +100,31 @@ impl Output {
                     d.rollout_id.to_string(),
                 ]);
             }
-            print!("{}", t.render());
+            out!("{}", t.render());
             for d in &plan.deployments {
                 let things: Vec<&str> = d.things.iter().map(|t| t.as_str()).collect();
-                println!("  {}: {}", d.device_type, things.join(", "));
+                outln!("  {}: {}", d.device_type, things.join(", "));
                 for h in &d.held_back {
-                    println!("    held back {}: {}", h.thing, h.reason);
+                    outln!("    held back {}: {}", h.thing, h.reason);
                 }
             }
             let policies: std::collections::BTreeSet<String> =
                 plan.deployments.iter().map(|d| d.policy.to_string()).collect();
             for p in policies {
-                println!("Policy: {p}");
+                outln!("Policy: {p}");
             }
         }
         if !plan.refusals.is_empty() {
-            println!("Refused:");
+            outln!("Refused:");
             let mut t = Table::new(&["  TARGET", "REASON"]);
             for r in &plan.refusals {
                 t.row(vec![format!("  {}", r.target), r.reason.clone()]);
             }
-            print!("{}", t.render().lines().skip(1).map(|l| format!("{l}\n")).collect::<String>());
+            out!("{}", t.render().lines().skip(1).map(|l| format!("{l}\n")).collect::<String>());
         }
-        println!("{}", plan.message);
+        outln!("{}", plan.message);
         if !plan.suggestions.is_empty() {
-            println!("Did you mean: {}", plan.suggestions.join(", "));
+            outln!("Did you mean: {}", plan.suggestions.join(", "));
         }
     }
 
@@ -142,14 +147,14 @@ impl Output {
             };
             t.row(vec![e.device_type.to_string(), e.version.to_string(), size, sha, built, notes]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
 
     pub fn published(&self, v: &VerifiedArtifact) {
         if self.json {
             return json(v);
         }
-        println!("published {} ({} bytes, sha256 {})", v.artifact, v.size, v.sha256);
+        outln!("published {} ({} bytes, sha256 {})", v.artifact, v.size, v.sha256);
     }
 
     pub fn verified(&self, reports: &[VerifyReport]) {
@@ -165,9 +170,9 @@ impl Output {
             };
             t.row(vec![r.artifact.device_type.to_string(), r.artifact.version.to_string(), result]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
         let bad = reports.iter().filter(|r| r.error.is_some()).count();
-        println!("{} checked, {} failed", reports.len(), bad);
+        outln!("{} checked, {} failed", reports.len(), bad);
     }
 
     pub fn devices(&self, status: &FleetStatus) {
@@ -184,30 +189,30 @@ impl Output {
                 if d.connected { "yes".into() } else { "no".into() },
             ]);
         }
-        print!("{}", t.render());
-        println!("{} devices", status.devices.len());
+        out!("{}", t.render());
+        outln!("{} devices", status.devices.len());
     }
 
     pub fn device(&self, d: &Device) {
         if self.json {
             return json(d);
         }
-        println!("thing:        {}", d.thing);
-        println!("device type:  {}", d.device_type);
-        println!("thing group:  {}", d.thing_group);
-        println!("firmware:     {}", or_dash(d.firmware_version.as_ref().map(ToString::to_string)));
-        println!("connected:    {}", if d.connected { "yes" } else { "no" });
-        println!("last seen:    {}", or_dash(d.last_seen.map(|t| t.to_rfc3339())));
+        outln!("thing:        {}", d.thing);
+        outln!("device type:  {}", d.device_type);
+        outln!("thing group:  {}", d.thing_group);
+        outln!("firmware:     {}", or_dash(d.firmware_version.as_ref().map(ToString::to_string)));
+        outln!("connected:    {}", if d.connected { "yes" } else { "no" });
+        outln!("last seen:    {}", or_dash(d.last_seen.map(|t| t.to_rfc3339())));
     }
 
     pub fn config(&self, c: &TypeConfig) {
         if self.json {
             return json(c);
         }
-        println!("OTA {} for {}", if c.ota_enabled { "enabled" } else { "disabled" }, c.device_type);
+        outln!("OTA {} for {}", if c.ota_enabled { "enabled" } else { "disabled" }, c.device_type);
         match &c.policy {
-            Some(p) => println!("policy: {p}"),
-            None => println!("policy: the default"),
+            Some(p) => outln!("policy: {p}"),
+            None => outln!("policy: the default"),
         }
     }
 
@@ -227,7 +232,7 @@ impl Output {
                 s.devices.to_string(),
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
 
     pub fn rollouts(&self, rollouts: &[Rollout]) {
@@ -246,7 +251,7 @@ impl Output {
                 r.created_by.clone(),
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
 
     /// A rollout with each device's execution (`None` where the backend does not list them;
@@ -261,10 +266,10 @@ impl Output {
         }
         self.rollout(r);
         if let Some(executions) = executions {
-            println!("executions:");
+            outln!("executions:");
             for e in executions {
                 let line = format!("  {:<28} {:<11} {}", e.thing.as_str(), e.status, e.reason.as_deref().unwrap_or(""));
-                println!("{}", line.trim_end());
+                outln!("{}", line.trim_end());
             }
         }
     }
@@ -273,21 +278,21 @@ impl Output {
         if self.json {
             return json(r);
         }
-        println!("rollout:      {}", r.id);
-        println!(
+        outln!("rollout:      {}", r.id);
+        outln!(
             "status:       {}{}",
             r.status.as_str(),
             r.status_reason.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
         );
-        println!("action:       {}", r.action.as_str());
-        println!("device type:  {} ({})", r.device_type, r.thing_group);
-        println!("version:      {} ({} bytes, sha256 {})", r.version, r.size, r.sha256);
-        println!("devices:      {}", r.things.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "));
-        println!("fleet query:  {}", r.fleet_query);
-        println!("policy:       {}", r.policy);
-        println!("created:      {} by {}", r.created_at.to_rfc3339(), r.created_by);
+        outln!("action:       {}", r.action.as_str());
+        outln!("device type:  {} ({})", r.device_type, r.thing_group);
+        outln!("version:      {} ({} bytes, sha256 {})", r.version, r.size, r.sha256);
+        outln!("devices:      {}", r.things.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "));
+        outln!("fleet query:  {}", r.fleet_query);
+        outln!("policy:       {}", r.policy);
+        outln!("created:      {} by {}", r.created_at.to_rfc3339(), r.created_by);
         if let Some(of) = &r.revert_of {
-            println!("reverts:      the devices {of} had moved when it aborted");
+            outln!("reverts:      the devices {of} had moved when it aborted");
         }
     }
 
@@ -297,17 +302,17 @@ impl Output {
             return json(s);
         }
         if s.nothing_changed() {
-            println!("Refused, nothing changed:");
+            outln!("Refused, nothing changed:");
         }
         for item in &s.items {
             let line = item.summary();
             match s.rollouts.iter().find(|r| r.id == item.rollout_id) {
-                Some(r) => println!("{line}: {} -> {} ({} devices)", r.device_type, r.version, r.things.len()),
-                None => println!("{line}"),
+                Some(r) => outln!("{line}: {} -> {} ({} devices)", r.device_type, r.version, r.things.len()),
+                None => outln!("{line}"),
             }
         }
         for r in &s.plan.refusals {
-            println!("not planned {}: {}", r.target, r.reason);
+            outln!("not planned {}: {}", r.target, r.reason);
         }
     }
 
@@ -318,7 +323,7 @@ impl Output {
             return json(&serde_json::json!({ "plan": plan, "rollouts": [], "existing": [], "items": [] }));
         }
         self.plan(plan);
-        println!("Nothing was started.");
+        outln!("Nothing was started.");
     }
 
     pub fn audit(&self, entries: &[AuditEntry]) {
@@ -339,6 +344,6 @@ impl Output {
                 outcome,
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
 }
