@@ -46,6 +46,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 mod actions;
+mod contractions;
 mod names;
 mod reads;
 

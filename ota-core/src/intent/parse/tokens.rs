@@ -62,6 +62,13 @@ pub(super) fn tokenize(text: &str) -> (Vec<Token<'_>>, bool) {
         }
         let raw = strip_possessive(raw);
         let lower = raw.to_lowercase().replace('’', "'");
+        if let Some(words) = expand_contraction(&lower) {
+            let last = words.len() - 1;
+            for (k, word) in words.into_iter().enumerate() {
+                tokens.push(Token { raw, word, kind: Kind::Word, clause_end: clause_end && k == last });
+            }
+            continue;
+        }
         let (word, kind) = classify(raw, lower);
         tokens.push(Token { raw, word, kind, clause_end });
     }
@@ -75,6 +82,60 @@ fn strip_possessive(raw: &str) -> &str {
         Some(s) if s.contains(['_', '-']) => s,
         _ => raw,
     }
+}
+
+/// A contraction or possessive the lexicon does not list, as the words it stands for:
+/// "that's" → "that is", "wasn't" → "was not", "won't" → "will not", "they're" → "they
+/// are", and "feeder's" → "feeder" (a possessive: any "'s" after a word other than a
+/// pronoun or question word such as "that", "it", "what", "where"). Words the lexicon lists as they are ("don't",
+/// "what's") keep their own role, so the answer to "don't" and "do not" is the same
+/// negation. `None` for a word with no apostrophe, or one that is not a contraction.
+fn expand_contraction(lower: &str) -> Option<Vec<String>> {
+    if !lower.contains('\'') || lexicon::role(lower).is_some() {
+        return None;
+    }
+    let (stem, tail) = lower.rsplit_once('\'')?;
+    if stem.is_empty() || !stem.chars().all(|c| c.is_alphabetic()) {
+        return None;
+    }
+    let words: Vec<&str> = match tail {
+        "t" if stem.ends_with('n') => {
+            let verb = &stem[..stem.len() - 1];
+            match verb {
+                "wo" => vec!["will", "not"],
+                "ca" => vec!["can", "not"],
+                "sha" => vec!["shall", "not"],
+                "" => return None,
+                v => vec![v, "not"],
+            }
+        }
+        "s" if matches!(
+            stem,
+            "that"
+                | "this"
+                | "it"
+                | "what"
+                | "which"
+                | "where"
+                | "how"
+                | "who"
+                | "there"
+                | "here"
+                | "everything"
+                | "when"
+        ) =>
+        {
+            vec![stem, "is"]
+        }
+        "s" => vec![stem],
+        "re" => vec![stem, "are"],
+        "m" => vec![stem, "am"],
+        "ll" => vec![stem, "will"],
+        "d" => vec![stem, "would"],
+        "ve" => vec![stem, "have"],
+        _ => return None,
+    };
+    Some(words.into_iter().map(str::to_string).collect())
 }
 
 fn classify(raw: &str, lower: String) -> (String, Kind) {
