@@ -19,6 +19,10 @@ impl Drop for Moto {
 
 fn moto() -> Option<Moto> {
     if std::env::var("OTA_TEST_AWS").as_deref() != Ok("1") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: set OTA_TEST_AWS=1 (with moto: pip install 'moto[server]'); .ci/run does"
+        );
         println!("skipped: set OTA_TEST_AWS=1 to run the CLI against moto");
         return None;
     }

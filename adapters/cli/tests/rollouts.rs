@@ -7,7 +7,7 @@
 //! SIGKILL mid-rollout finishes it after a restart with every device accounted for once.
 //!
 //! The mosquitto variants run when `OTA_TEST_MOSQUITTO=1` (CI sets it and installs
-//! mosquitto); without it they say they skipped.
+//! mosquitto); without it they say they skipped, and fail under `CI`.
 
 mod common;
 
@@ -407,6 +407,10 @@ impl Drop for Broker {
 /// them; `None` when the mosquitto tests are not enabled.
 fn mosquitto_for(dir: &Path, fleet_args: &[&str]) -> Option<(Broker, String)> {
     if std::env::var("OTA_TEST_MOSQUITTO").ok().as_deref() != Some("1") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: set OTA_TEST_MOSQUITTO=1 (with mosquitto installed: apt-get install mosquitto); .ci/run does"
+        );
         println!("skipped: set OTA_TEST_MOSQUITTO=1 (with mosquitto installed) to run the broker campaign");
         return None;
     }
@@ -565,9 +569,18 @@ fn the_http_api_needs_a_token_and_answers_through_the_service() {
 #[test]
 fn a_third_party_mcp_client_plans_starts_and_watches_a_rollout() {
     if std::env::var("OTA_TEST_MCP_CLIENT").ok().as_deref() != Some("1") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: set OTA_TEST_MCP_CLIENT=1 (with the Python MCP SDK: pip install mcp); .ci/run does"
+        );
         println!("skipped: set OTA_TEST_MCP_CLIENT=1 (with `pip install mcp`) to run the Python MCP client");
         return;
     }
+    let sdk = Command::new("python3").args(["-c", "import mcp"]).output();
+    assert!(
+        sdk.as_ref().is_ok_and(|o| o.status.success()),
+        "OTA_TEST_MCP_CLIENT=1 but the Python MCP SDK cannot be imported (pip install mcp): {sdk:?}"
+    );
     let dir = TempDir::new().unwrap();
     let d = dir.path();
     ok(d, &["init", "--demo"]);

@@ -1,5 +1,5 @@
 //! A moto server for the tests, started on 127.0.0.1 with a free port, gated by
-//! `OTA_TEST_AWS=1`. Unset: the caller prints "skipped" and returns. Set but moto cannot
+//! `OTA_TEST_AWS=1`. Unset: the caller prints "skipped" and returns (under `CI` it fails). Set but moto cannot
 //! start: the test fails, never skips silently.
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -31,6 +31,10 @@ impl Drop for Moto {
 /// cannot start.
 pub fn start() -> Option<Moto> {
     if std::env::var("OTA_TEST_AWS").as_deref() != Ok("1") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: set OTA_TEST_AWS=1 (with moto: pip install 'moto[server]'); .ci/run does"
+        );
         println!("skipped: set OTA_TEST_AWS=1 (and pip install 'moto[server]') to run the AWS backend against moto");
         return None;
     }
