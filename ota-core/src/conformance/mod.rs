@@ -52,6 +52,7 @@ where
         rollouts_create_get_and_list_newest_first,
         rollouts_ids_are_unique,
         rollouts_allow_one_active_per_type,
+        rollouts_racing_creates_admit_exactly_one_per_type,
         rollouts_finish_only_once,
         audit_is_append_only_and_newest_first,
         service_refuses_artifacts_whose_files_disagree,
@@ -311,6 +312,39 @@ pub async fn rollouts_allow_one_active_per_type(b: &Backend) {
     b.rollouts.create(&rollout("update-a-2", "pet_feeder", t0())).await.expect("free again once the first ended");
     let q = RolloutQuery { active_only: true, ..Default::default() };
     assert_eq!(b.rollouts.list(&q).await.unwrap().len(), 2);
+}
+
+/// Creates racing for one device type (different ids, all in flight at once, as two starts
+/// from two front doors would be): exactly one is stored and active, every other gets
+/// `Conflict` naming it and leaves nothing stored. Racers for another type do not interfere.
+pub async fn rollouts_racing_creates_admit_exactly_one_per_type(b: &Backend) {
+    let types = ["pet_feeder", "smart_plug"];
+    let racers: Vec<Rollout> = (1..=4)
+        .flat_map(|n| types.map(|t| rollout(&format!("update-{t}-race-{n}"), t, t0() + Duration::seconds(n))))
+        .collect();
+    let results = futures::future::join_all(racers.iter().map(|r| b.rollouts.create(r))).await;
+    let q = RolloutQuery { active_only: true, ..Default::default() };
+    let active = b.rollouts.list(&q).await.unwrap();
+    for t in types {
+        let entered: Vec<(&Rollout, &crate::Result<()>)> =
+            racers.iter().zip(&results).filter(|(r, _)| r.device_type == ty(t)).collect();
+        let winners: Vec<&JobId> = entered.iter().filter(|(_, res)| res.is_ok()).map(|(r, _)| &r.id).collect();
+        assert_eq!(winners.len(), 1, "exactly one racing create for {t} wins: {results:?}");
+        let winner = winners[0].to_string();
+        for (r, res) in &entered {
+            if let Err(e) = res {
+                assert!(matches!(e, Error::Conflict(m) if m.contains(&winner)), "{} lost to {winner}: {e}", r.id);
+                assert!(
+                    matches!(b.rollouts.get(&r.id).await, Err(Error::NotFound { .. })),
+                    "a losing create stored nothing: {}",
+                    r.id
+                );
+            }
+        }
+        let stored: Vec<String> = active.iter().filter(|r| r.device_type == ty(t)).map(|r| r.id.to_string()).collect();
+        assert_eq!(stored, [winner], "one active rollout for {t}");
+    }
+    assert_eq!(active.len(), types.len());
 }
 
 pub async fn rollouts_finish_only_once(b: &Backend) {
