@@ -9,6 +9,7 @@
 //! reach devices the operator did not mean.
 
 mod lexicon;
+mod numbers;
 mod reading;
 mod tokens;
 mod types;
@@ -60,8 +61,13 @@ fn parse_sentence(text: &str, vocab: &Vocabulary) -> Intent {
     }
     let index = TypeIndex::new(&vocab.device_types);
     let hits = index.find_hits(&tokens);
-    let reading = reading::read(&tokens, &hits, &index, question_mark);
-    let versions = versions::find(&tokens);
+    let numbers = numbers::find(&tokens, &hits, &index);
+    let mut skip = vec![false; tokens.len()];
+    for n in &numbers {
+        skip[n.tokens.clone()].iter_mut().for_each(|s| *s = true);
+    }
+    let reading = reading::read(&tokens, &hits, &numbers, &index, question_mark);
+    let versions = versions::find(&tokens, &skip);
     Decision { r: &reading, v: &versions, index: &index }.decide()
 }
 
@@ -133,7 +139,8 @@ pub fn is_open_question(text: &str, intent: &Intent, vocab: &Vocabulary) -> bool
     }
     let index = TypeIndex::new(&vocab.device_types);
     let hits = index.find_hits(&tokens);
-    let r = reading::read(&tokens, &hits, &index, question_mark);
+    let numbers = numbers::find(&tokens, &hits, &index);
+    let r = reading::read(&tokens, &hits, &numbers, &index, question_mark);
     !(r.read_verb
         || r.status
         || r.progress
@@ -283,6 +290,17 @@ impl Decision<'_> {
                 ASK_TARGETS.to_string()
             };
             return unknown(message, Vec::new());
+        }
+        if chosen.target.is_none()
+            && !self.v.latest
+            && let Some((mention, number)) = r.bare_device_numbers.first()
+        {
+            return unknown(
+                format!(
+                    "Does \"{number}\" name the device {mention} or version {number}? Say \"{mention} to 2.0.0\" for the device, or \"to version {number}\" for the version."
+                ),
+                vec![mention.clone()],
+            );
         }
         let Some(version) = chosen.target else {
             return unknown(ASK_VERSION, Vec::new());

@@ -339,3 +339,68 @@ impl FleetManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Plain words through the service against the demo world in memory: names resolved
+    //! against the registry, plans built from the catalog.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::memory::{MemoryAudit, MemoryCatalog, MemoryConfig, MemoryRegistry, MemoryRollouts};
+    use crate::ports::Backend;
+    use crate::service::Settings;
+
+    fn admin() -> Caller {
+        Caller::new("root", [Role::Admin])
+    }
+
+    fn operator() -> Caller {
+        Caller::new("ana", [Role::Operator])
+    }
+
+    const TYPES: [&str; 4] = ["pet_feeder", "weather_station", "smart_plug", "energy_meter"];
+
+    async fn world() -> FleetManager {
+        let backend = Backend {
+            catalog: Arc::new(MemoryCatalog::default()),
+            registry: Arc::new(MemoryRegistry::default()),
+            config: Arc::new(MemoryConfig::default()),
+            rollouts: Arc::new(MemoryRollouts::default()),
+            audit: Arc::new(MemoryAudit::default()),
+        };
+        let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
+        crate::demo::seed(&svc, &admin(), &TYPES, 4, |t, v| format!("image {t} {v}").into_bytes())
+            .await
+            .expect("seeded");
+        svc
+    }
+
+    #[tokio::test]
+    async fn device_numbers_with_spaces_or_words_resolve_against_the_registry() {
+        let svc = world().await;
+        for prompt in [
+            "what's the status of weather station 2",
+            "how is weather station two doing",
+            "what is weather station number 2 running",
+        ] {
+            let plan = svc.plan_prompt(&operator(), prompt).await.unwrap();
+            assert_eq!(plan.action, Action::FleetStatus, "{prompt}");
+            assert!(plan.message.contains("weather_station-02 runs"), "{prompt}: {}", plan.message);
+            assert!(plan.refusals.is_empty(), "{prompt}");
+        }
+        let plan = svc.plan_prompt(&operator(), "update pet feeder three to latest").await.unwrap();
+        let request = plan.request.as_ref().expect("an update plan");
+        let named: Vec<&str> = request.target.things.iter().map(|t| t.as_str()).collect();
+        assert_eq!(named, ["pet_feeder-03"], "{}", plan.message);
+        assert!(plan.deployments.iter().flat_map(|d| d.things.iter()).all(|t| t.as_str() == "pet_feeder-03"));
+        // A number that names no device is refused with close matches, never changed.
+        let plan = svc.plan_prompt(&operator(), "update pet feeder 9 to latest").await.unwrap();
+        assert!(plan.deployments.is_empty(), "{}", plan.message);
+        assert_eq!(plan.refusals.len(), 1);
+        assert!(plan.refusals[0].reason.contains("pet_feeder-01"), "{:?}", plan.refusals);
+        let plan = svc.plan_prompt(&operator(), "status of weather station 7").await.unwrap();
+        assert!(plan.refusals.iter().any(|r| r.target == "weather_station-7"), "{:?}", plan.refusals);
+    }
+}

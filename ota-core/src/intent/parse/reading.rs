@@ -6,6 +6,7 @@ use crate::intent::fuzzy::within;
 use crate::names::JobId;
 
 use super::lexicon::{self, Role, TYPO_TOLERANT};
+use super::numbers::DeviceNumber;
 use super::tokens::{Kind, Token};
 use super::types::{Outcome, TypeHit, TypeIndex};
 
@@ -79,6 +80,9 @@ pub(super) struct Reading {
     pub online: bool,
     /// The object of enable/disable: "OTA", "updates".
     pub ota: bool,
+    /// Devices named by type and a bare number ("pet feeder 3"), as (mention, number): a
+    /// version too, in an update that names no version otherwise.
+    pub bare_device_numbers: Vec<(String, String)>,
 }
 
 /// What a word does to a list of exclusions in progress.
@@ -97,7 +101,13 @@ struct Pass<'t, 'a> {
     r: Reading,
 }
 
-pub(super) fn read(tokens: &[Token<'_>], hits: &[TypeHit], index: &TypeIndex<'_>, question_mark: bool) -> Reading {
+pub(super) fn read(
+    tokens: &[Token<'_>],
+    hits: &[TypeHit],
+    numbers: &[DeviceNumber],
+    index: &TypeIndex<'_>,
+    question_mark: bool,
+) -> Reading {
     let mut covered = vec![false; tokens.len()];
     for h in hits {
         covered[h.start..h.end].iter_mut().for_each(|c| *c = true);
@@ -108,11 +118,20 @@ pub(super) fn read(tokens: &[Token<'_>], hits: &[TypeHit], index: &TypeIndex<'_>
         && !tokens.get(1).is_some_and(|t| lexicon::role(&t.word) == Some(Role::Negation));
     pass.r.asks = question_mark;
     let mut excluding = false;
-    let mut hits = hits.iter().peekable();
+    let mut hits = hits.iter().enumerate().peekable();
     let mut i = 0;
     while i < tokens.len() {
-        if let Some(hit) = hits.next_if(|h| h.start == i) {
-            pass.add_hit(hit, excluding);
+        if let Some((h, hit)) = hits.next_if(|(_, h)| h.start == i) {
+            // "pet feeder 3" names the device `pet_feeder-3`, not the type.
+            if let Some(n) = numbers.iter().find(|n| n.hit == h) {
+                pass.targets(excluding).things.push(n.mention.clone());
+                pass.consumed[n.tokens.clone()].iter_mut().for_each(|c| *c = true);
+                if n.bare {
+                    pass.r.bare_device_numbers.push((n.mention.clone(), n.number.clone()));
+                }
+            } else {
+                pass.add_hit(hit, excluding);
+            }
             i = hit.end;
             if tokens[i - 1].clause_end {
                 excluding = false;

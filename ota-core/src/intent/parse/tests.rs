@@ -48,6 +48,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 mod actions;
 mod contractions;
 mod names;
+mod numbers;
 mod reads;
 
 #[test]

@@ -52,9 +52,13 @@ pub(super) struct Chosen {
 const UNSUPPORTED_FILTER: &str =
     "I can select devices only by the version they run now: \"on 1.x\", \"still on 1.0.0\" or \"older than 2.0.0\"";
 
-pub(super) fn find(tokens: &[Token<'_>]) -> Versions {
+/// The versions of the prompt; tokens marked in `skip` (device numbers) are not versions.
+pub(super) fn find(tokens: &[Token<'_>], skip: &[bool]) -> Versions {
     let mut out = Versions::default();
     for (i, t) in tokens.iter().enumerate() {
+        if skip.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         match t.kind {
             Kind::Version { below } => {
                 let slot = if below { Slot::Below } else { govern(tokens, i).0 };
