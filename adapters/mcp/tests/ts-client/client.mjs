@@ -1,0 +1,113 @@
+// A third-party MCP client (the TypeScript SDK, @modelcontextprotocol/sdk, pinned in
+// package-lock.json) against `ota serve`'s /mcp over streamable HTTP with a bearer token.
+//
+//   node client.mjs URL TOKEN operator   list tools, call read tools, plan the pet_feeder update
+//   node client.mjs URL TOKEN viewer     list tools and read, but planning is refused
+//   node client.mjs URL - none           without a token the connection is refused
+//
+// The SDK validates every structuredContent against the tool's outputSchema where one is
+// declared. Prints a transcript ending in "passed"; exits non-zero on any unexpected answer.
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+
+const [url, token, role] = process.argv.slice(2);
+if (!url || !token || !["operator", "viewer", "none"].includes(role)) {
+  console.error("usage: node client.mjs URL TOKEN operator|viewer|none");
+  process.exit(2);
+}
+
+// Tools every role sees (the server may offer more).
+const TOOLS = [
+  "ask", "cancel_rollout", "fleet_status", "get_device", "get_rollout", "list_device_types",
+  "list_firmware", "list_rollouts", "plan_update", "rollback", "set_ota_enabled", "start_rollout",
+];
+
+const say = (...args) => console.log(...args);
+function check(cond, what) {
+  if (!cond) {
+    say("FAILED:", what);
+    process.exit(1);
+  }
+}
+
+/** `promise`, or a failure after `seconds`. */
+function bounded(what, promise, seconds = 30) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${seconds} s`)), seconds * 1000);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const text = (result) => (result.content ?? []).filter((c) => c.type === "text").map((c) => c.text).join(" ");
+
+async function connect(headers) {
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
+  const client = new Client({ name: "ota-ts-client-test", version: "0.0.0" });
+  await bounded("initialize", client.connect(transport));
+  return client;
+}
+
+async function main() {
+  if (role === "none") {
+    let refused = null;
+    try {
+      const client = await connect({});
+      await bounded("tools/list", client.listTools());
+    } catch (e) {
+      refused = e;
+    }
+    check(refused !== null, "a client without a token was served");
+    say("no token: refused:", String(refused.message ?? refused).slice(0, 200));
+    say("passed");
+    return;
+  }
+  const client = await connect({ Authorization: `Bearer ${token}` });
+  const server = client.getServerVersion();
+  say("initialized:", server?.name, server?.version);
+
+  const { tools } = await bounded("tools/list", client.listTools());
+  const names = tools.map((t) => t.name).sort();
+  say("tools:", names.join(", "));
+  for (const name of TOOLS) check(names.includes(name), `the tool ${name} is listed`);
+  for (const t of tools) check(t.inputSchema?.type === "object", `${t.name} has an object input schema`);
+  say("output schemas:", tools.filter((t) => t.outputSchema).length, "of", tools.length);
+
+  const types = await bounded("list_device_types", client.callTool({ name: "list_device_types", arguments: {} }));
+  check(!types.isError, `list_device_types: ${text(types)}`);
+  const listed = types.structuredContent?.device_types ?? [];
+  check(listed.length > 0, `list_device_types names the demo types: ${JSON.stringify(types.structuredContent)}`);
+  say("device types:", listed.length);
+
+  const device = await bounded("get_device", client.callTool({ name: "get_device", arguments: { thing: "pet_feeder-02" } }));
+  check(!device.isError, `get_device: ${text(device)}`);
+  check(JSON.stringify(device.structuredContent ?? {}).includes("pet_feeder-02"), `get_device: ${text(device)}`);
+  say("get_device: pet_feeder-02");
+
+  const args = { device_types: ["pet_feeder"], version: "latest" };
+  let plan;
+  try {
+    plan = await bounded("plan_update", client.callTool({ name: "plan_update", arguments: args }));
+  } catch (e) {
+    plan = { isError: true, content: [{ type: "text", text: `protocol error: ${e.message}` }] };
+  }
+  if (role === "viewer") {
+    check(plan.isError, `a viewer planned an update: ${JSON.stringify(plan.structuredContent)}`);
+    check(/operator|forbidden|not allowed|role/i.test(text(plan)), `the refusal says why: ${text(plan)}`);
+    say("viewer: plan_update refused:", text(plan));
+  } else {
+    check(!plan.isError, `plan_update: ${text(plan)}`);
+    const p = plan.structuredContent;
+    check(typeof p?.plan_id === "string" && p.plan_id.length > 0, `plan_update returns a plan_id: ${JSON.stringify(p)}`);
+    const deployments = p.plan?.deployments ?? p.deployments ?? [];
+    say("plan:", p.message, "| plan_id", p.plan_id, "| deployments", deployments.length);
+  }
+  await client.close();
+  say("passed");
+}
+
+main().catch((e) => {
+  say("FAILED:", e?.stack ?? e);
+  process.exit(1);
+});
