@@ -34,7 +34,15 @@ pub enum Intent {
     /// List firmware, for some types or (empty) all.
     ListFirmware { device_types: Vec<DeviceType> },
     /// Fleet status, optionally narrowed.
-    FleetStatus { device_types: Vec<DeviceType>, thing_mentions: Vec<String>, current_version: Option<VersionFilter> },
+    FleetStatus {
+        device_types: Vec<DeviceType>,
+        thing_mentions: Vec<String>,
+        current_version: Option<VersionFilter>,
+        /// "not on the latest firmware": only devices not running their type's latest
+        /// version, which differs per type (the service reads it from the catalog).
+        #[serde(default)]
+        not_latest: bool,
+    },
     /// Status of one rollout, the rollouts of a type, or (None) every recent rollout.
     RolloutStatus { rollout: Option<RolloutRef> },
     /// Cancel a rollout.

@@ -131,7 +131,7 @@ pub fn is_open_question(text: &str, intent: &Intent, vocab: &Vocabulary) -> bool
     }
     let generic = matches!(
         intent,
-        Intent::FleetStatus { device_types, thing_mentions, current_version: None }
+        Intent::FleetStatus { device_types, thing_mentions, current_version: None, not_latest: false }
             if device_types.is_empty() && thing_mentions.is_empty()
     );
     if !generic {
@@ -281,8 +281,10 @@ impl Decision<'_> {
             Err(message) => return unknown(message, Vec::new()),
         };
         let named = !r.include.is_empty();
-        let whole_fleet =
-            !named && (r.fleet || (r.quantifier && !r.pronoun) || (r.device_noun && chosen.filter.is_some()));
+        let whole_fleet = !named
+            && (r.fleet
+                || (r.quantifier && !r.pronoun)
+                || (r.device_noun && (chosen.filter.is_some() || self.v.not_latest)));
         if !named && !whole_fleet {
             let message = if r.pronoun {
                 format!("{ASK_TARGETS} I can't see earlier messages, so \"them\" or \"it\" does not tell me.")
@@ -430,7 +432,12 @@ impl Decision<'_> {
         if r.firmware && things.is_empty() && !r.device_state && !self.v.selects_devices() {
             return Intent::ListFirmware { device_types: types };
         }
-        Intent::FleetStatus { device_types: types, thing_mentions: things, current_version }
+        Intent::FleetStatus {
+            device_types: types,
+            thing_mentions: things,
+            current_version,
+            not_latest: self.v.not_latest,
+        }
     }
 
     /// An identifier that names no type, outside an update (where it is reported instead).

@@ -9,10 +9,11 @@ use crate::auth::{Caller, Role};
 use crate::device::DeviceQuery;
 use crate::error::Result;
 use crate::intent::{Intent, RolloutRef, ThingMatch, UpdateIntent, is_open_question, parse, resolve_thing};
-use crate::names::ThingName;
+use crate::names::{DeviceType, ThingName};
 use crate::plan::{Action, Plan};
 use crate::rollout::{Rollout, RolloutQuery};
 use crate::targeting::{Filters, Refusal, Target, UpdateAction, UpdateRequest};
+use crate::version::VersionRequest;
 
 const EXAMPLES: &str = "Try: \"Update all pet_feeder devices to 2.0.0\", \"Upgrade the whole fleet to the latest firmware\", \"Roll back pet_feeder-03 to 1.0.0\", \"Which pet_feeder devices are still on 1.x?\", \"List firmware\", \"How is the rollout going?\".";
 
@@ -65,7 +66,7 @@ impl FleetManager {
                 plan.device_types = types;
                 Ok(plan)
             }
-            Intent::FleetStatus { device_types, thing_mentions, current_version } => {
+            Intent::FleetStatus { device_types, thing_mentions, current_version, not_latest } => {
                 caller.require(Role::Viewer, "read fleet status")?;
                 let mut refusals = Vec::new();
                 let mut things = Vec::new();
@@ -88,7 +89,9 @@ impl FleetManager {
                         })
                         .collect()
                 };
-                if things.is_empty() || !device_types.is_empty() {
+                if not_latest && (things.is_empty() || !device_types.is_empty()) {
+                    parts.push(self.not_latest_status(caller, &device_types).await?);
+                } else if things.is_empty() || !device_types.is_empty() {
                     for q in &queries {
                         let status = self.fleet_status(caller, q).await?;
                         let scope = q.device_type.as_ref().map_or("the fleet".to_string(), ToString::to_string);
@@ -290,6 +293,58 @@ impl FleetManager {
         Ok(plan)
     }
 
+    /// "Which devices are not on the latest firmware?": the latest differs per type, so each
+    /// type in scope (every known type when none is named) is read with its own latest from
+    /// the catalog (the highest release, as "to latest" picks it). A device that reports no
+    /// version is not on the latest; a type with no firmware in the catalog is said so.
+    async fn not_latest_status(&self, caller: &Caller, device_types: &[DeviceType]) -> Result<String> {
+        const SHOWN: usize = 20;
+        let versions = self.catalog_versions().await?;
+        let named = !device_types.is_empty();
+        let types: Vec<DeviceType> =
+            if named { device_types.to_vec() } else { self.known_types().await?.into_iter().collect() };
+        let (mut total, mut shown) = (0usize, 0usize);
+        let mut lines = Vec::new();
+        for t in &types {
+            let q = DeviceQuery { device_type: Some(t.clone()), ..Default::default() };
+            let status = self.fleet_status(caller, &q).await?;
+            let Some(latest) = VersionRequest::Latest.resolve(versions.get(t).into_iter().flatten()) else {
+                if named || !status.devices.is_empty() {
+                    lines.push(format!("{t}: no firmware in the catalog"));
+                }
+                continue;
+            };
+            let behind: Vec<_> =
+                status.devices.iter().filter(|d| d.firmware_version.as_ref() != Some(&latest)).collect();
+            if behind.is_empty() {
+                if named {
+                    lines.push(format!("{t} (latest {latest}): none"));
+                }
+                continue;
+            }
+            total += behind.len();
+            let mut per_version: std::collections::BTreeMap<String, usize> = Default::default();
+            for d in &behind {
+                let v = d.firmware_version.as_ref().map_or_else(|| "unknown".to_string(), ToString::to_string);
+                *per_version.entry(v).or_default() += 1;
+            }
+            let counts: Vec<String> = per_version.into_iter().map(|(v, n)| format!("{n} on {v}")).collect();
+            let names: Vec<&str> = behind.iter().take(SHOWN.saturating_sub(shown)).map(|d| d.thing.as_str()).collect();
+            shown += names.len();
+            let more = behind.len() - names.len();
+            lines.push(format!(
+                "{t} (latest {latest}): {} ({}){}{}",
+                behind.len(),
+                counts.join(", "),
+                if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                if more > 0 { format!(" and {more} more") } else { String::new() },
+            ));
+        }
+        let head =
+            format!("{total} device{} not on the latest firmware of their type", if total == 1 { "" } else { "s" });
+        Ok(if lines.is_empty() { head } else { format!("{head}: {}", lines.join("; ")) })
+    }
+
     /// Resolves a written thing name (`pet_feeder-3`) to a registered thing, or a refusal
     /// with close matches. Several equally close things are never guessed between.
     async fn resolve_mention(&self, mention: &str) -> Result<Result<ThingName, Refusal>> {
@@ -402,5 +457,65 @@ mod tests {
         assert!(plan.refusals[0].reason.contains("pet_feeder-01"), "{:?}", plan.refusals);
         let plan = svc.plan_prompt(&operator(), "status of weather station 7").await.unwrap();
         assert!(plan.refusals.iter().any(|r| r.target == "weather_station-7"), "{:?}", plan.refusals);
+    }
+
+    /// The demo devices of `TYPES` not on their type's latest release, by type, and that latest.
+    fn behind_in_demo() -> Vec<(DeviceType, crate::version::FirmwareVersion, Vec<String>)> {
+        TYPES
+            .iter()
+            .map(|t| {
+                let t = DeviceType::parse(t).unwrap();
+                let latest = VersionRequest::Latest.resolve(&crate::demo::versions(&t)).unwrap();
+                let behind = crate::demo::devices(&t, 4)
+                    .into_iter()
+                    .filter(|(_, v)| *v != latest)
+                    .map(|(thing, _)| thing.to_string())
+                    .collect();
+                (t, latest, behind)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn not_on_the_latest_is_resolved_per_type() {
+        let svc = world().await;
+        let expected = behind_in_demo();
+        let total: usize = expected.iter().map(|(_, _, b)| b.len()).sum();
+        assert!(total > 0 && total < TYPES.len() * 4, "the demo has devices on and off the latest");
+        let plan =
+            svc.plan_prompt(&operator(), "Show me every device that isn't on the latest firmware").await.unwrap();
+        assert_eq!(plan.action, Action::FleetStatus);
+        assert!(plan.message.starts_with(&format!("{total} devices not on the latest")), "{}", plan.message);
+        for (t, latest, behind) in &expected {
+            for thing in behind {
+                assert!(plan.message.contains(thing.as_str()), "{thing}: {}", plan.message);
+            }
+            if !behind.is_empty() {
+                assert!(plan.message.contains(&format!("{t} (latest {latest})")), "{}", plan.message);
+            }
+        }
+        let plan = svc.plan_prompt(&operator(), "which pet feeders are not on the latest version").await.unwrap();
+        let (_, latest, behind) = &expected[0];
+        assert!(
+            plan.message.starts_with(&format!("{} device", behind.len()))
+                && plan.message.contains(&format!("pet_feeder (latest {latest})")),
+            "{}",
+            plan.message
+        );
+        assert!(!plan.message.contains("smart_plug"), "{}", plan.message);
+
+        // An update of the devices not on the latest moves exactly those, each type to its own latest.
+        let plan = svc.plan_prompt(&operator(), "update every device not on the latest").await.unwrap();
+        for (t, latest, behind) in &expected {
+            let d = plan.deployments.iter().find(|d| d.device_type == *t);
+            match d {
+                Some(d) => {
+                    assert_eq!(d.version, *latest, "{t}");
+                    let moved: Vec<String> = d.things.iter().map(ToString::to_string).collect();
+                    assert_eq!(&moved, behind, "{t}");
+                }
+                None => assert!(behind.is_empty() || plan.message.contains(t.as_str()), "{t}: {}", plan.message),
+            }
+        }
     }
 }

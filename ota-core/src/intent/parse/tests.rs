@@ -47,6 +47,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 mod actions;
 mod contractions;
+mod latest;
 mod names;
 mod numbers;
 mod reads;
@@ -73,7 +74,8 @@ fn the_design_examples_parse() {
         Intent::FleetStatus {
             device_types: types(&["pet_feeder"]),
             thing_mentions: vec![],
-            current_version: Some(filter("1.x"))
+            current_version: Some(filter("1.x")),
+            not_latest: false
         }
     );
     assert_eq!(p("How is the rollout going?"), Intent::RolloutStatus { rollout: Some(RolloutRef::Current) });

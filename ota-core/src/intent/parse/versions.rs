@@ -38,6 +38,9 @@ pub(super) struct Versions {
     pub latest: bool,
     /// "on the latest": not a condition devices can be selected by.
     pub latest_filter: bool,
+    /// "not on the latest", "isn't running the latest": devices whose type's latest version
+    /// they do not run (per type, so no [`VersionFilter`]).
+    pub not_latest: bool,
     /// Bare numbers no word marks as versions.
     pub stray: Vec<String>,
 }
@@ -82,6 +85,7 @@ pub(super) fn find(tokens: &[Token<'_>], skip: &[bool]) -> Versions {
                         && matches!(tokens[at - 2].word.as_str(), "is" | "are" | "was" | "whats" | "what's");
                 match govern(tokens, at).0 {
                     _ if asked_about => out.latest = true,
+                    Slot::Unsupported("not on") => out.not_latest = true,
                     Slot::Filter | Slot::Below | Slot::Unsupported(_) => out.latest_filter = true,
                     _ => out.latest = true,
                 }
@@ -187,11 +191,13 @@ fn negated(tokens: &[Token<'_>], marker: usize) -> bool {
 impl Versions {
     /// Whether any version selects devices by what they run.
     pub fn selects_devices(&self) -> bool {
-        self.latest_filter || self.mentions.iter().any(|m| !matches!(m.slot, Slot::Target | Slot::Unmarked))
+        self.latest_filter
+            || self.not_latest
+            || self.mentions.iter().any(|m| !matches!(m.slot, Slot::Target | Slot::Unmarked))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mentions.is_empty() && !self.latest && !self.latest_filter
+        self.mentions.is_empty() && !self.latest && !self.latest_filter && !self.not_latest
     }
 
     /// The target and the current-version condition of an update or rollback.
@@ -217,6 +223,23 @@ impl Versions {
             ));
         }
         let mut target = targets.pop();
+        if self.not_latest {
+            // "update every device not on the latest": the latest, which leaves out the
+            // devices already on it. Any other target would need a per-type condition.
+            if !filters.is_empty() {
+                return Err("Devices can be selected by one condition at a time: \"not on the latest\" or a version they run, not both.".into());
+            }
+            match &target {
+                None | Some(VersionRequest::Latest) => {
+                    return Ok(Chosen { target: Some(VersionRequest::Latest), filter: None });
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "Devices not on the latest are updated to the latest, not to {other}: say \"to latest\", or select by the version they run (\"older than {other}\")."
+                    ));
+                }
+            }
+        }
         if self.latest {
             match &target {
                 None => target = Some(VersionRequest::Latest),
@@ -243,6 +266,11 @@ impl Versions {
         for m in &self.mentions {
             let f = if m.slot == Slot::Below { below(&m.text)? } else { filter(&m.text)? };
             push_new(&mut filters, f);
+        }
+        if self.not_latest && !filters.is_empty() {
+            return Err(
+                "Ask about one condition at a time: \"not on the latest\" or a version they run, not both.".into()
+            );
         }
         if filters.len() > 1 {
             let list: Vec<String> = filters.iter().map(ToString::to_string).collect();

@@ -41,7 +41,8 @@ fn contracted_questions_get_their_answers() {
         Intent::FleetStatus {
             device_types: types(&["smart_doorbell"]),
             thing_mentions: vec![],
-            current_version: Some(filter("1.x"))
+            current_version: Some(filter("1.x")),
+            not_latest: false
         }
     );
     for prompt in
@@ -52,7 +53,8 @@ fn contracted_questions_get_their_answers() {
             Intent::FleetStatus {
                 device_types: vec![],
                 thing_mentions: strings(&["pet_feeder-03"]),
-                current_version: None
+                current_version: None,
+                not_latest: false
             },
             "{prompt}"
         );

@@ -36,7 +36,8 @@ fn a_type_and_a_number_name_a_device() {
         Intent::FleetStatus {
             device_types: vec![],
             thing_mentions: strings(&["weather_station-2"]),
-            current_version: None
+            current_version: None,
+            not_latest: false
         }
     );
     let u = update("update all pet feeders except pet feeder 3 to 2.0.0");
@@ -68,7 +69,8 @@ fn numbers_marked_as_versions_stay_versions() {
         Intent::FleetStatus {
             device_types: types(&["pet_feeder"]),
             thing_mentions: vec![],
-            current_version: Some(VersionFilter::Below(crate::version::FirmwareVersion::new(2, 0, 0)))
+            current_version: Some(VersionFilter::Below(crate::version::FirmwareVersion::new(2, 0, 0))),
+            not_latest: false
         }
     );
 }
@@ -98,7 +100,8 @@ fn a_bare_number_that_could_be_a_version_is_asked_about() {
         Intent::FleetStatus {
             device_types: types(&["pet_feeder"]),
             thing_mentions: vec![],
-            current_version: Some(filter("1.x"))
+            current_version: Some(filter("1.x")),
+            not_latest: false
         }
     );
 }

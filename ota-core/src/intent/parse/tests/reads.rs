@@ -29,6 +29,7 @@ fn fleet_status_is_narrowed_by_type_thing_and_version() {
         device_types: types(t),
         thing_mentions: strings(things),
         current_version: v.map(filter),
+        not_latest: false,
     };
     for (prompt, want) in [
         ("fleet status", fleet(&[], &[], None)),

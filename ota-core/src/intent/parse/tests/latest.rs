@@ -1,0 +1,72 @@
+//! "Not on the latest firmware" as a condition: in questions it selects the devices not
+//! running their type's latest (resolved per type by the service); in an update it is the
+//! latest for whatever the words name, which already leaves out the devices on it.
+
+use super::*;
+
+fn behind(device_types: &[&str]) -> Intent {
+    Intent::FleetStatus {
+        device_types: types(device_types),
+        thing_mentions: vec![],
+        current_version: None,
+        not_latest: true,
+    }
+}
+
+#[test]
+fn questions_about_devices_not_on_the_latest() {
+    for (prompt, want) in [
+        ("Show me every device that isn't on the latest firmware", behind(&[])),
+        ("Show me every device that isn’t on the latest firmware", behind(&[])),
+        ("show me every device that is not on the latest firmware", behind(&[])),
+        ("which devices aren't on the latest", behind(&[])),
+        ("devices that aren't on the latest", behind(&[])),
+        ("list devices not running the latest firmware", behind(&[])),
+        ("which devices are not on the newest version?", behind(&[])),
+        ("what isn't running the latest release?", behind(&[])),
+        ("which pet feeders are not on the latest version", behind(&["pet_feeder"])),
+        ("how many smart plugs are not on the latest?", behind(&["smart_plug"])),
+        ("smart plugs that aren't on the latest firmware", behind(&["smart_plug"])),
+        ("show pet feeders and smart plugs not on the newest firmware", behind(&["pet_feeder", "smart_plug"])),
+        ("which weather stations don't run the latest firmware", behind(&["weather_station"])),
+    ] {
+        assert_eq!(p(prompt), want, "{prompt}");
+    }
+}
+
+#[test]
+fn updates_of_devices_not_on_the_latest_go_to_the_latest() {
+    for (prompt, whole_fleet, names) in [
+        ("update every device not on the latest", true, vec![]),
+        ("update every device not on the latest firmware to latest", true, vec![]),
+        ("update devices not on the latest", true, vec![]),
+        ("upgrade all devices that aren't on the latest version", true, vec![]),
+        ("update everything that's not on the newest release", true, vec![]),
+        ("update all pet feeders that aren't on the latest", false, vec!["pet_feeder"]),
+        ("upgrade the smart plugs not running the latest firmware", false, vec!["smart_plug"]),
+    ] {
+        let u = update(prompt);
+        assert_eq!(u.version, Some(VersionRequest::Latest), "{prompt}");
+        assert_eq!(u.whole_fleet, whole_fleet, "{prompt}");
+        assert_eq!(u.device_types, types(&names), "{prompt}");
+        assert_eq!(u.current_version, None, "{prompt}");
+        assert!(!u.rollback, "{prompt}");
+    }
+}
+
+#[test]
+fn not_on_the_latest_with_another_version_is_refused() {
+    for prompt in [
+        "update every device not on the latest to 2.0.0",
+        "update every device not on the latest on 1.x",
+        "which devices are not on the latest 1.x",
+        "roll back devices not on the latest to 1.0.0",
+    ] {
+        assert!(matches!(p(prompt), Intent::Unknown { .. }), "{prompt}: {:?}", p(prompt));
+    }
+    // "on the latest" (not negated) still selects nothing the engine can express.
+    assert!(matches!(p("which pet feeders are on the latest"), Intent::Unknown { .. }));
+    // "don't update the devices not on the latest" is a negated request.
+    let (message, _) = unknown("don't update the devices not on the latest");
+    assert!(message.contains("not on what should not"), "{message}");
+}
