@@ -386,14 +386,31 @@ impl Assistant {
             PendingAction::Cancel { rollouts } => {
                 let mut r = self.reply(session_id, String::new(), AnsweredBy::Confirmation);
                 let reason = format!("cancelled from the chat by {}", caller.subject);
+                // Each rollout is cancelled on its own; one that cannot be (it ended meanwhile)
+                // is reported and does not stop the others.
+                let mut failed: Vec<String> = Vec::new();
+                let mut first_error = None;
                 for id in rollouts {
                     match self.svc.cancel(caller, &id, &reason).await {
                         Ok(ro) => r.rollouts.push(ro),
-                        Err(e) => return self.refused(session_id, e, AnsweredBy::Confirmation),
+                        Err(e @ Error::Storage(_)) => return Err(e),
+                        Err(e) => {
+                            failed.push(format!("{id} ({e})"));
+                            first_error.get_or_insert(e);
+                        }
                     }
+                }
+                if r.rollouts.is_empty()
+                    && let Some(e) = first_error
+                {
+                    return self.refused(session_id, e, AnsweredBy::Confirmation);
                 }
                 let ids: Vec<&str> = r.rollouts.iter().map(|ro| ro.id.as_str()).collect();
                 r.reply = format!("Cancelled {}; queued devices will not start.", ids.join(", "));
+                if !failed.is_empty() {
+                    // Some were cancelled, so the request as a whole was not refused.
+                    r.reply.push_str(&format!(" Not cancelled: {}.", failed.join("; ")));
+                }
                 Ok(r)
             }
             PendingAction::SetOta { device_types, enabled } => {

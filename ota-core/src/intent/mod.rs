@@ -92,4 +92,7 @@ pub enum RolloutRef {
     DeviceType(DeviceType),
     /// "stop it", "how is the rollout going": the service picks the only active one, or asks.
     Current,
+    /// "stop all rollouts", "cancel everything": every active rollout, confirmed once. Only
+    /// "all", "every", "each" or "everything" words ask for it.
+    AllActive,
 }

@@ -343,6 +343,11 @@ impl Decision<'_> {
             ([], []) if !(r.fleet || r.quantifier || r.rollout_plural) => {
                 Intent::Cancel { rollout: RolloutRef::Current }
             }
+            // "stop all rollouts", "cancel everything": every active one, confirmed once. A
+            // list of exceptions is not read here; the rollouts to keep would be guessed.
+            ([], []) if (r.fleet || r.quantifier) && !r.pronoun && r.exclude.is_empty() => {
+                Intent::Cancel { rollout: RolloutRef::AllActive }
+            }
             _ => {
                 let names: Vec<String> = types.iter().map(ToString::to_string).collect();
                 unknown(

@@ -161,6 +161,7 @@ impl FleetManager {
                         RolloutRef::Id(id) => id.to_string(),
                         RolloutRef::DeviceType(t) => t.to_string(),
                         RolloutRef::Current => "rollout".to_string(),
+                        RolloutRef::AllActive => "rollouts".to_string(),
                     };
                     plan.refusals.push(Refusal { target, reason: "no active rollout matches".into() });
                     plan.message = "Nothing to cancel: no active rollout matches.".into();
@@ -171,7 +172,12 @@ impl FleetManager {
                     plan.suggestions = ids;
                 } else {
                     let ids: Vec<String> = active.iter().map(|r| format!("{} ({})", r.id, r.device_type)).collect();
-                    plan.message = format!("Would cancel {}; queued devices would not start.", ids.join(", "));
+                    let what = match (&rollout, ids.len()) {
+                        (RolloutRef::AllActive, 1) => format!("the only active rollout, {}", ids[0]),
+                        (RolloutRef::AllActive, n) => format!("all {n} active rollouts: {}", ids.join(", ")),
+                        _ => ids.join(", "),
+                    };
+                    plan.message = format!("Would cancel {what}; queued devices would not start.");
                     plan.rollouts = active.into_iter().map(|r| r.id).collect();
                 }
                 Ok(plan)
@@ -383,6 +389,9 @@ impl FleetManager {
                 };
                 self.backend.rollouts.list(&q).await
             }
+            RolloutRef::AllActive => {
+                self.backend.rollouts.list(&RolloutQuery { active_only: true, ..Default::default() }).await
+            }
             RolloutRef::Current => {
                 let active =
                     self.backend.rollouts.list(&RolloutQuery { active_only: true, ..Default::default() }).await?;
@@ -517,5 +526,66 @@ mod tests {
                 None => assert!(behind.is_empty() || plan.message.contains(t.as_str()), "{t}: {}", plan.message),
             }
         }
+    }
+
+    /// Starts the pet_feeder and smart_plug updates to the latest: two active rollouts.
+    async fn two_active(svc: &FleetManager) -> Vec<crate::names::JobId> {
+        let mut ids = Vec::new();
+        for prompt in ["update all pet feeders to latest", "update all smart plugs to latest"] {
+            let plan = svc.plan_prompt(&operator(), prompt).await.unwrap();
+            let request = plan.request.clone().expect("an update plan");
+            let started = svc.start(&operator(), &request, plan.plan_id.as_deref()).await.unwrap();
+            ids.extend(started.rollouts.iter().map(|r| r.id.clone()));
+        }
+        assert_eq!(ids.len(), 2);
+        ids
+    }
+
+    #[tokio::test]
+    async fn stop_all_rollouts_plans_every_active_one_and_one_confirmation_cancels_them() {
+        use crate::agent::{Assistant, MemorySessions};
+        let svc = Arc::new(world().await);
+        let mut ids = two_active(&svc).await;
+        ids.sort();
+        for prompt in ["stop all rollouts", "cancel everything", "cancel all active rollouts", "abort every rollout"] {
+            let plan = svc.plan_prompt(&operator(), prompt).await.unwrap();
+            assert_eq!(plan.action, Action::Cancel, "{prompt}");
+            let mut planned = plan.rollouts.clone();
+            planned.sort();
+            assert_eq!(planned, ids, "{prompt}: {}", plan.message);
+            assert!(plan.message.contains("all 2 active rollouts"), "{prompt}: {}", plan.message);
+        }
+        // "stop it" with two active still asks which.
+        let plan = svc.plan_prompt(&operator(), "stop it").await.unwrap();
+        assert!(plan.rollouts.is_empty() && plan.suggestions.len() == 2, "{}", plan.message);
+
+        let assistant = Assistant::new(svc.clone(), Arc::new(MemorySessions::default()));
+        let asked = assistant.chat(&operator(), None, "stop all rollouts").await.unwrap();
+        assert!(asked.reply.contains("Confirm to cancel"), "{}", asked.reply);
+        let done = assistant.chat(&operator(), Some(&asked.session_id), "yes").await.unwrap();
+        assert_eq!(done.rollouts.len(), 2, "{}", done.reply);
+        for id in &ids {
+            assert!(done.reply.contains(id.as_str()), "{}", done.reply);
+        }
+        let active =
+            svc.backend.rollouts.list(&RolloutQuery { active_only: true, ..Default::default() }).await.unwrap();
+        assert!(active.is_empty(), "{active:?}");
+        // Nothing left: nothing to cancel.
+        let plan = svc.plan_prompt(&operator(), "cancel everything").await.unwrap();
+        assert!(plan.rollouts.is_empty() && !plan.refusals.is_empty(), "{}", plan.message);
+    }
+
+    #[tokio::test]
+    async fn a_rollout_that_ended_before_the_confirmation_does_not_stop_the_others() {
+        use crate::agent::{Assistant, MemorySessions};
+        let svc = Arc::new(world().await);
+        let ids = two_active(&svc).await;
+        let assistant = Assistant::new(svc.clone(), Arc::new(MemorySessions::default()));
+        let asked = assistant.chat(&operator(), None, "cancel everything").await.unwrap();
+        assert!(asked.reply.contains("Confirm to cancel"), "{}", asked.reply);
+        svc.cancel(&operator(), &ids[0], "ended meanwhile").await.unwrap();
+        let done = assistant.chat(&operator(), Some(&asked.session_id), "yes").await.unwrap();
+        assert_eq!(done.rollouts.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [ids[1].clone()], "{}", done.reply);
+        assert!(done.reply.contains(&format!("Not cancelled: {}", ids[0])), "{}", done.reply);
     }
 }

@@ -46,6 +46,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 mod actions;
+mod cancel_all;
 mod contractions;
 mod latest;
 mod names;

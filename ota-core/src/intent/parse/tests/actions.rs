@@ -249,7 +249,9 @@ fn cancel_names_one_rollout() {
     }
     let (_, suggestions) = unknown("cancel the smart plug and pet feeder rollouts");
     assert_eq!(suggestions, strings(&["smart_plug", "pet_feeder"]));
-    assert!(matches!(p("cancel all rollouts"), Intent::Unknown { .. }));
+    // "all" asks for every active rollout (see `cancel_all.rs`); a bare plural still asks which.
+    assert_eq!(p("cancel all rollouts"), Intent::Cancel { rollout: RolloutRef::AllActive });
+    assert!(matches!(p("cancel the rollouts"), Intent::Unknown { .. }));
     assert!(matches!(p("cancel pet_feeder-03"), Intent::Unknown { .. }));
     let (message, _) = unknown("pause the rollout");
     assert!(message.contains("not supported"), "{message}");
