@@ -437,12 +437,14 @@ impl Decision<'_> {
         if r.firmware && things.is_empty() && !r.device_state && !self.v.selects_devices() {
             return Intent::ListFirmware { device_types: types };
         }
-        Intent::FleetStatus {
-            device_types: types,
-            thing_mentions: things,
-            current_version,
-            not_latest: self.v.not_latest,
+        let not_latest = self.v.not_latest || r.outdated;
+        if not_latest && current_version.is_some() {
+            return unknown(
+                "Ask about one condition at a time: \"not on the latest\" or a version they run, not both.",
+                Vec::new(),
+            );
         }
+        Intent::FleetStatus { device_types: types, thing_mentions: things, current_version, not_latest }
     }
 
     /// An identifier that names no type, outside an update (where it is reported instead).

@@ -80,6 +80,8 @@ pub(super) struct Reading {
     pub online: bool,
     /// The object of enable/disable: "OTA", "updates".
     pub ota: bool,
+    /// "outdated", "out of date", "not up to date": devices not on their type's latest.
+    pub outdated: bool,
     /// Devices named by type and a bare number ("pet feeder 3"), as (mention, number): a
     /// version too, in an update that names no version otherwise.
     pub bare_device_numbers: Vec<(String, String)>,
@@ -168,7 +170,29 @@ pub(super) fn read(
         }
         i += 1;
     }
+    pass.r.outdated = outdated(tokens);
     pass.r
+}
+
+/// "outdated", "out of date", "not up to date", "aren't up-to-date": words for devices not
+/// on their type's latest version.
+fn outdated(tokens: &[Token<'_>]) -> bool {
+    let words: Vec<&str> = tokens.iter().map(|t| t.word.as_str()).collect();
+    words.iter().enumerate().any(|(i, w)| match *w {
+        "outdated" => true,
+        "date" if i >= 2 && words[i - 2] == "out" && words[i - 1] == "of" => true,
+        "date" | "uptodate" => {
+            let start = if *w == "date" && i >= 2 && words[i - 2] == "up" && words[i - 1] == "to" {
+                i - 2
+            } else if *w == "uptodate" || (*w == "date" && i >= 1 && words[i - 1] == "up-to") {
+                i
+            } else {
+                return false;
+            };
+            words[..start].iter().rev().take(3).any(|w| lexicon::role(w) == Some(Role::Negation))
+        }
+        _ => false,
+    })
 }
 
 impl Pass<'_, '_> {

@@ -34,6 +34,28 @@ fn questions_about_devices_not_on_the_latest() {
     }
 }
 
+/// "outdated", "out of date", "not up to date" ask the same question.
+#[test]
+fn outdated_words_ask_about_devices_not_on_the_latest() {
+    for (prompt, want) in [
+        ("which devices are outdated?", behind(&[])),
+        ("which devices are out of date", behind(&[])),
+        ("which devices aren't up-to-date", behind(&[])),
+        ("show me the devices that are not uptodate", behind(&[])),
+        ("show outdated pet feeders", behind(&["pet_feeder"])),
+        ("which smart plugs are not up to date", behind(&["smart_plug"])),
+        ("what is the status of the outdated smart plugs", behind(&["smart_plug"])),
+    ] {
+        assert_eq!(p(prompt), want, "{prompt}");
+    }
+    // Up to date without a negation is not this question; with a version it is two.
+    assert!(matches!(p("which devices are up to date"), Intent::FleetStatus { not_latest: false, .. }));
+    assert!(matches!(p("which pet feeders are outdated and on 1.x"), Intent::Unknown { .. }));
+    // An update of outdated devices still names its version: "outdated" does not pick one.
+    let (message, _) = unknown("update all outdated devices");
+    assert!(message.contains("Which version"), "{message}");
+}
+
 #[test]
 fn updates_of_devices_not_on_the_latest_go_to_the_latest() {
     for (prompt, whole_fleet, names) in [
