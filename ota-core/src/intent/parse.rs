@@ -345,7 +345,7 @@ impl Decision<'_> {
             }
             // "stop all rollouts", "cancel everything": every active one, confirmed once. A
             // list of exceptions is not read here; the rollouts to keep would be guessed.
-            ([], []) if (r.fleet || r.quantifier) && !r.pronoun && r.exclude.is_empty() => {
+            ([], []) if r.all_rollouts && !r.pronoun && r.exclude.is_empty() => {
                 Intent::Cancel { rollout: RolloutRef::AllActive }
             }
             _ => {

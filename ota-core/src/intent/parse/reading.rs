@@ -80,6 +80,9 @@ pub(super) struct Reading {
     pub online: bool,
     /// The object of enable/disable: "OTA", "updates".
     pub ota: bool,
+    /// "all rollouts", "every active deployment", "cancel everything": an all-word that
+    /// governs the rollouts or the cancel verb itself (not "…, that's all").
+    pub all_rollouts: bool,
     /// "outdated", "out of date", "not up to date": devices not on their type's latest.
     pub outdated: bool,
     /// Devices named by type and a bare number ("pet feeder 3"), as (mention, number): a
@@ -238,6 +241,7 @@ impl Pass<'_, '_> {
                 return Scope::Keep;
             }
             Role::Quantifier | Role::Fleet | Role::Pronoun => {
+                self.r.all_rollouts |= role != Role::Pronoun && self.names_all_rollouts(i);
                 self.r.quantifier |= role == Role::Quantifier;
                 self.r.fleet |= role == Role::Fleet;
                 // "those on 1.x" narrows; "them", "it", "all those devices" point at an
@@ -314,6 +318,31 @@ impl Pass<'_, '_> {
             .is_some_and(|t| {
                 matches!(t.kind, Kind::Version { .. } | Kind::Number) || lexicon::role(&t.word) == Some(Role::Latest)
             })
+    }
+
+    /// Whether the all-word at `i` is about the rollouts: followed by a rollout noun
+    /// ("all rollouts", "every active deployment", "all of the running jobs") or the object
+    /// of a cancel verb with nothing after it ("cancel everything", "stop all now").
+    fn names_all_rollouts(&self, i: usize) -> bool {
+        let next = self.tokens[i + 1..].iter().find(|t| {
+            !matches!(
+                t.word.as_str(),
+                "the" | "of" | "my" | "our" | "active" | "current" | "ongoing" | "running" | "pending" | "open"
+            )
+        });
+        if next.is_some_and(|t| {
+            matches!(lexicon::role(&t.word), Some(Role::RolloutNoun | Role::RolloutNouns | Role::Rollout))
+                || matches!(t.word.as_str(), "updates" | "upgrades" | "rollbacks")
+        }) {
+            return true;
+        }
+        let after_verb = (0..i)
+            .rev()
+            .find(|&j| !matches!(self.role_at(j), Some(Role::Noise)))
+            .is_some_and(|j| self.role_at(j) == Some(Role::Cancel));
+        let nothing_after = self.tokens[i].clause_end
+            || self.tokens[i + 1..].iter().all(|t| matches!(lexicon::role(&t.word), Some(Role::Noise)));
+        after_verb && nothing_after
     }
 
     fn introduces_condition(&self, i: usize) -> bool {
