@@ -240,6 +240,12 @@ impl Pass<'_, '_> {
                 }
                 return Scope::Keep;
             }
+            // "…, that's all", "that is all": the end of the request, not a quantifier.
+            Role::Quantifier
+                if w == "all" && i >= 2 && self.tokens[i - 2].word == "that" && self.tokens[i - 1].word == "is" =>
+            {
+                return Scope::Keep;
+            }
             Role::Quantifier | Role::Fleet | Role::Pronoun => {
                 self.r.all_rollouts |= role != Role::Pronoun && self.names_all_rollouts(i);
                 self.r.quantifier |= role == Role::Quantifier;

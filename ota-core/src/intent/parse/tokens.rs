@@ -219,6 +219,20 @@ mod tests {
     }
 
     #[test]
+    fn contractions_become_their_words_and_possessives_their_noun() {
+        let words = |text: &str| tokenize(text).0.into_iter().map(|t| t.word).collect::<Vec<_>>();
+        assert_eq!(
+            words("that's wasn’t couldn't they're I'll feeder's"),
+            ["that", "is", "was", "not", "could", "not", "they", "are", "i", "will", "feeder"]
+        );
+        // Listed words keep their own role; odd ones are left as written.
+        assert_eq!(words("don't what's isn’t o'clock 'quoted'"), ["don't", "what's", "isn't", "o'clock", "quoted"]);
+        let (t, _) = tokenize("that's.");
+        assert!(!t[0].clause_end && t[1].clause_end);
+        assert_eq!((t[0].raw, t[1].raw), ("that's", "that's"));
+    }
+
+    #[test]
     fn punctuation_ends_clauses_and_marks_questions() {
         let (t, question) = tokenize("Which pet feeders are on 1.x? Stop; now.");
         assert!(question);

@@ -47,7 +47,6 @@ fn without_an_all_word_one_rollout_is_meant() {
         "do not stop everything",
         "cancel all rollouts and disable OTA for smart plugs",
         // The all-word is about something else: one rollout is meant, so the engine asks.
-        "cancel the rollout, that's all",
         "stop the rollout for all of them",
     ] {
         assert!(matches!(p(prompt), Intent::Unknown { .. }), "{prompt}: {:?}", p(prompt));

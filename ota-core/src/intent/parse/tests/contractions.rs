@@ -70,6 +70,17 @@ fn contracted_questions_get_their_answers() {
     assert_eq!(u.version, Some(req("2.0.0")));
 }
 
+/// "that's all" closes a request; it widens nothing to the whole fleet.
+#[test]
+fn thats_all_ends_a_request() {
+    for prompt in ["update to 2.0.0, that's all", "update to 2.0.0, that is all", "upgrade to latest. That’s all."] {
+        let (message, _) = unknown(prompt);
+        assert!(message.contains("Which devices"), "{prompt}: {message}");
+    }
+    assert_eq!(p("update pet feeders to 2.0.0, that's all"), p("update pet feeders to 2.0.0"));
+    assert_eq!(p("cancel the rollout, that's all"), p("cancel the rollout"));
+}
+
 /// "don't", "do not", "won't", "shouldn't": never a plan to change anything.
 #[test]
 fn negated_requests_stay_negated() {
