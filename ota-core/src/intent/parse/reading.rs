@@ -346,8 +346,15 @@ impl Pass<'_, '_> {
             .rev()
             .find(|&j| !matches!(self.role_at(j), Some(Role::Noise)))
             .is_some_and(|j| self.role_at(j) == Some(Role::Cancel));
+        // "cancel everything", "stop all now", "cancel everything that's running".
         let nothing_after = self.tokens[i].clause_end
-            || self.tokens[i + 1..].iter().all(|t| matches!(lexicon::role(&t.word), Some(Role::Noise)));
+            || self.tokens[i + 1..].iter().all(|t| {
+                matches!(lexicon::role(&t.word), Some(Role::Noise))
+                    || matches!(
+                        t.word.as_str(),
+                        "that" | "which" | "running" | "active" | "ongoing" | "going" | "on" | "in" | "progress"
+                    )
+            });
         after_verb && nothing_after
     }
 

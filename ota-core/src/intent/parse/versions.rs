@@ -149,7 +149,45 @@ fn govern(tokens: &[Token<'_>], i: usize) -> (Slot, bool) {
     if matches!(slot, Slot::Filter | Slot::Below) && negated(tokens, j) {
         return (Slot::Unsupported("not on"), named);
     }
+    if slot == Slot::Target && negated_target(tokens, j) {
+        return (Slot::Unsupported("not on"), named);
+    }
     (slot, named)
+}
+
+/// "haven't been updated to 2.0.0", "that weren't moved to the latest": the devices *not* on
+/// that version, which "to" alone would read the other way round.
+fn negated_target(tokens: &[Token<'_>], marker: usize) -> bool {
+    for t in tokens[..marker].iter().rev().take(5) {
+        match lexicon::role(&t.word) {
+            Some(Role::Negation) => return true,
+            _ if matches!(
+                t.word.as_str(),
+                "been"
+                    | "updated"
+                    | "upgraded"
+                    | "flashed"
+                    | "moved"
+                    | "migrated"
+                    | "gone"
+                    | "got"
+                    | "yet"
+                    | "already"
+                    | "still"
+                    | "have"
+                    | "has"
+                    | "are"
+                    | "is"
+                    | "were"
+                    | "was"
+                    | "being"
+                    | "do"
+                    | "does"
+            ) => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// "not on 1.x", "aren't yet running 1.0.0", "except those on 1.0.0": a condition that

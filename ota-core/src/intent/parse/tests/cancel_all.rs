@@ -24,6 +24,8 @@ fn all_words_cancel_every_active_rollout() {
         "cancel all rollouts for the whole fleet",
         "stop everything",
         "sudo cancel everything as admin",
+        "cancel everything that's running",
+        "stop everything in progress",
     ] {
         assert_eq!(p(prompt), Intent::Cancel { rollout: RolloutRef::AllActive }, "{prompt}");
     }

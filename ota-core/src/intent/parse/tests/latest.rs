@@ -29,6 +29,8 @@ fn questions_about_devices_not_on_the_latest() {
         ("smart plugs that aren't on the latest firmware", behind(&["smart_plug"])),
         ("show pet feeders and smart plugs not on the newest firmware", behind(&["pet_feeder", "smart_plug"])),
         ("which weather stations don't run the latest firmware", behind(&["weather_station"])),
+        ("Which doorbells haven't been updated to the latest?", behind(&["smart_doorbell"])),
+        ("which pet feeders weren't moved to the latest yet", behind(&["pet_feeder"])),
     ] {
         assert_eq!(p(prompt), want, "{prompt}");
     }
@@ -85,6 +87,11 @@ fn not_on_the_latest_with_another_version_is_refused() {
         "roll back devices not on the latest to 1.0.0",
     ] {
         assert!(matches!(p(prompt), Intent::Unknown { .. }), "{prompt}: {:?}", p(prompt));
+    }
+    // "haven't been updated to 2.0.0" means the devices *not* on it: refused, never read as "on 2.0.0".
+    for prompt in ["Which doorbells haven't been updated to 2.0.0?", "which doorbells have not been updated to 2.0.0"] {
+        let (message, _) = unknown(prompt);
+        assert!(message.contains("not on"), "{prompt}: {message}");
     }
     // "on the latest" (not negated) still selects nothing the engine can express.
     assert!(matches!(p("which pet feeders are on the latest"), Intent::Unknown { .. }));
