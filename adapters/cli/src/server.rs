@@ -24,26 +24,10 @@ use tokio::task::JoinHandle;
 /// File in the data dir that says where a running server listens.
 pub const SERVER_FILE: &str = "server.json";
 
-/// Rollout progress from the engine's executions, for MCP's `get_rollout` and for the page
-/// and its progress stream.
+/// Rollout progress from the engine's executions: the one progress port, for MCP's
+/// `get_rollout` and `ota://rollouts/{id}`, the chat, the page and its progress stream.
 #[derive(Debug)]
 pub struct LocalProgress(pub Arc<SqliteStore>);
-
-#[async_trait]
-impl ota_mcp::RolloutProgress for LocalProgress {
-    async fn progress(&self, id: &ota_core::names::JobId) -> ota_core::Result<Option<serde_json::Value>> {
-        let p = self.0.rollout_progress(id).await?;
-        let executions = self.0.executions(id).await?;
-        let devices: Vec<serde_json::Value> = executions
-            .iter()
-            .map(|e| {
-                let x = crate::live::device_execution(e);
-                serde_json::json!({"thing": x.thing, "status": x.status, "reason": x.reason, "details": e.status_details})
-            })
-            .collect();
-        Ok(Some(serde_json::json!({"counts": p.counts, "devices": devices})))
-    }
-}
 
 #[async_trait]
 impl ota_http::ProgressSource for LocalProgress {

@@ -11,7 +11,8 @@
 //!   `OTA_COGNITO_CLIENT_ID`: when both are set the page signs in with Cognito's hosted UI
 //!   (authorization code + PKCE); otherwise it asks for a token.
 //!
-//! Progress comes from IoT Jobs' `DescribeJob` counters. API Gateway buffers responses, so the
+//! Progress comes from IoT Jobs' `DescribeJob` counters and executions (`JobCounts`, shared
+//! with the MCP Lambda), for the page and the chat's `get_rollout` alike. API Gateway buffers responses, so the
 //! page polls instead of streaming, and a stream ends after 25 s (Lambda's 30 s limit).
 //! Conversations live in DynamoDB (`{prefix}-sessions`, `ota_aws::sessions`), so a typed
 //! "yes" reaches the plan it confirms whichever instance answers; the page's Confirm button
@@ -24,47 +25,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ota_core::agent::{Assistant, AssistantOptions, ModelSpec, SessionLimits};
-use ota_core::names::JobId;
 use ota_core::service::FleetManager;
-use ota_http::{Counts, PageAuth, PageConfig, ProgressSource, Web};
+use ota_http::{PageAuth, PageConfig, ProgressSource, Web};
 use ota_mcp::{ChatTools, OtaMcp, apigw};
 
-/// Execution counters from IoT Jobs.
-#[derive(Debug)]
-struct JobCounts(ota_aws::AwsClients);
-
-#[async_trait]
-impl ProgressSource for JobCounts {
-    async fn counts(&self, id: &JobId) -> ota_core::Result<Option<Counts>> {
-        let (state, s) = ota_aws::monitor::job_state(&self.0.iot, id).await?;
-        if state == ota_aws::monitor::JobState::Gone {
-            return Ok(None);
-        }
-        Ok(Some(Counts {
-            total: s.total,
-            waiting: 0,
-            queued: s.queued,
-            in_progress: s.in_progress,
-            succeeded: s.succeeded,
-            failed: s.failed,
-            rejected: s.rejected,
-            timed_out: s.timed_out,
-            canceled: s.canceled,
-            removed: 0,
-        }))
-    }
-
-    async fn executions(&self, id: &JobId) -> ota_core::Result<Option<Vec<ota_http::DeviceExecution>>> {
-        let listed = ota_aws::monitor::job_executions(&self.0.iot, id).await?;
-        Ok(listed.map(|all| {
-            all.into_iter()
-                .map(|e| ota_http::DeviceExecution { thing: e.thing, status: e.status, reason: e.reason })
-                .collect()
-        }))
-    }
-}
+// The progress port on AWS, the same one the MCP Lambda gives `get_rollout`.
+#[path = "../../mcp-lambda/src/job_counts.rs"]
+mod job_counts;
+use job_counts::JobCounts;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
@@ -76,6 +45,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = ota_aws::AwsSettings::from_env()?;
     let (clients, backend) = ota_aws::connect(&settings).await?;
     let svc = Arc::new(FleetManager::new(backend, settings.service.clone())?);
+    let progress: Arc<dyn ProgressSource> = Arc::new(JobCounts(clients.clone()));
 
     let sessions = ota_aws::sessions::DynamoSessions::new(
         clients.dynamodb.clone(),
@@ -88,7 +58,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     if let Some(ModelSpec::Bedrock { model_id }) = ModelSpec::parse(&env("OTA_CHAT_MODEL").unwrap_or("bedrock".into()))?
     {
         let model = Arc::new(ota_aws::BedrockChat::from_default_chain(model_id).await);
-        assistant = assistant.with_model(model, Arc::new(ChatTools::new(OtaMcp::new(svc.clone(), None))));
+        assistant =
+            assistant.with_model(model, Arc::new(ChatTools::new(OtaMcp::new(svc.clone(), Some(progress.clone())))));
     } else if env("OTA_CHAT_MODEL").is_some_and(|m| m.to_ascii_lowercase().starts_with("openai")) {
         return Err(
             "OTA_CHAT_MODEL: OpenAI-compatible models are for `ota serve`; on AWS use bedrock[:MODEL_ID]".into()
@@ -101,7 +72,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         _ => PageAuth::Token,
     };
     let page = PageConfig { auth, model: assistant.model(), backend: "aws".into(), streaming: !in_lambda };
-    let web = Web::new(assistant, Some(Arc::new(JobCounts(clients))))
+    let web = Web::new(assistant, Some(progress))
         .with_poll(Duration::from_secs(2))
         .with_stream_limit(Some(Duration::from_secs(25)));
     let router =

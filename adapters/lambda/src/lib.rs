@@ -32,7 +32,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -44,7 +43,7 @@ use ota_core::Error;
 use ota_core::agent::{Assistant, ChatReply};
 use ota_core::auth::Caller;
 use ota_core::device::DeviceQuery;
-use ota_core::names::{DeviceType, JobId, ThingName};
+use ota_core::names::{DeviceType, JobId};
 use ota_core::rollout::{Rollout, RolloutQuery};
 use ota_core::service::FleetManager;
 use ota_core::targeting::UpdateRequest;
@@ -55,48 +54,9 @@ use serde_json::{Value, json};
 /// The page, embedded: no build step, no files to ship.
 pub const PAGE: &str = include_str!("../assets/index.html");
 
-/// Devices of a rollout per execution state, as the page draws them. The local engine knows
-/// `waiting` (not yet offered); IoT Jobs reports it as queued.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub total: u32,
-    pub waiting: u32,
-    pub queued: u32,
-    pub in_progress: u32,
-    pub succeeded: u32,
-    pub failed: u32,
-    pub rejected: u32,
-    pub timed_out: u32,
-    pub canceled: u32,
-    pub removed: u32,
-}
-
-/// One device's execution of a rollout: its Jobs state (`QUEUED`, `IN_PROGRESS`, `SUCCEEDED`,
-/// `FAILED`, `REJECTED`, `TIMED_OUT`, `CANCELED`, `REMOVED`) and the reason code the device
-/// reported (`sha256_mismatch`, `boot_failed`, `download_failed`, ...), when it gave one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceExecution {
-    pub thing: ThingName,
-    pub status: String,
-    pub reason: Option<String>,
-}
-
-/// Where per-device progress comes from, when the backend has it.
-#[async_trait]
-pub trait ProgressSource: Send + Sync + std::fmt::Debug {
-    /// Devices per state for rollout `id`; `None` when unknown.
-    async fn counts(&self, id: &JobId) -> ota_core::Result<Option<Counts>>;
-
-    /// Each device's execution of rollout `id`, when the backend lists them.
-    async fn executions(&self, _id: &JobId) -> ota_core::Result<Option<Vec<DeviceExecution>>> {
-        Ok(None)
-    }
-
-    /// The rollout's recorded events after sequence number `after`, when the backend keeps them.
-    async fn events(&self, _id: &JobId, _after: i64) -> ota_core::Result<Option<Value>> {
-        Ok(None)
-    }
-}
+/// The progress port (counts per state, each device's execution, events), shared with MCP's
+/// `get_rollout` and the chat: defined in `ota-mcp`, which this crate builds on.
+pub use ota_mcp::{Counts, DeviceExecution, ProgressSource};
 
 /// How the page signs people in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,9 @@
 //! - `OTA_MCP_ALLOWED_HOSTS`: comma-separated `Host` values accepted (the API's domain and any
 //!   custom domain). Unset in Lambda: no Host check (API Gateway only routes its own domains).
 //!
+//! `get_rollout` and `ota://rollouts/{id}` report progress from IoT Jobs (`DescribeJob`
+//! counters and the job's executions, [`job_counts`]), as the page does.
+//!
 //! Without `AWS_LAMBDA_RUNTIME_API` (outside Lambda) it serves the same router with
 //! `axum::serve` on `OTA_MCP_LISTEN` (default `127.0.0.1:8081`) for a smoke test of start-up
 //! and the AWS wiring only: no request there carries an authorizer context, so every MCP call
@@ -18,15 +21,19 @@ use std::sync::Arc;
 use ota_core::service::FleetManager;
 use ota_mcp::{OtaMcp, apigw};
 
+mod job_counts;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let settings = ota_aws::AwsSettings::from_env()?;
-    let (_clients, backend) = ota_aws::connect(&settings).await?;
+    let (clients, backend) = ota_aws::connect(&settings).await?;
     // No data dir in Lambda: the service settings come from OTA_SETTINGS (validated), as for `ota --backend aws`.
     let svc = Arc::new(FleetManager::new(backend, settings.service.clone())?);
     let hosts = apigw::allowed_hosts(std::env::var("OTA_MCP_ALLOWED_HOSTS").ok().as_deref(), in_lambda);
-    let router = OtaMcp::new(svc, None).http_router(hosts).layer(axum::middleware::from_fn(apigw::attach_caller));
+    let router = OtaMcp::new(svc, Some(Arc::new(job_counts::JobCounts(clients))))
+        .http_router(hosts)
+        .layer(axum::middleware::from_fn(apigw::attach_caller));
     if in_lambda {
         return lambda_http::run(router).await;
     }

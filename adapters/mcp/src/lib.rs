@@ -28,11 +28,12 @@
 pub mod apigw;
 mod args;
 mod chat;
+mod progress;
 mod reply;
+mod resources;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use ota_core::auth::Caller;
 use ota_core::device::DeviceQuery;
 use ota_core::names::{DeviceType, JobId, ThingName};
@@ -42,7 +43,12 @@ use ota_core::targeting::{Filters, Target, UpdateAction, UpdateRequest};
 use ota_core::version::{VersionFilter, VersionRequest};
 use ota_core::{Error, Result};
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{ErrorCode, ErrorData, Extensions, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    ErrorCode, ErrorData, Extensions, GetPromptRequestParams, GetPromptResponse, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
@@ -54,14 +60,12 @@ pub use args::{
 pub use chat::ChatTools;
 use reply::{Failure, Outcome, tool_error};
 
-/// Where per-execution progress comes from, when the backend has it (the local engine does;
-/// IoT Jobs via DescribeJob later). `get_rollout` adds it to the stored rollout.
-#[async_trait]
-pub trait RolloutProgress: Send + Sync + 'static {
-    /// The progress of rollout `id` (counts per device state, per-device details), or `None`
-    /// when this backend does not know it.
-    async fn progress(&self, id: &JobId) -> Result<Option<serde_json::Value>>;
-}
+/// The former name of [`ProgressSource`], kept while callers move to it.
+pub use progress::ProgressSource as RolloutProgress;
+pub use progress::{Counts, DeviceExecution, ProgressSource};
+pub use resources::{
+    FIRMWARE_URI, FLEET_URI, ROLLBACK as ROLLBACK_PROMPT, ROLLOUT_TEMPLATE, SAFE_ROLLOUT as SAFE_ROLLOUT_PROMPT,
+};
 
 /// What the model is told about the domain and the safe workflow when it connects.
 pub const INSTRUCTIONS: &str = "\
@@ -93,7 +97,7 @@ Never start a rollout, cancel one or change an OTA gate without the person's exp
 #[derive(Clone)]
 pub struct OtaMcp {
     svc: Arc<FleetManager>,
-    progress: Option<Arc<dyn RolloutProgress>>,
+    progress: Option<Arc<dyn ProgressSource>>,
     /// Set over stdio; over HTTP the caller comes from each request.
     fixed_caller: Option<Caller>,
 }
@@ -110,7 +114,7 @@ impl std::fmt::Debug for OtaMcp {
 impl OtaMcp {
     /// A server over `svc`; `progress` adds per-device progress to `get_rollout` when the
     /// backend has it.
-    pub fn new(svc: Arc<FleetManager>, progress: Option<Arc<dyn RolloutProgress>>) -> Self {
+    pub fn new(svc: Arc<FleetManager>, progress: Option<Arc<dyn ProgressSource>>) -> Self {
         OtaMcp { svc, progress, fixed_caller: None }
     }
 
@@ -152,16 +156,29 @@ impl OtaMcp {
     /// The caller of this call: the fixed one over stdio, else the verified one the HTTP
     /// middleware attached to the request.
     fn caller(&self, ext: &Extensions) -> std::result::Result<Caller, Failure> {
+        self.caller_data(ext).map_err(Failure::Protocol)
+    }
+
+    /// [`Self::caller`] for requests other than tool calls (resource reads).
+    fn caller_data(&self, ext: &Extensions) -> std::result::Result<Caller, ErrorData> {
         if let Some(c) = &self.fixed_caller {
             return Ok(c.clone());
         }
         ext.get::<axum::http::request::Parts>().and_then(|p| p.extensions.get::<Caller>()).cloned().ok_or_else(|| {
-            Failure::Protocol(ErrorData::new(
+            ErrorData::new(
                 ErrorCode::INVALID_REQUEST,
                 "unauthenticated: this request carries no verified caller; send a valid bearer token",
                 None,
-            ))
+            )
         })
+    }
+
+    /// Progress of rollout `id` from the progress port, when there is one.
+    async fn progress_of(&self, id: &JobId) -> Result<Option<serde_json::Value>> {
+        match &self.progress {
+            Some(p) => progress::report(p.as_ref(), id).await,
+            None => Ok(None),
+        }
     }
 
     /// Builds the typed request from tool arguments. Exclusions name device types or things;
@@ -332,10 +349,7 @@ impl OtaMcp {
         let caller = self.caller(&ext)?;
         let id = JobId::parse(&a.id).map_err(tool_error)?;
         let rollout = self.svc.rollout(&caller, &id).await.map_err(tool_error)?;
-        let progress = match &self.progress {
-            Some(p) => p.progress(&id).await.map_err(tool_error)?,
-            None => None,
-        };
+        let progress = self.progress_of(&id).await.map_err(tool_error)?;
         Ok(reply::rollout(rollout, progress))
     }
 
@@ -415,8 +429,48 @@ impl OtaMcp {
 #[tool_handler]
 impl ServerHandler for OtaMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().build())
             .with_server_info(rmcp::model::Implementation::new("ota", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(resources::list()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(resources::templates()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ReadResourceResponse, ErrorData> {
+        self.read(&request.uri, &context.extensions).await.map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(resources::prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> std::result::Result<GetPromptResponse, ErrorData> {
+        resources::get(&request.name, &request.arguments).map(Into::into)
     }
 }
