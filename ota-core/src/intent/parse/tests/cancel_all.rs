@@ -56,3 +56,20 @@ fn without_an_all_word_one_rollout_is_meant() {
     // Asking about them reads, never cancels.
     assert!(matches!(p("how do I cancel all rollouts?"), Intent::RolloutStatus { .. }));
 }
+
+proptest::proptest! {
+    /// A cancel verb, an all-word and a rollout noun, in any of their usual forms, cancel every
+    /// active rollout; put "don't" in front and nothing is cancelled.
+    #[test]
+    fn every_cancel_all_form_is_read_alike(
+        verb in proptest::sample::select(vec!["cancel", "stop", "abort", "halt", "kill", "terminate"]),
+        all in proptest::sample::select(vec!["all", "all the", "all of the", "every", "each"]),
+        state in proptest::sample::select(vec!["", "active", "running", "ongoing", "current"]),
+        noun in proptest::sample::select(vec!["rollouts", "deployments", "jobs", "rollout", "deployment"]),
+    ) {
+        let prompt = format!("{verb} {all} {state} {noun}");
+        proptest::prop_assert_eq!(p(&prompt), Intent::Cancel { rollout: RolloutRef::AllActive }, "{}", prompt);
+        let negated = format!("don't {prompt}");
+        proptest::prop_assert!(matches!(p(&negated), Intent::Unknown { .. }), "{}", negated);
+    }
+}

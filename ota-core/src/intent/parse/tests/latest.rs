@@ -99,3 +99,20 @@ fn not_on_the_latest_with_another_version_is_refused() {
     let (message, _) = unknown("don't update the devices not on the latest");
     assert!(message.contains("not on what should not"), "{message}");
 }
+
+proptest::proptest! {
+    /// However "not on the latest" is worded, a question selects by it and an update goes to the latest.
+    #[test]
+    fn not_on_the_latest_is_read_in_every_wording(
+        neg in proptest::sample::select(vec!["that aren't", "that are not", "not", "which aren’t", "that don't run"]),
+        on in proptest::sample::select(vec!["on", "running", ""]),
+        latest in proptest::sample::select(vec!["latest", "newest"]),
+        noun in proptest::sample::select(vec!["", " firmware", " version", " release"]),
+    ) {
+        let condition = format!("{neg} {on} the {latest}{noun}");
+        proptest::prop_assert_eq!(p(&format!("which smart plugs {condition}?")), behind(&["smart_plug"]));
+        let u = update(&format!("update all smart plugs {condition}"));
+        proptest::prop_assert_eq!(u.version, Some(VersionRequest::Latest));
+        proptest::prop_assert_eq!(u.current_version, None);
+    }
+}
