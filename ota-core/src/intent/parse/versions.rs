@@ -255,6 +255,15 @@ impl Versions {
         }
         if targets.len() > 1 {
             let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
+            // "update energy_meter to 2.0.0 and fish_tank_monitor to 1.0.0": one change per
+            // version, which are planned one request at a time.
+            if self.mentions.iter().filter(|m| m.slot == Slot::Target).count() == targets.len() {
+                return Err(format!(
+                    "I found several versions to install ({}), each after \"to\": that is several changes, and I plan one per request. Send them one by one, e.g. \"update pet_feeder to {}\".",
+                    list.join(", "),
+                    list[0]
+                ));
+            }
             return Err(format!(
                 "I found several versions to install ({}). Say the one to install after \"to\" and the one devices run now after \"on\", e.g. \"from 1.0.0 to 2.0.0\".",
                 list.join(", ")

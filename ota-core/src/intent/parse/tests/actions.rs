@@ -69,6 +69,11 @@ fn a_missing_version_is_asked_for_never_assumed() {
 fn conflicting_versions_are_refused() {
     let (message, _) = unknown("update pet feeders to 2.0.0 and smart plugs to 1.1.0");
     assert!(message.contains("several versions"), "{message}");
+    // Several changes, each with its version, are asked for one by one (not yet planned together).
+    let (message, _) = unknown("Update energy_meter to 2.0.0 and fish_tank_monitor to 1.0.0");
+    assert!(message.contains("one by one"), "{message}");
+    let (message, _) = unknown("update pet feeders from 1.0.0 to 2.0.0 with 1.1.0");
+    assert!(!message.contains("one by one"), "{message}");
     let (message, _) = unknown("update pet feeders to latest version 2.0.0");
     assert!(message.contains("latest"), "{message}");
     // "latest 2.x" is one request: the newest 2.x.
