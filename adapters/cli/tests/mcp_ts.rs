@@ -1,7 +1,8 @@
 //! The TypeScript MCP SDK (`@modelcontextprotocol/sdk` from npm, the SDK Claude Code is built
 //! on; pinned in `adapters/mcp/tests/ts-client/package-lock.json`) against the real `ota serve`
-//! over streamable HTTP with a bearer token: `client.mjs` lists the tools, calls read tools and
-//! plans the pet_feeder update as an operator; a viewer's token reads but planning is refused;
+//! over streamable HTTP with a bearer token: `client.mjs` lists the tools, calls read tools,
+//! lists and reads the resources, lists the prompts and gets `safe_rollout`, and plans the
+//! pet_feeder update as an operator; a viewer's token reads but planning is refused;
 //! no token is refused.
 //!
 //! Runs when `OTA_TEST_MCP_TS_CLIENT=1` (CI sets it and runs `npm ci` there); it says it
@@ -101,6 +102,8 @@ fn the_typescript_mcp_sdk_lists_reads_and_plans_and_a_viewer_is_refused() {
     let (passed, transcript) = client(&folder, &url, operator.trim(), "operator");
     assert!(passed, "the operator's session failed:\n{transcript}{}", context());
     assert!(transcript.contains("plan: ") && transcript.contains("plan_id"), "{transcript}");
+    assert!(transcript.contains("resources: ota://firmware, ota://fleet"), "{transcript}");
+    assert!(transcript.contains("prompts: rollback, safe_rollout"), "{transcript}");
 
     let viewer = ok(d, &["token", "create", "--role", "viewer", "--ttl", "10m"]);
     let (passed, transcript) = client(&folder, &url, viewer.trim(), "viewer");

@@ -608,6 +608,8 @@ fn a_third_party_mcp_client_plans_starts_and_watches_a_rollout() {
     println!("{transcript}");
     assert!(out.status.success(), "{transcript}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(transcript.contains("get_rollout: COMPLETED"), "{transcript}");
+    assert!(transcript.contains("prompts: rollback, safe_rollout"), "{transcript}");
+    assert!(transcript.contains("resource: ota://rollouts/"), "{transcript}");
     // A viewer's token can read but not start.
     let viewer = ok(d, &["token", "create", "--role", "viewer"]);
     let out = Command::new("python3").arg(&script).args(["http", url.as_str(), viewer.trim()]).output().unwrap();

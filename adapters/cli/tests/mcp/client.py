@@ -1,10 +1,12 @@
 """A third-party MCP client (the official Python SDK, `pip install mcp`) against `ota`.
 
-    python3 client.py http URL TOKEN     streamable HTTP with a bearer token: list tools, plan
-                                         the pet_feeder update, start it with its plan_id, poll
-                                         get_rollout until it completes
-    python3 client.py stdio OTA DATA_DIR `ota --data-dir DATA_DIR mcp` over stdio: list tools and
-                                         the device types
+    python3 client.py http URL TOKEN     streamable HTTP with a bearer token: list tools,
+                                         resources and prompts, read ota://fleet, get the rollback
+                                         prompt, plan the pet_feeder update, start it with its
+                                         plan_id, poll get_rollout until it completes, read
+                                         ota://rollouts/{id}
+    python3 client.py stdio OTA DATA_DIR `ota --data-dir DATA_DIR mcp` over stdio: the same lists
+                                         and reads, and the device types
 
 Prints a transcript; exits non-zero on any unexpected answer.
 """
@@ -41,6 +43,21 @@ async def session_checks(s):
     names = sorted(t.name for t in (await s.list_tools()).tools)
     say("tools:", ", ".join(names))
     check(names == TOOLS, f"the 12 tools, got {names}")
+    uris = sorted(str(r.uri) for r in (await s.list_resources()).resources)
+    templates = [t.uri_template for t in (await s.list_resource_templates()).resource_templates]
+    say("resources:", ", ".join(uris), "| templates:", ", ".join(templates))
+    check(uris == ["ota://firmware", "ota://fleet"], f"the catalog and fleet resources, got {uris}")
+    check(templates == ["ota://rollouts/{id}"], f"the rollout template, got {templates}")
+    fleet = (await s.read_resource("ota://fleet")).contents[0]
+    check(fleet.mime_type == "application/json", f"ota://fleet is JSON: {fleet}")
+    types = json.loads(fleet.text)["device_types"]
+    check(any(t["device_type"] == "pet_feeder" and t["total"] == 4 for t in types), f"ota://fleet: {fleet.text}")
+    prompts = sorted(p.name for p in (await s.list_prompts()).prompts)
+    say("prompts:", ", ".join(prompts))
+    check(prompts == ["rollback", "safe_rollout"], f"the two workflows, got {prompts}")
+    back = await s.get_prompt("rollback", {"device_type": "pet_feeder", "version": "1.0.0"})
+    text = " ".join(m.content.text for m in back.messages)
+    check("rollback" in text and "plan_id" in text and "1.0.0" in text, f"the rollback prompt: {text}")
 
 
 async def http(url, token):
@@ -71,6 +88,11 @@ async def http(url, token):
                 check(rollout["status"] == "COMPLETED", f"completed, got {rollout['status']}")
                 check(counts["succeeded"] == len(rollout["things"]), f"every device succeeded: {counts}")
                 say("done:", rollout["status_reason"])
+                read = (await s.read_resource(f"ota://rollouts/{rollout_id}")).contents[0]
+                body = json.loads(read.text)
+                check(body["rollout"]["status"] == "COMPLETED", f"ota://rollouts/{rollout_id}: {read.text}")
+                check(body["progress"]["counts"]["succeeded"] == len(rollout["things"]), f"its progress: {read.text}")
+                say("resource:", f"ota://rollouts/{rollout_id}", body["rollout"]["status"])
 
 
 async def stdio(ota, data_dir):

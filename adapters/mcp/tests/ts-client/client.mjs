@@ -1,8 +1,9 @@
 // A third-party MCP client (the TypeScript SDK, @modelcontextprotocol/sdk, pinned in
 // package-lock.json) against `ota serve`'s /mcp over streamable HTTP with a bearer token.
 //
-//   node client.mjs URL TOKEN operator   list tools, call read tools, plan the pet_feeder update
-//   node client.mjs URL TOKEN viewer     list tools and read, but planning is refused
+//   node client.mjs URL TOKEN operator   list tools, call read tools, list and read resources, list
+//                                        prompts and get safe_rollout, plan the pet_feeder update
+//   node client.mjs URL TOKEN viewer     the same reads, but planning is refused
 //   node client.mjs URL - none           without a token the connection is refused
 //
 // The SDK validates every structuredContent against the tool's outputSchema where one is
@@ -84,6 +85,34 @@ async function main() {
   check(!device.isError, `get_device: ${text(device)}`);
   check(JSON.stringify(device.structuredContent ?? {}).includes("pet_feeder-02"), `get_device: ${text(device)}`);
   say("get_device: pet_feeder-02");
+
+  // Resources: the catalog and the fleet, read as this caller; the rollout template.
+  const { resources } = await bounded("resources/list", client.listResources());
+  const uris = resources.map((r) => r.uri).sort();
+  check(uris.includes("ota://firmware") && uris.includes("ota://fleet"), `resources: ${uris}`);
+  const { resourceTemplates } = await bounded("resources/templates/list", client.listResourceTemplates());
+  check(resourceTemplates.some((t) => t.uriTemplate === "ota://rollouts/{id}"), `templates: ${JSON.stringify(resourceTemplates)}`);
+  for (const uri of ["ota://firmware", "ota://fleet"]) {
+    const read = await bounded(`read ${uri}`, client.readResource({ uri }));
+    const c = read.contents?.[0];
+    check(c?.mimeType === "application/json", `${uri} is JSON: ${JSON.stringify(c)}`);
+    const body = JSON.parse(c.text);
+    check(uri !== "ota://fleet" || body.device_types?.some((t) => t.device_type === "pet_feeder"), `${uri}: ${c.text}`);
+    check(uri !== "ota://firmware" || body.firmware?.length > 0, `${uri}: ${c.text}`);
+  }
+  say("resources:", uris.join(", "), "| templates:", resourceTemplates.map((t) => t.uriTemplate).join(", "));
+
+  // Prompts: the safe rollout and rollback workflows, with arguments.
+  const { prompts } = await bounded("prompts/list", client.listPrompts());
+  const promptNames = prompts.map((p) => p.name).sort();
+  check(promptNames.includes("safe_rollout") && promptNames.includes("rollback"), `prompts: ${promptNames}`);
+  const safe = await bounded(
+    "prompts/get",
+    client.getPrompt({ name: "safe_rollout", arguments: { device_type: "pet_feeder", version: "latest" } }),
+  );
+  const safeText = safe.messages.map((m) => m.content?.text ?? "").join(" ");
+  check(safeText.includes("plan_update") && safeText.includes("start_rollout") && safeText.includes("plan_id"), safeText);
+  say("prompts:", promptNames.join(", "));
 
   const args = { device_types: ["pet_feeder"], version: "latest" };
   let plan;
