@@ -682,3 +682,24 @@ async fn prompts_carry_the_safe_rollout_and_rollback_workflows() {
     }
     c.cancel().await.unwrap();
 }
+
+/// The chat's `get_rollout` reads the same progress port as MCP (and the page): a backend's
+/// counts reach the model.
+#[tokio::test]
+async fn the_chat_reports_progress_from_the_same_port() {
+    use ota_core::agent::Toolbox;
+    let svc = world().await;
+    let tools = ota_mcp::ChatTools::new(OtaMcp::new(svc.clone(), Some(Arc::new(FixedProgress))));
+    let operator = Caller::new("ana", [Role::Operator]);
+    let args = json!({ "device_types": ["pet_feeder"], "version": "latest" });
+    // Started over MCP on the same service; watched through the chat's tool box.
+    let op = client(&serve_http(svc.clone()).await, Some("operator")).await;
+    let plan = ok(&op, "plan_update", args.clone()).await;
+    let started = ok(&op, "start_rollout", with_plan_id(args, plan["plan_id"].as_str().unwrap())).await;
+    let id = started["rollouts"][0]["id"].as_str().unwrap().to_string();
+    let watched = tools.call(&operator, "get_rollout", &json!({ "id": id })).await;
+    assert!(watched.ok, "{}", watched.text);
+    assert_eq!(watched.data["progress"]["counts"]["in_progress"], 1, "{}", watched.data);
+    assert!(watched.text.contains("in_progress"), "the summary carries the progress: {}", watched.text);
+    op.cancel().await.unwrap();
+}
