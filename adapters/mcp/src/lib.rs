@@ -3,6 +3,11 @@
 //! rollouts. Each tool is a thin call into [`FleetManager`] with the caller of the request:
 //! every safety rule and every role is enforced by the service, never here.
 //!
+//! Besides tools it serves resources (`ota://firmware`, `ota://fleet`, the template
+//! `ota://rollouts/{id}`; each read runs as the request's caller) and prompts (`safe_rollout`,
+//! `rollback`), in the module `resources`. Rollout progress comes from one port, [`ProgressSource`],
+//! which the page (`ota-http`) and the chat share.
+//!
 //! Two transports:
 //! - stdio ([`OtaMcp::serve_stdio`]): every call runs as one fixed caller, the local user who
 //!   owns the data dir (the person who started `ota mcp`).
@@ -90,7 +95,10 @@ which version, what is held back, what is refused and why. Nothing has changed y
 it again with the plan_id). If the fleet or catalog changed meanwhile the start is refused: plan again and \
 show the new plan.
 4. Watch with get_rollout until it completes; cancel_rollout stops devices that have not started.
-Never start a rollout, cancel one or change an OTA gate without the person's explicit confirmation.";
+Never start a rollout, cancel one or change an OTA gate without the person's explicit confirmation.
+
+Resources: ota://firmware (the catalog), ota://fleet (per type: devices by version, connected, latest, OTA gate) \
+and ota://rollouts/{id} (one rollout with its progress). Prompts: safe_rollout and rollback walk this workflow.";
 
 /// The MCP server: the service, an optional progress source, and (over stdio) the fixed
 /// caller every call runs as.
