@@ -1,4 +1,4 @@
-//! The local jobs engine: the async shell around the transitions in `sqlite::jobs`.
+//! The local jobs engine: the async shell around the transitions in `sqlite::transitions`.
 //!
 //! One task owns the engine. It takes device messages (from the embedded endpoint or an
 //! external broker, see [`crate::link`]) and clock ticks, runs each as one SQLite

@@ -8,10 +8,10 @@
 
 mod audit;
 mod config;
-mod jobs;
 mod registry;
 mod rollouts;
 mod schema;
+mod transitions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,7 +30,9 @@ use serde::de::DeserializeOwned;
 
 use crate::blocking;
 
-pub use jobs::{EngineContext, Execution, ExecutionCounts, ExecutionStatus, Output, RolloutEvent, RolloutProgress};
+pub use transitions::{
+    EngineContext, Execution, ExecutionCounts, ExecutionStatus, Output, RolloutEvent, RolloutProgress,
+};
 
 /// The registry, config gate, rollouts and audit trail in one SQLite database. Implements
 /// [`ota_core::ports::DeviceRegistry`], [`ota_core::ports::ConfigStore`],

@@ -118,7 +118,7 @@ impl RolloutStore for SqliteStore {
             insert(&tx, &rollout)?;
             // The executions are created with the rollout, in the same transaction: a
             // rollout can never exist with some of its devices missing.
-            super::jobs::create_executions(&tx, &rollout)?;
+            super::transitions::create_executions(&tx, &rollout)?;
             tx.commit()?;
             Ok(())
         })
@@ -183,7 +183,7 @@ impl RolloutStore for SqliteStore {
                 .execute(params![id.as_str(), status.as_str(), reason, timestamp(&at)])?;
             // As AWS IoT's CancelJob without `force`: queued executions are canceled, devices
             // already updating finish and report.
-            super::jobs::rollout_finished(&tx, &id, status, &reason, at)?;
+            super::transitions::rollout_finished(&tx, &id, status, &reason, at)?;
             let updated = select_one(&tx, &id)?.ok_or_else(|| not_found(&id))?;
             tx.commit()?;
             Ok(updated)
