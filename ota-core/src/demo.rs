@@ -133,7 +133,9 @@ fn write_field(dst: &mut [u8], src: &[u8]) {
 /// Seeds `types` of the demo world through `svc` as `admin`: every demo version published with
 /// the image `image(type, version)` gives, `devices_per_type` connected devices on the demo's
 /// versions, and the OTA gate open for every type but [`DISABLED_TYPE`]. For tests and
-/// benchmarks; `ota init --demo` is the idempotent, user-facing writer of the demo world.
+/// benchmarks (feature `testing`); `ota init --demo` is the idempotent, user-facing writer of
+/// the demo world.
+#[cfg(any(test, feature = "testing"))]
 pub async fn seed(
     svc: &crate::service::FleetManager,
     admin: &crate::auth::Caller,

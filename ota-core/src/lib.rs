@@ -23,7 +23,7 @@ pub mod audit;
 pub mod auth;
 #[cfg(feature = "service")]
 pub mod config;
-#[cfg(feature = "service")]
+#[cfg(feature = "testing")]
 pub mod conformance;
 #[cfg(feature = "service")]
 pub mod demo;
