@@ -1,5 +1,5 @@
 //! The chat page in a real browser: `ota serve` on the demo world with simulated pet_feeder and
-//! beehive_scale devices (`ota sim`), and `adapters/lambda/tests/browser/chat.mjs` driving
+//! beehive_scale devices (`ota sim`), and `adapters/http/tests/browser/chat.mjs` driving
 //! Debian's Chromium through playwright-core: sign in with an operator's token, plan and confirm
 //! a pet_feeder update, follow the rollout to COMPLETED, ask for a refused beehive_scale update,
 //! and check the phone layout. Screenshots land in `target/browser/`.
@@ -59,13 +59,13 @@ fn the_chat_page_plans_confirms_and_follows_a_rollout_in_chromium() {
     if std::env::var("OTA_TEST_BROWSER").ok().as_deref() != Some("1") {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must run the browser test: set OTA_TEST_BROWSER=1 (with chromium and `npm ci` in adapters/lambda/tests/browser)"
+            "CI must run the browser test: set OTA_TEST_BROWSER=1 (with chromium and `npm ci` in adapters/http/tests/browser)"
         );
         println!("skipped: set OTA_TEST_BROWSER=1 (with Debian's chromium) to drive the chat page in a browser");
         return;
     }
     let root = workspace_root();
-    let browser_dir = root.join("adapters/lambda/tests/browser");
+    let browser_dir = root.join("adapters/http/tests/browser");
     npm_ci(&browser_dir);
     let screenshots = root.join("target/browser");
     std::fs::create_dir_all(&screenshots).unwrap();
