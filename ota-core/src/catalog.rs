@@ -180,6 +180,7 @@ fn preview(s: &str) -> String {
 
 /// `metadata.json`. Unknown fields are kept (`extra`) and written back unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FirmwareMetadata {
     pub version: FirmwareVersion,
     pub device_type: DeviceType,

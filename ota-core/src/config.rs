@@ -8,6 +8,7 @@ use crate::policy::RolloutPolicy;
 
 /// Configuration of one device type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TypeConfig {
     pub device_type: DeviceType,
     pub ota_enabled: bool,

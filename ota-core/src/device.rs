@@ -9,6 +9,7 @@ use crate::version::FirmwareVersion;
 
 /// One device of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Device {
     pub thing: ThingName,
     pub device_type: DeviceType,

@@ -41,6 +41,8 @@ pub mod policy;
 pub mod ports;
 #[cfg(feature = "service")]
 pub mod rollout;
+#[cfg(feature = "schema")]
+mod schema;
 #[cfg(feature = "service")]
 pub mod service;
 #[cfg(feature = "service")]

@@ -25,6 +25,7 @@ use crate::version::FirmwareVersion;
 
 /// What a plan is about. The `snake_case` names are part of `ota plan --json`'s contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Update,
@@ -57,6 +58,7 @@ impl fmt::Display for Action {
 /// A targeted device that is not connected now: its update waits until it connects (as on
 /// AWS, where a job execution stays queued for an offline device).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OfflineDevice {
     pub thing: ThingName,
     pub last_seen: Option<DateTime<Utc>>,
@@ -64,6 +66,7 @@ pub struct OfflineDevice {
 
 /// One rollout the plan would create: one device type, one verified firmware.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Deployment {
     /// Update (to a newer version) or rollback (at least one device moves to an older one).
     pub action: UpdateAction,
@@ -96,6 +99,7 @@ pub struct Deployment {
 /// Everything a request would do, or why not. `deployments` is filled only for update and
 /// rollback plans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Plan {
     pub action: Action,
     pub deployments: Vec<Deployment>,

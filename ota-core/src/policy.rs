@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 
 /// How a rollout proceeds and when it stops itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct RolloutPolicy {
     /// Devices updating at the same time (1–1000).
@@ -49,6 +50,7 @@ impl Default for RolloutPolicy {
 /// AWS `exponentialRate`: start at `base_rate_per_minute`, multiply by `increment_factor`
 /// each time `increase_after` more devices were notified or succeeded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExponentialRamp {
     /// 1–1000.
     pub base_rate_per_minute: u32,
@@ -59,6 +61,7 @@ pub struct ExponentialRamp {
 
 /// When the ramp's rate increases (AWS `rateIncreaseCriteria`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RampCriterion {
     /// After every N devices notified (started), 1–1,000,000.
@@ -70,6 +73,7 @@ pub enum RampCriterion {
 /// When a rollout aborts itself. Failures are FAILED, REJECTED and TIMED_OUT outcomes that
 /// no retry remains for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct AbortRule {
     /// Abort when failures exceed this share of executed devices (0–100, AWS `thresholdPercentage`).
@@ -88,6 +92,7 @@ impl Default for AbortRule {
 
 /// Retries for failed and timed-out devices (AWS `jobExecutionsRetryConfig`, 0–10 each).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct RetryPolicy {
     pub failed: u8,

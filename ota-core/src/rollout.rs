@@ -14,6 +14,7 @@ use crate::version::FirmwareVersion;
 
 /// Lifecycle of a rollout (AWS IoT job status, plus `Aborted` for a policy abort).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RolloutStatus {
     InProgress,
@@ -48,6 +49,7 @@ impl RolloutStatus {
 
 /// A started rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Rollout {
     pub id: JobId,
     pub plan_id: String,

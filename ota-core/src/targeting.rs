@@ -25,6 +25,7 @@ use crate::version::{FirmwareVersion, VersionFilter, VersionRequest};
 
 /// Update to a newer version, or roll back to an older one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateAction {
     Update,
@@ -43,6 +44,7 @@ impl UpdateAction {
 
 /// Which devices a request names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Target {
     pub whole_fleet: bool,
     #[serde(default)]
@@ -60,6 +62,7 @@ impl Target {
 
 /// Narrowing applied after the target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Filters {
     /// Only devices currently running a matching version.
     pub current_version: Option<VersionFilter>,
@@ -75,6 +78,7 @@ pub struct Filters {
 /// A fully typed update or rollback request: what the CLI flags, MCP tools and the intent
 /// engine all produce.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UpdateRequest {
     pub action: UpdateAction,
     pub version: VersionRequest,
@@ -101,6 +105,7 @@ pub struct PlanningContext<'a> {
 
 /// Something the request names that will not be changed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Refusal {
     /// A device type or thing name (or a word of the prompt that matched nothing).
     pub target: String,
@@ -109,6 +114,7 @@ pub struct Refusal {
 
 /// A device left as it is because the request's direction would not move it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HeldBack {
     pub thing: ThingName,
     pub version: FirmwareVersion,

@@ -78,6 +78,7 @@ impl From<FirmwareVersion> for String {
 
 /// The version a request asks for, before it is resolved against one type's versions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum VersionRequest {
     /// The highest released (non-pre-release) version the type has.
@@ -136,6 +137,7 @@ impl fmt::Display for VersionRequest {
 
 /// A condition on the version a device currently runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum VersionFilter {
     /// Runs exactly this version.

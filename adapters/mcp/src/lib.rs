@@ -239,6 +239,7 @@ impl OtaMcp {
 #[tool_router]
 impl OtaMcp {
     #[tool(
+        output_schema = reply::output_schema::<reply::DeviceTypes>(),
         description = "List every device type (firmware folder) with its thing group, OTA gate (enabled or not), available versions (highest first), latest version and device count.",
         annotations(title = "List device types", read_only_hint = true, open_world_hint = false)
     )]
@@ -249,6 +250,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<reply::FirmwareList>(),
         description = "List published firmware (device type, version, size, sha256, release notes), optionally for one device type.",
         annotations(title = "List firmware", read_only_hint = true, open_world_hint = false)
     )]
@@ -260,6 +262,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<ota_core::service::FleetStatus>(),
         description = "Devices and a per-type, per-version summary, optionally for one device type and/or devices whose current version matches a filter (\"1.x\", \"<2.0.0\", \"2.0.0\").",
         annotations(title = "Fleet status", read_only_hint = true, open_world_hint = false)
     )]
@@ -275,6 +278,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<ota_core::device::Device>(),
         description = "One device (thing): its type, thing group, reported firmware version, whether it is connected and when it was last seen. Unknown names get close matches.",
         annotations(title = "Get device", read_only_hint = true, open_world_hint = false)
     )]
@@ -286,6 +290,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<ota_core::plan::Plan>(),
         description = "Plan an update (or rollback) WITHOUT changing anything: which devices of which types move to which verified firmware, which are held back or already current, and what is refused and why (unknown version, OTA disabled for the type, ...). Returns a plan_id; show the plan to the person, then call start_rollout with the same arguments and that plan_id. Needs the operator role.",
         annotations(title = "Plan an update", read_only_hint = true, open_world_hint = false)
     )]
@@ -297,6 +302,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<ota_core::service::StartOutcome>(),
         description = "Start the rollout of a plan the person has seen and approved: pass the same arguments as plan_update and the plan_id it returned. The server plans again (re-verifying every firmware image) and starts only if the plan is still exactly plan_id; otherwise it refuses and you must plan again. While its rollout is active, starting the same plan again returns it (already running); once it ended, the same request starts a new rollout with a new id. The reply says, per device type, started, already running (since when) or refused. Needs the operator role.",
         annotations(
             title = "Start a rollout",
@@ -314,6 +320,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<reply::PlanOrStarted>(),
         description = "Roll devices back to an earlier version, in two calls. Without plan_id it only plans the rollback and returns the plan with its plan_id: show it to the person. Called again with the same arguments and that plan_id, it starts exactly that rollback (refused if the plan changed). Needs the operator role.",
         annotations(
             title = "Roll back",
@@ -350,6 +357,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<reply::RolloutReply>(),
         description = "One rollout: status, version, target devices, policy, who started it, and per-device progress when the backend reports it. Poll it to watch a rollout until it is COMPLETED, CANCELED or ABORTED.",
         annotations(title = "Get rollout", read_only_hint = true, open_world_hint = false)
     )]
@@ -362,6 +370,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<reply::Rollouts>(),
         description = "Rollouts, newest first, optionally for one device type and/or only the active (IN_PROGRESS) ones.",
         annotations(title = "List rollouts", read_only_hint = true, open_world_hint = false)
     )]
@@ -377,6 +386,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<reply::RolloutReply>(),
         description = "Cancel an active rollout: devices that have not started stay where they are; devices already updating finish. Ask the person first. Needs the operator role.",
         annotations(
             title = "Cancel a rollout",
@@ -394,6 +404,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<ota_core::config::TypeConfig>(),
         description = "Open or close the OTA gate of a device type. While closed, every plan refuses the type. Ask the person first. Needs the admin role.",
         annotations(
             title = "Enable or disable OTA",
@@ -411,6 +422,7 @@ impl OtaMcp {
     }
 
     #[tool(
+        output_schema = reply::output_schema::<reply::PlanOrStarted>(),
         description = "A plain-language request (\"Update all pet_feeder devices to 2.0.0\", \"Roll back pet_feeder-03 to 1.0.0\", \"Which pet_feeder devices are still on 1.x?\", \"How is the rollout going?\"). By default it only plans or answers and changes nothing. With execute=true an update or rollback it planned is started at once, so only set it after the person approved that exact plan, and pass its plan_id so that nothing else starts; the reply says per device type started, already running (since when) or refused. A plan with nothing to start is returned as the plan, whose message says why. Cancel and OTA gate requests are never executed here (use cancel_rollout or set_ota_enabled).",
         annotations(
             title = "Ask in plain language",

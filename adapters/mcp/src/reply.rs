@@ -2,6 +2,11 @@
 //! object so every client gets `structuredContent`) plus a readable summary. The content
 //! blocks are the summary first, then the JSON, so a client that ignores structured content
 //! still has every id and number.
+//!
+//! Every tool declares an output schema ([`output_schema`]): the JSON Schema of exactly what
+//! its `structuredContent` holds on success (the types below, or the service's types, which
+//! derive `JsonSchema` next to `Serialize`), or else the refusal `{ "error", "message" }`
+//! ([`Refused`]), which a refused call carries with `isError: true`.
 
 use ota_core::Error;
 use ota_core::config::TypeConfig;
@@ -11,9 +16,12 @@ use ota_core::rollout::Rollout;
 use ota_core::service::{DeviceTypeSummary, FirmwareEntry, FleetStatus, StartOutcome};
 use rmcp::ErrorData;
 use rmcp::handler::server::tool::IntoCallToolResult;
+use rmcp::model::JsonObject;
 use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock};
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// A successful tool result.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,11 +78,112 @@ pub fn tool_error(e: Error) -> Failure {
         _ => {
             let kind = e.kind();
             let message = e.to_string();
-            let mut result = CallToolResult::structured_error(json!({ "error": kind, "message": message }));
+            let refused = Refused { error: kind.to_string(), message: message.clone() };
+            let mut result = CallToolResult::structured_error(json!(refused));
             result.content = vec![ContentBlock::text(message)];
             Failure::Refused(Box::new(result))
         }
     }
+}
+
+/// The structured content of a refused call (`isError: true`).
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Refused {
+    /// What kind of refusal: `not_found`, `forbidden`, `refused`, `conflict`, `integrity`, ...
+    pub error: String,
+    /// The service's message: which role is needed, which versions exist, ...
+    pub message: String,
+}
+
+/// What a tool's structured content is: its result, or the refusal of a refused call.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "a schema only: replies serialize the inner values")]
+enum OrRefused<T> {
+    Ok(T),
+    Refused(Refused),
+}
+
+/// The output schema of a tool whose successful structured content is a `T`: `T` or
+/// [`Refused`]. The root says `"type": "object"`, as MCP clients require of an output schema.
+pub fn output_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
+    let mut schema = rmcp::handler::server::tool::schema_for_output::<OrRefused<T>>().as_ref().clone();
+    schema.insert("type".into(), json!("object"));
+    Arc::new(schema)
+}
+
+/// `list_device_types`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeviceTypes {
+    pub device_types: Vec<DeviceTypeSummary>,
+}
+
+/// `list_firmware`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct FirmwareList {
+    pub firmware: Vec<FirmwareEntry>,
+}
+
+/// `list_rollouts`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Rollouts {
+    /// Newest first.
+    pub rollouts: Vec<Rollout>,
+}
+
+/// `get_rollout` and `cancel_rollout`: the rollout, and its progress when the backend reports
+/// it (`null` otherwise, and always after a cancel).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RolloutReply {
+    pub rollout: Rollout,
+    #[schemars(with = "Option<Progress>")]
+    pub progress: Option<Value>,
+}
+
+/// What [`crate::progress::report`] writes: devices per execution state, and each device's
+/// execution where the backend lists them (`null` where it does not).
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only")]
+struct Progress {
+    counts: Counts,
+    devices: Option<Vec<Execution>>,
+}
+
+/// [`crate::Counts`] as serialized.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only")]
+struct Counts {
+    total: u32,
+    waiting: u32,
+    queued: u32,
+    in_progress: u32,
+    succeeded: u32,
+    failed: u32,
+    rejected: u32,
+    timed_out: u32,
+    canceled: u32,
+    removed: u32,
+}
+
+/// [`crate::DeviceExecution`] as serialized.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only")]
+struct Execution {
+    thing: ota_core::names::ThingName,
+    /// The Jobs state: `QUEUED`, `IN_PROGRESS`, `SUCCEEDED`, `FAILED`, `REJECTED`, `TIMED_OUT`,
+    /// `CANCELED` or `REMOVED`.
+    status: String,
+    /// The reason code the device reported, when it gave one.
+    reason: Option<String>,
+}
+
+/// `rollback` and `ask`: a plan (nothing started), or what a start did.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "a schema only: replies serialize the plan or the outcome itself")]
+pub enum PlanOrStarted {
+    Plan(Plan),
+    Started(StartOutcome),
 }
 
 fn plural(n: usize) -> &'static str {
@@ -98,7 +207,7 @@ pub fn device_types(types: Vec<DeviceTypeSummary>) -> Reply {
         })
         .collect();
     let summary = format!("{} device type{}:\n{}", types.len(), plural(types.len()), lines.join("\n"));
-    Reply::new(json!({ "device_types": types }), summary)
+    Reply::new(DeviceTypes { device_types: types }, summary)
 }
 
 pub fn firmware(entries: Vec<FirmwareEntry>) -> Reply {
@@ -111,7 +220,7 @@ pub fn firmware(entries: Vec<FirmwareEntry>) -> Reply {
         })
         .collect();
     let summary = format!("{} firmware{}:\n{}", entries.len(), plural(entries.len()), lines.join("\n"));
-    Reply::new(json!({ "firmware": entries }), summary)
+    Reply::new(FirmwareList { firmware: entries }, summary)
 }
 
 pub fn fleet(status: FleetStatus) -> Reply {
@@ -216,7 +325,7 @@ pub fn rollout(r: Rollout, progress: Option<Value>) -> Reply {
     if let Some(p) = &progress {
         summary.push_str(&format!(" Progress: {p}"));
     }
-    Reply::new(json!({ "rollout": r, "progress": progress }), summary)
+    Reply::new(RolloutReply { rollout: r, progress }, summary)
 }
 
 pub fn rollouts(rs: Vec<Rollout>) -> Reply {
@@ -227,7 +336,7 @@ pub fn rollouts(rs: Vec<Rollout>) -> Reply {
         })
         .collect();
     let summary = if rs.is_empty() { "No rollouts match.".to_string() } else { lines.join("\n") };
-    Reply::new(json!({ "rollouts": rs }), summary)
+    Reply::new(Rollouts { rollouts: rs }, summary)
 }
 
 pub fn config(c: TypeConfig) -> Reply {

@@ -703,3 +703,167 @@ async fn the_chat_reports_progress_from_the_same_port() {
     assert!(watched.text.contains("in_progress"), "the summary carries the progress: {}", watched.text);
     op.cancel().await.unwrap();
 }
+
+/// Each tool's output schema, compiled by an independent JSON Schema validator (2020-12, with
+/// formats such as `date-time` checked), after checking the schema itself against the
+/// meta-schema.
+async fn output_validators(c: &RunningService<RoleClient, ()>) -> HashMap<String, jsonschema::Validator> {
+    let tools = c.list_all_tools().await.unwrap();
+    tools
+        .iter()
+        .map(|t| {
+            let schema = Value::Object(
+                t.output_schema.as_ref().unwrap_or_else(|| panic!("{} has no output schema", t.name)).as_ref().clone(),
+            );
+            assert_eq!(schema["type"], "object", "{}: MCP clients require an object root", t.name);
+            jsonschema::meta::validate(&schema).unwrap_or_else(|e| panic!("{}: not a valid JSON Schema: {e}", t.name));
+            let v = jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+            (t.name.to_string(), v)
+        })
+        .collect()
+}
+
+/// Calls `tool` and checks its structured content (a result or a refusal) against the tool's
+/// output schema; returns the call's result.
+async fn checked(
+    c: &RunningService<RoleClient, ()>,
+    schemas: &HashMap<String, jsonschema::Validator>,
+    tool: &str,
+    args: Value,
+) -> CallToolResult {
+    let r = call(c, tool, args).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"));
+    let content = r.structured_content.clone().unwrap_or_else(|| panic!("{tool}: no structured content"));
+    let errors: Vec<String> =
+        schemas[tool].iter_errors(&content).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{tool}: structuredContent does not match its outputSchema: {errors:?}\n{content:#}");
+    r
+}
+
+/// `checked`, for a call that must succeed: its structured content.
+async fn checked_ok(
+    c: &RunningService<RoleClient, ()>,
+    schemas: &HashMap<String, jsonschema::Validator>,
+    tool: &str,
+    args: Value,
+) -> Value {
+    let r = checked(c, schemas, tool, args).await;
+    assert_ne!(r.is_error, Some(true), "{tool} returned an error: {r:?}");
+    r.structured_content.unwrap()
+}
+
+/// `checked`, for a call that must be refused: its structured content (`error`, `message`).
+async fn checked_refused(
+    c: &RunningService<RoleClient, ()>,
+    schemas: &HashMap<String, jsonschema::Validator>,
+    tool: &str,
+    args: Value,
+) -> Value {
+    let r = checked(c, schemas, tool, args).await;
+    assert_eq!(r.is_error, Some(true), "{tool} should have been refused: {r:?}");
+    r.structured_content.unwrap()
+}
+
+#[tokio::test]
+async fn every_tool_declares_an_output_schema_that_is_valid_json_schema() {
+    let url = serve_http(world().await).await;
+    let c = client(&url, Some("viewer")).await;
+    let schemas = output_validators(&c).await;
+    let mut names: Vec<&str> = schemas.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut want = NAMES.to_vec();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    // The schemas say what the content is, not just "an object": wrong shapes are rejected.
+    assert!(!schemas["list_device_types"].is_valid(&json!({})));
+    assert!(!schemas["list_device_types"].is_valid(&json!({ "device_types": [{ "device_type": "Pet Feeder" }] })));
+    assert!(!schemas["get_device"].is_valid(&json!({ "thing": "pet_feeder-01" })));
+    assert!(
+        !schemas["plan_update"]
+            .is_valid(&json!({ "action": "explode", "deployments": [], "refusals": [], "message": "" }))
+    );
+    assert!(
+        schemas["plan_update"]
+            .is_valid(&json!({ "action": "update", "deployments": [], "refusals": [], "message": "" }))
+    );
+    assert!(!schemas["get_rollout"].is_valid(&json!({ "rollout": { "id": "x" }, "progress": null })));
+    // A refusal is the other shape every tool may return (with isError).
+    for v in schemas.values() {
+        assert!(v.is_valid(&json!({ "error": "forbidden", "message": "needs the operator role" })));
+    }
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn structured_content_validates_against_the_output_schemas() {
+    let url = serve_http(world().await).await;
+    let viewer = client(&url, Some("viewer")).await;
+    let op = client(&url, Some("operator")).await;
+    let admin = client(&url, Some("admin")).await;
+    let s = output_validators(&viewer).await;
+
+    // Reads.
+    let types = checked_ok(&viewer, &s, "list_device_types", json!({})).await;
+    assert_eq!(types["device_types"].as_array().unwrap().len(), 3);
+    checked_ok(&viewer, &s, "list_firmware", json!({})).await;
+    checked_ok(&viewer, &s, "list_firmware", json!({ "device_type": "pet_feeder" })).await;
+    checked_ok(&viewer, &s, "fleet_status", json!({})).await;
+    checked_ok(&viewer, &s, "fleet_status", json!({ "device_type": "pet_feeder", "version": "<3.0.0" })).await;
+    checked_ok(&viewer, &s, "get_device", json!({ "thing": "pet_feeder-03" })).await;
+    checked_ok(&viewer, &s, "list_rollouts", json!({})).await;
+    // Refusals: not found, a missing role.
+    assert_eq!(
+        checked_refused(&viewer, &s, "get_device", json!({ "thing": "pet_feeder-99" })).await["error"],
+        "not_found"
+    );
+    assert_eq!(checked_refused(&viewer, &s, "plan_update", update_args()).await["error"], "forbidden");
+    let gate = json!({ "device_type": "beehive_scale", "enabled": true });
+    assert_eq!(checked_refused(&op, &s, "set_ota_enabled", gate.clone()).await["error"], "forbidden");
+
+    // Plan, start, start again (already running), watch (with progress), list, cancel.
+    let plan = checked_ok(&op, &s, "plan_update", update_args()).await;
+    let plan_id = plan["plan_id"].as_str().unwrap().to_string();
+    assert!(!plan["refusals"].as_array().unwrap().is_empty(), "{plan}");
+    let started = checked_ok(&op, &s, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
+    let id = started["rollouts"][0]["id"].as_str().unwrap().to_string();
+    let again = checked_ok(&op, &s, "start_rollout", with_plan_id(update_args(), &plan_id)).await;
+    assert_eq!(again["items"][0]["result"], "already_running", "{again}");
+    let stale = with_plan_id(update_args(), "plan-0000000000000000");
+    assert_eq!(checked_refused(&op, &s, "start_rollout", stale).await["error"], "conflict");
+    let watched = checked_ok(&viewer, &s, "get_rollout", json!({ "id": id })).await;
+    assert_eq!(watched["progress"]["counts"]["total"], 3, "{watched}");
+    let active = checked_ok(&viewer, &s, "list_rollouts", json!({ "active_only": true })).await;
+    assert_eq!(active["rollouts"].as_array().unwrap().len(), 1);
+    // A plan with something already running, then ask (plan only) and a rollback plan.
+    let running = checked_ok(&op, &s, "plan_update", update_args()).await;
+    assert!(running["deployments"][0]["running_since"].is_string(), "{running}");
+    checked_ok(&op, &s, "ask", json!({ "prompt": "Which pet_feeder devices are still on 1.x?" })).await;
+    checked_ok(&op, &s, "ask", json!({ "prompt": "Update all smart_plug devices to the latest" })).await;
+    checked_ok(&op, &s, "ask", json!({ "prompt": "frobnicate the toaster" })).await;
+    let canceled = checked_ok(&op, &s, "cancel_rollout", json!({ "id": id, "reason": "schema test" })).await;
+    assert_eq!(canceled["rollout"]["status"], "CANCELED");
+    assert_eq!(checked_refused(&op, &s, "cancel_rollout", json!({ "id": id })).await["error"], "conflict");
+
+    // Rollback: plan, then start with its plan id; ask with execute.
+    let back = json!({ "things": ["pet_feeder-04"], "version": "1.0.0" });
+    let rb_plan = checked_ok(&op, &s, "rollback", back.clone()).await;
+    let rb_id = rb_plan["plan_id"].as_str().expect("a rollback plan id").to_string();
+    let rb = checked_ok(&op, &s, "rollback", with_plan_id(back, &rb_id)).await;
+    assert_eq!(rb["items"][0]["result"], "started", "{rb}");
+    let prompt = "Update all smart_plug devices to the latest";
+    let asked = checked_ok(&op, &s, "ask", json!({ "prompt": prompt })).await;
+    let asked_id = asked["plan_id"].as_str().expect("an ask plan id").to_string();
+    let ran = checked_ok(&op, &s, "ask", json!({ "prompt": prompt, "execute": true, "plan_id": asked_id })).await;
+    assert!(ran["rollouts"].is_array(), "{ran}");
+    checked_ok(&viewer, &s, "list_rollouts", json!({})).await;
+
+    // The OTA gate, as an admin.
+    let opened = checked_ok(&admin, &s, "set_ota_enabled", gate).await;
+    assert_eq!(opened["ota_enabled"], true);
+    checked_ok(&admin, &s, "set_ota_enabled", json!({ "device_type": "beehive_scale", "enabled": false })).await;
+    for c in [viewer, op, admin] {
+        c.cancel().await.unwrap();
+    }
+}

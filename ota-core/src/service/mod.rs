@@ -72,6 +72,7 @@ impl Settings {
 
 /// One device type as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceTypeSummary {
     pub device_type: DeviceType,
     pub thing_group: ThingGroupName,
@@ -84,6 +85,7 @@ pub struct DeviceTypeSummary {
 
 /// One catalog entry as listed (metadata read, image not hashed: `ota firmware verify` hashes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FirmwareEntry {
     pub device_type: DeviceType,
     pub version: FirmwareVersion,
@@ -94,6 +96,7 @@ pub struct FirmwareEntry {
 
 /// Devices and a per-type, per-version summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FleetStatus {
     pub devices: Vec<Device>,
     pub summary: Vec<TypeStatus>,
@@ -101,6 +104,7 @@ pub struct FleetStatus {
 
 /// Counts for one device type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TypeStatus {
     pub device_type: DeviceType,
     pub total: usize,

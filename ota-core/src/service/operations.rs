@@ -22,6 +22,7 @@ use crate::version::FirmwareVersion;
 
 /// What starting a plan did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StartOutcome {
     pub plan: Plan,
     /// One per deployment that runs now (started by this call or already running), in plan order.
@@ -35,6 +36,7 @@ pub struct StartOutcome {
 
 /// What happened to one deployment of a started plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StartItem {
     pub device_type: DeviceType,
     pub rollout_id: JobId,
@@ -44,6 +46,7 @@ pub struct StartItem {
 
 /// Started now, already running (since when), or refused (why; nothing was made for it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum StartResult {
     Started,
