@@ -6,8 +6,8 @@
 //   node client.mjs URL TOKEN viewer     the same reads, but planning is refused
 //   node client.mjs URL - none           without a token the connection is refused
 //
-// The SDK validates every structuredContent against the tool's outputSchema where one is
-// declared. Prints a transcript ending in "passed"; exits non-zero on any unexpected answer.
+// Every tool declares an outputSchema, and the SDK validates every structuredContent (results
+// and refusals) against it. Prints a transcript ending in "passed"; exits non-zero on any unexpected answer.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -73,6 +73,7 @@ async function main() {
   say("tools:", names.join(", "));
   for (const name of TOOLS) check(names.includes(name), `the tool ${name} is listed`);
   for (const t of tools) check(t.inputSchema?.type === "object", `${t.name} has an object input schema`);
+  for (const t of tools) check(t.outputSchema?.type === "object", `${t.name} declares an object output schema`);
   say("output schemas:", tools.filter((t) => t.outputSchema).length, "of", tools.length);
 
   const types = await bounded("list_device_types", client.callTool({ name: "list_device_types", arguments: {} }));
@@ -85,6 +86,22 @@ async function main() {
   check(!device.isError, `get_device: ${text(device)}`);
   check(JSON.stringify(device.structuredContent ?? {}).includes("pet_feeder-02"), `get_device: ${text(device)}`);
   say("get_device: pet_feeder-02");
+
+  // More reads, each validated by the SDK against the tool's outputSchema; a refusal (an
+  // unknown rollout) carries structured content of the schema's refusal shape.
+  for (const [name, a] of [
+    ["list_firmware", {}],
+    ["list_firmware", { device_type: "pet_feeder" }],
+    ["fleet_status", {}],
+    ["fleet_status", { device_type: "pet_feeder", version: "1.x" }],
+    ["list_rollouts", {}],
+  ]) {
+    const r = await bounded(name, client.callTool({ name, arguments: a }));
+    check(!r.isError && r.structuredContent, `${name}: ${text(r)}`);
+  }
+  const missing = await bounded("get_rollout", client.callTool({ name: "get_rollout", arguments: { id: "no-such-rollout" } }));
+  check(missing.isError && missing.structuredContent?.error === "not_found", `get_rollout of no rollout: ${text(missing)}`);
+  say("reads validated against their output schemas");
 
   // Resources: the catalog and the fleet, read as this caller; the rollout template.
   const { resources } = await bounded("resources/list", client.listResources());
@@ -119,6 +136,8 @@ async function main() {
   try {
     plan = await bounded("plan_update", client.callTool({ name: "plan_update", arguments: args }));
   } catch (e) {
+    // A structuredContent that does not match the output schema is a failure, never a refusal.
+    check(!/output schema|structured content/i.test(e.message), `plan_update: ${e.message}`);
     plan = { isError: true, content: [{ type: "text", text: `protocol error: ${e.message}` }] };
   }
   if (role === "viewer") {
