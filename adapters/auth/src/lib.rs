@@ -15,7 +15,12 @@
 //! [`require_bearer`] puts the check in front of an axum router and answers 401 with the RFC 9728
 //! pointer clients use to find the authorization server; [`well_known_router`] serves that
 //! metadata and the local JWKS.
+//!
+//! Feature `apigw` (the two Lambda binaries turn it on) adds [`apigw`]: the caller from API
+//! Gateway's JWT-authorizer claims, where API Gateway has verified the token.
 
+#[cfg(feature = "apigw")]
+pub mod apigw;
 mod error;
 mod http;
 mod local;

@@ -1,7 +1,7 @@
 //! The HTTP API, chat assistant and chat page as a Lambda (`HttpFunction` in
 //! `deploy/template.yaml`): the same `ota-http` router as `ota serve`, on the AWS backend,
 //! behind API Gateway's Cognito JWT authorizer. The caller of each request comes from the
-//! authorizer's claims (`ota_mcp::apigw`), so a token is verified once, by API Gateway.
+//! authorizer's claims (`ota_auth::apigw`), so a token is verified once, by API Gateway.
 //!
 //! Configuration (environment):
 //! - `OTA_AWS_*`: the resources, as for `ota --backend aws` and the other functions.
@@ -25,10 +25,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ota_auth::apigw;
 use ota_core::agent::{Assistant, AssistantOptions, ModelSpec, SessionLimits};
 use ota_core::service::FleetManager;
 use ota_http::{PageAuth, PageConfig, ProgressSource, Web};
-use ota_mcp::{ChatTools, OtaMcp, apigw};
+use ota_mcp::{ChatTools, OtaMcp};
 
 // The progress port on AWS, the same one the MCP Lambda gives `get_rollout`.
 #[path = "../../mcp-lambda/src/job_counts.rs"]

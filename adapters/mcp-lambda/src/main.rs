@@ -1,7 +1,7 @@
 //! The MCP server as a Lambda (`McpFunction` in `deploy/template.yaml`): the same `/mcp` router
 //! as `ota serve` (streamable HTTP, stateless, JSON responses) on the AWS backend, behind API
 //! Gateway's Cognito JWT authorizer. The caller of each request comes from the authorizer's
-//! claims ([`ota_mcp::apigw`]); the token itself was verified by API Gateway.
+//! claims ([`ota_auth::apigw`]); the token itself was verified by API Gateway.
 //!
 //! Configuration (environment):
 //! - `OTA_AWS_*`: the resources, as for `ota --backend aws` and the rollout monitor.
@@ -18,8 +18,9 @@
 
 use std::sync::Arc;
 
+use ota_auth::apigw;
 use ota_core::service::FleetManager;
-use ota_mcp::{OtaMcp, apigw};
+use ota_mcp::OtaMcp;
 
 mod job_counts;
 

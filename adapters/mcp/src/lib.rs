@@ -15,8 +15,8 @@
 //!   router runs under `ota serve` and as a Lambda. The caller of each request is read from the
 //!   HTTP request's extensions, where an authentication middleware (written elsewhere) put a
 //!   verified [`Caller`]. A request without one is refused; it is never treated as an admin.
-//!   As a Lambda (binary `ota-mcp`, feature `lambda`), that middleware is [`apigw`]'s: the
-//!   caller comes from API Gateway's JWT authorizer claims.
+//!   As a Lambda (binary `ota-mcp`), that middleware is `ota_auth::apigw`'s: the caller comes
+//!   from API Gateway's JWT authorizer claims.
 //!
 //! Errors, decided here:
 //! - [`Error::Invalid`] (a bad name, version or filter) is a JSON-RPC `invalid params` error:
@@ -29,8 +29,6 @@
 //!   and whose structured content is `{ "error": kind, "message": text }`. MCP clients show
 //!   such results to the model, which can then act on them (plan again, ask an admin).
 
-#[cfg(feature = "lambda")]
-pub mod apigw;
 mod args;
 mod chat;
 mod progress;

@@ -1,5 +1,5 @@
-//! The caller of a request that reached the MCP Lambda through API Gateway (HTTP API, payload
-//! 2.0) behind its JWT authorizer. API Gateway has already verified the bearer token (issuer,
+//! The caller of a request that reached a Lambda (the `ota-mcp` and `ota-http` functions) through
+//! API Gateway (HTTP API, payload 2.0) behind its JWT authorizer. API Gateway has already verified the bearer token (issuer,
 //! audience, expiry, signature against the Cognito user pool) before the function runs, so here
 //! the claims it passes in the request context are read, not verified again:
 //! - subject: `username` (Cognito access tokens), else `cognito:username` (ID tokens), else `sub`;
@@ -111,7 +111,7 @@ pub fn caller_from_request<B>(req: &axum::http::Request<B>) -> Result<Caller, Re
 }
 
 /// Axum middleware (`axum::middleware::from_fn(attach_caller)`): puts the request's [`Caller`]
-/// in its extensions for the MCP service, or answers the [`Refusal`] without calling it.
+/// in its extensions for the service behind it, or answers the [`Refusal`] without calling it.
 pub async fn attach_caller(mut req: Request, next: Next) -> Response {
     match caller_from_request(&req) {
         Ok(caller) => {
@@ -122,7 +122,7 @@ pub async fn attach_caller(mut req: Request, next: Next) -> Response {
     }
 }
 
-/// The `allowed_hosts` for [`crate::OtaMcp::http_router`] from `OTA_MCP_ALLOWED_HOSTS`
+/// The `allowed_hosts` for `ota_mcp::OtaMcp::http_router` from `OTA_MCP_ALLOWED_HOSTS`
 /// (comma-separated). Unset or blank: in Lambda, no Host check (`Some(vec![])`), because API
 /// Gateway only routes requests addressed to the API's own domains and every one carries a
 /// verified token, so DNS rebinding cannot reach it; outside Lambda, rmcp's loopback default.
