@@ -8,6 +8,12 @@
 //! `rollback`), in the module `resources`. Rollout progress comes from one port, [`ProgressSource`],
 //! which the page (`ota-http`) and the chat share.
 //!
+//! Every tool declares an `outputSchema` (JSON Schema 2020-12, root `"type": "object"`): the
+//! schema of what its `structuredContent` holds, generated from the very types the reply
+//! serializes (`ota-core`'s, with its feature `schema`, and the small wrappers in `reply`), or
+//! else the refusal `{ "error", "message" }` below. Clients that validate structured content
+//! (the TypeScript SDK does, results and refusals alike) can rely on it.
+//!
 //! Two transports:
 //! - stdio ([`OtaMcp::serve_stdio`]): every call runs as one fixed caller, the local user who
 //!   owns the data dir (the person who started `ota mcp`).
