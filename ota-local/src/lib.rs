@@ -6,14 +6,11 @@
 //! conformance suite checks that this backend keeps every guarantee the ports document.
 //! [`download`] serves the catalog's images to devices over signed, expiring HTTP links
 //! (the local counterpart of S3 presigned URLs).
-//! [`chat`] is the `ChatModel` port over any OpenAI-compatible chat-completions server
-//! (OpenAI, Ollama, vLLM, llama.cpp, LM Studio).
 //!
 //! Architecture Invariant: this crate depends on `ota-core` only and knows nothing of the
 //! adapters; adapters call [`open_backend`] and get a plain [`ota_core::ports::Backend`].
 
 mod catalog;
-pub mod chat;
 pub mod download;
 pub mod jobs;
 pub mod link;
@@ -27,7 +24,6 @@ use ota_core::ports::Backend;
 use ota_core::{Error, Result};
 
 pub use catalog::FolderCatalog;
-pub use chat::{OpenAiChat, OpenAiConfig};
 pub use secret::load_or_create_secret;
 pub use sqlite::{
     EngineContext, Execution, ExecutionCounts, ExecutionStatus, Output, RolloutEvent, RolloutProgress, SqliteStore,

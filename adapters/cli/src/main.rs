@@ -359,13 +359,13 @@ async fn chat_model(args: &ServeArgs) -> Result<Option<Arc<dyn ota_core::agent::
     Ok(match ModelSpec::parse(&args.model)? {
         None => None,
         Some(ModelSpec::OpenAi { model }) => {
-            let mut config = ota_local::OpenAiConfig::new(args.model_url.clone(), model);
+            let mut config = ota_openai::OpenAiConfig::new(args.model_url.clone(), model);
             if let Ok(key) = std::env::var(&args.model_key_env)
                 && !key.trim().is_empty()
             {
                 config = config.with_api_key(key.trim());
             }
-            Some(Arc::new(ota_local::OpenAiChat::new(config)?))
+            Some(Arc::new(ota_openai::OpenAiChat::new(config)?))
         }
         Some(ModelSpec::Bedrock { model_id }) => {
             Some(Arc::new(ota_aws::BedrockChat::from_default_chain(model_id).await))

@@ -1,5 +1,5 @@
 //! The chat assistant's agent loop end to end with a real OpenAI-compatible provider over HTTP:
-//! `ota_local::OpenAiChat` talks to a scripted chat-completions server (axum on 127.0.0.1, real
+//! `ota_openai::OpenAiChat` talks to a scripted chat-completions server (axum on 127.0.0.1, real
 //! JSON), the tools are `ota_mcp::ChatTools` (the MCP server's tools in process), and the service
 //! runs over the local backend (SQLite and a firmware folder in a temp dir) with the demo's
 //! firmware and devices for three types.
@@ -24,8 +24,8 @@ use ota_core::agent::{AnsweredBy, Assistant, ChatReply, MemorySessions, PendingA
 use ota_core::auth::{Caller, Role};
 use ota_core::rollout::{Rollout, RolloutQuery};
 use ota_core::service::FleetManager;
-use ota_local::{OpenAiChat, OpenAiConfig};
 use ota_mcp::{ChatTools, OtaMcp};
+use ota_openai::{OpenAiChat, OpenAiConfig};
 use serde_json::{Value, json};
 
 /// A request the intent engine does not understand. (Questions it answers itself unless they

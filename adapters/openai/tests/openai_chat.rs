@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ota_core::agent::{ChatMessage, ChatModel, ChatRequest, ModelError, ToolCall, ToolEffect, ToolSpec, Usage};
-use ota_local::{OpenAiChat, OpenAiConfig};
+use ota_openai::{OpenAiChat, OpenAiConfig};
 use serde_json::{Value, json};
 
 /// One request as the server saw it.

@@ -1,6 +1,6 @@
-//! [`OpenAiChat`]: the [`ChatModel`] port over the OpenAI-compatible chat-completions API
-//! (`POST {base_url}/chat/completions`), which OpenAI, Ollama, vLLM, the llama.cpp server and
-//! LM Studio all speak. Non-streaming, tools as `"type": "function"`.
+//! `ota-openai`: [`OpenAiChat`], the [`ChatModel`] port over the OpenAI-compatible
+//! chat-completions API (`POST {base_url}/chat/completions`), which OpenAI, Ollama, vLLM, the
+//! llama.cpp server and LM Studio all speak. Non-streaming, tools as `"type": "function"`.
 //!
 //! The wire mapping is a set of pure functions ([`request_body`], [`parse_response`],
 //! [`status_error`]) so it is tested without a server; [`OpenAiChat`] only adds the HTTP call.
