@@ -85,7 +85,7 @@ string_schema!(
         1,
         Some(JOB_ID_MAX_LEN),
         "A rollout (AWS IoT job) id.",
-        "update-pet_feeder-2.0.0-3f2a9c61"
+        "update-pet_feeder-2_0_0-3f2a9c61d0"
     )
 );
 

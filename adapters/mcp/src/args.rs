@@ -119,7 +119,7 @@ pub struct RollbackArgs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GetRolloutArgs {
     /// The rollout id (as returned by start_rollout or list_rollouts).
-    #[schemars(example = &"update-pet_feeder-2.0.0-3f2a9c61")]
+    #[schemars(example = &"update-pet_feeder-2_0_0-3f2a9c61d0")]
     pub id: String,
 }
 
@@ -139,7 +139,7 @@ pub struct ListRolloutsArgs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CancelArgs {
     /// The rollout id.
-    #[schemars(example = &"update-pet_feeder-2.0.0-3f2a9c61")]
+    #[schemars(example = &"update-pet_feeder-2_0_0-3f2a9c61d0")]
     pub id: String,
     /// Why, for the audit trail and the rollout's status reason.
     #[schemars(example = &"devices report feeding errors")]
