@@ -80,7 +80,7 @@ impl OtaMcp {
         let value = match uri {
             FIRMWARE_URI => {
                 let entries = self.svc.list_firmware(&caller, None).await.map_err(read_error)?;
-                json!({ "firmware": entries })
+                json!(crate::reply::FirmwareList { firmware: entries })
             }
             FLEET_URI => {
                 let types = self.svc.device_types(&caller).await.map_err(read_error)?;
@@ -106,7 +106,7 @@ impl OtaMcp {
                     let id = JobId::parse(id).map_err(read_error)?;
                     let rollout = self.svc.rollout(&caller, &id).await.map_err(read_error)?;
                     let progress = self.progress_of(&id).await.map_err(read_error)?;
-                    json!({ "rollout": rollout, "progress": progress })
+                    json!(crate::reply::RolloutReply { rollout, progress })
                 }
                 None => {
                     return Err(ErrorData::resource_not_found(
