@@ -25,7 +25,6 @@ use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::rollout::{RolloutQuery, RolloutStatus};
 use ota_core::service::FleetManager;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::sqlite::{EngineContext, Output, RolloutEvent, SqliteStore};
@@ -308,23 +307,28 @@ fn notify_abort(id: &JobId, device_type: &DeviceType, reason: &str, webhook: Opt
     }
 }
 
-/// A minimal `http://` JSON POST with a 10 s budget: enough for a chat webhook or a local
-/// relay, and no HTTP client crate in the server for one request per abort.
+/// A JSON POST to an `http://` webhook with a 10 s budget, over reqwest (the HTTP client the
+/// workspace already has): no redirects followed and no proxy from the environment, so the
+/// request goes to exactly the configured URL; a status outside 2xx is an error.
 pub async fn post_json(url: &str, body: &str) -> Result<u16, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// webhooks are supported: {url}"))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    if !url.starts_with("http://") {
+        return Err(format!("only http:// webhooks are supported: {url}"));
+    }
     let work = async {
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
-        let line = String::from_utf8_lossy(&response);
-        let status = line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or("no HTTP status")?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .http1_title_case_headers()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
         if (200..300).contains(&status) { Ok(status) } else { Err(format!("the webhook answered {status}")) }
     };
     tokio::time::timeout(Duration::from_secs(10), work).await.map_err(|_| "the webhook timed out".to_string())?
