@@ -5,8 +5,8 @@
 //!
 //! [`assess`] is the pure decision over one rollout and its job's counters; [`check_active`]
 //! does the I/O: it reads every active rollout, `DescribeJob`s it, and acts. The Lambda in
-//! `src/bin/rollout-monitor.rs` runs it on an EventBridge schedule (every minute), so an
-//! abort lands within a minute of the failure that crossed the limit.
+//! `adapters/monitor-lambda` (binary `rollout-monitor`) runs it on an EventBridge schedule
+//! (every minute), so an abort lands within a minute of the failure that crossed the limit.
 //!
 //! [`RolloutPolicy::decide`]: ota_core::policy::RolloutPolicy::decide
 
