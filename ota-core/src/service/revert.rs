@@ -17,11 +17,12 @@ use super::FleetManager;
 use super::operations::StartOutcome;
 use crate::audit::AuditOutcome;
 use crate::auth::{Caller, Role};
+use crate::device::DeviceQuery;
 use crate::error::Result;
 use crate::names::{JobId, ThingName};
 use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
 use crate::targeting::{Filters, Target, UpdateAction, UpdateRequest};
-use crate::version::{FirmwareVersion, VersionRequest};
+use crate::version::{FirmwareVersion, VersionFilter, VersionRequest};
 
 /// Who starts reverts, in rollouts and the audit trail.
 pub const REVERT_SUBJECT: &str = "ota-engine";
@@ -102,16 +103,20 @@ impl FleetManager {
             return Ok(NextRevert::Nothing);
         }
         let done: BTreeSet<&ThingName> = reverts.iter().flat_map(|r| r.things.iter()).collect();
+        // The devices it moved run its version now: one registry query for the type, not one
+        // read per device (the engine asks again every few seconds while the abort settles).
+        let on_target = DeviceQuery {
+            device_type: Some(aborted.device_type.clone()),
+            version: Some(VersionFilter::Exact(aborted.version.clone())),
+            ..Default::default()
+        };
+        let moved: BTreeSet<ThingName> =
+            self.backend.registry.list(&on_target).await?.into_iter().map(|d| d.thing).collect();
         let mut groups: BTreeMap<FirmwareVersion, Vec<ThingName>> = BTreeMap::new();
-        for thing in aborted.things.iter().filter(|t| !done.contains(t)) {
-            let Some(from) = aborted.from_versions.get(thing) else { continue };
-            let moved = self
-                .backend
-                .registry
-                .get(thing)
-                .await?
-                .is_some_and(|d| d.firmware_version.as_ref() == Some(&aborted.version));
-            if moved && *from != aborted.version {
+        for thing in aborted.things.iter().filter(|t| !done.contains(t) && moved.contains(*t)) {
+            if let Some(from) = aborted.from_versions.get(thing)
+                && *from != aborted.version
+            {
                 groups.entry(from.clone()).or_default().push(thing.clone());
             }
         }
