@@ -34,26 +34,6 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the workspace root")
 }
 
-/// `npm ci` in the browser test's folder when its packages are not installed yet.
-fn npm_ci(folder: &Path) {
-    if folder.join("node_modules/playwright-core/package.json").exists() {
-        return;
-    }
-    println!("installing the browser test's npm packages (npm ci in {})", folder.display());
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(folder)
-        .output()
-        .expect("run npm (Node.js and npm must be installed)");
-    assert!(
-        out.status.success(),
-        "npm ci failed in {}:\n{}\n{}",
-        folder.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn the_chat_page_plans_confirms_and_follows_a_rollout_in_chromium() {
     if std::env::var("OTA_TEST_BROWSER").ok().as_deref() != Some("1") {
@@ -66,7 +46,7 @@ fn the_chat_page_plans_confirms_and_follows_a_rollout_in_chromium() {
     }
     let root = workspace_root();
     let browser_dir = root.join("adapters/http/tests/browser");
-    npm_ci(&browser_dir);
+    common::npm_ci(&browser_dir, "playwright-core");
     let screenshots = root.join("target/browser");
     std::fs::create_dir_all(&screenshots).unwrap();
 

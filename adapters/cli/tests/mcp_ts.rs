@@ -22,26 +22,6 @@ fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../mcp/tests/ts-client").canonicalize().expect("the client's folder")
 }
 
-/// `npm ci` in the client's folder when its packages are not installed yet.
-fn npm_ci(folder: &Path) {
-    if folder.join("node_modules/@modelcontextprotocol/sdk/package.json").exists() {
-        return;
-    }
-    println!("installing the TypeScript MCP SDK (npm ci in {})", folder.display());
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(folder)
-        .output()
-        .expect("run npm (Node.js and npm must be installed)");
-    assert!(
-        out.status.success(),
-        "npm ci failed in {}:\n{}\n{}",
-        folder.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `node client.mjs url token role`, bounded to 90 s; its success and transcript.
 fn client(folder: &Path, url: &str, token: &str, role: &str) -> (bool, String) {
     let log = TempDir::new().unwrap();
@@ -86,7 +66,7 @@ fn the_typescript_mcp_sdk_lists_reads_and_plans_and_a_viewer_is_refused() {
         return;
     }
     let folder = client_dir();
-    npm_ci(&folder);
+    common::npm_ci(&folder, "@modelcontextprotocol/sdk");
     let dir = TempDir::new().unwrap();
     let d = dir.path();
     ok(d, &["init", "--demo"]);

@@ -86,3 +86,23 @@ pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Opt
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_string(), body.to_string())
 }
+
+/// `npm ci` in `folder` unless `package` (the one its script needs) is installed there already.
+pub fn npm_ci(folder: &Path, package: &str) {
+    if folder.join("node_modules").join(package).join("package.json").exists() {
+        return;
+    }
+    println!("installing {package} and its lockfile's other packages (npm ci in {})", folder.display());
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(folder)
+        .output()
+        .expect("run npm (Node.js and npm must be installed)");
+    assert!(
+        out.status.success(),
+        "npm ci failed in {}:\n{}\n{}",
+        folder.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
