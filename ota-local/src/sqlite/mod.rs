@@ -6,12 +6,18 @@
 //!
 //! Queried fields are typed columns; nested values (policies, thing lists, requests) are JSON.
 
+mod admission;
 mod audit;
 mod config;
+mod events;
+mod executions;
 mod registry;
+mod rollout_store;
 mod rollouts;
 mod schema;
+mod shadow;
 mod transitions;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,9 +36,9 @@ use serde::de::DeserializeOwned;
 
 use crate::blocking;
 
-pub use transitions::{
-    EngineContext, Execution, ExecutionCounts, ExecutionStatus, Output, RolloutEvent, RolloutProgress,
-};
+pub use events::RolloutEvent;
+pub use executions::{Execution, ExecutionCounts, ExecutionStatus, RolloutProgress};
+pub use wire::{EngineContext, Output};
 
 /// The registry, config gate, rollouts and audit trail in one SQLite database. Implements
 /// [`ota_core::ports::DeviceRegistry`], [`ota_core::ports::ConfigStore`],

@@ -1,19 +1,16 @@
 //! Stored rollouts on the `rollouts` table. The partial unique index
 //! `rollouts_one_active_per_type` backs the "one active rollout per type" check, so even a
 //! writer that skips `create` cannot store a second active rollout for a type.
+//!
+//! Rows only: the [`RolloutStore`](ota_core::ports::RolloutStore) port, which creates and
+//! finishes a rollout together with its executions, is `rollout_store`.
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use ota_core::names::{DeviceType, JobId};
-use ota_core::ports::RolloutStore;
-use ota_core::rollout::{Rollout, RolloutQuery, RolloutStatus};
-use ota_core::{Error, Result};
+use ota_core::rollout::{Rollout, RolloutQuery};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::{
-    DbResult, SqliteStore, StoreError, column, json_column, optional_column, sql_limit, timestamp, to_i64, to_json,
-};
+use super::{DbResult, column, json_column, optional_column, sql_limit, timestamp, to_i64, to_json};
 
 const COLUMNS: &str = "id, plan_id, action, device_type, thing_group, version, sha256, size, things, \
                        fleet_query, policy, status, status_reason, created_by, created_at, updated_at, \
@@ -61,16 +58,12 @@ pub(super) fn select_one_without_things(conn: &Connection, id: &JobId) -> DbResu
     Ok(stmt.query_row([id.as_str()], rollout_from_row).optional()?)
 }
 
-fn active_for(conn: &Connection, device_type: &DeviceType) -> DbResult<Option<JobId>> {
+pub(super) fn active_for(conn: &Connection, device_type: &DeviceType) -> DbResult<Option<JobId>> {
     let mut stmt = conn.prepare_cached("SELECT id FROM rollouts WHERE device_type = ?1 AND status = 'IN_PROGRESS'")?;
     Ok(stmt.query_row([device_type.as_str()], |row| column(row, 0)).optional()?)
 }
 
-fn not_found(id: &JobId) -> StoreError {
-    StoreError::Domain(Error::not_found("rollout", id.as_str()))
-}
-
-fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
+pub(super) fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT INTO rollouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?;
@@ -97,97 +90,27 @@ fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
     Ok(())
 }
 
-#[async_trait]
-impl RolloutStore for SqliteStore {
-    async fn create(&self, rollout: &Rollout) -> Result<()> {
-        let rollout = rollout.clone();
-        self.call(move |conn| {
-            // IMMEDIATE takes the write lock before the checks, so no other connection (or
-            // process) can slip a rollout in between the checks and the insert.
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let taken: Option<i64> = tx
-                .prepare_cached("SELECT 1 FROM rollouts WHERE id = ?1")?
-                .query_row([rollout.id.as_str()], |r| r.get(0))
-                .optional()?;
-            if taken.is_some() {
-                return Err(Error::already_exists("rollout", rollout.id.as_str()).into());
-            }
-            if let Some(active) = active_for(&tx, &rollout.device_type)? {
-                return Err(ota_core::Error::active_rollout(&active, &rollout.device_type).into());
-            }
-            insert(&tx, &rollout)?;
-            // The executions are created with the rollout, in the same transaction: a
-            // rollout can never exist with some of its devices missing.
-            super::transitions::create_executions(&tx, &rollout)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+/// Rollouts matching `query`, newest first.
+pub(super) fn select_list(conn: &Connection, query: &RolloutQuery) -> DbResult<Vec<Rollout>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM rollouts");
+    let mut clauses = Vec::new();
+    let mut values = Vec::new();
+    if let Some(t) = &query.device_type {
+        clauses.push("device_type = ?");
+        values.push(Value::Text(t.to_string()));
     }
-
-    async fn get(&self, id: &JobId) -> Result<Rollout> {
-        let id = id.clone();
-        self.call(move |conn| select_one(conn, &id)?.ok_or_else(|| not_found(&id))).await
+    if query.active_only {
+        clauses.push("status = 'IN_PROGRESS'");
     }
-
-    async fn list(&self, query: &RolloutQuery) -> Result<Vec<Rollout>> {
-        let query = query.clone();
-        self.call(move |conn| {
-            let mut sql = format!("SELECT {COLUMNS} FROM rollouts");
-            let mut clauses = Vec::new();
-            let mut values = Vec::new();
-            if let Some(t) = &query.device_type {
-                clauses.push("device_type = ?");
-                values.push(Value::Text(t.to_string()));
-            }
-            if query.active_only {
-                clauses.push("status = 'IN_PROGRESS'");
-            }
-            if !clauses.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&clauses.join(" AND "));
-            }
-            // Newest first, ties by id: timestamps are stored fixed-width, so text order is
-            // time order.
-            sql.push_str(" ORDER BY created_at DESC, id ASC LIMIT ?");
-            values.push(Value::Integer(sql_limit(query.limit)));
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rollouts =
-                stmt.query_map(params_from_iter(values), rollout_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rollouts)
-        })
-        .await
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
     }
-
-    async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: DateTime<Utc>) -> Result<Rollout> {
-        let (id, reason) = (id.clone(), reason.to_string());
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: RolloutStatus = tx
-                .prepare_cached("SELECT status FROM rollouts WHERE id = ?1")?
-                .query_row([id.as_str()], |row| column(row, 0))
-                .optional()?
-                .ok_or_else(|| not_found(&id))?;
-            if !current.is_active() {
-                return Err(Error::Conflict(format!("rollout {id} already ended ({})", current.as_str())).into());
-            }
-            if status.is_active() {
-                return Err(Error::invalid(
-                    "rollout status",
-                    status.as_str(),
-                    "a rollout can only finish as COMPLETED, CANCELED or ABORTED",
-                )
-                .into());
-            }
-            tx.prepare_cached("UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1")?
-                .execute(params![id.as_str(), status.as_str(), reason, timestamp(&at)])?;
-            // As AWS IoT's CancelJob without `force`: queued executions are canceled, devices
-            // already updating finish and report.
-            super::transitions::rollout_finished(&tx, &id, status, &reason, at)?;
-            let updated = select_one(&tx, &id)?.ok_or_else(|| not_found(&id))?;
-            tx.commit()?;
-            Ok(updated)
-        })
-        .await
-    }
+    // Newest first, ties by id: timestamps are stored fixed-width, so text order is
+    // time order.
+    sql.push_str(" ORDER BY created_at DESC, id ASC LIMIT ?");
+    values.push(Value::Integer(sql_limit(query.limit)));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rollouts = stmt.query_map(params_from_iter(values), rollout_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rollouts)
 }

@@ -1,601 +1,29 @@
-//! The jobs engine's state and transitions on SQLite: one execution per (rollout, device)
-//! with AWS IoT's execution states, the device shadows, and the rollout event stream.
+//! The jobs engine's transitions on SQLite: a device's message (a job status update, a job
+//! or next-job request, a shadow request) and a clock tick (timeouts, then every active
+//! rollout evaluated), each run inside one transaction opened by its caller.
 //!
-//! Every function here runs inside one transaction opened by its caller, so a transition
-//! (a device's status update, the abort it triggers, the devices it releases, the events it
-//! records) is committed whole or not at all. A server killed at any instant restarts from a
-//! consistent file: nothing is lost and nothing is started twice.
+//! A transition (a device's status update, the abort it triggers, the devices it releases,
+//! the events it records) is committed whole or not at all. A server killed at any instant
+//! restarts from a consistent file: nothing is lost and nothing is started twice.
 //!
 //! The functions are synchronous and pure over the connection and `now`; the async shell in
 //! [`crate::jobs`] feeds them device messages and clock ticks and publishes what they return.
-
-use std::sync::Arc;
+//! The other engine modules: `executions` (the per-device rows and their counts),
+//! `admission` (abort, admit, complete), `shadow`, `events` and `wire` (what devices receive).
 
 use chrono::{DateTime, Duration, Utc};
-use ota_core::audit::{AuditEntry, AuditOutcome};
-use ota_core::names::{DeviceType, JobId, ThingName};
-use ota_core::policy::{Decision, RolloutPolicy, RolloutStats};
-use ota_core::rollout::{Rollout, RolloutStatus};
-use ota_core::targeting::UpdateAction;
-use ota_core::version::FirmwareVersion;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
+use ota_core::names::{JobId, ThingName};
+use ota_core::rollout::Rollout;
+use rusqlite::{Connection, TransactionBehavior, params};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{DbResult, SqliteStore, column, optional_column, timestamp};
-
-/// An execution's state, as AWS IoT Jobs names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ExecutionStatus {
-    Queued,
-    InProgress,
-    Succeeded,
-    Failed,
-    Rejected,
-    TimedOut,
-    Canceled,
-    Removed,
-}
-
-impl ExecutionStatus {
-    const ALL: [ExecutionStatus; 8] = [
-        ExecutionStatus::Queued,
-        ExecutionStatus::InProgress,
-        ExecutionStatus::Succeeded,
-        ExecutionStatus::Failed,
-        ExecutionStatus::Rejected,
-        ExecutionStatus::TimedOut,
-        ExecutionStatus::Canceled,
-        ExecutionStatus::Removed,
-    ];
-
-    /// The Jobs API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecutionStatus::Queued => "QUEUED",
-            ExecutionStatus::InProgress => "IN_PROGRESS",
-            ExecutionStatus::Succeeded => "SUCCEEDED",
-            ExecutionStatus::Failed => "FAILED",
-            ExecutionStatus::Rejected => "REJECTED",
-            ExecutionStatus::TimedOut => "TIMED_OUT",
-            ExecutionStatus::Canceled => "CANCELED",
-            ExecutionStatus::Removed => "REMOVED",
-        }
-    }
-
-    /// Parses the Jobs API spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// Whether the execution has ended.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, ExecutionStatus::Queued | ExecutionStatus::InProgress)
-    }
-}
-
-impl super::Stored for ExecutionStatus {
-    fn from_stored(s: &str) -> std::result::Result<Self, super::BoxError> {
-        ExecutionStatus::parse(s).ok_or_else(|| format!("unknown execution status {s:?}").into())
-    }
-}
-
-/// One device's part in one rollout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Execution {
-    pub rollout_id: JobId,
-    pub thing: ThingName,
-    pub status: ExecutionStatus,
-    /// Offered to the device (AWS: the execution exists and the device was notified).
-    pub released: bool,
-    pub version_number: i64,
-    pub execution_number: i64,
-    /// What the device last said (`reason`, `progress`, ...).
-    pub status_details: Map<String, Value>,
-    pub queued_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-    /// The firmware the device ran when the execution was created (the registry's record,
-    /// else its shadow's report); `None` when neither knew, or for executions created before
-    /// this was recorded. A revert sends the device back to it.
-    #[serde(default)]
-    pub from_version: Option<FirmwareVersion>,
-    /// The reason code the device last reported (`statusDetails.reason`: `sha256_mismatch`,
-    /// `boot_failed`, `download_failed`, ...), when it gave one.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-const EXEC_COLUMNS: &str = "rollout_id, thing, status, released, version_number, execution_number, status_details, \
-                            queued_at, started_at, updated_at, from_version";
-
-fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
-    let details: Option<String> = row.get(6)?;
-    let status_details: Map<String, Value> = details.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
-    let reason = status_details.get("reason").and_then(Value::as_str).map(str::to_string);
-    Ok(Execution {
-        rollout_id: column(row, 0)?,
-        thing: column(row, 1)?,
-        status: column(row, 2)?,
-        released: row.get(3)?,
-        version_number: row.get(4)?,
-        execution_number: row.get(5)?,
-        status_details,
-        queued_at: column(row, 7)?,
-        started_at: optional_column(row, 8)?,
-        updated_at: column(row, 9)?,
-        from_version: optional_column(row, 10)?,
-        reason,
-    })
-}
-
-/// How a rollout's executions stand.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecutionCounts {
-    pub total: u32,
-    /// Queued and not yet offered: waiting for the policy to admit them.
-    pub waiting: u32,
-    /// Offered, not yet picked up by the device.
-    pub queued: u32,
-    pub in_progress: u32,
-    pub succeeded: u32,
-    pub failed: u32,
-    pub rejected: u32,
-    pub timed_out: u32,
-    pub canceled: u32,
-    pub removed: u32,
-}
-
-impl ExecutionCounts {
-    /// Executions that reached an end state.
-    pub fn finished(&self) -> u32 {
-        self.succeeded + self.failed + self.rejected + self.timed_out + self.canceled + self.removed
-    }
-}
-
-/// A rollout with its execution counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutProgress {
-    pub rollout: Rollout,
-    pub counts: ExecutionCounts,
-}
-
-/// One entry of a rollout's event stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutEvent {
-    pub seq: i64,
-    pub rollout_id: JobId,
-    pub at: DateTime<Utc>,
-    /// `created`, `started` (a device was offered the job), `execution` (a device's status
-    /// changed), `timed_out`, `completed`, `canceled`, `aborted`.
-    pub kind: String,
-    pub thing: Option<ThingName>,
-    pub detail: Value,
-}
-
-/// What a transition asks the outside world to do once it has committed.
-#[derive(Debug, Default)]
-pub struct Output {
-    /// MQTT messages to devices: (topic, payload).
-    pub publish: Vec<(String, Vec<u8>)>,
-    /// Recorded events, in order.
-    pub events: Vec<RolloutEvent>,
-    /// Rollouts the policy aborted in this transition, with the reason: operators are told.
-    pub aborted: Vec<(JobId, DeviceType, String)>,
-    /// Rollouts that completed in this transition (a completed revert may call the next).
-    pub completed: Vec<JobId>,
-}
-
-/// Signs the URL a device downloads `version` of `device_type` from, valid from `now`.
-pub type FirmwareUrl = Arc<dyn Fn(&FirmwareVersion, &DeviceType, DateTime<Utc>) -> String + Send + Sync>;
-
-/// What the engine needs besides the database: how to sign a download link.
-#[derive(Clone)]
-pub struct EngineContext {
-    pub firmware_url: FirmwareUrl,
-}
-
-impl std::fmt::Debug for EngineContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EngineContext")
-    }
-}
-
-fn epoch(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
-}
-
-fn record(
-    conn: &Connection,
-    out: &mut Output,
-    rollout_id: &JobId,
-    at: DateTime<Utc>,
-    kind: &str,
-    thing: Option<&ThingName>,
-    detail: Value,
-) -> DbResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO rollout_events (rollout_id, at, kind, thing, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![rollout_id.as_str(), timestamp(&at), kind, thing.map(|t| t.as_str()), detail.to_string()])?;
-    out.events.push(RolloutEvent {
-        seq: conn.last_insert_rowid(),
-        rollout_id: rollout_id.clone(),
-        at,
-        kind: kind.to_string(),
-        thing: thing.cloned(),
-        detail,
-    });
-    Ok(())
-}
-
-/// The firmware a device runs as far as this file knows: the registry's record (kept from
-/// the shadow's reports), else the shadow's own `firmwareVersion`.
-fn running_version(conn: &Connection, thing: &ThingName) -> DbResult<Option<FirmwareVersion>> {
-    let registered: Option<Option<String>> = conn
-        .prepare_cached("SELECT firmware_version FROM devices WHERE thing = ?1")?
-        .query_row([thing.as_str()], |row| row.get(0))
-        .optional()?;
-    if let Some(v) = registered.flatten().and_then(|v| FirmwareVersion::parse(&v).ok()) {
-        return Ok(Some(v));
-    }
-    Ok(read_shadow(conn, thing)?.and_then(|(_, reported, _)| {
-        reported.get("firmwareVersion").and_then(Value::as_str).and_then(|v| FirmwareVersion::parse(v).ok())
-    }))
-}
-
-/// Creates the executions of a new rollout, all waiting, in the rollout's device order, each
-/// with the firmware its device runs now.
-pub(super) fn create_executions(conn: &Connection, rollout: &Rollout) -> DbResult<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO executions (rollout_id, thing, position, status, queued_at, updated_at, from_version)
-         VALUES (?1, ?2, ?3, 'QUEUED', ?4, ?4, ?5)",
-    )?;
-    let at = timestamp(&rollout.created_at);
-    for (position, thing) in rollout.things.iter().enumerate() {
-        let from = running_version(conn, thing)?.map(|v| v.to_string());
-        stmt.execute(params![
-            rollout.id.as_str(),
-            thing.as_str(),
-            i64::try_from(position).unwrap_or(i64::MAX),
-            at,
-            from
-        ])?;
-    }
-    let mut out = Output::default();
-    record(
-        conn,
-        &mut out,
-        &rollout.id,
-        rollout.created_at,
-        "created",
-        None,
-        json!({"devices": rollout.things.len(), "version": rollout.version.to_string(), "by": rollout.created_by}),
-    )
-}
-
-/// A rollout ended (canceled, aborted or completed): as AWS IoT's CancelJob without
-/// `force`, every queued execution is canceled; devices already updating finish and report.
-/// Each device that had been offered the job gets a row in `device_outbox`, committed with
-/// the cancel: the engine, which may run in another process, tells it its next job.
-pub(super) fn rollout_finished(
-    conn: &Connection,
-    id: &JobId,
-    status: RolloutStatus,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> DbResult<()> {
-    finish_in_tx(conn, id, status, reason, at, &mut Output::default())
-}
-
-fn finish_in_tx(
-    conn: &Connection,
-    id: &JobId,
-    status: RolloutStatus,
-    reason: &str,
-    at: DateTime<Utc>,
-    out: &mut Output,
-) -> DbResult<()> {
-    // Devices that were offered the job are owed a notice that their next job changed (as
-    // AWS publishes notify-next when a pending execution is canceled). The engine drains it.
-    let owed = conn
-        .prepare_cached(
-            "INSERT INTO device_outbox (thing, rollout_id, created_at)
-             SELECT thing, rollout_id, ?2 FROM executions
-             WHERE rollout_id = ?1 AND status = 'QUEUED' AND released = 1 ORDER BY position",
-        )?
-        .execute(params![id.as_str(), timestamp(&at)])?;
-    let canceled = conn
-        .prepare_cached(
-            "UPDATE executions SET status = 'CANCELED', version_number = version_number + 1, updated_at = ?2
-             WHERE rollout_id = ?1 AND status = 'QUEUED'",
-        )?
-        .execute(params![id.as_str(), timestamp(&at)])?;
-    let kind = match status {
-        RolloutStatus::Completed => "completed",
-        RolloutStatus::Canceled => "canceled",
-        RolloutStatus::Aborted => "aborted",
-        RolloutStatus::InProgress => "in_progress",
-    };
-    record(conn, out, id, at, kind, None, json!({"reason": reason, "canceled": canceled, "notified": owed}))?;
-    Ok(())
-}
-
-/// Sends every notice in `device_outbox`: each device named there is told, once, its next
-/// job as this transaction leaves it (or that it has none), replacing any notify-next this
-/// transition had already queued for it; the rows are deleted in this transaction and the
-/// messages leave after its commit. A crash after the commit loses the notices like any
-/// reply (the device asks again when it reconnects); a crash before it loses nothing.
-fn drain_outbox(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>, out: &mut Output) -> DbResult<()> {
-    let owed: Vec<(i64, ThingName)> = conn
-        .prepare_cached("SELECT MAX(seq), thing FROM device_outbox GROUP BY thing ORDER BY MIN(seq)")?
-        .query_map([], |row| Ok((row.get(0)?, column(row, 1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let Some(last) = owed.iter().map(|(seq, _)| *seq).max() else { return Ok(()) };
-    for (_, thing) in owed {
-        let notify = topic(&thing, "jobs/notify-next");
-        out.publish.retain(|(t, _)| *t != notify);
-        let next = next_execution(conn, &thing)?;
-        out.publish.push(notify_next(conn, &thing, next.as_ref(), now, ctx)?);
-    }
-    conn.prepare_cached("DELETE FROM device_outbox WHERE seq <= ?1")?.execute([last])?;
-    Ok(())
-}
-
-/// Who the engine's own transitions are recorded as in the audit trail.
-const ENGINE_SUBJECT: &str = "ota-engine";
-
-/// Audits one of the engine's own transitions, in its transaction.
-fn audit_engine(conn: &Connection, at: DateTime<Utc>, operation: &str, request: Value, detail: String) -> DbResult<()> {
-    let entry = AuditEntry {
-        seq: 0,
-        at,
-        subject: ENGINE_SUBJECT.to_string(),
-        roles: Vec::new(),
-        operation: operation.to_string(),
-        request,
-        plan: None,
-        outcome: AuditOutcome::Ok(detail),
-    };
-    super::audit::insert(conn, &entry)?;
-    Ok(())
-}
-
-/// A rollout as the transitions need it: everything but its device list (`things` is empty;
-/// the executions are the per-device rows).
-fn rollout_of(conn: &Connection, id: &JobId) -> DbResult<Option<Rollout>> {
-    super::rollouts::select_one_without_things(conn, id)
-}
-
-/// The device's next job: the one in progress, else the oldest offered one.
-fn next_execution(conn: &Connection, thing: &ThingName) -> DbResult<Option<Execution>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {EXEC_COLUMNS} FROM executions
-             WHERE thing = ?1 AND released = 1 AND status IN ('IN_PROGRESS', 'QUEUED')
-             ORDER BY status = 'IN_PROGRESS' DESC, started_at ASC LIMIT 1"
-        ))?
-        .query_row([thing.as_str()], execution_from_row)
-        .optional()?)
-}
-
-fn execution(conn: &Connection, rollout_id: &str, thing: &ThingName) -> DbResult<Option<Execution>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {EXEC_COLUMNS} FROM executions WHERE rollout_id = ?1 AND thing = ?2"))?
-        .query_row(params![rollout_id, thing.as_str()], execution_from_row)
-        .optional()?)
-}
-
-/// The job document a device receives, with a freshly signed download link (as AWS
-/// replaces the pre-signed URL placeholder at delivery).
-fn job_document(ctx: Option<&EngineContext>, rollout: &Rollout, now: DateTime<Utc>) -> Value {
-    let url = ctx.map(|c| (c.firmware_url)(&rollout.version, &rollout.device_type, now)).unwrap_or_default();
-    json!({
-        "operation": ota_core::job::OPERATION,
-        "deviceType": rollout.device_type.as_str(),
-        "version": rollout.version.to_string(),
-        "rollback": rollout.action == UpdateAction::Rollback,
-        "firmware": {"url": url, "size": rollout.size, "sha256": rollout.sha256.to_hex()},
-    })
-}
-
-fn execution_json(
-    conn: &Connection,
-    e: &Execution,
-    ctx: Option<&EngineContext>,
-    now: DateTime<Utc>,
-    with_document: bool,
-) -> DbResult<Value> {
-    let mut v = json!({
-        "jobId": e.rollout_id.as_str(),
-        "thingName": e.thing.as_str(),
-        "status": e.status.as_str(),
-        "statusDetails": e.status_details,
-        "queuedAt": epoch(e.queued_at),
-        "lastUpdatedAt": epoch(e.updated_at),
-        "versionNumber": e.version_number,
-        "executionNumber": e.execution_number,
-    });
-    if let Some(s) = e.started_at {
-        v["startedAt"] = json!(epoch(s));
-    }
-    if with_document && let Some(rollout) = rollout_of(conn, &e.rollout_id)? {
-        v["jobDocument"] = job_document(ctx, &rollout, now);
-    }
-    Ok(v)
-}
-
-fn topic(thing: &ThingName, rest: &str) -> String {
-    format!("$aws/things/{thing}/{rest}")
-}
-
-fn notify_next(
-    conn: &Connection,
-    thing: &ThingName,
-    next: Option<&Execution>,
-    now: DateTime<Utc>,
-    ctx: Option<&EngineContext>,
-) -> DbResult<(String, Vec<u8>)> {
-    let mut body = json!({"timestamp": epoch(now)});
-    if let Some(e) = next {
-        body["execution"] = execution_json(conn, e, ctx, now, true)?;
-    }
-    Ok((topic(thing, "jobs/notify-next"), body.to_string().into_bytes()))
-}
-
-/// The counts of one rollout's executions.
-fn counts(conn: &Connection, id: &JobId) -> DbResult<ExecutionCounts> {
-    let mut c = ExecutionCounts::default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT status, released, COUNT(*) FROM executions WHERE rollout_id = ?1 GROUP BY status, released",
-    )?;
-    let rows = stmt.query_map([id.as_str()], |row| {
-        Ok((column::<ExecutionStatus>(row, 0)?, row.get::<_, bool>(1)?, row.get::<_, u32>(2)?))
-    })?;
-    for row in rows {
-        let (status, released, n) = row?;
-        c.total += n;
-        match status {
-            ExecutionStatus::Queued if released => c.queued += n,
-            ExecutionStatus::Queued => c.waiting += n,
-            ExecutionStatus::InProgress => c.in_progress += n,
-            ExecutionStatus::Succeeded => c.succeeded += n,
-            ExecutionStatus::Failed => c.failed += n,
-            ExecutionStatus::Rejected => c.rejected += n,
-            ExecutionStatus::TimedOut => c.timed_out += n,
-            ExecutionStatus::Canceled => c.canceled += n,
-            ExecutionStatus::Removed => c.removed += n,
-        }
-    }
-    Ok(c)
-}
-
-/// The policy's view of a rollout, from its counts. The starts (all, and those of the last
-/// minute) are read only when the policy limits the start rate: they cost two reads of every
-/// execution row, on every transition, and nothing else uses them.
-fn stats(
-    conn: &Connection,
-    id: &JobId,
-    c: &ExecutionCounts,
-    policy: &RolloutPolicy,
-    now: DateTime<Utc>,
-) -> DbResult<RolloutStats> {
-    let rate_limited = policy.max_per_minute.is_some() || policy.exponential_ramp.is_some();
-    let (started, recent_starts) = if rate_limited {
-        let started: u32 = conn
-            .prepare_cached("SELECT COUNT(*) FROM executions WHERE rollout_id = ?1 AND started_at IS NOT NULL")?
-            .query_row([id.as_str()], |row| row.get(0))?;
-        let recent_starts = conn
-            .prepare_cached("SELECT started_at FROM executions WHERE rollout_id = ?1 AND started_at > ?2")?
-            .query_map(params![id.as_str(), timestamp(&(now - Duration::minutes(1)))], |row| column(row, 0))?
-            .collect::<rusqlite::Result<Vec<DateTime<Utc>>>>()?;
-        (started, recent_starts)
-    } else {
-        (0, Vec::new())
-    };
-    Ok(RolloutStats {
-        total: c.total,
-        queued: c.waiting,
-        in_progress: c.queued + c.in_progress,
-        succeeded: c.succeeded,
-        failed: c.failed,
-        rejected: c.rejected,
-        timed_out: c.timed_out,
-        canceled: c.canceled + c.removed,
-        started,
-        recent_starts,
-    })
-}
-
-/// After any change to an active rollout: abort when the policy says so, otherwise offer
-/// the job to as many waiting devices as the policy admits, and complete the rollout when
-/// every execution has ended.
-fn evaluate(
-    conn: &Connection,
-    ctx: Option<&EngineContext>,
-    rollout: &Rollout,
-    now: DateTime<Utc>,
-    out: &mut Output,
-) -> DbResult<()> {
-    if !rollout.status.is_active() {
-        return Ok(());
-    }
-    let policy: &RolloutPolicy = &rollout.policy;
-    let c = counts(conn, &rollout.id)?;
-    let stats = stats(conn, &rollout.id, &c, policy, now)?;
-    if let Decision::Abort { reason } = policy.decide(&stats) {
-        if set_rollout_status(conn, &rollout.id, RolloutStatus::Aborted, &reason, now)? {
-            finish_in_tx(conn, &rollout.id, RolloutStatus::Aborted, &reason, now, out)?;
-            let request = json!({"rollout": rollout.id.as_str(), "device_type": rollout.device_type.as_str(),
-                                 "reason": reason, "counts": c});
-            audit_engine(conn, now, "abort", request, format!("{} ABORTED: {reason}", rollout.id))?;
-            // The devices it had offered the job to are told at once, after this commit.
-            drain_outbox(conn, ctx, now, out)?;
-            out.aborted.push((rollout.id.clone(), rollout.device_type.clone(), reason));
-        }
-        return Ok(());
-    }
-    let admit = policy.admit(&stats, now);
-    if admit > 0 {
-        // A device busy with another job (from an earlier, canceled rollout) waits its turn.
-        let things: Vec<ThingName> = conn
-            .prepare_cached(
-                "SELECT e.thing FROM executions e
-                 WHERE e.rollout_id = ?1 AND e.status = 'QUEUED' AND e.released = 0
-                   AND NOT EXISTS (SELECT 1 FROM executions o WHERE o.thing = e.thing AND o.released = 1
-                                   AND o.status IN ('QUEUED', 'IN_PROGRESS'))
-                 ORDER BY e.position LIMIT ?2",
-            )?
-            .query_map(params![rollout.id.as_str(), admit], |row| column(row, 0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut release = conn.prepare_cached(
-            "UPDATE executions SET released = 1, started_at = ?3, updated_at = ?3
-             WHERE rollout_id = ?1 AND thing = ?2",
-        )?;
-        for thing in things {
-            release.execute(params![rollout.id.as_str(), thing.as_str(), timestamp(&now)])?;
-            record(conn, out, &rollout.id, now, "started", Some(&thing), json!({}))?;
-            let next = next_execution(conn, &thing)?;
-            out.publish.push(notify_next(conn, &thing, next.as_ref(), now, ctx)?);
-        }
-    }
-    // Admitting only releases waiting executions: how many have finished is unchanged.
-    if c.finished() == c.total {
-        let reason = format!(
-            "all {} devices finished: {} succeeded, {} failed, {} rejected, {} timed out, {} canceled",
-            c.total,
-            c.succeeded,
-            c.failed,
-            c.rejected,
-            c.timed_out,
-            c.canceled + c.removed
-        );
-        if set_rollout_status(conn, &rollout.id, RolloutStatus::Completed, &reason, now)? {
-            finish_in_tx(conn, &rollout.id, RolloutStatus::Completed, &reason, now, out)?;
-            let request = json!({"rollout": rollout.id.as_str(), "device_type": rollout.device_type.as_str(),
-                                 "counts": c});
-            audit_engine(conn, now, "complete", request, format!("{} COMPLETED: {reason}", rollout.id))?;
-            out.completed.push(rollout.id.clone());
-        }
-    }
-    Ok(())
-}
-
-fn set_rollout_status(
-    conn: &Connection,
-    id: &JobId,
-    status: RolloutStatus,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> DbResult<bool> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE rollouts SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'IN_PROGRESS'",
-        )?
-        .execute(params![id.as_str(), status.as_str(), reason, timestamp(&now)])?;
-    Ok(changed > 0)
-}
+use super::admission::{ENGINE_SUBJECT, audit_engine, drain_outbox, evaluate, rollout_of};
+use super::events::record;
+use super::executions::{ExecutionStatus, execution, execution_json, next_execution, notify_next};
+use super::shadow::{shadow_get, shadow_update};
+use super::wire::{EngineContext, Output, client_token, epoch, job_document, rejected, rejected_with, topic};
+use super::{DbResult, SqliteStore, column, timestamp};
 
 /// A device's status update, as the Jobs MQTT API receives it.
 #[derive(Debug, Deserialize)]
@@ -610,42 +38,6 @@ struct UpdateRequest {
     client_token: Option<String>,
     #[serde(default)]
     include_job_document: bool,
-}
-
-fn rejected(
-    thing: &ThingName,
-    what: &str,
-    code: &str,
-    message: &str,
-    token: Option<&str>,
-    now: DateTime<Utc>,
-) -> (String, Vec<u8>) {
-    rejected_with(thing, what, code, message, token, now, Value::Null)
-}
-
-/// [`rejected`] with one more field when `execution_state` is not null (a `VersionMismatch`
-/// tells the device where its execution stands, as AWS does).
-fn rejected_with(
-    thing: &ThingName,
-    what: &str,
-    code: &str,
-    message: &str,
-    token: Option<&str>,
-    now: DateTime<Utc>,
-    execution_state: Value,
-) -> (String, Vec<u8>) {
-    let mut body = json!({"code": code, "message": message, "timestamp": epoch(now)});
-    if let Some(t) = token {
-        body["clientToken"] = json!(t);
-    }
-    if !execution_state.is_null() {
-        body["executionState"] = execution_state;
-    }
-    (topic(thing, &format!("{what}/rejected")), body.to_string().into_bytes())
-}
-
-fn client_token(payload: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Value>(payload).ok()?.get("clientToken")?.as_str().map(str::to_string)
 }
 
 /// Handles one message a device published under its own `$aws/things/{thing}/`.
@@ -815,7 +207,7 @@ fn job_update(
     if status != current.status || status.is_terminal() {
         record(
             conn,
-            out,
+            &mut out.events,
             &rollout.id,
             now,
             "execution",
@@ -855,7 +247,7 @@ fn ended(
             )?
             .execute(params![rollout.id.as_str(), thing.as_str(), timestamp(&now), retries])?;
         if retried > 0 {
-            record(conn, out, &rollout.id, now, "retry", Some(thing), json!({"after": status.as_str()}))?;
+            record(conn, &mut out.events, &rollout.id, now, "retry", Some(thing), json!({"after": status.as_str()}))?;
         }
     }
     let fresh = rollout_of(conn, &rollout.id)?.unwrap_or_else(|| rollout.clone());
@@ -903,7 +295,7 @@ fn tick(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>) -> D
              WHERE rollout_id = ?1 AND thing = ?2",
         )?
         .execute(params![id.as_str(), thing.as_str(), timestamp(&now)])?;
-        record(conn, &mut out, &id, now, "execution", Some(&thing), json!({"status": "TIMED_OUT"}))?;
+        record(conn, &mut out.events, &id, now, "execution", Some(&thing), json!({"status": "TIMED_OUT"}))?;
         if let Some(rollout) = rollout_of(conn, &id)? {
             ended(conn, ctx, &rollout, &thing, ExecutionStatus::TimedOut, now, &mut out)?;
         }
@@ -919,116 +311,6 @@ fn tick(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>) -> D
     }
     drain_outbox(conn, ctx, now, &mut out)?;
     Ok(out)
-}
-
-/// A device's stored shadow: (version, reported, desired); `None` before its first update.
-fn read_shadow(conn: &Connection, thing: &ThingName) -> DbResult<Option<(i64, Value, Value)>> {
-    let row: Option<(i64, String, String)> = conn
-        .prepare_cached("SELECT version, reported, desired FROM shadows WHERE thing = ?1")?
-        .query_row([thing.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()?;
-    let object = |text: &str| serde_json::from_str(text).unwrap_or_else(|_| json!({}));
-    Ok(row.map(|(v, r, d)| (v, object(&r), object(&d))))
-}
-
-/// Applies `state.reported` (a `null` deletes a key), answers accepted or rejected, sends a
-/// delta when desired and reported differ, and copies the firmware version and liveness to
-/// the registry.
-fn shadow_update(
-    conn: &Connection,
-    thing: &ThingName,
-    payload: &[u8],
-    now: DateTime<Utc>,
-    out: &mut Output,
-) -> DbResult<()> {
-    let token = client_token(payload);
-    let body: Value = match serde_json::from_slice(payload) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            let (t, p) =
-                rejected(thing, "shadow/update", "400", "Payload contains invalid json", token.as_deref(), now);
-            out.publish.push((t, p));
-            return Ok(());
-        }
-    };
-    let (version, mut reported, mut desired) = read_shadow(conn, thing)?.unwrap_or((0, json!({}), json!({})));
-    if let Some(expected) = body.get("version").and_then(Value::as_i64)
-        && expected != version
-    {
-        out.publish.push(rejected(thing, "shadow/update", "409", "Version conflict", token.as_deref(), now));
-        return Ok(());
-    }
-    let state = body.get("state").cloned().unwrap_or(Value::Null);
-    let merge = |target: &mut Value, patch: Option<&Value>| {
-        if let (Some(Value::Object(patch)), Value::Object(t)) = (patch, target) {
-            for (k, v) in patch {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    t.insert(k.clone(), v.clone());
-                }
-            }
-        }
-    };
-    merge(&mut reported, state.get("reported"));
-    merge(&mut desired, state.get("desired"));
-    let version = version + 1;
-    conn.prepare_cached(
-        "INSERT INTO shadows (thing, version, reported, desired, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (thing) DO UPDATE SET version = excluded.version, reported = excluded.reported,
-             desired = excluded.desired, updated_at = excluded.updated_at",
-    )?
-    .execute(params![thing.as_str(), version, reported.to_string(), desired.to_string(), timestamp(&now)])?;
-    let mut accepted = json!({"state": state, "version": version, "timestamp": epoch(now)});
-    if let Some(t) = &token {
-        accepted["clientToken"] = json!(t);
-    }
-    out.publish.push((topic(thing, "shadow/update/accepted"), accepted.to_string().into_bytes()));
-    if let Value::Object(d) = &desired {
-        let delta: Map<String, Value> = d
-            .iter()
-            .filter(|(k, v)| reported.get(k.as_str()) != Some(v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if !delta.is_empty() {
-            let body = json!({"state": delta, "version": version, "timestamp": epoch(now)});
-            out.publish.push((topic(thing, "shadow/update/delta"), body.to_string().into_bytes()));
-        }
-    }
-    let firmware = reported.get("firmwareVersion").and_then(Value::as_str).and_then(|v| FirmwareVersion::parse(v).ok());
-    conn.prepare_cached(
-        "UPDATE devices SET firmware_version = COALESCE(?2, firmware_version), connected = 1, last_seen = ?3 WHERE thing = ?1",
-    )?
-    .execute(params![thing.as_str(), firmware.map(|v| v.to_string()), timestamp(&now)])?;
-    Ok(())
-}
-
-fn shadow_get(
-    conn: &Connection,
-    thing: &ThingName,
-    payload: &[u8],
-    now: DateTime<Utc>,
-    out: &mut Output,
-) -> DbResult<()> {
-    let token = client_token(payload);
-    match read_shadow(conn, thing)? {
-        Some((version, reported, desired)) => {
-            let mut body = json!({"state": {"reported": reported, "desired": desired}, "version": version, "timestamp": epoch(now)});
-            if let Some(t) = &token {
-                body["clientToken"] = json!(t);
-            }
-            out.publish.push((topic(thing, "shadow/get/accepted"), body.to_string().into_bytes()));
-        }
-        None => out.publish.push(rejected(
-            thing,
-            "shadow/get",
-            "404",
-            &format!("No shadow exists with name: '{thing}'"),
-            token.as_deref(),
-            now,
-        )),
-    }
-    Ok(())
 }
 
 impl SqliteStore {
@@ -1109,75 +391,21 @@ impl SqliteStore {
         })
         .await
     }
-
-    /// A rollout and how its executions stand.
-    pub async fn rollout_progress(&self, id: &JobId) -> ota_core::Result<RolloutProgress> {
-        let id = id.clone();
-        self.call(move |conn| {
-            let rollout = super::rollouts::select_one(conn, &id)?
-                .ok_or_else(|| super::StoreError::Domain(ota_core::Error::not_found("rollout", id.as_str())))?;
-            Ok(RolloutProgress { counts: counts(conn, &id)?, rollout })
-        })
-        .await
-    }
-
-    /// Every execution of a rollout, in queue order.
-    pub async fn executions(&self, id: &JobId) -> ota_core::Result<Vec<Execution>> {
-        let id = id.clone();
-        self.call(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {EXEC_COLUMNS} FROM executions WHERE rollout_id = ?1 ORDER BY position"
-                ))?
-                .query_map([id.as_str()], execution_from_row)?
-                .collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-    }
-
-    /// A rollout's events after `after_seq`, oldest first.
-    pub async fn rollout_events(&self, id: &JobId, after_seq: i64) -> ota_core::Result<Vec<RolloutEvent>> {
-        let id = id.clone();
-        self.call(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT seq, rollout_id, at, kind, thing, detail FROM rollout_events
-                     WHERE rollout_id = ?1 AND seq > ?2 ORDER BY seq",
-                )?
-                .query_map(params![id.as_str(), after_seq], |row| {
-                    let detail: String = row.get(5)?;
-                    Ok(RolloutEvent {
-                        seq: row.get(0)?,
-                        rollout_id: column(row, 1)?,
-                        at: column(row, 2)?,
-                        kind: row.get(3)?,
-                        thing: optional_column(row, 4)?,
-                        detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-    }
-
-    /// The stored shadow document of a device (`reported`, `desired`, `version`).
-    pub async fn shadow(&self, thing: &ThingName) -> ota_core::Result<Option<Value>> {
-        let thing = thing.clone();
-        self.call(move |conn| {
-            Ok(read_shadow(conn, &thing)?.map(
-                |(v, reported, desired)| json!({"state": {"reported": reported, "desired": desired}, "version": v}),
-            ))
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use ota_core::catalog::Sha256Digest;
     use ota_core::device::Device;
+    use ota_core::names::DeviceType;
     use ota_core::names::NamingConvention;
+    use ota_core::policy::RolloutPolicy;
     use ota_core::ports::RolloutStore;
+    use ota_core::rollout::RolloutStatus;
+    use ota_core::targeting::UpdateAction;
+    use ota_core::version::FirmwareVersion;
 
     use super::*;
 

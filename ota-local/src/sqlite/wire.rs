@@ -1,0 +1,98 @@
+//! What the engine sends devices, encoded as AWS IoT's MQTT APIs do: topics, rejections,
+//! job documents with signed links, and the [`Output`] a transaction leaves to publish.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ota_core::names::{DeviceType, JobId, ThingName};
+use ota_core::rollout::Rollout;
+use ota_core::targeting::UpdateAction;
+use ota_core::version::FirmwareVersion;
+use serde_json::{Value, json};
+
+use super::events::RolloutEvent;
+
+/// What a transition asks the outside world to do once it has committed.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// MQTT messages to devices: (topic, payload).
+    pub publish: Vec<(String, Vec<u8>)>,
+    /// Recorded events, in order.
+    pub events: Vec<RolloutEvent>,
+    /// Rollouts the policy aborted in this transition, with the reason: operators are told.
+    pub aborted: Vec<(JobId, DeviceType, String)>,
+    /// Rollouts that completed in this transition (a completed revert may call the next).
+    pub completed: Vec<JobId>,
+}
+
+/// Signs the URL a device downloads `version` of `device_type` from, valid from `now`.
+pub type FirmwareUrl = Arc<dyn Fn(&FirmwareVersion, &DeviceType, DateTime<Utc>) -> String + Send + Sync>;
+
+/// What the engine needs besides the database: how to sign a download link.
+#[derive(Clone)]
+pub struct EngineContext {
+    pub firmware_url: FirmwareUrl,
+}
+
+impl std::fmt::Debug for EngineContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineContext")
+    }
+}
+
+pub(super) fn epoch(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// The job document a device receives, with a freshly signed download link (as AWS
+/// replaces the pre-signed URL placeholder at delivery).
+pub(super) fn job_document(ctx: Option<&EngineContext>, rollout: &Rollout, now: DateTime<Utc>) -> Value {
+    let url = ctx.map(|c| (c.firmware_url)(&rollout.version, &rollout.device_type, now)).unwrap_or_default();
+    json!({
+        "operation": ota_core::job::OPERATION,
+        "deviceType": rollout.device_type.as_str(),
+        "version": rollout.version.to_string(),
+        "rollback": rollout.action == UpdateAction::Rollback,
+        "firmware": {"url": url, "size": rollout.size, "sha256": rollout.sha256.to_hex()},
+    })
+}
+
+pub(super) fn topic(thing: &ThingName, rest: &str) -> String {
+    format!("$aws/things/{thing}/{rest}")
+}
+
+pub(super) fn rejected(
+    thing: &ThingName,
+    what: &str,
+    code: &str,
+    message: &str,
+    token: Option<&str>,
+    now: DateTime<Utc>,
+) -> (String, Vec<u8>) {
+    rejected_with(thing, what, code, message, token, now, Value::Null)
+}
+
+/// [`rejected`] with one more field when `execution_state` is not null (a `VersionMismatch`
+/// tells the device where its execution stands, as AWS does).
+pub(super) fn rejected_with(
+    thing: &ThingName,
+    what: &str,
+    code: &str,
+    message: &str,
+    token: Option<&str>,
+    now: DateTime<Utc>,
+    execution_state: Value,
+) -> (String, Vec<u8>) {
+    let mut body = json!({"code": code, "message": message, "timestamp": epoch(now)});
+    if let Some(t) = token {
+        body["clientToken"] = json!(t);
+    }
+    if !execution_state.is_null() {
+        body["executionState"] = execution_state;
+    }
+    (topic(thing, &format!("{what}/rejected")), body.to_string().into_bytes())
+}
+
+pub(super) fn client_token(payload: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(payload).ok()?.get("clientToken")?.as_str().map(str::to_string)
+}
