@@ -108,9 +108,16 @@ pub struct Plan {
     /// Present for update and rollback plans: a digest of exactly what would run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<String>,
-    /// The typed request behind an update or rollback plan.
+    /// The typed request behind an update or rollback plan of one change. `None` for a plan
+    /// of several changes, whose requests are in `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<UpdateRequest>,
+    /// The typed requests of a plan of several changes ("update energy_meter to 2.0.0 and
+    /// roll back fish_tank_monitor to 1.0.0"), one per change that names devices, in the
+    /// order of the deployments; `plan_id` covers all of them and one confirmation starts
+    /// them all. Left out (empty) for a plan of one change, which uses `request`.
+    #[serde(default, skip_serializing_if = "at_most_one")]
+    pub requests: Vec<UpdateRequest>,
     /// Device types a firmware listing, status or OTA gate request is about.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_types: Vec<DeviceType>,
@@ -136,6 +143,7 @@ impl Plan {
             message: message.into(),
             plan_id: None,
             request: None,
+            requests: Vec::new(),
             device_types: Vec::new(),
             rollouts: Vec::new(),
             suggestions: Vec::new(),
@@ -147,6 +155,16 @@ impl Plan {
     pub fn device_count(&self) -> usize {
         self.deployments.iter().map(|d| d.things.len()).sum()
     }
+
+    /// The typed requests a start of this plan re-plans: every change of a plan of several
+    /// (`requests`), else its one `request`; empty for a plan with nothing to start.
+    pub fn update_requests(&self) -> Vec<UpdateRequest> {
+        if self.requests.is_empty() { self.request.iter().cloned().collect() } else { self.requests.clone() }
+    }
+}
+
+fn at_most_one(requests: &[UpdateRequest]) -> bool {
+    requests.len() <= 1
 }
 
 /// Room kept after the lineage key for `-{generation}`.

@@ -200,22 +200,23 @@ impl Assistant {
     }
 
     /// Runs the plan `plan_id` confirmed by a button: the session's pending plan when it is
-    /// that one, else `request` (the plan the page was shown, re-planned and checked against
-    /// `plan_id` by the service, so a page cannot start anything but what the id names).
+    /// that one, else `requests` (those of the plan the page was shown, one or each change of
+    /// a plan of several, re-planned and checked against `plan_id` by the service, so a page
+    /// cannot start anything but what the id names).
     pub async fn start_plan(
         &self,
         caller: &Caller,
         session_id: Option<&str>,
         plan_id: &str,
-        request: Option<crate::targeting::UpdateRequest>,
+        requests: Vec<crate::targeting::UpdateRequest>,
     ) -> Result<ChatReply> {
         let mut session = self.session(caller, session_id).await?;
         let pending = match session.pending.take() {
             Some(p) if p.plan_id() == Some(plan_id) => p,
             other => {
                 session.pending = other;
-                match request {
-                    Some(request) => PendingAction::Start { plan_id: plan_id.to_string(), request: Box::new(request) },
+                match PendingAction::start(plan_id, requests) {
+                    Some(start) => start,
                     None => {
                         return Err(Error::not_found_hint(
                             "pending plan",
@@ -326,10 +327,10 @@ impl Assistant {
         match plan.action {
             Action::Update | Action::Rollback => {
                 let running = plan.deployments.iter().filter(|d| d.running_since.is_some()).count();
-                if let (Some(id), Some(req)) = (&plan.plan_id, &plan.request)
+                if let Some(start) = PendingAction::start_of(&plan)
                     && plan.deployments.len() > running
                 {
-                    r.pending = Some(PendingAction::Start { plan_id: id.clone(), request: Box::new(req.clone()) });
+                    r.pending = Some(start);
                     r.reply = if running == 0 {
                         format!("{} Nothing has started: confirm to start it.", plan.message)
                     } else {
@@ -370,19 +371,21 @@ impl Assistant {
     /// Runs a confirmed action through the service, as `caller`.
     async fn run_pending(&self, caller: &Caller, session_id: &str, pending: PendingAction) -> Result<ChatReply> {
         match pending {
-            PendingAction::Start { plan_id, request } => match self.svc.start(caller, &request, Some(&plan_id)).await {
-                Ok(o) => {
-                    let mut r = self.reply(session_id, start_words(&o), AnsweredBy::Confirmation);
-                    if o.nothing_changed() {
-                        r.error = Some("refused".to_string());
+            start @ PendingAction::Start { .. } => {
+                match self.svc.start_requests(caller, &start.start_requests(), start.plan_id()).await {
+                    Ok(o) => {
+                        let mut r = self.reply(session_id, start_words(&o), AnsweredBy::Confirmation);
+                        if o.nothing_changed() {
+                            r.error = Some("refused".to_string());
+                        }
+                        r.plan = Some(o.plan);
+                        r.rollouts = o.rollouts;
+                        r.items = o.items;
+                        Ok(r)
                     }
-                    r.plan = Some(o.plan);
-                    r.rollouts = o.rollouts;
-                    r.items = o.items;
-                    Ok(r)
+                    Err(e) => self.refused(session_id, e, AnsweredBy::Confirmation),
                 }
-                Err(e) => self.refused(session_id, e, AnsweredBy::Confirmation),
-            },
+            }
             PendingAction::Cancel { rollouts } => {
                 let mut r = self.reply(session_id, String::new(), AnsweredBy::Confirmation);
                 let reason = format!("cancelled from the chat by {}", caller.subject);
@@ -554,10 +557,7 @@ impl Assistant {
                 if out.ok
                     && let Some(plan) = startable_plan(&out.data)
                 {
-                    r.pending = Some(PendingAction::Start {
-                        plan_id: plan.plan_id.clone().unwrap_or_default(),
-                        request: Box::new(plan.request.clone().expect("startable")),
-                    });
+                    r.pending = PendingAction::start_of(&plan);
                     r.plan = Some(plan);
                 }
                 (out, true)
@@ -613,7 +613,7 @@ fn startable_plan(data: &Value) -> Option<Plan> {
     (matches!(plan.action, Action::Update | Action::Rollback)
         && !plan.deployments.is_empty()
         && plan.plan_id.is_some()
-        && plan.request.is_some())
+        && !plan.update_requests().is_empty())
     .then_some(plan)
 }
 

@@ -18,8 +18,15 @@ use crate::targeting::UpdateRequest;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum PendingAction {
-    /// Start the rollouts of plan `plan_id` (an update or a rollback).
-    Start { plan_id: String, request: Box<UpdateRequest> },
+    /// Start the rollouts of plan `plan_id` (an update or a rollback). A plan of several
+    /// changes carries each in `requests` (and the first in `request`); one confirmation
+    /// starts them all. Sessions saved before `requests` existed read it as empty.
+    Start {
+        plan_id: String,
+        request: Box<UpdateRequest>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        requests: Vec<UpdateRequest>,
+    },
     /// Cancel these active rollouts.
     Cancel { rollouts: Vec<JobId> },
     /// Open or close the OTA gate of these types.
@@ -27,6 +34,30 @@ pub enum PendingAction {
 }
 
 impl PendingAction {
+    /// The start of plan `plan_id` of `requests` (those of [`Plan::update_requests`]); `None`
+    /// without any.
+    pub fn start(plan_id: impl Into<String>, mut requests: Vec<UpdateRequest>) -> Option<Self> {
+        let first = requests.first()?.clone();
+        if requests.len() == 1 {
+            requests.clear();
+        }
+        Some(PendingAction::Start { plan_id: plan_id.into(), request: Box::new(first), requests })
+    }
+
+    /// The start of `plan`, when it has a plan id and requests to start.
+    pub fn start_of(plan: &Plan) -> Option<Self> {
+        Self::start(plan.plan_id.clone()?, plan.update_requests())
+    }
+
+    /// The requests a start re-plans: all of a plan of several changes, else the one.
+    pub fn start_requests(&self) -> Vec<UpdateRequest> {
+        match self {
+            PendingAction::Start { request, requests, .. } if requests.is_empty() => vec![(**request).clone()],
+            PendingAction::Start { requests, .. } => requests.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The plan id this action starts, if it starts one.
     pub fn plan_id(&self) -> Option<&str> {
         match self {
@@ -201,6 +232,31 @@ mod tests {
         assert_eq!(store.len(), 2, "the least recently used session went");
         assert!(store.load("a", "ana", at(3)).await.unwrap().is_none());
         assert!(store.load("c", "cy", at(20)).await.unwrap().is_none(), "idle sessions are forgotten");
+    }
+
+    #[test]
+    fn a_start_saved_before_several_changes_still_reads_as_its_one_request() {
+        let req = UpdateRequest {
+            action: crate::targeting::UpdateAction::Update,
+            version: crate::version::VersionRequest::parse("2.0.0").unwrap(),
+            target: crate::targeting::Target {
+                device_types: [DeviceType::parse("pet_feeder").unwrap()].into(),
+                ..Default::default()
+            },
+            filters: Default::default(),
+            revert_on_abort: false,
+        };
+        let old = serde_json::json!({ "kind": "start", "plan_id": "plan-0123456789ab", "request": req });
+        let read: PendingAction = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(read.start_requests(), std::slice::from_ref(&req));
+        // One request serializes as before; several carry each.
+        assert_eq!(serde_json::to_value(PendingAction::start("plan-0123456789ab", vec![req.clone()])).unwrap(), old);
+        let mut other = req.clone();
+        other.version = crate::version::VersionRequest::Latest;
+        let both = PendingAction::start("plan-0123456789ab", vec![req.clone(), other.clone()]).unwrap();
+        assert_eq!(both.start_requests(), [req, other]);
+        let back: PendingAction = serde_json::from_value(serde_json::to_value(&both).unwrap()).unwrap();
+        assert_eq!(back, both);
     }
 
     #[test]

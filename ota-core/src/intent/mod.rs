@@ -31,6 +31,11 @@ pub struct Vocabulary {
 pub enum Intent {
     /// Update or roll back devices.
     Update(UpdateIntent),
+    /// Several updates or rollbacks in one request ("update energy_meter to 2.0.0 and roll
+    /// back fish_tank_monitor to 1.0.0"): each change names its own target and version and
+    /// keeps its own action; they are planned together and confirmed once. At least two,
+    /// in prompt order, no device type or thing named by two of them.
+    Updates { changes: Vec<UpdateIntent> },
     /// List firmware, for some types or (empty) all.
     ListFirmware { device_types: Vec<DeviceType> },
     /// Fleet status, optionally narrowed.

@@ -8,6 +8,7 @@
 //! makes the answer [`Intent::Unknown`], because acting on a half-understood request could
 //! reach devices the operator did not mean.
 
+mod changes;
 mod lexicon;
 mod numbers;
 mod reading;
@@ -43,21 +44,45 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
             Vec::new(),
         );
     }
+    let whole = parse_request(text, vocab);
+    // Read whole first, so every request of one change keeps its meaning; only words that
+    // fail as one change are tried as several ("… to 2.0.0 and fish_tank_monitor to 1.0.0").
+    match whole.intent {
+        Intent::Unknown { .. } => changes::several(text, vocab, whole),
+        intent => intent,
+    }
+}
+
+/// One sentence read as one request, and what the reading saw besides.
+#[derive(Debug, Clone)]
+struct Sentence {
+    intent: Intent,
+    /// A change verb (update, roll back, cancel, enable, ...) is in the words.
+    verb: bool,
+    /// The words ask for several changes or several versions to install, which one
+    /// request of one change cannot hold.
+    several: bool,
+}
+
+/// One change, with an optional "… and roll back the updated ones if it aborts".
+fn parse_request(text: &str, vocab: &Vocabulary) -> Sentence {
     // "… and roll back the updated ones if it aborts" is an option of the change before it,
     // not a second action; anything else is read whole, as written.
-    if let (head, true) = split_revert_clause(text)
-        && let Intent::Update(mut u) = parse_sentence(head, vocab)
-    {
-        u.revert_on_abort = true;
-        return Intent::Update(u);
+    if let (head, true) = split_revert_clause(text) {
+        let mut s = parse_sentence(head, vocab);
+        if let Intent::Update(u) = &mut s.intent {
+            u.revert_on_abort = true;
+            return s;
+        }
     }
     parse_sentence(text, vocab)
 }
 
-fn parse_sentence(text: &str, vocab: &Vocabulary) -> Intent {
+fn parse_sentence(text: &str, vocab: &Vocabulary) -> Sentence {
     let (tokens, question_mark) = tokens::tokenize(text);
     if tokens.is_empty() {
-        return unknown(format!("Say what should happen. {HELP}"), Vec::new());
+        let intent = unknown(format!("Say what should happen. {HELP}"), Vec::new());
+        return Sentence { intent, verb: false, several: false };
     }
     let index = TypeIndex::new(&vocab.device_types);
     let hits = index.find_hits(&tokens);
@@ -68,7 +93,14 @@ fn parse_sentence(text: &str, vocab: &Vocabulary) -> Intent {
     }
     let reading = reading::read(&tokens, &hits, &numbers, &index, question_mark);
     let versions = versions::find(&tokens, &skip);
-    Decision { r: &reading, v: &versions, index: &index }.decide()
+    let a = reading.acts;
+    let updates = a.update || a.rollout_verb;
+    let kinds = [a.rollback || (updates && a.back), updates && !a.back, a.cancel, a.enable, a.disable];
+    let changes = kinds.iter().filter(|k| **k).count();
+    let targets = versions.target_count();
+    let several = changes > 1 || targets > 1 || (targets == 1 && versions.latest);
+    let intent = Decision { r: &reading, v: &versions, index: &index }.decide();
+    Sentence { intent, verb: changes > 0 || a.pause, several }
 }
 
 /// Splits off a trailing clause asking for a revert on abort ("… and roll back the updated
@@ -85,9 +117,16 @@ fn split_revert_clause(text: &str) -> (&str, bool) {
         while let Some(i) = lower[from..].find(start).map(|i| i + from) {
             let tail = &lower[i..];
             let tail_end = format!("{tail} ");
-            if i > 0 && REVERT.iter().any(|w| tail.contains(w)) && ABORT.iter().any(|w| tail_end.contains(w)) {
-                cut = Some(cut.map_or(i, |c| c.min(i)));
-                break;
+            // A clause followed by another change ("…; also update energy_meter to 2.0.0")
+            // is not cut here: `changes::several` gives it to the changes before it.
+            if i > 0
+                && REVERT.iter().any(|w| tail.contains(w))
+                && ABORT.iter().any(|w| tail_end.contains(w))
+                && !changes::more_follows(&tail[start.len()..])
+            {
+                // The last such connective: "… to 3.0.0 and smart_plug to 2.0.0 and roll back
+                // the updated ones if it aborts" keeps every change before the clause.
+                cut = Some(cut.map_or(i, |c| c.max(i)));
             }
             from = i + start.len();
         }
@@ -220,7 +259,7 @@ impl Decision<'_> {
             changes.push(Change::SetOta { enabled: false });
         }
         if changes.len() > 1 {
-            return Err("That asks for several changes; I take one request at a time. Send them one by one.".into());
+            return Err("That asks for several changes, and I could not tell which devices and version each one is for. Give each change its own target and version, e.g. \"update pet_feeder to 3.0.0 and roll back smart_plug to 1.0.0\", or send them one by one.".into());
         }
         Ok(changes.pop())
     }

@@ -25,6 +25,7 @@ mod operations;
 mod planning;
 mod prompt;
 mod revert;
+mod several;
 mod verify;
 
 pub use operations::{AskOutcome, PublishRequest, StartItem, StartOutcome, StartResult};

@@ -108,9 +108,25 @@ impl FleetManager {
         req: &UpdateRequest,
         expected_plan_id: Option<&str>,
     ) -> Result<StartOutcome> {
-        let request = serde_json::to_value(req).unwrap_or_default();
+        self.start_requests(caller, std::slice::from_ref(req), expected_plan_id).await
+    }
+
+    /// [`Self::start`] for the changes of one plan of several ([`Plan::update_requests`]): all
+    /// are planned again together, `expected_plan_id` binds the whole set (a change in any of
+    /// them refuses the start, and nothing is created), and the outcome has one item per
+    /// deployment across all of them. One request is exactly [`Self::start`].
+    pub async fn start_requests(
+        &self,
+        caller: &Caller,
+        reqs: &[UpdateRequest],
+        expected_plan_id: Option<&str>,
+    ) -> Result<StartOutcome> {
+        let request = match reqs {
+            [one] => serde_json::to_value(one).unwrap_or_default(),
+            several => json!({ "requests": several }),
+        };
         self.require(caller, Role::Operator, "start a rollout", &request).await?;
-        let result = self.start_inner(caller, req, expected_plan_id, None).await;
+        let result = self.start_inner(caller, reqs, expected_plan_id, None).await;
         let (plan_json, outcome) = match &result {
             Ok(o) if o.nothing_changed() => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Refused(o.summary())),
             Ok(o) => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Ok(o.summary())),
@@ -147,21 +163,22 @@ impl FleetManager {
                 plan.message
             )));
         }
-        let (true, true, Some(request)) = (execute, startable, plan.request.clone()) else {
+        let requests = plan.update_requests();
+        if !(execute && startable) || requests.is_empty() {
             return Ok(AskOutcome { plan, started: None });
-        };
-        let started = self.start(caller, &request, expected_plan_id.or(plan.plan_id.as_deref())).await?;
+        }
+        let started = self.start_requests(caller, &requests, expected_plan_id.or(plan.plan_id.as_deref())).await?;
         Ok(AskOutcome { plan: started.plan.clone(), started: Some(started) })
     }
 
     pub(super) async fn start_inner(
         &self,
         caller: &Caller,
-        req: &UpdateRequest,
+        reqs: &[UpdateRequest],
         expected_plan_id: Option<&str>,
         revert_of: Option<&JobId>,
     ) -> Result<StartOutcome> {
-        let mut plan = self.build_plan(req, Verification::Full).await?;
+        let mut plan = self.build_plans(reqs, Verification::Full).await?;
         if revert_of.is_some() {
             // A revert never reverts itself, whatever the type's policy says.
             plan.deployments.iter_mut().for_each(|d| d.policy.revert_on_abort = false);
@@ -178,7 +195,8 @@ impl FleetManager {
         if plan.deployments.is_empty() {
             return Err(Error::Refused(plan.message.clone()));
         }
-        // Check every type first so a conflict on the second type does not leave the first started.
+        // Check every type first (of every change) so a conflict on the second type does not
+        // leave the first started.
         let mut running = Vec::new();
         for d in &plan.deployments {
             match self.backend.rollouts.get(&d.rollout_id).await {

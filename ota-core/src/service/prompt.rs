@@ -40,6 +40,7 @@ impl FleetManager {
     async fn plan_intent(&self, caller: &Caller, intent: Intent) -> Result<Plan> {
         match intent {
             Intent::Update(u) => self.plan_update_intent(caller, u).await,
+            Intent::Updates { changes } => self.plan_update_intents(caller, changes).await,
             Intent::ListFirmware { device_types } => {
                 caller.require(Role::Viewer, "list firmware")?;
                 let versions = self.catalog_versions().await?;
@@ -203,7 +204,7 @@ impl FleetManager {
         }
     }
 
-    async fn plan_update_intent(&self, caller: &Caller, u: UpdateIntent) -> Result<Plan> {
+    pub(super) async fn plan_update_intent(&self, caller: &Caller, u: UpdateIntent) -> Result<Plan> {
         caller.require(Role::Operator, "plan an update")?;
         let action = if u.rollback { UpdateAction::Rollback } else { UpdateAction::Update };
         let mut refusals: Vec<Refusal> = u

@@ -46,7 +46,7 @@ impl FleetManager {
         };
         let engine = Caller::new(REVERT_SUBJECT, [Role::Operator]);
         let request = json!({ "revert_of": aborted.id, "request": req });
-        let result = self.start_inner(&engine, &req, None, Some(&aborted.id)).await;
+        let result = self.start_inner(&engine, std::slice::from_ref(&req), None, Some(&aborted.id)).await;
         let outcome = match &result {
             Ok(o) => AuditOutcome::Ok(format!(
                 "{} aborted ({}); reverting {} updated device{} to {version}: {}",

@@ -52,6 +52,7 @@ mod latest;
 mod names;
 mod numbers;
 mod reads;
+mod several;
 
 #[test]
 fn the_design_examples_parse() {

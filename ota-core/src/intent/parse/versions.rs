@@ -234,6 +234,17 @@ impl Versions {
             || self.mentions.iter().any(|m| !matches!(m.slot, Slot::Target | Slot::Unmarked))
     }
 
+    /// Distinct versions written as the one to install ("to 2.0.0").
+    pub fn target_count(&self) -> usize {
+        let mut seen: Vec<&str> = Vec::new();
+        for m in self.mentions.iter().filter(|m| m.slot == Slot::Target) {
+            if !seen.contains(&m.text.as_str()) {
+                seen.push(&m.text);
+            }
+        }
+        seen.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.mentions.is_empty() && !self.latest && !self.latest_filter && !self.not_latest
     }
@@ -255,11 +266,11 @@ impl Versions {
         }
         if targets.len() > 1 {
             let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
-            // "update energy_meter to 2.0.0 and fish_tank_monitor to 1.0.0": one change per
-            // version, which are planned one request at a time.
+            // Several changes, each with its own target and version, are read by
+            // `changes::several` before this; these are versions it could not give a target each.
             if self.mentions.iter().filter(|m| m.slot == Slot::Target).count() == targets.len() {
                 return Err(format!(
-                    "I found several versions to install ({}), each after \"to\": that is several changes, and I plan one per request. Send them one by one, e.g. \"update pet_feeder to {}\".",
+                    "I found several versions to install ({}), each after \"to\", and could not tell which devices each is for. Give each change its own target, e.g. \"update pet_feeder to {} and energy_meter to 2.0.0\", or send them one by one.",
                     list.join(", "),
                     list[0]
                 ));

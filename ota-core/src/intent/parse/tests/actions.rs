@@ -67,11 +67,13 @@ fn a_missing_version_is_asked_for_never_assumed() {
 
 #[test]
 fn conflicting_versions_are_refused() {
-    let (message, _) = unknown("update pet feeders to 2.0.0 and smart plugs to 1.1.0");
+    // Two versions after "to" with one target between them cannot be two changes.
+    let (message, _) = unknown("update pet feeders to 2.0.0 to 3.0.0");
     assert!(message.contains("several versions"), "{message}");
-    // Several changes, each with its version, are asked for one by one (not yet planned together).
-    let (message, _) = unknown("Update energy_meter to 2.0.0 and fish_tank_monitor to 1.0.0");
-    assert!(message.contains("one by one"), "{message}");
+    // Several changes, each with its own target and version, are one request of several
+    // changes (see `several.rs`), no longer refused.
+    assert!(matches!(p("Update energy_meter to 2.0.0 and fish_tank_monitor to 1.0.0"), Intent::Updates { .. }));
+    assert!(matches!(p("update pet feeders to 2.0.0 and smart plugs to 1.1.0"), Intent::Updates { .. }));
     let (message, _) = unknown("update pet feeders from 1.0.0 to 2.0.0 with 1.1.0");
     assert!(!message.contains("one by one"), "{message}");
     let (message, _) = unknown("update pet feeders to latest version 2.0.0");
@@ -291,15 +293,16 @@ fn ota_is_enabled_and_disabled_per_type() {
 }
 
 #[test]
-fn one_change_at_a_time() {
+fn updates_and_rollbacks_combine_but_other_changes_go_one_at_a_time() {
     for prompt in [
         "update pet feeders to 2.0.0 and disable OTA for smart plugs",
-        "roll back pet_feeder-03 to 1.0.0 and update smart plugs to 2.0.0",
         "cancel the rollout and enable OTA for pet feeders",
     ] {
         let (message, _) = unknown(prompt);
-        assert!(message.contains("one request at a time"), "{prompt}: {message}");
+        assert!(message.contains("several changes") && message.contains("on its own"), "{prompt}: {message}");
     }
+    // Several updates and rollbacks, each with its own target and version, are one request.
+    assert!(matches!(p("roll back pet_feeder-03 to 1.0.0 and update smart plugs to 2.0.0"), Intent::Updates { .. }));
 }
 
 #[test]
