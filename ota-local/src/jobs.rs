@@ -315,6 +315,9 @@ pub async fn post_json(url: &str, body: &str) -> Result<u16, String> {
         return Err(format!("only http:// webhooks are supported: {url}"));
     }
     let work = async {
+        // reqwest has no crypto provider of its own (see the workspace manifest), and builds
+        // its TLS settings even for http://: ring, unless one was installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()

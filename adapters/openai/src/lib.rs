@@ -111,6 +111,9 @@ impl OpenAiChat {
             // Never echo the key, not even in this error.
             return Err(Error::invalid("api_key", "<redacted>", "contains characters an HTTP header cannot carry"));
         }
+        // reqwest is built without a crypto provider of its own (see the workspace manifest):
+        // ring becomes the process default unless one was installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(CONNECT_TIMEOUT))
