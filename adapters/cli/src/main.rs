@@ -7,6 +7,7 @@
 
 #[macro_use]
 mod stdout;
+mod aws;
 mod cli;
 mod demo;
 mod live;
@@ -108,12 +109,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ));
         }
         BackendKind::Aws => {
-            let settings = ota_aws::AwsSettings::from_env()?;
-            let (clients, backend) = ota_aws::connect(&settings).await?;
-            if let Command::Aws(AwsCommand::SeedDemo { create_resources: true }) = &cli.command {
-                ota_aws::provision::create_resources(&clients, &settings).await?;
-            }
-            aws_settings = Some(settings);
+            let (backend, info) = aws::connect(&cli.command).await?;
+            aws_settings = Some(info);
             backend
         }
     };
@@ -214,9 +211,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out.plan(&plan);
             // IoT Jobs caps a start rate, not devices in flight: say what the policy becomes.
             if let Some(s) = aws_settings.as_ref().filter(|_| !cli.json) {
-                for d in &plan.deployments {
-                    let rate = ota_aws::job_spec::start_rate(&d.policy, s.expected_update_minutes);
-                    outln!("On AWS ({}): {rate}", d.device_type);
+                for line in aws::start_rates(&plan, s) {
+                    outln!("{line}");
                 }
             }
         }
@@ -367,9 +363,7 @@ async fn chat_model(args: &ServeArgs) -> Result<Option<Arc<dyn ota_core::agent::
             }
             Some(Arc::new(ota_openai::OpenAiChat::new(config)?))
         }
-        Some(ModelSpec::Bedrock { model_id }) => {
-            Some(Arc::new(ota_aws::BedrockChat::from_default_chain(model_id).await))
-        }
+        Some(ModelSpec::Bedrock { model_id }) => Some(aws::bedrock(model_id).await?),
     })
 }
 

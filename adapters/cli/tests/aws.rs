@@ -1,6 +1,10 @@
 //! The real `ota` binary with `--backend aws` against moto: `ota aws seed-demo` uploads the
 //! demo world, then `plan` and `rollouts start` create an IoT job whose configuration reads
 //! back from IoT's own API. Gated by `OTA_TEST_AWS=1` (moto from PyPI).
+//!
+//! Built only with ota-cli's `aws` feature (the README's test command turns it on);
+//! `aws_feature.rs` fails under CI when it is off.
+#![cfg(feature = "aws")]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
