@@ -10,7 +10,7 @@ use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
 use super::events::record;
-use super::executions::{ExecutionCounts, counts, finish_in_tx, next_execution, notify_next};
+use super::executions::{ExecutionCounts, counts, finish_in_tx, next_execution, notify_next, started};
 use super::wire::{EngineContext, Output, topic};
 use super::{DbResult, column, timestamp};
 
@@ -72,8 +72,8 @@ pub(super) fn rollout_of(conn: &Connection, id: &JobId) -> DbResult<Option<Rollo
 }
 
 /// The policy's view of a rollout, from its counts. The starts (all, and those of the last
-/// minute) are read only when the policy limits the start rate: they cost two reads of every
-/// execution row, on every transition, and nothing else uses them.
+/// minute) are read only when the policy limits the start rate: from the counters and from
+/// the index of start times, so neither reads every execution of the rollout.
 fn stats(
     conn: &Connection,
     id: &JobId,
@@ -83,14 +83,13 @@ fn stats(
 ) -> DbResult<RolloutStats> {
     let rate_limited = policy.max_per_minute.is_some() || policy.exponential_ramp.is_some();
     let (started, recent_starts) = if rate_limited {
-        let started: u32 = conn
-            .prepare_cached("SELECT COUNT(*) FROM executions WHERE rollout_id = ?1 AND started_at IS NOT NULL")?
-            .query_row([id.as_str()], |row| row.get(0))?;
         let recent_starts = conn
-            .prepare_cached("SELECT started_at FROM executions WHERE rollout_id = ?1 AND started_at > ?2")?
+            .prepare_cached(
+                "SELECT started_at FROM executions WHERE rollout_id = ?1 AND started_at IS NOT NULL AND started_at > ?2",
+            )?
             .query_map(params![id.as_str(), timestamp(&(now - Duration::minutes(1)))], |row| column(row, 0))?
             .collect::<rusqlite::Result<Vec<DateTime<Utc>>>>()?;
-        (started, recent_starts)
+        (started(conn, id)?, recent_starts)
     } else {
         (0, Vec::new())
     };

@@ -13,6 +13,9 @@ use super::{DbResult, StoreError};
 /// before giving up with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 128;
+
 /// Version 1: registry, config gate, rollouts, audit trail.
 const V1: &str = "
 CREATE TABLE devices (
@@ -145,8 +148,47 @@ ALTER TABLE rollouts ADD COLUMN from_versions TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE rollouts ADD COLUMN revert_of TEXT;
 ";
 
+/// Version 5: what keeps the engine's cost per device flat as the fleet grows.
+/// `execution_counts` holds each rollout's executions counted by (status, released), kept
+/// by triggers in the transaction of every execution change, so the policy reads a handful
+/// of rows instead of grouping all of a rollout's executions after every device report. The
+/// partial index serves the tick's "in progress past its deadline" scan without reading the
+/// executions of every rollout ever run; the other one, a rate-limited rollout's starts of
+/// the last minute.
+const V5: &str = "
+CREATE TABLE execution_counts (
+    rollout_id TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    released   INTEGER NOT NULL,
+    n          INTEGER NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (rollout_id, status, released)
+) WITHOUT ROWID;
+INSERT INTO execution_counts (rollout_id, status, released, n)
+    SELECT rollout_id, status, released, COUNT(*) FROM executions GROUP BY rollout_id, status, released;
+CREATE TRIGGER execution_counts_insert AFTER INSERT ON executions
+BEGIN
+    INSERT INTO execution_counts (rollout_id, status, released, n) VALUES (NEW.rollout_id, NEW.status, NEW.released, 1)
+        ON CONFLICT (rollout_id, status, released) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER execution_counts_update AFTER UPDATE OF rollout_id, status, released ON executions
+    WHEN OLD.rollout_id IS NOT NEW.rollout_id OR OLD.status IS NOT NEW.status OR OLD.released IS NOT NEW.released
+BEGIN
+    UPDATE execution_counts SET n = n - 1
+        WHERE rollout_id = OLD.rollout_id AND status = OLD.status AND released = OLD.released;
+    INSERT INTO execution_counts (rollout_id, status, released, n) VALUES (NEW.rollout_id, NEW.status, NEW.released, 1)
+        ON CONFLICT (rollout_id, status, released) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER execution_counts_delete AFTER DELETE ON executions
+BEGIN
+    UPDATE execution_counts SET n = n - 1
+        WHERE rollout_id = OLD.rollout_id AND status = OLD.status AND released = OLD.released;
+END;
+CREATE INDEX executions_in_progress_by_deadline ON executions (deadline) WHERE status = 'IN_PROGRESS';
+CREATE INDEX executions_by_rollout_started ON executions (rollout_id, started_at) WHERE started_at IS NOT NULL;
+";
+
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -155,6 +197,9 @@ pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
 /// keys are on for the tables later migrations add (job executions reference rollouts).
 pub(super) fn configure(conn: &Connection) -> DbResult<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // The engine alone runs some 30 distinct statements; with rusqlite's default of 16 cached,
+    // most device messages re-parsed a statement or two.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", true)?;
     // An in-memory database answers "memory" and stays so; only files can use WAL.
     let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -205,5 +250,39 @@ mod tests {
         assert_eq!(from, None, "executions created before version 3 do not know it");
         let owed: i64 = conn.query_row("SELECT COUNT(*) FROM device_outbox", [], |r| r.get(0)).unwrap();
         assert_eq!(owed, 0);
+    }
+
+    #[test]
+    fn a_version_4_file_migrates_with_its_executions_counted() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        conn.execute_batch(
+            "INSERT INTO executions (rollout_id, thing, position, status, released, queued_at, updated_at) VALUES
+                 ('r', 'pet_feeder-01', 0, 'SUCCEEDED', 1, 't', 't'),
+                 ('r', 'pet_feeder-02', 1, 'SUCCEEDED', 1, 't', 't'),
+                 ('r', 'pet_feeder-03', 2, 'QUEUED', 0, 't', 't');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let counted: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT status, released, n FROM execution_counts WHERE rollout_id = 'r' ORDER BY status")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(counted, [("QUEUED".to_string(), 0, 1), ("SUCCEEDED".to_string(), 1, 2)]);
+        // And the triggers keep counting from there.
+        conn.execute_batch("UPDATE executions SET status = 'CANCELED' WHERE thing = 'pet_feeder-03'").unwrap();
+        let n: i64 = conn
+            .query_row("SELECT SUM(n) FROM execution_counts WHERE rollout_id = 'r' AND status = 'CANCELED'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n, 1);
     }
 }

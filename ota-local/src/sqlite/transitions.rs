@@ -261,17 +261,20 @@ fn ended(
     Ok(())
 }
 
+/// Executions in progress past their deadline (`?1`).
+const EXPIRED_SQL: &str = "SELECT rollout_id, thing FROM executions WHERE status = 'IN_PROGRESS' AND deadline < ?1";
+
 /// Times out executions in progress past their deadline, then evaluates every active rollout,
 /// then sends the notices other transactions (an operator's cancel) left in the outbox.
 fn tick(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>) -> DbResult<Output> {
     let mut out = Output::default();
-    let expired: Vec<(JobId, ThingName)> = conn
-        .prepare_cached(
-            "SELECT rollout_id, thing FROM executions WHERE status = 'IN_PROGRESS' AND deadline < ?1
-             ORDER BY rollout_id, thing",
-        )?
+    // Sorted here, not by SQL: an ORDER BY over the primary key would tempt the planner into
+    // scanning every execution ever created instead of the in-progress deadline index.
+    let mut expired: Vec<(JobId, ThingName)> = conn
+        .prepare_cached(EXPIRED_SQL)?
         .query_map([timestamp(&now)], |row| Ok((column(row, 0)?, column(row, 1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    expired.sort();
     if !expired.is_empty() {
         // One entry per tick that timed executions out, naming each rollout and its devices.
         let mut by_rollout: Vec<(&JobId, Vec<&str>)> = Vec::new();
@@ -507,5 +510,70 @@ mod tests {
         report(&store, 1, &id, "SUCCEEDED", t(31)).await;
         assert_eq!(offered(&store.engine_tick(ctx(), t(40)).await.unwrap()), 0);
         assert_eq!(offered(&store.engine_tick(ctx(), t(61)).await.unwrap()), 2, "the minute has passed");
+    }
+
+    async fn check_counts(store: &SqliteStore, id: &JobId, what: &str) -> crate::sqlite::ExecutionCounts {
+        let id = id.clone();
+        let (fast, slow) = store
+            .call(move |c| {
+                Ok((super::super::executions::counts(c, &id)?, super::super::executions::counts_by_grouping(c, &id)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(fast, slow, "after {what}");
+        fast
+    }
+
+    #[tokio::test]
+    async fn the_counters_always_equal_a_count_of_the_executions() {
+        let policy = RolloutPolicy {
+            max_in_flight: 4,
+            retries: ota_core::policy::RetryPolicy { failed: 1, timed_out: 1 },
+            in_progress_timeout_minutes: 1,
+            ..Default::default()
+        };
+        let (store, id) = store_with(8, policy).await;
+        check_counts(&store, &id, "create").await;
+        store.engine_tick(ctx(), t(1)).await.unwrap();
+        assert_eq!(check_counts(&store, &id, "release").await.queued, 4);
+        report(&store, 1, &id, "IN_PROGRESS", t(2)).await;
+        report(&store, 2, &id, "IN_PROGRESS", t(2)).await;
+        report(&store, 3, &id, "IN_PROGRESS", t(2)).await;
+        check_counts(&store, &id, "in progress").await;
+        report(&store, 1, &id, "SUCCEEDED", t(3)).await;
+        report(&store, 2, &id, "FAILED", t(3)).await;
+        assert_eq!(check_counts(&store, &id, "a failure retried").await.failed, 0, "the failure was retried");
+        // Device 3 stays in progress past its one-minute deadline.
+        store.engine_tick(ctx(), t(200)).await.unwrap();
+        check_counts(&store, &id, "a timeout").await;
+        report(&store, 4, &id, "REJECTED", t(201)).await;
+        check_counts(&store, &id, "a rejection").await;
+        store.finish(&id, RolloutStatus::Canceled, "operator", t(202)).await.unwrap();
+        let end = check_counts(&store, &id, "the cancel").await;
+        assert_eq!(end.total, 8);
+        assert!(end.canceled > 0, "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn the_engine_reads_counters_and_indexes_not_every_execution() {
+        let (store, _id) = store_with(2, RolloutPolicy::default()).await;
+        let plans = store
+            .call(|c| {
+                let plan = |sql: &str| -> DbResult<String> {
+                    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = stmt.query_map([], |row| row.get::<_, String>(3))?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
+                };
+                Ok([
+                    plan(&EXPIRED_SQL.replace("?1", "'x'"))?,
+                    plan("SELECT status, released, n FROM execution_counts WHERE rollout_id = 'r' AND n > 0")?,
+                    plan("SELECT started_at FROM executions WHERE rollout_id = 'r' AND started_at IS NOT NULL AND started_at > 'x'")?,
+                ])
+            })
+            .await
+            .unwrap();
+        assert!(plans[0].contains("executions_in_progress_by_deadline"), "{}", plans[0]);
+        assert!(plans[1].contains("PRIMARY KEY") && !plans[1].contains("SCAN"), "{}", plans[1]);
+        assert!(plans[2].contains("executions_by_rollout_started"), "{}", plans[2]);
     }
 }
