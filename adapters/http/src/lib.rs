@@ -293,6 +293,10 @@ struct StartBody {
     /// if the new plan's id is the one in the URL.
     #[serde(default)]
     request: Option<UpdateRequest>,
+    /// Each change of a plan of several (the pending start's `requests`), re-planned together
+    /// and checked against the one plan id; when given, `request` is not used.
+    #[serde(default)]
+    requests: Vec<UpdateRequest>,
 }
 
 async fn start_plan(
@@ -303,7 +307,8 @@ async fn start_plan(
 ) -> ApiResult<ChatReply> {
     let c = caller(c)?;
     let b: StartBody = optional_body(&body)?;
-    Ok(Json(w.assistant.start_plan(&c, b.session_id.as_deref(), &id, b.request).await?))
+    let requests = if b.requests.is_empty() { b.request.into_iter().collect() } else { b.requests };
+    Ok(Json(w.assistant.start_plan(&c, b.session_id.as_deref(), &id, requests).await?))
 }
 
 #[derive(Deserialize)]

@@ -80,7 +80,7 @@ fn start_of(out: &ToolOutput) -> Option<PendingAction> {
     if !matches!(plan.action, Action::Update | Action::Rollback) || plan.deployments.is_empty() {
         return None;
     }
-    Some(PendingAction::Start { plan_id: plan.plan_id?, request: Box::new(plan.request?) })
+    PendingAction::start_of(&plan)
 }
 
 fn refused(e: ota_core::Error) -> ToolOutput {

@@ -432,6 +432,47 @@ async fn stdio_transport_runs_every_call_as_the_local_user() {
 
 /// The chat assistant's tool box is exactly the MCP tool list, with changing tools marked.
 #[tokio::test]
+async fn ask_plans_several_changes_as_one_plan_and_one_execute_starts_them_all() {
+    use ota_core::agent::{PendingAction, Toolbox};
+    let svc = world().await;
+    let url = serve_http(svc.clone()).await;
+    let op = client(&url, Some("operator")).await;
+    let prompt = "Update pet_feeder to 3.0.0 and roll back smart_plug-04 to 2.0.0; also update beehive_scale to 2.0.0";
+    let plan = ok(&op, "ask", json!({ "prompt": prompt })).await;
+    let deployed: Vec<(&str, &str)> = plan["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["device_type"].as_str().unwrap(), d["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(deployed, [("pet_feeder", "update"), ("smart_plug", "rollback")], "{plan}");
+    assert_eq!(plan["refusals"][0]["target"], "beehive_scale", "the closed gate refuses its change: {plan}");
+    assert_eq!(plan["requests"].as_array().map(Vec::len), Some(3), "{plan}");
+    // The chat's preview of the same call waits for one confirmation of every change.
+    let tools = ota_mcp::ChatTools::new(OtaMcp::new(svc.clone(), None));
+    let operator = Caller::new("ana", [Role::Operator]);
+    let (out, pending) = tools.preview(&operator, "ask", &json!({ "prompt": prompt, "execute": true })).await;
+    assert!(out.ok, "{}", out.text);
+    let Some(pending @ PendingAction::Start { .. }) = pending else { panic!("a pending start: {}", out.text) };
+    assert_eq!((pending.plan_id(), pending.start_requests().len()), (plan["plan_id"].as_str(), 3));
+    assert_eq!(ok(&op, "list_rollouts", json!({})).await["rollouts"], json!([]));
+    // One execute with the plan id starts both deployments.
+    let started = ok(&op, "ask", json!({ "prompt": prompt, "execute": true, "plan_id": plan["plan_id"] })).await;
+    let results: Vec<&str> =
+        started["items"].as_array().unwrap().iter().map(|i| i["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["started", "started"], "{started}");
+    assert_eq!(
+        ok(&op, "list_rollouts", json!({ "active_only": true })).await["rollouts"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // Again while they run: each change is said to be already running.
+    let again = ok(&op, "ask", json!({ "prompt": prompt, "execute": true })).await;
+    let results: Vec<&str> = again["items"].as_array().unwrap().iter().map(|i| i["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["already_running", "already_running"], "{again}");
+    op.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn chat_tools_are_the_mcp_tools_and_changes_only_preview() {
     use ota_core::agent::{PendingAction, ToolEffect, Toolbox};
     let svc = world().await;
