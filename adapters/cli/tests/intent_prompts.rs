@@ -111,3 +111,170 @@ fn stop_all_rollouts_names_every_active_rollout_for_one_confirmation() {
     let listed: Value = serde_json::from_str(&ok(d, &["--json", "rollouts", "list"])).unwrap();
     assert_eq!(listed.as_array().unwrap().iter().filter(|r| r["status"] == "IN_PROGRESS").count(), 2);
 }
+
+fn deployments(p: &Value) -> Vec<(String, String, String, usize)> {
+    p["deployments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                d["device_type"].as_str().unwrap_or_default().to_string(),
+                d["action"].as_str().unwrap_or_default().to_string(),
+                d["version"].as_str().unwrap_or_default().to_string(),
+                d["things"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect()
+}
+
+fn refused(p: &Value) -> Vec<String> {
+    p["refusals"].as_array().into_iter().flatten().filter_map(|r| r["target"].as_str().map(str::to_string)).collect()
+}
+
+fn dep(t: &str, action: &str, version: &str, devices: usize) -> (String, String, String, usize) {
+    (t.to_string(), action.to_string(), version.to_string(), devices)
+}
+
+#[test]
+fn several_changes_in_one_request_are_one_plan_with_a_deployment_per_type() {
+    let dir = demo();
+    let d = dir.path();
+    // Demo: -01 and -02 run 1.0.0, -03 2.0.0, -04 the type's latest; beehive_scale's gate is closed.
+    let cases: [(&str, Vec<(String, String, String, usize)>); 7] = [
+        (
+            "Update energy_meter to 2.0.0 and roll back fish_tank_monitor to 1.0.0",
+            vec![dep("energy_meter", "update", "2.0.0", 2), dep("fish_tank_monitor", "rollback", "1.0.0", 2)],
+        ),
+        (
+            "update pet_feeder to 3.0.0; also roll back smart_plug to 2.0.0",
+            vec![dep("pet_feeder", "update", "3.0.0", 3), dep("smart_plug", "rollback", "2.0.0", 1)],
+        ),
+        (
+            "upgrade energy_meter to the latest and roll back fish_tank_monitor to 1.0.0",
+            vec![dep("energy_meter", "update", "2.0.0", 2), dep("fish_tank_monitor", "rollback", "1.0.0", 2)],
+        ),
+        (
+            "Roll back pet_feeder-04 to 2.1.0 and weather_station-03 to 1.1.0",
+            vec![dep("pet_feeder", "rollback", "2.1.0", 1), dep("weather_station", "rollback", "1.1.0", 1)],
+        ),
+        (
+            "update smart plugs to 3.0.0, also update the air quality monitors to 1.1.0",
+            vec![dep("smart_plug", "update", "3.0.0", 3), dep("air_quality_monitor", "update", "1.1.0", 2)],
+        ),
+        (
+            "Update vision_ai_face_detector and pet_feeder to 3.0.0 then update energy_meter to 2.0.0",
+            vec![
+                dep("pet_feeder", "update", "3.0.0", 3),
+                dep("vision_ai_face_detector", "update", "3.0.0", 3),
+                dep("energy_meter", "update", "2.0.0", 2),
+            ],
+        ),
+        (
+            "update energy_meter-01 to 2.0.0. Then roll back fish_tank_monitor-04 to 1.0.0.",
+            vec![dep("energy_meter", "update", "2.0.0", 1), dep("fish_tank_monitor", "rollback", "1.0.0", 1)],
+        ),
+    ];
+    for (prompt, want) in cases {
+        let p = plan(d, prompt);
+        assert_eq!(deployments(&p), want, "{prompt}: {p}");
+        assert!(p["plan_id"].is_string() && refused(&p).is_empty(), "{prompt}: {p}");
+        assert_eq!(p["requests"].as_array().map(Vec::len), Some(2), "one typed request per change: {prompt}: {p}");
+        assert!(p.get("request").is_none(), "{prompt}: {p}");
+    }
+    // Each change keeps its own action: an update to an older version moves no device (an
+    // update never downgrades), as it would alone; the other change is still planned.
+    let p = plan(d, "Update energy_meter to 2.0.0 and fish_tank_monitor to 1.0.0");
+    assert_eq!(deployments(&p), [dep("energy_meter", "update", "2.0.0", 2)], "{p}");
+    let held: Vec<&str> = p["held_back"].as_array().unwrap().iter().filter_map(|h| h["thing"].as_str()).collect();
+    assert_eq!(held, ["fish_tank_monitor-03", "fish_tank_monitor-04"], "{p}");
+    // Requests of one change keep their reading and their JSON shape.
+    for (prompt, devices) in
+        [("update pet_feeder and energy_meter to 2.0.0", 4), ("update pet_feeder from 1.0.0 to 2.0.0", 2)]
+    {
+        let p = plan(d, prompt);
+        assert!(p["request"].is_object() && p.get("requests").is_none(), "{prompt}: {p}");
+        assert_eq!(things(&p).len(), devices, "{prompt}: {p}");
+    }
+}
+
+#[test]
+fn a_refused_change_is_listed_and_the_allowed_ones_still_planned() {
+    let dir = demo();
+    let d = dir.path();
+    for (prompt, planned, refusal) in [
+        (
+            "Update pet_feeder to 3.0.0; also update beehive_scale to 2.0.0",
+            dep("pet_feeder", "update", "3.0.0", 3),
+            "beehive_scale",
+        ),
+        (
+            "update energy_meter to 2.0.0 and roll back beehive_scale to 1.0.0",
+            dep("energy_meter", "update", "2.0.0", 2),
+            "beehive_scale",
+        ),
+        (
+            "update pet_feeder to 3.0.0 and energy_meter to 9.0.0",
+            dep("pet_feeder", "update", "3.0.0", 3),
+            "energy_meter",
+        ),
+        (
+            "update smart_plug to 3.0.0 and roll back pet_feeder-09 to 1.0.0",
+            dep("smart_plug", "update", "3.0.0", 3),
+            "pet_feeder-09",
+        ),
+    ] {
+        let p = plan(d, prompt);
+        assert_eq!(deployments(&p), [planned], "{prompt}: {p}");
+        assert_eq!(refused(&p), [refusal], "{prompt}: {p}");
+        assert!(p["plan_id"].is_string(), "{prompt}: {p}");
+    }
+}
+
+#[test]
+fn several_changes_never_guess_what_a_part_leaves_open() {
+    let dir = demo();
+    let d = dir.path();
+    for (prompt, says) in [
+        ("update pet_feeder to 3.0.0 and roll back smart_plug", "Which version"),
+        ("update pet_feeder to 3.0.0 and roll back to 1.0.0", "Which devices"),
+        ("update pet_feeder to 3.0.0 and then update them to 2.0.0", "earlier messages"),
+        ("update energy_meter to 2.0.0 and pet_feedr_x to 3.0.0", "pet_feedr_x"),
+        ("update pet_feeder to 3.0.0 and roll back pet_feeder to 1.0.0", "two of these changes"),
+        ("update pet_feeder to 3.0.0 and disable OTA for smart plugs", "on its own"),
+        ("update pet_feeder-01 to 3.0.0 and roll back pet_feeder-04 to 1.0.0", "more than one of these changes"),
+    ] {
+        let p = plan(d, prompt);
+        assert!(deployments(&p).is_empty() && p["plan_id"].is_null(), "{prompt}: {p}");
+        assert!(p["message"].as_str().unwrap().contains(says), "{prompt}: {p}");
+    }
+    let p = plan(d, "update energy_meter to 2.0.0 and pet_feedr_x to 3.0.0");
+    assert_eq!(p["suggestions"][0], "pet_feeder", "close matches: {p}");
+}
+
+#[test]
+fn one_confirmation_starts_every_change_and_binds_all_of_them() {
+    let dir = demo();
+    let d = dir.path();
+    let prompt = "Update energy_meter to 2.0.0 and roll back fish_tank_monitor to 1.0.0";
+    let p = plan(d, prompt);
+    let id = p["plan_id"].as_str().unwrap().to_string();
+    // A policy change in one change since planning refuses the whole start.
+    ok(d, &["config", "policy", "fish_tank_monitor", "--max-in-flight", "3"]);
+    let out = common::ota(d, &["rollouts", "start", prompt, "--plan-id", &id]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("differs from plan"), "{out:?}");
+    let listed: Value = serde_json::from_str(&ok(d, &["--json", "rollouts", "list"])).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "nothing started: {listed}");
+    // Planned again and confirmed once: both start.
+    let p = plan(d, prompt);
+    let id = p["plan_id"].as_str().unwrap().to_string();
+    let started: Value =
+        serde_json::from_str(&ok(d, &["--json", "rollouts", "start", prompt, "--plan-id", &id])).unwrap();
+    let results: Vec<&str> = started["items"].as_array().unwrap().iter().filter_map(|i| i["result"].as_str()).collect();
+    assert_eq!(results, ["started", "started"], "{started}");
+    // Repeated while they run: already running, each.
+    let again: Value = serde_json::from_str(&ok(d, &["--json", "rollouts", "start", prompt])).unwrap();
+    let results: Vec<&str> = again["items"].as_array().unwrap().iter().filter_map(|i| i["result"].as_str()).collect();
+    assert_eq!(results, ["already_running", "already_running"], "{again}");
+}
