@@ -112,7 +112,10 @@ fn stop_all_rollouts_names_every_active_rollout_for_one_confirmation() {
     assert_eq!(listed.as_array().unwrap().iter().filter(|r| r["status"] == "IN_PROGRESS").count(), 2);
 }
 
-fn deployments(p: &Value) -> Vec<(String, String, String, usize)> {
+/// A deployment as (device type, action, version, devices).
+type Dep = (String, String, String, usize);
+
+fn deployments(p: &Value) -> Vec<Dep> {
     p["deployments"]
         .as_array()
         .into_iter()
@@ -132,7 +135,7 @@ fn refused(p: &Value) -> Vec<String> {
     p["refusals"].as_array().into_iter().flatten().filter_map(|r| r["target"].as_str().map(str::to_string)).collect()
 }
 
-fn dep(t: &str, action: &str, version: &str, devices: usize) -> (String, String, String, usize) {
+fn dep(t: &str, action: &str, version: &str, devices: usize) -> Dep {
     (t.to_string(), action.to_string(), version.to_string(), devices)
 }
 
@@ -141,7 +144,7 @@ fn several_changes_in_one_request_are_one_plan_with_a_deployment_per_type() {
     let dir = demo();
     let d = dir.path();
     // Demo: -01 and -02 run 1.0.0, -03 2.0.0, -04 the type's latest; beehive_scale's gate is closed.
-    let cases: [(&str, Vec<(String, String, String, usize)>); 7] = [
+    let cases: [(&str, Vec<Dep>); 7] = [
         (
             "Update energy_meter to 2.0.0 and roll back fish_tank_monitor to 1.0.0",
             vec![dep("energy_meter", "update", "2.0.0", 2), dep("fish_tank_monitor", "rollback", "1.0.0", 2)],
