@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use ota_core::names::{DeviceType, JobId, ThingName};
+use ota_core::names::{DeviceType, JobId};
 use ota_core::rollout::{RolloutQuery, RolloutStatus};
 use ota_core::service::FleetManager;
 use serde_json::json;
@@ -29,18 +29,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::sqlite::{EngineContext, Output, RolloutEvent, SqliteStore};
 
-/// What devices did, as the engine consumes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeviceInput {
-    Connected(ThingName),
-    Disconnected(ThingName),
-    /// A publish under `$aws/things/{thing}/`; the transport has checked the thing's identity.
-    Message {
-        thing: ThingName,
-        topic: String,
-        payload: Vec<u8>,
-    },
-}
+pub use crate::sqlite::DeviceInput;
 
 /// Where the engine's replies to devices go.
 #[async_trait]
@@ -68,6 +57,9 @@ impl Default for EngineOptions {
         EngineOptions { tick: Duration::from_millis(200), webhook: None, trace, service: None }
     }
 }
+
+/// The most device inputs committed in one transaction (group commit).
+const MAX_BATCH: usize = 256;
 
 /// How often aborted rollouts with `revert_on_abort` are looked at again.
 const REVERT_RECHECK: Duration = Duration::from_secs(5);
@@ -144,8 +136,18 @@ impl JobsEngine {
                     }
                 }
                 message = input.recv() => {
-                    let Some(message) = message else { break };
-                    self.handle(message, &out_tx, &revert_tx).await;
+                    let Some(first) = message else { break };
+                    // Group commit: whatever else has queued up while the last transaction
+                    // ran goes into this one. No wait is added: under light traffic a batch
+                    // is one message; under a burst, one commit serves many.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match input.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    self.handle(batch, &out_tx, &revert_tx).await;
                 }
             }
         }
@@ -159,27 +161,29 @@ impl JobsEngine {
 
     async fn handle(
         &self,
-        input: DeviceInput,
+        batch: Vec<DeviceInput>,
         out_tx: &mpsc::UnboundedSender<(String, Vec<u8>)>,
         revert_tx: &mpsc::UnboundedSender<RevertCheck>,
     ) {
-        let now = Utc::now();
         if self.options.trace {
-            log("debug", "device_input", json!({"input": format!("{input:?}").chars().take(400).collect::<String>()}));
+            for input in &batch {
+                log(
+                    "debug",
+                    "device_input",
+                    json!({"input": format!("{input:?}").chars().take(400).collect::<String>()}),
+                );
+            }
         }
-        let result = match input {
-            DeviceInput::Connected(thing) => {
-                self.store.set_connected(thing, true, now).await.map(|()| Output::default())
+        match self.store.handle_device_batch(self.ctx.clone(), batch).await {
+            Ok(outs) => {
+                for out in outs {
+                    match out {
+                        Ok(out) => self.dispatch(out, out_tx, revert_tx),
+                        Err(e) => log("error", "device_message_failed", json!({"error": e.to_string()})),
+                    }
+                }
             }
-            DeviceInput::Disconnected(thing) => {
-                self.store.set_connected(thing, false, now).await.map(|()| Output::default())
-            }
-            DeviceInput::Message { thing, topic, payload } => {
-                self.store.handle_device_message(self.ctx.clone(), thing, topic, payload, now).await
-            }
-        };
-        match result {
-            Ok(out) => self.dispatch(out, out_tx, revert_tx),
+            // The whole batch was rolled back; each device repeats its request.
             Err(e) => log("error", "device_message_failed", json!({"error": e.to_string()})),
         }
     }

@@ -74,7 +74,7 @@ impl AuditLog for SqliteStore {
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, at, subject, roles, operation, request, plan, outcome, outcome_detail
                  FROM audit ORDER BY seq DESC LIMIT ?1",

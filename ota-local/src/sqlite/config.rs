@@ -25,7 +25,7 @@ fn config_from_row(row: &Row<'_>) -> rusqlite::Result<TypeConfig> {
 impl ConfigStore for SqliteStore {
     async fn get(&self, device_type: &DeviceType) -> Result<Option<TypeConfig>> {
         let device_type = device_type.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut stmt =
                 conn.prepare_cached(&format!("SELECT {COLUMNS} FROM type_configs WHERE device_type = ?1"))?;
             Ok(stmt.query_row([device_type.as_str()], config_from_row).optional()?)
@@ -58,7 +58,7 @@ impl ConfigStore for SqliteStore {
     }
 
     async fn list(&self) -> Result<Vec<TypeConfig>> {
-        self.call(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM type_configs ORDER BY device_type"))?;
             let configs = stmt.query_map([], config_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(configs)

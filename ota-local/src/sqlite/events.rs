@@ -52,7 +52,7 @@ impl SqliteStore {
     /// A rollout's events after `after_seq`, oldest first.
     pub async fn rollout_events(&self, id: &JobId, after_seq: i64) -> ota_core::Result<Vec<RolloutEvent>> {
         let id = id.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT seq, rollout_id, at, kind, thing, detail FROM rollout_events

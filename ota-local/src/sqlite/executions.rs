@@ -348,7 +348,7 @@ impl SqliteStore {
     /// A rollout and how its executions stand.
     pub async fn rollout_progress(&self, id: &JobId) -> ota_core::Result<RolloutProgress> {
         let id = id.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let rollout = super::rollouts::select_one(conn, &id)?
                 .ok_or_else(|| super::StoreError::Domain(ota_core::Error::not_found("rollout", id.as_str())))?;
             Ok(RolloutProgress { counts: counts(conn, &id)?, rollout })
@@ -359,7 +359,7 @@ impl SqliteStore {
     /// Every execution of a rollout, in queue order.
     pub async fn executions(&self, id: &JobId) -> ota_core::Result<Vec<Execution>> {
         let id = id.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
                     "SELECT {EXEC_COLUMNS} FROM executions WHERE rollout_id = ?1 ORDER BY position"

@@ -1,6 +1,9 @@
 //! One SQLite file holding the device registry, the config gate, the rollouts and the audit
-//! trail. rusqlite is synchronous, so every call runs on tokio's blocking pool against one
-//! connection behind a mutex: simple, and a local fleet's traffic never needs more. Writes
+//! trail. rusqlite is synchronous, so every call runs on tokio's blocking pool. Writes go
+//! through one writer connection behind a mutex, which orders them (the jobs engine is the
+//! busiest writer); queries (the registry, rollouts, events and shadows that HTTP, SSE, MCP
+//! and planning read) run on reader connections of their own, which WAL lets read the last
+//! commit while the writer writes, so no reader waits behind an engine transaction. Writes
 //! that check before they change (`create`, `finish`) run in `BEGIN IMMEDIATE` transactions,
 //! which also serialise them against other processes opening the same file.
 //!
@@ -20,6 +23,7 @@ mod transitions;
 mod wire;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -38,16 +42,26 @@ use crate::blocking;
 
 pub use events::RolloutEvent;
 pub use executions::{Execution, ExecutionCounts, ExecutionStatus, RolloutProgress};
+pub use transitions::DeviceInput;
 pub use wire::{EngineContext, Output};
 
 /// The registry, config gate, rollouts and audit trail in one SQLite database. Implements
 /// [`ota_core::ports::DeviceRegistry`], [`ota_core::ports::ConfigStore`],
 /// [`ota_core::ports::RolloutStore`] and [`ota_core::ports::AuditLog`].
 pub struct SqliteStore {
+    /// The writer: every write, in order.
     conn: Arc<Mutex<Connection>>,
+    /// Query-only connections to the same file; empty for an in-memory database (whose
+    /// connections cannot share it), where queries use the writer.
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: AtomicUsize,
     /// `None` for an in-memory database.
     path: Option<PathBuf>,
 }
+
+/// Reader connections per store: one per core of the machines ota targets is plenty, as a
+/// query holds its connection only while it runs.
+const READERS: usize = 2;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,9 +74,21 @@ impl SqliteStore {
     /// schema up to date. The folder must exist. Fails when the file was written by a newer
     /// version of ota whose schema this build does not know.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let conn = Connection::open(path)
-            .map_err(|e| Error::storage(format!("cannot open the database {}: {e}", path.display())))?;
-        Self::with_connection(conn, Some(path.to_path_buf()))
+        let open = || {
+            Connection::open(path)
+                .map_err(|e| Error::storage(format!("cannot open the database {}: {e}", path.display())))
+        };
+        let mut store = Self::with_connection(open()?, Some(path.to_path_buf()))?;
+        // Opened after the writer has brought the schema up to date.
+        let readers = (0..READERS)
+            .map(|_| {
+                let conn = open()?;
+                schema::configure_reader(&conn)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        store.readers = readers.into();
+        Ok(store)
     }
 
     /// A private, empty in-memory database (for tests); gone when the store is dropped.
@@ -74,7 +100,12 @@ impl SqliteStore {
     fn with_connection(mut conn: Connection, path: Option<PathBuf>) -> Result<SqliteStore> {
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new([]),
+            next_reader: AtomicUsize::new(0),
+            path,
+        })
     }
 
     /// The database file, `None` when in memory.
@@ -94,6 +125,25 @@ impl SqliteStore {
             // drop), so the connection is still sound: keep serving.
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut conn).map_err(Error::from)
+        })
+        .await
+    }
+
+    /// Runs the query `f` on a reader connection (the writer for an in-memory database). It
+    /// sees the database as of the last commit: every write this store has returned from.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> DbResult<T> + Send + 'static) -> Result<T> {
+        if self.readers.is_empty() {
+            return self.call(move |conn| f(conn)).await;
+        }
+        let readers = self.readers.clone();
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        blocking("database", move || {
+            // A free reader if there is one, else wait for the next in turn.
+            let n = readers.len();
+            let conn = (0..n)
+                .find_map(|i| readers[(first + i) % n].try_lock().ok())
+                .unwrap_or_else(|| readers[first % n].lock().unwrap_or_else(PoisonError::into_inner));
+            f(&conn).map_err(Error::from)
         })
         .await
     }
@@ -279,5 +329,46 @@ mod tests {
         schema::migrate(&mut conn).expect("an up-to-date database needs no migration");
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, i64::try_from(schema::SCHEMA_VERSION).unwrap());
+    }
+
+    #[tokio::test]
+    async fn queries_do_not_wait_for_the_writer_and_see_its_last_commit() {
+        use ota_core::device::{Device, DeviceQuery};
+        use ota_core::names::NamingConvention;
+        use ota_core::ports::DeviceRegistry;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ota.db")).unwrap();
+        let ty = DeviceType::parse("pet_feeder").unwrap();
+        let device = |n: u32| Device {
+            thing: ThingName::parse(&format!("pet_feeder-{n:02}")).unwrap(),
+            thing_group: NamingConvention::default().thing_group_of(&ty),
+            device_type: ty.clone(),
+            firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
+            connected: true,
+            last_seen: None,
+        };
+        store.upsert(device(1)).await.unwrap();
+        // The writer is busy (as in a long engine transaction): a query still answers, with
+        // everything committed before.
+        let writer = store.conn.clone();
+        let held = writer.lock().unwrap();
+        let listed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            DeviceRegistry::list(&store, &DeviceQuery::default()),
+        )
+        .await;
+        drop(held);
+        let listed = listed.expect("a query waited for the writer").unwrap();
+        assert_eq!(listed.len(), 1);
+        store.upsert(device(2)).await.unwrap();
+        assert_eq!(
+            DeviceRegistry::list(&store, &DeviceQuery::default()).await.unwrap().len(),
+            2,
+            "a reader sees the last commit"
+        );
+        // Readers cannot write, whatever a caller passes them.
+        let err = store.read(|c| Ok(c.execute("DELETE FROM devices", [])?)).await.unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
     }
 }

@@ -67,7 +67,7 @@ impl SqliteStore {
 impl DeviceRegistry for SqliteStore {
     async fn list(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
         let query = query.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             // SQL narrows by the indexed columns; `DeviceQuery::matches` then applies the whole
             // query (the version filter included), so the semantics are exactly the domain's.
             let mut sql = format!("SELECT {COLUMNS} FROM devices");
@@ -101,7 +101,7 @@ impl DeviceRegistry for SqliteStore {
 
     async fn get(&self, thing: &ThingName) -> Result<Option<Device>> {
         let thing = thing.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE thing = ?1"))?;
             Ok(stmt.query_row([thing.as_str()], device_from_row).optional()?)
         })
@@ -117,7 +117,7 @@ impl DeviceRegistry for SqliteStore {
     }
 
     async fn device_types(&self) -> Result<Vec<DeviceType>> {
-        self.call(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT DISTINCT device_type FROM devices ORDER BY device_type")?;
             let types = stmt.query_map([], |row| column(row, 0))?.collect::<rusqlite::Result<Vec<DeviceType>>>()?;
             Ok(types)

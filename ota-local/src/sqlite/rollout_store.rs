@@ -48,11 +48,11 @@ impl RolloutStore for SqliteStore {
 
     async fn get(&self, id: &JobId) -> Result<Rollout> {
         let id = id.clone();
-        self.call(move |conn| select_one(conn, &id)?.ok_or_else(|| not_found(&id))).await
+        self.read(move |conn| select_one(conn, &id)?.ok_or_else(|| not_found(&id))).await
     }
     async fn list(&self, query: &RolloutQuery) -> Result<Vec<Rollout>> {
         let query = query.clone();
-        self.call(move |conn| select_list(conn, &query)).await
+        self.read(move |conn| select_list(conn, &query)).await
     }
 
     async fn finish(&self, id: &JobId, status: RolloutStatus, reason: &str, at: DateTime<Utc>) -> Result<Rollout> {

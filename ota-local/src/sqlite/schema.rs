@@ -206,6 +206,14 @@ pub(super) fn configure(conn: &Connection) -> DbResult<()> {
     Ok(())
 }
 
+/// Settings of a reader connection: it waits for locks like the writer and cannot write.
+pub(super) fn configure_reader(conn: &Connection) -> DbResult<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(())
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`]. Runs under a write lock, so two processes
 /// opening a new file at once apply each migration exactly once.
 pub(super) fn migrate(conn: &mut Connection) -> DbResult<()> {

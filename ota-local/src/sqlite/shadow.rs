@@ -139,7 +139,7 @@ impl SqliteStore {
     /// The stored shadow document of a device (`reported`, `desired`, `version`).
     pub async fn shadow(&self, thing: &ThingName) -> ota_core::Result<Option<Value>> {
         let thing = thing.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(read_shadow(conn, &thing)?.map(
                 |(v, reported, desired)| json!({"state": {"reported": reported, "desired": desired}, "version": v}),
             ))

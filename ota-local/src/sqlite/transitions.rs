@@ -25,6 +25,37 @@ use super::shadow::{shadow_get, shadow_update};
 use super::wire::{EngineContext, Output, client_token, epoch, job_document, rejected, rejected_with, topic};
 use super::{DbResult, SqliteStore, column, timestamp};
 
+/// What devices did, as the engine consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceInput {
+    Connected(ThingName),
+    Disconnected(ThingName),
+    /// A publish under `$aws/things/{thing}/`; the transport has checked the thing's identity.
+    Message {
+        thing: ThingName,
+        topic: String,
+        payload: Vec<u8>,
+    },
+}
+
+fn set_connected(conn: &Connection, thing: &ThingName, connected: bool, now: DateTime<Utc>) -> DbResult<()> {
+    conn.prepare_cached("UPDATE devices SET connected = ?2, last_seen = ?3 WHERE thing = ?1")?.execute(params![
+        thing.as_str(),
+        connected,
+        timestamp(&now)
+    ])?;
+    Ok(())
+}
+
+/// One device input as one transition (the caller holds the transaction).
+fn apply_input(conn: &Connection, ctx: &EngineContext, input: &DeviceInput, now: DateTime<Utc>) -> DbResult<Output> {
+    match input {
+        DeviceInput::Connected(thing) => set_connected(conn, thing, true, now).map(|()| Output::default()),
+        DeviceInput::Disconnected(thing) => set_connected(conn, thing, false, now).map(|()| Output::default()),
+        DeviceInput::Message { thing, topic, payload } => handle_message(conn, Some(ctx), thing, topic, payload, now),
+    }
+}
+
 /// A device's status update, as the Jobs MQTT API receives it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -339,6 +370,38 @@ impl SqliteStore {
         .await
     }
 
+    /// Group commit: handles `inputs` in order, each as its own transition inside a savepoint,
+    /// all in one transaction, so a burst of device messages costs one commit (one fsync)
+    /// instead of one each. Returns each input's output (or why it failed: a failed input is
+    /// rolled back alone and the others still commit), in order, once the commit is done; the
+    /// caller publishes nothing before this returns. Each input is handled at the time it is
+    /// reached, so a transition sees the clock as it would alone.
+    pub async fn handle_device_batch(
+        &self,
+        ctx: EngineContext,
+        inputs: Vec<DeviceInput>,
+    ) -> ota_core::Result<Vec<ota_core::Result<Output>>> {
+        self.call(move |conn| {
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut outs = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                let now = Utc::now();
+                let sp = tx.savepoint()?;
+                match apply_input(&sp, &ctx, &input, now) {
+                    Ok(out) => {
+                        sp.commit()?;
+                        outs.push(Ok(out));
+                    }
+                    // Dropping the savepoint rolls back this input's changes only.
+                    Err(e) => outs.push(Err(ota_core::Error::from(e))),
+                }
+            }
+            tx.commit()?;
+            Ok(outs)
+        })
+        .await
+    }
+
     /// One clock tick of the engine: timeouts, aborts, admissions, completions.
     pub async fn engine_tick(&self, ctx: EngineContext, now: DateTime<Utc>) -> ota_core::Result<Output> {
         self.call(move |conn| {
@@ -378,7 +441,7 @@ impl SqliteStore {
 
     /// How many device notices wait in the outbox for the engine (0 once it has drained them).
     pub async fn outbox_len(&self) -> ota_core::Result<u64> {
-        self.call(|conn| {
+        self.read(|conn| {
             let n: i64 = conn.query_row("SELECT COUNT(*) FROM device_outbox", [], |row| row.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
@@ -387,12 +450,7 @@ impl SqliteStore {
 
     /// Records that a device's MQTT session opened or closed.
     pub async fn set_connected(&self, thing: ThingName, connected: bool, now: DateTime<Utc>) -> ota_core::Result<()> {
-        self.call(move |conn| {
-            conn.prepare_cached("UPDATE devices SET connected = ?2, last_seen = ?3 WHERE thing = ?1")?
-                .execute(params![thing.as_str(), connected, timestamp(&now)])?;
-            Ok(())
-        })
-        .await
+        self.call(move |conn| set_connected(conn, &thing, connected, now)).await
     }
 }
 
