@@ -21,11 +21,15 @@
 //!   Several ranges or a malformed `Range` get the whole image (RFC 9110 lets a server ignore
 //!   `Range`), which a client that resumes handles as well as 206.
 //!
-//! The image is streamed from the file in fixed chunks, so memory per download does not grow
-//! with the image.
+//! Images are served from memory ([`cache`]): read once, then every response is a slice of
+//! one shared buffer, within an LRU bound on the buffers' total ([`DEFAULT_CACHE_BYTES`]); an
+//! image too large to keep is streamed from its file in fixed chunks. Either way, memory per
+//! download does not grow with the image.
+
+mod cache;
 
 use std::fmt;
-use std::io::{self, Read as _, SeekFrom};
+use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use ota_core::catalog::{ArtifactRef, CatalogFile, parse_catalog_key, parse_sha256_file};
+use ota_core::catalog::{ArtifactRef, CatalogFile, parse_catalog_key};
 use ota_core::names::DeviceType;
 use ota_core::version::FirmwareVersion;
 use sha2::Sha256;
@@ -55,12 +59,13 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// Name of the key file inside the data directory.
 pub const KEY_FILE: &str = "download-key";
 
-/// Bytes read from the file per chunk of the response body. Each read is a trip to tokio's
-/// blocking pool, and a download holds about three chunks (tokio's file buffer, the chunk
-/// being read, the chunk being sent). Measured with benches/download/run.sh, 1,000
-/// concurrent 1.6 MB downloads on 2 cores: 64 KiB gave 0.86-0.98x nginx's throughput at
-/// 190 MB peak RSS, 128 KiB 1.09-1.33x at 320 MB, 256 KiB 1.13-1.37x at 560 MB.
+/// Bytes read from the file per chunk of the response body, for images too large to keep
+/// in memory (over a quarter of the cache).
 const CHUNK: usize = 128 * 1024;
+
+/// The most image bytes a download server keeps in memory. The demo catalog (64 images of
+/// about 1.6 MB) fits whole; a larger catalog keeps its most recently downloaded images.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -211,6 +216,7 @@ struct Shared {
     root: PathBuf,
     signer: UrlSigner,
     clock: Clock,
+    images: cache::ImageCache,
 }
 
 /// The download server: `GET` and `HEAD` of `/firmwares/v{ver}/{type}/firmware.bin` with a
@@ -226,7 +232,8 @@ pub fn router_with_clock(
     signer: UrlSigner,
     clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
 ) -> Router {
-    let shared = Arc::new(Shared { root: catalog_root, signer, clock: Arc::new(clock) });
+    let images = cache::ImageCache::new(DEFAULT_CACHE_BYTES);
+    let shared = Arc::new(Shared { root: catalog_root, signer, clock: Arc::new(clock), images });
     // `get` answers HEAD too; the handler leaves the body out itself so HEAD opens no stream.
     Router::new().route("/firmwares/{*rest}", get(download)).fallback(not_found).with_state(shared)
 }
@@ -248,13 +255,10 @@ async fn download(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, h
     }
     let image_path = file_path(&shared.root, &artifact, CatalogFile::Image);
     let sha_path = file_path(&shared.root, &artifact, CatalogFile::Sha256);
-    let image = match tokio::task::spawn_blocking(move || open_image(&image_path, &sha_path)).await {
-        Ok(Ok(image)) => image,
-        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+    let image = match shared.images.open(image_path, sha_path).await {
+        Ok(image) => image,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return (StatusCode::NOT_FOUND, format!("{artifact} is not in the catalog\n")).into_response();
-        }
-        Ok(Err(e)) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {artifact}: {e}\n")).into_response();
         }
         Err(e) => {
             return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {artifact}: {e}\n")).into_response();
@@ -271,36 +275,6 @@ fn file_path(root: &Path, artifact: &ArtifactRef, file: CatalogFile) -> PathBuf 
     path
 }
 
-/// An open image, its length and its strong ETag (the quoted sha256) when the digest file is
-/// there and well formed.
-struct OpenImage {
-    file: std::fs::File,
-    len: u64,
-    etag: Option<String>,
-}
-
-/// One trip to the blocking pool for everything synchronous: open, length, digest file.
-fn open_image(image_path: &Path, sha_path: &Path) -> io::Result<OpenImage> {
-    let file = std::fs::File::open(image_path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
-    }
-    let etag = read_small(sha_path)
-        .ok()
-        .and_then(|text| parse_sha256_file(&text).ok())
-        .map(|digest| format!("\"{}\"", digest.to_hex()));
-    Ok(OpenImage { file, len: meta.len(), etag })
-}
-
-/// Reads a file of at most 4 KiB as text (the digest file is one line).
-fn read_small(path: &Path) -> io::Result<String> {
-    let mut text = String::new();
-    std::fs::File::open(path)?.take(4096).read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// What the `Range` header asks of an image of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RangeAsk {
     /// No usable range: the whole image with 200.
@@ -351,8 +325,8 @@ fn parse_range(value: &str, len: u64) -> RangeAsk {
     RangeAsk::Part { start, end }
 }
 
-async fn respond(image: OpenImage, method: &Method, headers: &HeaderMap) -> Response {
-    let OpenImage { file, len, etag } = image;
+async fn respond(image: cache::OpenImage, method: &Method, headers: &HeaderMap) -> Response {
+    let cache::OpenImage { source, len, etag } = image;
     let ask = requested_range(headers, len, etag.as_deref());
     let mut builder = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")
@@ -380,13 +354,27 @@ async fn respond(image: OpenImage, method: &Method, headers: &HeaderMap) -> Resp
     let body = if method == Method::HEAD || count == 0 {
         Body::empty()
     } else {
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0
-            && let Err(e) = tokio::io::AsyncSeekExt::seek(&mut file, SeekFrom::Start(start)).await
-        {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the image: {e}\n")).into_response();
+        match source {
+            // A slice of the shared buffer: no copy, no read.
+            cache::Source::Memory(bytes) => {
+                let (start, count) =
+                    (usize::try_from(start).unwrap_or(usize::MAX), usize::try_from(count).unwrap_or(0));
+                match bytes.get(start..start.saturating_add(count)) {
+                    Some(_) => Body::from(bytes.slice(start..start + count)),
+                    None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+            cache::Source::File(file) => {
+                let mut file = tokio::fs::File::from_std(file);
+                if start > 0
+                    && let Err(e) = tokio::io::AsyncSeekExt::seek(&mut file, SeekFrom::Start(start)).await
+                {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the image: {e}\n"))
+                        .into_response();
+                }
+                Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK))
+            }
         }
-        Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK))
     };
     builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

@@ -352,13 +352,21 @@ mod tests {
         // The writer is busy (as in a long engine transaction): a query still answers, with
         // everything committed before.
         let writer = store.conn.clone();
-        let held = writer.lock().unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = writer.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        locked_rx.recv().unwrap();
         let listed = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             DeviceRegistry::list(&store, &DeviceQuery::default()),
         )
         .await;
-        drop(held);
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
         let listed = listed.expect("a query waited for the writer").unwrap();
         assert_eq!(listed.len(), 1);
         store.upsert(device(2)).await.unwrap();
