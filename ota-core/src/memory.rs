@@ -93,6 +93,25 @@ impl FirmwareCatalog for MemoryCatalog {
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
 
+    async fn read_signature(&self, artifact: &ArtifactRef) -> Result<Option<Vec<u8>>> {
+        match self.read(artifact, CatalogFile::Signature) {
+            Ok(sig) => Ok(Some(sig.to_vec())),
+            Err(_) if lock(&self.files).get(artifact).is_some_and(|f| !f.is_empty()) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write_signature(&self, artifact: &ArtifactRef, signature: Vec<u8>, metadata: Vec<u8>) -> Result<()> {
+        let mut files = lock(&self.files);
+        let f = files
+            .get_mut(artifact)
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| Error::not_found("artifact", artifact.folder()))?;
+        f.insert(CatalogFile::Signature.file_name(), Arc::new(signature));
+        f.insert(CatalogFile::Metadata.file_name(), Arc::new(metadata));
+        Ok(())
+    }
+
     async fn publish(
         &self,
         artifact: &ArtifactRef,
@@ -116,7 +135,8 @@ impl FirmwareCatalog for MemoryCatalog {
 /// Devices in a sorted map.
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
-    devices: Mutex<BTreeMap<ThingName, Device>>,
+    /// Shared records: a snapshot hands out references, an upsert replaces the record.
+    devices: Mutex<BTreeMap<ThingName, Arc<Device>>>,
 }
 
 impl MemoryRegistry {
@@ -124,7 +144,7 @@ impl MemoryRegistry {
     pub fn extend(&self, devices: impl IntoIterator<Item = Device>) {
         let mut map = lock(&self.devices);
         for d in devices {
-            map.insert(d.thing.clone(), d);
+            map.insert(d.thing.clone(), Arc::new(d));
         }
     }
 }
@@ -132,16 +152,20 @@ impl MemoryRegistry {
 #[async_trait]
 impl DeviceRegistry for MemoryRegistry {
     async fn list(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-        Ok(lock(&self.devices).values().filter(|d| query.matches(d)).cloned().collect())
+        Ok(lock(&self.devices).values().filter(|d| query.matches(d)).map(|d| Device::clone(d)).collect())
     }
 
     async fn get(&self, thing: &ThingName) -> Result<Option<Device>> {
-        Ok(lock(&self.devices).get(thing).cloned())
+        Ok(lock(&self.devices).get(thing).map(|d| Device::clone(d)))
     }
 
     async fn upsert(&self, device: Device) -> Result<()> {
-        lock(&self.devices).insert(device.thing.clone(), device);
+        lock(&self.devices).insert(device.thing.clone(), Arc::new(device));
         Ok(())
+    }
+
+    async fn snapshot(&self, query: &DeviceQuery) -> Result<Vec<Arc<Device>>> {
+        Ok(lock(&self.devices).values().filter(|d| query.matches(d)).cloned().collect())
     }
 
     async fn upsert_many(&self, devices: Vec<Device>) -> Result<()> {

@@ -47,6 +47,16 @@ pub trait FirmwareCatalog: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// The raw content of `firmware.sig` (the DER signature); `None` when the artifact has
+    /// none (unsigned). `NotFound` when the artifact is missing.
+    async fn read_signature(&self, artifact: &ArtifactRef) -> Result<Option<Vec<u8>>>;
+
+    /// Signs a published artifact: writes `firmware.sig`, then replaces `metadata.json` (which
+    /// names the key). The image and `firmware.sha256` never change, so a published version's
+    /// bytes stay immutable; a reader between the two writes sees the old signature, which the
+    /// service refuses as disagreeing, never a wrong image. `NotFound` when the artifact is missing.
+    async fn write_signature(&self, artifact: &ArtifactRef, signature: Vec<u8>, metadata: Vec<u8>) -> Result<()>;
+
     /// Writes a new artifact. `AlreadyExists` when the folder holds any file: a published
     /// version is immutable. Readers never observe a partly written artifact: `artifacts()`
     /// lists it only once all three files are in place.
@@ -89,6 +99,14 @@ pub trait DeviceRegistry: Send + Sync + std::fmt::Debug + 'static {
 
     /// The distinct device types of registered devices, sorted.
     async fn device_types(&self) -> Result<Vec<DeviceType>>;
+
+    /// [`Self::list`] as shared records: what planning reads. A registry that keeps its
+    /// records in memory hands out references to them instead of a copy of each (a
+    /// whole-fleet plan over a million devices would otherwise copy a million records to
+    /// read each once); the default wraps `list`'s copies.
+    async fn snapshot(&self, query: &DeviceQuery) -> Result<Vec<Arc<Device>>> {
+        Ok(self.list(query).await?.into_iter().map(Arc::new).collect())
+    }
 }
 
 /// The per-type config gate.

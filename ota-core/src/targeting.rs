@@ -165,9 +165,14 @@ pub fn resolve<'d>(
     // Group the snapshot by type, keeping only devices the request can reach.
     let mut by_type: BTreeMap<&DeviceType, Vec<&Device>> = BTreeMap::new();
     let mut found_things: BTreeSet<&ThingName> = BTreeSet::new();
-    let mut snapshot_things: BTreeSet<&ThingName> = BTreeSet::new();
+    // Only the excluded things the snapshot holds: a set of every device would cost more
+    // than the rest of a whole-fleet plan.
+    let mut found_exclusions: BTreeSet<&ThingName> = BTreeSet::new();
+    let excluding = !req.filters.exclude_things.is_empty();
     for d in devices {
-        snapshot_things.insert(&d.thing);
+        if excluding && req.filters.exclude_things.contains(&d.thing) {
+            found_exclusions.insert(&d.thing);
+        }
         let named = named_things.contains(&d.thing);
         if named {
             found_things.insert(&d.thing);
@@ -184,7 +189,7 @@ pub fn resolve<'d>(
             });
         }
     }
-    if let Some(refused) = unknown_exclusions(req, &snapshot_things, ctx) {
+    if let Some(refused) = unknown_exclusions(req, &found_exclusions, ctx) {
         return refused;
     }
 
@@ -339,14 +344,14 @@ pub fn resolve<'d>(
 /// `snapshot` holds every device the service read, the excluded things included.
 fn unknown_exclusions(
     req: &UpdateRequest,
-    snapshot: &BTreeSet<&ThingName>,
+    found: &BTreeSet<&ThingName>,
     ctx: PlanningContext<'_>,
 ) -> Option<Resolution> {
     let mut refusals: Vec<Refusal> = req
         .filters
         .exclude_things
         .iter()
-        .filter(|t| !snapshot.contains(t))
+        .filter(|t| !found.contains(t))
         .map(|t| Refusal {
             target: t.to_string(),
             reason: "unknown thing in an exclusion: no such device in the registry; nothing planned".into(),

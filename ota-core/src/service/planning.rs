@@ -2,6 +2,7 @@
 //! integrity and policy, all before anything runs.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::FleetManager;
 use crate::auth::{Caller, Role};
@@ -30,7 +31,7 @@ impl FleetManager {
         let devices = self.snapshot_for(req, &known).await?;
         let resolution = resolve(
             req,
-            &devices,
+            devices.iter().map(|d| &**d),
             PlanningContext { versions: &versions, enabled: &enabled, known: &known, naming: &self.settings.naming },
         );
 
@@ -139,24 +140,26 @@ impl FleetManager {
         &self,
         req: &UpdateRequest,
         known: &BTreeSet<crate::names::DeviceType>,
-    ) -> Result<Vec<Device>> {
+    ) -> Result<Vec<Arc<Device>>> {
+        // Shared records, not copies: a whole-fleet plan reads each device once.
         let registry = &self.backend.registry;
         if req.target.whole_fleet {
-            return registry.list(&DeviceQuery::default()).await;
+            return registry.snapshot(&DeviceQuery::default()).await;
         }
         let mut devices = Vec::new();
         for t in &req.target.device_types {
             if known.contains(t) {
-                devices
-                    .extend(registry.list(&DeviceQuery { device_type: Some(t.clone()), ..Default::default() }).await?);
+                devices.extend(
+                    registry.snapshot(&DeviceQuery { device_type: Some(t.clone()), ..Default::default() }).await?,
+                );
             }
         }
         for thing in req.target.things.iter().chain(&req.filters.exclude_things) {
             if let Some(d) = registry.get(thing).await?
                 && !req.target.device_types.contains(&d.device_type)
-                && !devices.iter().any(|k: &Device| k.thing == d.thing)
+                && !devices.iter().any(|k| k.thing == d.thing)
             {
-                devices.push(d);
+                devices.push(Arc::new(d));
             }
         }
         Ok(devices)
@@ -172,7 +175,7 @@ pub(crate) enum Verification {
 
 /// What each of `things` (sorted) runs in the snapshot, for those that reported a version.
 fn from_versions(
-    devices: &[Device],
+    devices: &[Arc<Device>],
     things: &[ThingName],
 ) -> std::collections::BTreeMap<ThingName, crate::version::FirmwareVersion> {
     devices
