@@ -25,6 +25,7 @@ fn plan_million(c: &mut Criterion) {
     assert_eq!(first.device_count(), expected);
     drop(all);
 
+    eprintln!("plan_whole_fleet_1m: {} before the measurements", ota_benches::machine());
     let mut g = c.benchmark_group("plan_whole_fleet_1m");
     g.sample_size(10);
     g.bench_function("reference_list_1m_devices", |b| {
@@ -38,6 +39,7 @@ fn plan_million(c: &mut Criterion) {
         })
     });
     g.finish();
+    eprintln!("plan_whole_fleet_1m: {} after the measurements", ota_benches::machine());
 }
 
 criterion_group!(benches, plan_million);

@@ -70,3 +70,19 @@ pub fn fleet(devices: usize) -> (FleetManager, Arc<MemoryRegistry>) {
     }
     (svc, registry)
 }
+
+/// The machine a figure was taken on, printed with every result: CPU count and the load
+/// average from `/proc/loadavg` (a figure taken under load is not a result).
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cpus} CPUs, load average {load}")
+}
+
+/// The 1-minute load average, for JSON reports.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}

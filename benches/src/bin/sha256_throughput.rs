@@ -80,5 +80,6 @@ fn main() {
     println!("  openssl dgst        {:8.0} MB/s", rate(openssl));
     println!("  sha256sum           {:8.0} MB/s", rate(sha256sum));
     println!("  ratio ota/openssl   {:8.2}", rate(ours) / rate(openssl));
+    println!("  machine: {}", ota_benches::machine());
     println!("  ratio ota/sha256sum {:8.2}", rate(ours) / rate(sha256sum));
 }

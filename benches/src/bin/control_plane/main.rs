@@ -85,6 +85,8 @@ fn main() -> ExitCode {
 /// What the bench is asked to do.
 #[derive(Debug, Clone)]
 struct Options {
+    /// `--scaling`: fleet sizes to run the engine at, one after another, for the cost per device.
+    scaling: Vec<u32>,
     devices: u32,
     image_bytes: usize,
     max_in_flight: u32,
@@ -95,6 +97,7 @@ struct Options {
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
+        scaling: Vec::new(),
         devices: 10_000,
         image_bytes: 64 * 1024,
         max_in_flight: 1000,
@@ -119,6 +122,16 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--timeout-s" => o.timeout = Duration::from_secs(value("--timeout-s")?),
             "--no-baseline" => o.baseline = false,
+            "--scaling" => {
+                let list = it.next().ok_or("--scaling needs a list, e.g. 1000,10000")?;
+                o.scaling = list
+                    .split(',')
+                    .map(|n| n.trim().parse::<u32>().map_err(|e| format!("--scaling {n:?}: {e}")))
+                    .collect::<Result<_, _>>()?;
+                if o.scaling.is_empty() || o.scaling.contains(&0) {
+                    return Err("--scaling needs fleet sizes of at least 1".into());
+                }
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -513,6 +526,9 @@ async fn baseline_phase(world: &World, o: &Options, job_id: &JobId) -> Result<Ph
 }
 
 async fn run(o: Options) -> Result<(), String> {
+    if !o.scaling.is_empty() {
+        return scaling(o).await;
+    }
     // Each process holds one end of every MQTT connection plus the downloads in flight.
     let needed = u64::from(o.devices) + 2 * u64::from(o.max_in_flight) + 512;
     if let Some(limit) = open_file_limit()
@@ -527,7 +543,12 @@ async fn run(o: Options) -> Result<(), String> {
     }
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    eprintln!("control_plane: {} devices, {} KiB image, {cpus} CPUs, {profile} build", o.devices, o.image_bytes / 1024);
+    eprintln!(
+        "control_plane: {} devices, {} KiB image, {profile} build; {}",
+        o.devices,
+        o.image_bytes / 1024,
+        ota_benches::machine()
+    );
     let world = world(&o).await?;
     let (engine, job_id) = engine_phase(&world, &o).await?;
     eprintln!("engine: {} devices updated in {:.2} s", engine.succeeded, engine.seconds);
@@ -543,6 +564,53 @@ async fn run(o: Options) -> Result<(), String> {
     if engine.succeeded != u64::from(o.devices) {
         return Err(format!("only {} of {} devices succeeded: {}", engine.succeeded, o.devices, engine.outcome));
     }
+    Ok(())
+}
+
+/// `--scaling`: the engine alone at each fleet size, each in a fresh data dir, and its cost
+/// per device against that at the first (smallest) size, in the same run.
+async fn scaling(o: Options) -> Result<(), String> {
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let machine_before = ota_benches::machine();
+    let mut rows = Vec::new();
+    for &devices in &o.scaling {
+        let one = Options { devices, baseline: false, scaling: Vec::new(), ..o.clone() };
+        let needed = u64::from(devices) + 2 * u64::from(one.max_in_flight) + 512;
+        if let Some(limit) = open_file_limit()
+            && limit < needed
+        {
+            return Err(format!("{devices} devices need about {needed} open files per process; the limit is {limit}"));
+        }
+        let world = world(&one).await?;
+        let (engine, _) = engine_phase(&world, &one).await?;
+        let _ = world.http_stop.send(true);
+        if engine.succeeded != u64::from(devices) {
+            return Err(format!("only {} of {devices} devices succeeded: {}", engine.succeeded, engine.outcome));
+        }
+        eprintln!("scaling: {devices} devices in {:.2} s", engine.seconds);
+        rows.push((devices, engine.seconds));
+    }
+    println!(
+        "control-plane scaling: engine time per device by fleet size, {} KiB image, max_in_flight {} ({profile})",
+        o.image_bytes / 1024,
+        o.max_in_flight
+    );
+    println!("  machine: {machine_before} at the start, {} at the end", ota_benches::machine());
+    println!("  {:>10} {:>12} {:>16} {:>14}", "devices", "seconds", "ms per device", "vs smallest");
+    let first = rows[0].1 / f64::from(rows[0].0);
+    let mut json_rows = Vec::new();
+    for (devices, seconds) in &rows {
+        let per = seconds / f64::from(*devices);
+        println!("  {devices:>10} {seconds:>12.2} {:>16.3} {:>14.2}", per * 1000.0, per / first);
+        json_rows
+            .push(json!({"devices": devices, "seconds": round(*seconds, 3), "per_device_ms": round(per * 1000.0, 4),
+                              "per_device_vs_smallest": round(per / first, 2)}));
+    }
+    println!(
+        "{}",
+        json!({"bench": "control_plane_scaling", "rows": json_rows, "profile": profile,
+                         "load_average": ota_benches::load_average()})
+    );
     Ok(())
 }
 
@@ -579,6 +647,7 @@ fn report(o: &Options, engine: &Phase, baseline: Option<&Phase>, cpus: usize, pr
         println!("  engine time / baseline time: {r:.2}");
     }
     println!("  server process peak RSS: {:.0} MiB", peak_rss_kib() as f64 / 1024.0);
+    println!("  machine at the end: {}", ota_benches::machine());
     let line = json!({
         "bench": "control_plane",
         "devices": o.devices,
@@ -590,6 +659,7 @@ fn report(o: &Options, engine: &Phase, baseline: Option<&Phase>, cpus: usize, pr
         "baseline": baseline.map(Phase::json),
         "engine_over_baseline_time": ratio.map(|r| round(r, 2)),
         "cpus": cpus,
+        "load_average": ota_benches::load_average(),
         "profile": profile,
         "server_peak_rss_kib": peak_rss_kib(),
     });
