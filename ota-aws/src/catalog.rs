@@ -64,6 +64,7 @@ impl S3Catalog {
             CatalogFile::Image => "application/octet-stream",
             CatalogFile::Sha256 => "text/plain",
             CatalogFile::Metadata => "application/json",
+            CatalogFile::Signature => "application/octet-stream",
         };
         self.s3
             .put_object()
@@ -82,6 +83,19 @@ impl S3Catalog {
                     f.into_error()
                 }
             })?;
+        Ok(())
+    }
+
+    /// Replaces one file of a published artifact (its signature and metadata, never the image).
+    async fn overwrite(&self, artifact: &ArtifactRef, file: CatalogFile, body: Vec<u8>) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(artifact.key(file))
+            .body(S3Body::from(body))
+            .send()
+            .await
+            .map_err(fail("s3:PutObject"))?;
         Ok(())
     }
 
@@ -159,6 +173,22 @@ impl FirmwareCatalog for S3Catalog {
             }
         });
         Ok(Box::pin(stream))
+    }
+
+    async fn read_signature(&self, artifact: &ArtifactRef) -> Result<Option<Vec<u8>>> {
+        match self.read_all(artifact, CatalogFile::Signature).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(Error::NotFound { .. }) if !self.folder_is_empty(artifact).await? => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write_signature(&self, artifact: &ArtifactRef, signature: Vec<u8>, metadata: Vec<u8>) -> Result<()> {
+        if self.folder_is_empty(artifact).await? {
+            return Err(Error::not_found("artifact", artifact.folder()));
+        }
+        self.overwrite(artifact, CatalogFile::Signature, signature).await?;
+        self.overwrite(artifact, CatalogFile::Metadata, metadata).await
     }
 
     async fn publish(

@@ -4,6 +4,7 @@
 //! firmwares/v{semver}/{device_type}/firmware.bin
 //! firmwares/v{semver}/{device_type}/firmware.sha256   # 64 hex chars, optionally "  firmware.bin"
 //! firmwares/v{semver}/{device_type}/metadata.json
+//! firmwares/v{semver}/{device_type}/firmware.sig      # optional: the DER ECDSA signature
 //! ```
 //!
 //! A new device type is a new folder; nothing else changes.
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::names::DeviceType;
+use crate::signing::FirmwareSignature;
 use crate::version::FirmwareVersion;
 
 /// Top-level prefix of the catalog.
@@ -26,6 +28,8 @@ pub const IMAGE_FILE: &str = "firmware.bin";
 pub const SHA256_FILE: &str = "firmware.sha256";
 /// The metadata file inside an artifact folder.
 pub const METADATA_FILE: &str = "metadata.json";
+/// The signature file inside an artifact folder (optional; `metadata.json` names its key).
+pub const SIGNATURE_FILE: &str = "firmware.sig";
 
 /// One firmware build for one device type: the folder `firmwares/v{version}/{device_type}/`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,12 +61,13 @@ impl fmt::Display for ArtifactRef {
     }
 }
 
-/// The three files of an artifact.
+/// The files of an artifact: three it must have, and the signature it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CatalogFile {
     Image,
     Sha256,
     Metadata,
+    Signature,
 }
 
 impl CatalogFile {
@@ -75,6 +80,7 @@ impl CatalogFile {
             CatalogFile::Image => IMAGE_FILE,
             CatalogFile::Sha256 => SHA256_FILE,
             CatalogFile::Metadata => METADATA_FILE,
+            CatalogFile::Signature => SIGNATURE_FILE,
         }
     }
 }
@@ -88,7 +94,7 @@ pub fn parse_catalog_key(key: &str) -> Option<(ArtifactRef, CatalogFile)> {
     if parts.next().is_some() || prefix != CATALOG_PREFIX || !version.starts_with('v') {
         return None;
     }
-    let file = CatalogFile::ALL.into_iter().find(|f| f.file_name() == file)?;
+    let file = CatalogFile::ALL.into_iter().chain([CatalogFile::Signature]).find(|f| f.file_name() == file)?;
     let artifact = ArtifactRef::new(DeviceType::parse(ty).ok()?, FirmwareVersion::parse(version).ok()?);
     // `V2.0.0` and `v02.0.0` parse but are not the canonical folder; ignore them.
     (artifact.version.folder_name() == version).then_some((artifact, file))
@@ -190,6 +196,14 @@ pub struct FirmwareMetadata {
     pub built_at: DateTime<Utc>,
     #[serde(default)]
     pub release_notes: String,
+    /// The image's signature; `None` for an unsigned artifact (readable; whether it may be
+    /// deployed is configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<FirmwareSignature>,
+    /// The anti-rollback counter (ESP-IDF's `secure_version`): a device that ran an image of
+    /// security version N refuses every image below N.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub security_version: u32,
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -209,6 +223,10 @@ impl FirmwareMetadata {
         out.push(b'\n');
         out
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The line written to `firmware.sha256` on publish (`sha256sum` format).

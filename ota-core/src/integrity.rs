@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{ArtifactRef, FirmwareMetadata, Sha256Digest};
 use crate::error::{Error, Result};
+use crate::signing::KeyId;
 
 /// Hashes bytes as they stream past; memory use does not depend on the image size.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +82,17 @@ pub struct VerifiedArtifact {
     pub artifact: ArtifactRef,
     pub sha256: Sha256Digest,
     pub size: u64,
+    /// The trusted key whose signature over `sha256` was verified; `None`: unsigned (allowed
+    /// only where configuration does not require signing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<KeyId>,
+    /// `metadata.json`'s `security_version`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub security_version: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Checks that `metadata.json`, `firmware.sha256` and the digest computed over `firmware.bin`
@@ -111,7 +123,13 @@ pub fn check_artifact(
     if metadata.size != computed_size {
         return Err(fail(format!("metadata.json says {} bytes but firmware.bin has {computed_size}", metadata.size)));
     }
-    Ok(VerifiedArtifact { artifact: artifact.clone(), sha256: *computed, size: computed_size })
+    Ok(VerifiedArtifact {
+        artifact: artifact.clone(),
+        sha256: *computed,
+        size: computed_size,
+        signed_by: None,
+        security_version: metadata.security_version,
+    })
 }
 
 #[cfg(test)]
@@ -162,6 +180,8 @@ mod tests {
             sha256: real,
             built_at: chrono::DateTime::UNIX_EPOCH,
             release_notes: String::new(),
+            signature: None,
+            security_version: 0,
             extra: Default::default(),
         };
         assert!(check_artifact(&a, &real, &meta, &real, 5).is_ok());

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::catalog::Sha256Digest;
 use crate::names::{DeviceType, JobId};
+use crate::signing::FirmwareSignature;
 use crate::version::FirmwareVersion;
 
 /// The only `operation` this device understands.
@@ -36,8 +37,11 @@ pub struct FirmwareSource {
     pub url: String,
     pub size: u64,
     pub sha256: Sha256Digest,
-    /// Carried through for a future code-signing check; not verified by this version.
-    pub signature: Option<String>,
+    /// ECDSA P-256 over `sha256`; verified over the digest the device computes, before the
+    /// boot slot switches. `None`: unsigned (refused by a device that trusts any key).
+    pub signature: Option<FirmwareSignature>,
+    /// The image's anti-rollback counter (`firmware.securityVersion`, default 0).
+    pub security_version: u32,
 }
 
 /// Why a job is refused before anything is written. [`Rejection::code`] is what goes into
@@ -63,6 +67,8 @@ pub enum Rejection {
     UnsupportedUrl(String),
     #[error("version {target} is older than the running {running} and the job is not a rollback")]
     Downgrade { running: FirmwareVersion, target: FirmwareVersion },
+    #[error("this device requires security version {floor} or higher; {version} has {image}")]
+    SecurityVersionTooLow { floor: u32, version: FirmwareVersion, image: u32 },
 }
 
 impl Rejection {
@@ -78,6 +84,7 @@ impl Rejection {
             Rejection::TooLarge { .. } => "image_too_large",
             Rejection::UnsupportedUrl(_) => "unsupported_url",
             Rejection::Downgrade { .. } => "downgrade_not_allowed",
+            Rejection::SecurityVersionTooLow { .. } => "security_version_too_low",
         }
     }
 }
@@ -101,7 +108,9 @@ struct RawFirmware {
     size: u64,
     sha256: String,
     #[serde(default)]
-    signature: Option<String>,
+    signature: Option<FirmwareSignature>,
+    #[serde(default, rename = "securityVersion")]
+    security_version: u32,
 }
 
 /// Validates a job document for a device of type `own_type` whose update slot holds
@@ -135,7 +144,13 @@ pub fn validate(
         device_type: own_type.clone(),
         version,
         rollback: raw.rollback,
-        firmware: FirmwareSource { url: raw.firmware.url, size, sha256, signature: raw.firmware.signature },
+        firmware: FirmwareSource {
+            url: raw.firmware.url,
+            size,
+            sha256,
+            signature: raw.firmware.signature,
+            security_version: raw.firmware.security_version,
+        },
     })
 }
 
@@ -260,6 +275,14 @@ mod tests {
         assert_eq!(job.version, FirmwareVersion::new(2, 0, 0));
         assert_eq!(job.firmware.size, 1000);
         assert!(!job.rollback);
+        assert_eq!((job.firmware.signature, job.firmware.security_version), (None, 0));
+        let mut d = doc();
+        d["firmware"]["securityVersion"] = json!(3);
+        d["firmware"]["signature"] =
+            json!({"alg": "ecdsa-p256-sha256", "keyId": "00112233445566778899aabbccddeeff", "value": "MEUCIQ=="});
+        let job = check(&d).unwrap();
+        assert_eq!(job.firmware.security_version, 3);
+        assert_eq!(job.firmware.signature.unwrap().key_id.to_hex(), "00112233445566778899aabbccddeeff");
         let mut d = doc();
         d["firmware"]["url"] = json!("http://127.0.0.1:8080/firmware.bin");
         d["extraField"] = json!({"ignored": true});
@@ -286,6 +309,9 @@ mod tests {
             ("size", json!(0), "invalid_size"),
             ("size", json!(4097), "image_too_large"),
             ("size", json!(-1), "malformed_document"),
+            ("signature", json!("c2lnbmF0dXJl"), "malformed_document"),
+            ("signature", json!({"alg": "ecdsa-p256-sha256", "keyId": "short", "value": ""}), "malformed_document"),
+            ("securityVersion", json!(-1), "malformed_document"),
             ("url", json!("ftp://example.com/fw.bin"), "unsupported_url"),
             ("url", json!("file:///etc/passwd"), "unsupported_url"),
             ("url", json!("https://"), "unsupported_url"),

@@ -5,13 +5,14 @@
 //! `ota-aws`) and adapters (CLI, MCP, HTTP) live elsewhere and depend on this crate.
 //!
 //! With default features off it builds only what a device needs: names, versions, the
-//! catalog layout and the streaming integrity check.
+//! catalog layout, the streaming integrity check and firmware signature verification.
 
 pub mod catalog;
 pub mod error;
 pub mod integrity;
 pub mod job;
 pub mod names;
+pub mod signing;
 pub mod update;
 pub mod version;
 

@@ -253,6 +253,36 @@ impl FirmwareCatalog for FolderCatalog {
         Ok(Box::pin(stream))
     }
 
+    async fn read_signature(&self, artifact: &ArtifactRef) -> Result<Option<Vec<u8>>> {
+        match self.read(artifact, CatalogFile::Signature).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(Error::NotFound { .. }) if self.artifact_dir(artifact).is_dir() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write_signature(&self, artifact: &ArtifactRef, signature: Vec<u8>, metadata: Vec<u8>) -> Result<()> {
+        let this = self.clone();
+        let artifact = artifact.clone();
+        blocking("catalog", move || {
+            if !this.artifact_dir(&artifact).is_dir() {
+                return Err(Error::not_found("artifact", artifact.folder()));
+            }
+            // Each file is written whole beside its target and renamed over it, so a reader
+            // sees the old file or the new one, never a torn one.
+            for (file, content) in [(CatalogFile::Signature, &signature), (CatalogFile::Metadata, &metadata)] {
+                let target = this.file_path(&artifact, file);
+                let tmp = target.with_extension("tmp-sign");
+                let mut f = fs::File::create(&tmp).map_err(|e| storage_io("create", &tmp, e))?;
+                f.write_all(content).map_err(|e| storage_io("write", &tmp, e))?;
+                f.sync_all().map_err(|e| storage_io("sync", &tmp, e))?;
+                fs::rename(&tmp, &target).map_err(|e| storage_io("rename into", &target, e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn publish(
         &self,
         artifact: &ArtifactRef,

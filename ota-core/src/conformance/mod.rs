@@ -89,7 +89,9 @@ fn describe(a: &ArtifactRef, img: &[u8], notes: String) -> (crate::catalog::Sha2
         sha256: sha,
         built_at: t0(),
         release_notes: notes,
-        extra: Default::default(),
+        signature: None,
+            security_version: 0,
+            extra: Default::default(),
     };
     (sha, meta)
 }

@@ -26,10 +26,12 @@ mod planning;
 mod prompt;
 mod revert;
 mod several;
+mod trust;
 mod verify;
 
-pub use operations::{AskOutcome, PublishRequest, StartItem, StartOutcome, StartResult};
+pub use operations::{AskOutcome, PublishOptions, PublishRequest, StartItem, StartOutcome, StartResult};
 pub use revert::REVERT_SUBJECT;
+pub use trust::{SigningSettings, TrustedKeySetting};
 
 /// The time source; tests and simulations substitute their own.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
@@ -53,12 +55,20 @@ impl Clock for SystemClock {
 pub struct Settings {
     pub naming: NamingConvention,
     pub gate: GateSettings,
+    /// Trusted and revoked firmware signing keys, and whether signing is required.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub signing: SigningSettings,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Settings {
     /// Checks every part: the naming convention and the default policy's bounds.
     pub fn validate(&self) -> Result<()> {
         self.naming.validate()?;
+        self.signing.validate()?;
         self.gate.default_policy.validate()
     }
 

@@ -17,6 +17,7 @@ use crate::names::{DeviceType, JobId};
 use crate::plan::{Action, Plan};
 use crate::policy::RolloutPolicy;
 use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
+use crate::signing::{FirmwareSignature, FirmwareSigner};
 use crate::targeting::UpdateRequest;
 use crate::version::FirmwareVersion;
 
@@ -384,11 +385,33 @@ impl FleetManager {
     }
 
     /// Publishes a new firmware (admin): writes the image, its `firmware.sha256` and its
-    /// `metadata.json`. A published version is immutable.
+    /// `metadata.json`. A published version is immutable. Unsigned: refused when signing is
+    /// required (see [`FleetManager::publish_firmware_signed`]).
     pub async fn publish_firmware(&self, caller: &Caller, publish: PublishRequest) -> Result<VerifiedArtifact> {
+        self.publish_firmware_signed(caller, publish, PublishOptions::default()).await
+    }
+
+    /// [`FleetManager::publish_firmware`] with a security version and signed by `signer`,
+    /// whose key must be trusted: the
+    /// image's digest is signed and the signature verified before anything is written, and
+    /// `firmware.sig` is added beside the three files. Without a signer, refused when signing
+    /// is required.
+    pub async fn publish_firmware_signed(
+        &self,
+        caller: &Caller,
+        publish: PublishRequest,
+        options: PublishOptions<'_>,
+    ) -> Result<VerifiedArtifact> {
+        let signer = options.signer;
         let artifact = ArtifactRef::new(publish.device_type.clone(), publish.version.clone());
-        let request =
+        let mut request =
             json!({ "artifact": artifact, "size": publish.image.len(), "release_notes": publish.release_notes });
+        if let Some(s) = signer {
+            request["key_id"] = json!(s.key_id());
+        }
+        if options.security_version > 0 {
+            request["security_version"] = json!(options.security_version);
+        }
         self.require(caller, Role::Admin, "publish firmware", &request).await?;
         if publish.image.is_empty() {
             return Err(Error::invalid("firmware image", "", "is empty"));
@@ -396,6 +419,27 @@ impl FleetManager {
         let mut verifier = Sha256Verifier::new();
         verifier.update(&publish.image);
         let (sha256, size) = verifier.finish();
+        let signature = match signer {
+            Some(s) => match self.sign_trusted(&artifact, &sha256, s).await {
+                Ok(sig) => Some(sig),
+                Err(e) => {
+                    self.audit(caller, "publish", request, None, AuditOutcome::Refused(e.to_string())).await?;
+                    return Err(e);
+                }
+            },
+            None if self.settings.signing.require_signed => {
+                let e = Error::Integrity {
+                    artifact: artifact.to_string(),
+                    detail: "signing is required: publish with a trusted key (`ota firmware publish --sign KEY`)"
+                        .into(),
+                };
+                self.audit(caller, "publish", request, None, AuditOutcome::Refused(e.to_string())).await?;
+                return Err(e);
+            }
+            None => None,
+        };
+        let signed_by = signature.as_ref().map(|s| s.key_id);
+        let der = signature.as_ref().and_then(FirmwareSignature::der);
         let metadata = FirmwareMetadata {
             version: publish.version,
             device_type: publish.device_type,
@@ -403,21 +447,38 @@ impl FleetManager {
             sha256,
             built_at: publish.built_at.unwrap_or_else(|| self.now()),
             release_notes: publish.release_notes,
+            signature,
+            security_version: options.security_version,
             extra: publish.extra,
         };
-        let result = self
+        let mut result = self
             .backend
             .catalog
             .publish(&artifact, publish.image, sha256_file_content(&sha256), metadata.to_json())
             .await;
-        let outcome = match &result {
-            Ok(()) => AuditOutcome::Ok(format!("published {artifact} sha256 {sha256}")),
-            Err(e) => AuditOutcome::Refused(e.to_string()),
+        if let (Ok(()), Some(der)) = (&result, der) {
+            // The three files first, then the signature: between the two an artifact reads as
+            // unsigned, which a data dir that requires signing refuses, never the reverse.
+            result = self.backend.catalog.write_signature(&artifact, der, metadata.to_json()).await;
+        }
+        let outcome = match (&result, signed_by) {
+            (Ok(()), Some(k)) => AuditOutcome::Ok(format!("published {artifact} sha256 {sha256} signed by key {k}")),
+            (Ok(()), None) => AuditOutcome::Ok(format!("published {artifact} sha256 {sha256}")),
+            (Err(e), _) => AuditOutcome::Refused(e.to_string()),
         };
         self.audit(caller, "publish", request, None, outcome).await?;
         result?;
-        Ok(VerifiedArtifact { artifact, sha256, size })
+        Ok(VerifiedArtifact { artifact, sha256, size, signed_by, security_version: metadata.security_version })
     }
+}
+
+/// How a firmware is published beyond its files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublishOptions<'a> {
+    /// Signs the image; its key must be trusted.
+    pub signer: Option<&'a dyn FirmwareSigner>,
+    /// The anti-rollback counter written to `metadata.json` (`security_version`).
+    pub security_version: u32,
 }
 
 /// A firmware to publish.

@@ -51,6 +51,10 @@ impl FleetManager {
                 }
                 Err(e) => return Err(e),
             };
+            if let Some(reason) = self.security_floor_refusal(&t.things, &verified).await? {
+                refusals.push(Refusal { target: t.device_type.to_string(), reason });
+                continue;
+            }
             let action = if req.action == UpdateAction::Rollback || t.downgrades {
                 UpdateAction::Rollback
             } else {

@@ -1,5 +1,6 @@
 //! The integrity check as the service runs it: read `firmware.sha256` and `metadata.json`,
-//! stream `firmware.bin` through the verifier, and require all three to agree.
+//! stream `firmware.bin` through the verifier, require all three to agree, then check the
+//! signature against the trusted keys (`trust.rs`).
 
 use futures::StreamExt;
 
@@ -51,8 +52,14 @@ impl FleetManager {
         Ok(v)
     }
 
-    /// The full check, hashing the image.
+    /// The full check, hashing the image and verifying its signature.
     pub(crate) async fn verify_uncached(&self, artifact: &ArtifactRef) -> Result<VerifiedArtifact> {
+        let (verified, metadata) = self.verify_files(artifact).await?;
+        self.check_trust(verified, &metadata).await
+    }
+
+    /// The three files agree (the image hashed); the signature is not looked at.
+    pub(crate) async fn verify_files(&self, artifact: &ArtifactRef) -> Result<(VerifiedArtifact, FirmwareMetadata)> {
         let sha_text = self.read_sha_file(artifact).await?;
         let declared = parse_sha256_file(&sha_text).map_err(|e| Error::Integrity {
             artifact: artifact.to_string(),
@@ -65,7 +72,8 @@ impl FleetManager {
             verifier.update(&chunk?);
         }
         let (computed, size) = verifier.finish();
-        check_artifact(artifact, &declared, &metadata, &computed, size)
+        let verified = check_artifact(artifact, &declared, &metadata, &computed, size)?;
+        Ok((verified, metadata))
     }
 
     async fn read_sha_file(&self, artifact: &ArtifactRef) -> Result<String> {
