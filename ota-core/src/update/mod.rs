@@ -17,6 +17,8 @@ mod types;
 #[cfg(test)]
 mod power_loss;
 #[cfg(test)]
+mod signed;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
@@ -32,6 +34,7 @@ pub use types::{
 use crate::integrity::{Mismatch, Sha256Verifier};
 use crate::job::{self, JobExecution, JobStatus, Rejection, UpdateJob};
 use crate::names::JobId;
+use crate::signing::SignatureError;
 use crate::version::FirmwareVersion;
 
 /// One device's update logic. Feed it with [`UpdateMachine::handle`], drain it with
@@ -271,12 +274,15 @@ impl UpdateMachine {
 
     fn publish_shadow(&mut self) {
         let Some(running) = &self.running else { return };
-        let payload = serde_json::json!({"state": {"reported": {
+        let mut reported = serde_json::json!({
             "firmwareVersion": running.version.to_string(),
             "deviceType": self.config.device_type.as_str(),
             "slot": running.slot,
-        }}})
-        .to_string();
+        });
+        if self.config.security_floor > 0 {
+            reported["securityVersion"] = self.config.security_floor.into();
+        }
+        let payload = serde_json::json!({"state": {"reported": reported}}).to_string();
         self.publish(self.topics.shadow_update().to_string(), payload);
     }
 
@@ -333,6 +339,12 @@ impl UpdateMachine {
                 .and_then(|job| {
                     if job.version < running.version && !job.rollback {
                         Err(Rejection::Downgrade { running: running.version.clone(), target: job.version })
+                    } else if job.firmware.security_version < self.config.security_floor {
+                        Err(Rejection::SecurityVersionTooLow {
+                            floor: self.config.security_floor,
+                            version: job.version,
+                            image: job.firmware.security_version,
+                        })
                     } else {
                         Ok(job)
                     }
@@ -421,7 +433,21 @@ impl UpdateMachine {
         }
         let State::Downloading(d) = std::mem::replace(&mut self.state, State::Idle) else { return };
         let Download { job, verifier, accepted, .. } = *d;
-        match verifier.verify(&job.firmware.sha256, job.firmware.size) {
+        let verified = verifier.verify(&job.firmware.sha256, job.firmware.size);
+        if verified.is_ok()
+            && let Err(e) = self.check_signature(&job)
+        {
+            // The bytes are what the document says, but nobody we trust vouched for them:
+            // the slot is discarded and the old image keeps running.
+            self.push(Action::AbortUpdate);
+            let mut details = vec![("reason", SignatureError::CODE.to_string()), ("detail", e.to_string())];
+            if let Some(k) = e.key_id() {
+                details.push(("keyId", k.to_hex()));
+            }
+            self.publish_status(&job.job_id, JobStatus::Failed, &details);
+            return;
+        }
+        match verified {
             Ok(()) if accepted => self.install(job),
             Ok(()) => {
                 // Ask for the go-ahead: our first IN_PROGRESS may have been lost (a cloud
@@ -447,6 +473,16 @@ impl UpdateMachine {
                 self.publish_status(&job.job_id, JobStatus::Failed, &details);
             }
         }
+    }
+
+    /// The job's signature over its (just verified) digest, when this device trusts keys.
+    fn check_signature(&self, job: &UpdateJob) -> Result<(), SignatureError> {
+        let ring = &self.config.trust;
+        if ring.trusted().is_empty() {
+            return Ok(());
+        }
+        let signature = job.firmware.signature.as_ref().ok_or(SignatureError::Missing)?;
+        ring.verify(&job.firmware.sha256, signature).map(|_| ())
     }
 
     fn install(&mut self, job: UpdateJob) {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::JobExecution;
 use crate::names::{DeviceType, JobId, ThingName};
+use crate::signing::KeyRing;
 use crate::version::FirmwareVersion;
 
 /// The storage key of the pending job. NVS keys are at most 15 characters.
@@ -18,12 +19,25 @@ pub struct DeviceConfig {
     /// HTTP requests allowed for one image (the first plus resumes) before `download_failed`.
     pub max_download_attempts: u32,
     pub progress: ProgressPolicy,
+    /// Keys whose signature lets an image in. Not empty: every image must be signed by one
+    /// of them (checked over the streamed digest before the boot slot switches). Empty: the
+    /// device checks digests only, as before signing.
+    pub trust: KeyRing,
+    /// The anti-rollback floor (ESP-IDF's eFuse `secure_version`): images below it are refused.
+    pub security_floor: u32,
 }
 
 impl DeviceConfig {
     /// Defaults: 5 download attempts, progress every 10 % and at most every 5 s.
     pub fn new(thing: ThingName, device_type: DeviceType) -> Self {
-        DeviceConfig { thing, device_type, max_download_attempts: 5, progress: ProgressPolicy::default() }
+        DeviceConfig {
+            thing,
+            device_type,
+            max_download_attempts: 5,
+            progress: ProgressPolicy::default(),
+            trust: KeyRing::default(),
+            security_floor: 0,
+        }
     }
 }
 
