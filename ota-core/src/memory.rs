@@ -132,11 +132,33 @@ impl FirmwareCatalog for MemoryCatalog {
     }
 }
 
-/// Devices in a sorted map.
+/// Devices in a sorted map, with a count of devices per type.
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
+    devices: Mutex<Devices>,
+}
+
+#[derive(Debug, Default)]
+struct Devices {
     /// Shared records: a snapshot hands out references, an upsert replaces the record.
-    devices: Mutex<BTreeMap<ThingName, Arc<Device>>>,
+    by_thing: BTreeMap<ThingName, Arc<Device>>,
+    /// Devices per type, kept with every insert: `device_types` (asked on every plan) reads
+    /// a few dozen entries instead of every device.
+    types: BTreeMap<DeviceType, usize>,
+}
+
+impl Devices {
+    fn insert(&mut self, device: Device) {
+        *self.types.entry(device.device_type.clone()).or_default() += 1;
+        if let Some(old) = self.by_thing.insert(device.thing.clone(), Arc::new(device))
+            && let Some(n) = self.types.get_mut(&old.device_type)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.types.remove(&old.device_type);
+            }
+        }
+    }
 }
 
 impl MemoryRegistry {
@@ -144,7 +166,7 @@ impl MemoryRegistry {
     pub fn extend(&self, devices: impl IntoIterator<Item = Device>) {
         let mut map = lock(&self.devices);
         for d in devices {
-            map.insert(d.thing.clone(), Arc::new(d));
+            map.insert(d);
         }
     }
 }
@@ -152,20 +174,20 @@ impl MemoryRegistry {
 #[async_trait]
 impl DeviceRegistry for MemoryRegistry {
     async fn list(&self, query: &DeviceQuery) -> Result<Vec<Device>> {
-        Ok(lock(&self.devices).values().filter(|d| query.matches(d)).map(|d| Device::clone(d)).collect())
+        Ok(lock(&self.devices).by_thing.values().filter(|d| query.matches(d)).map(|d| Device::clone(d)).collect())
     }
 
     async fn get(&self, thing: &ThingName) -> Result<Option<Device>> {
-        Ok(lock(&self.devices).get(thing).map(|d| Device::clone(d)))
+        Ok(lock(&self.devices).by_thing.get(thing).map(|d| Device::clone(d)))
     }
 
     async fn upsert(&self, device: Device) -> Result<()> {
-        lock(&self.devices).insert(device.thing.clone(), Arc::new(device));
+        lock(&self.devices).insert(device);
         Ok(())
     }
 
     async fn snapshot(&self, query: &DeviceQuery) -> Result<Vec<Arc<Device>>> {
-        Ok(lock(&self.devices).values().filter(|d| query.matches(d)).cloned().collect())
+        Ok(lock(&self.devices).by_thing.values().filter(|d| query.matches(d)).cloned().collect())
     }
 
     async fn upsert_many(&self, devices: Vec<Device>) -> Result<()> {
@@ -174,10 +196,39 @@ impl DeviceRegistry for MemoryRegistry {
     }
 
     async fn device_types(&self) -> Result<Vec<DeviceType>> {
-        // Dedup while scanning: a million devices have a few dozen types.
-        let devices = lock(&self.devices);
-        let types: std::collections::BTreeSet<&DeviceType> = devices.values().map(|d| &d.device_type).collect();
-        Ok(types.into_iter().cloned().collect())
+        Ok(lock(&self.devices).types.keys().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+    use crate::names::NamingConvention;
+
+    fn device(thing: &str, ty: &str) -> Device {
+        let device_type = DeviceType::parse(ty).unwrap();
+        Device {
+            thing: ThingName::parse(thing).unwrap(),
+            thing_group: NamingConvention::default().thing_group_of(&device_type),
+            device_type,
+            firmware_version: None,
+            connected: false,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn device_types_follow_every_insert_and_replacement() {
+        let r = MemoryRegistry::default();
+        let types = |r: &MemoryRegistry| futures::executor::block_on(r.device_types()).unwrap();
+        r.extend([device("pet_feeder-01", "pet_feeder"), device("pet_feeder-02", "pet_feeder")]);
+        futures::executor::block_on(r.upsert(device("smart_plug-01", "smart_plug"))).unwrap();
+        assert_eq!(types(&r), [DeviceType::parse("pet_feeder").unwrap(), DeviceType::parse("smart_plug").unwrap()]);
+        // A record replaced with another type moves its count; a type with none left is gone.
+        futures::executor::block_on(r.upsert(device("smart_plug-01", "pet_feeder"))).unwrap();
+        assert_eq!(types(&r), [DeviceType::parse("pet_feeder").unwrap()]);
+        futures::executor::block_on(r.upsert(device("pet_feeder-01", "pet_feeder"))).unwrap();
+        assert_eq!(types(&r), [DeviceType::parse("pet_feeder").unwrap()], "the same type again counts once");
     }
 }
 
