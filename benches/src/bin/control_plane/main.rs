@@ -567,14 +567,16 @@ async fn run(o: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// `--scaling`: the engine alone at each fleet size, each in a fresh data dir, and its cost
-/// per device against that at the first (smallest) size, in the same run.
+/// `--scaling`: the engine at each fleet size, each in a fresh data dir, with the broker-only
+/// baseline at the same size (unless `--no-baseline`): the engine's cost per device against
+/// that at the first size, and against the baseline's, whose own cost per device shows what
+/// the harness (sockets, the simulated fleet, the broker) adds as the fleet grows.
 async fn scaling(o: Options) -> Result<(), String> {
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     let machine_before = ota_benches::machine();
     let mut rows = Vec::new();
     for &devices in &o.scaling {
-        let one = Options { devices, baseline: false, scaling: Vec::new(), ..o.clone() };
+        let one = Options { devices, scaling: Vec::new(), ..o.clone() };
         let needed = u64::from(devices) + 2 * u64::from(one.max_in_flight) + 512;
         if let Some(limit) = open_file_limit()
             && limit < needed
@@ -582,13 +584,14 @@ async fn scaling(o: Options) -> Result<(), String> {
             return Err(format!("{devices} devices need about {needed} open files per process; the limit is {limit}"));
         }
         let world = world(&one).await?;
-        let (engine, _) = engine_phase(&world, &one).await?;
-        let _ = world.http_stop.send(true);
+        let (engine, job_id) = engine_phase(&world, &one).await?;
         if engine.succeeded != u64::from(devices) {
             return Err(format!("only {} of {devices} devices succeeded: {}", engine.succeeded, engine.outcome));
         }
-        eprintln!("scaling: {devices} devices in {:.2} s", engine.seconds);
-        rows.push((devices, engine.seconds));
+        let baseline = if one.baseline { Some(baseline_phase(&world, &one, &job_id).await?.seconds) } else { None };
+        let _ = world.http_stop.send(true);
+        eprintln!("scaling: {devices} devices in {:.2} s (baseline {baseline:?})", engine.seconds);
+        rows.push((devices, engine.seconds, baseline));
     }
     println!(
         "control-plane scaling: engine time per device by fleet size, {} KiB image, max_in_flight {} ({profile})",
@@ -596,15 +599,31 @@ async fn scaling(o: Options) -> Result<(), String> {
         o.max_in_flight
     );
     println!("  machine: {machine_before} at the start, {} at the end", ota_benches::machine());
-    println!("  {:>10} {:>12} {:>16} {:>14}", "devices", "seconds", "ms per device", "vs smallest");
+    println!(
+        "  {:>8} {:>9} {:>14} {:>12} {:>10} {:>14} {:>16}",
+        "devices", "engine s", "ms per device", "vs smallest", "baseline s", "ms per device", "engine/baseline"
+    );
     let first = rows[0].1 / f64::from(rows[0].0);
     let mut json_rows = Vec::new();
-    for (devices, seconds) in &rows {
+    for (devices, seconds, baseline) in &rows {
         let per = seconds / f64::from(*devices);
-        println!("  {devices:>10} {seconds:>12.2} {:>16.3} {:>14.2}", per * 1000.0, per / first);
-        json_rows
-            .push(json!({"devices": devices, "seconds": round(*seconds, 3), "per_device_ms": round(per * 1000.0, 4),
-                              "per_device_vs_smallest": round(per / first, 2)}));
+        let (b, bper, ratio) = match baseline {
+            Some(b) => {
+                (format!("{b:.2}"), format!("{:.3}", b / f64::from(*devices) * 1000.0), format!("{:.2}", seconds / b))
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "  {devices:>8} {seconds:>9.2} {:>14.3} {:>12.2} {b:>10} {bper:>14} {ratio:>16}",
+            per * 1000.0,
+            per / first
+        );
+        json_rows.push(
+            json!({"devices": devices, "seconds": round(*seconds, 3), "per_device_ms": round(per * 1000.0, 4),
+                              "per_device_vs_smallest": round(per / first, 2),
+                              "baseline_seconds": baseline.map(|b| round(b, 3)),
+                              "engine_over_baseline_time": baseline.map(|b| round(seconds / b, 2))}),
+        );
     }
     println!(
         "{}",
