@@ -27,6 +27,11 @@
 //! download does not grow with the image.
 
 mod cache;
+#[cfg(target_os = "linux")]
+mod fast;
+
+#[cfg(target_os = "linux")]
+pub use fast::DownloadListener;
 
 use std::fmt;
 use std::io::{self, SeekFrom};
@@ -226,16 +231,66 @@ pub fn router(catalog_root: PathBuf, signer: UrlSigner) -> Router {
     router_with_clock(catalog_root, signer, Utc::now)
 }
 
+/// The download server's state, shared by its two transports: [`Downloads::router`] (hyper,
+/// images from memory) and, on Linux, [`Downloads::listener`] (`sendfile`, for `ota serve`).
+#[derive(Clone)]
+pub struct Downloads(Arc<Shared>);
+
+impl fmt::Debug for Downloads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Downloads").field("root", &self.0.root).field("signer", &self.0.signer).finish_non_exhaustive()
+    }
+}
+
+impl Downloads {
+    /// Downloads of the catalog folder `catalog_root` with links signed by `signer`.
+    pub fn new(catalog_root: PathBuf, signer: UrlSigner) -> Downloads {
+        Downloads::with_clock(catalog_root, signer, Utc::now)
+    }
+
+    /// [`Downloads::new`] reading the time from `clock`, so tests can move past an expiry.
+    pub fn with_clock(
+        catalog_root: PathBuf,
+        signer: UrlSigner,
+        clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> Downloads {
+        let images = cache::ImageCache::new(DEFAULT_CACHE_BYTES);
+        Downloads(Arc::new(Shared { root: catalog_root, signer, clock: Arc::new(clock), images }))
+    }
+
+    /// Serves `app` (which should include [`Downloads::router`]) on `listener` until
+    /// `shutdown` resolves, as `axum::serve` does; on Linux, download connections are served
+    /// with `sendfile` ([`Downloads::listener`]) and every other connection by `app`.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            axum::serve(self.listener(listener)?, app).with_graceful_shutdown(shutdown).await
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
+    }
+
+    /// The router serving downloads through hyper.
+    pub fn router(&self) -> Router {
+        // `get` answers HEAD too; the handler leaves the body out itself so HEAD opens no stream.
+        Router::new().route("/firmwares/{*rest}", get(download)).fallback(not_found).with_state(self.0.clone())
+    }
+}
+
 /// [`router`] reading the time from `clock`, so tests can move past a link's expiry.
 pub fn router_with_clock(
     catalog_root: PathBuf,
     signer: UrlSigner,
     clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
 ) -> Router {
-    let images = cache::ImageCache::new(DEFAULT_CACHE_BYTES);
-    let shared = Arc::new(Shared { root: catalog_root, signer, clock: Arc::new(clock), images });
-    // `get` answers HEAD too; the handler leaves the body out itself so HEAD opens no stream.
-    Router::new().route("/firmwares/{*rest}", get(download)).fallback(not_found).with_state(shared)
+    Downloads::with_clock(catalog_root, signer, clock).router()
 }
 
 async fn not_found() -> Response {
@@ -243,32 +298,108 @@ async fn not_found() -> Response {
 }
 
 async fn download(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    // The raw path, not the decoded wildcard: `%2e%2e` or `%2F` never become separators, and
-    // only the canonical spelling of a key parses, which is also the spelling that was signed.
-    let path = uri.path();
+    decide(&shared, &method, uri.path(), uri.query(), &headers, Open::Shared).await.into_response()
+}
+
+/// How the image of a successful answer is opened: shared from memory (responses written
+/// by hyper), or as its file (responses sent with `sendfile`, see [`fast`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Shared,
+    File,
+}
+
+/// An answer, before any transport writes it: both paths decide through [`decide`], so they
+/// answer every request alike.
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(header::HeaderName, String)>,
+    body: ReplyBody,
+}
+
+enum ReplyBody {
+    Empty,
+    Text(&'static str, String),
+    Memory(axum::body::Bytes),
+    File { file: Arc<std::fs::File>, start: u64, count: u64 },
+}
+
+impl Reply {
+    fn text(status: StatusCode, text: String) -> Reply {
+        Reply { status, headers: Vec::new(), body: ReplyBody::Text("text/plain; charset=utf-8", text) }
+    }
+
+    fn into_response(self) -> Response {
+        let mut builder = Response::builder().status(self.status);
+        for (name, value) in &self.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                builder = builder.header(name, v);
+            }
+        }
+        let body = match self.body {
+            ReplyBody::Empty => Body::empty(),
+            ReplyBody::Text(content_type, text) => {
+                builder = builder.header(header::CONTENT_TYPE, content_type);
+                Body::from(text)
+            }
+            ReplyBody::Memory(bytes) => Body::from(bytes),
+            ReplyBody::File { file, start, count } => {
+                // The hyper path's files are its own (never shared, see the cache).
+                let Ok(mut file) = Arc::try_unwrap(file).or_else(|f| f.try_clone()) else {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the image\n").into_response();
+                };
+                // One lseek of an open file: no wait worth a trip to the blocking pool.
+                if start > 0
+                    && let Err(e) = std::io::Seek::seek(&mut file, SeekFrom::Start(start))
+                {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the image: {e}\n"))
+                        .into_response();
+                }
+                let file = tokio::fs::File::from_std(file);
+                Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK))
+            }
+        };
+        builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
+}
+
+/// Decides the answer to `method path?query` with `headers`: every rule of the module docs.
+async fn decide(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    open: Open,
+) -> Reply {
+    if method != Method::GET && method != Method::HEAD {
+        return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+    }
+    // The raw path, not a decoded one: `%2e%2e` or `%2F` never become separators, and only
+    // the canonical spelling of a key parses, which is also the spelling that was signed.
     let artifact = match path.strip_prefix('/').and_then(parse_catalog_key) {
         Some((artifact, CatalogFile::Image)) => artifact,
-        _ => return not_found().await,
+        _ => return Reply::text(StatusCode::NOT_FOUND, "no such firmware image\n".into()),
     };
-    if let Err(e) = shared.signer.verify(path, uri.query(), (shared.clock)()) {
-        return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response();
+    if let Err(e) = shared.signer.verify(path, query, (shared.clock)()) {
+        return Reply::text(StatusCode::FORBIDDEN, format!("{e}\n"));
     }
     let image_path = file_path(&shared.root, &artifact, CatalogFile::Image);
     let sha_path = file_path(&shared.root, &artifact, CatalogFile::Sha256);
-    let image = match shared.images.open(image_path, sha_path).await {
+    let opened = match open {
+        Open::Shared => shared.images.open(image_path, sha_path).await,
+        Open::File => shared.images.open_file(image_path, sha_path).await,
+    };
+    let image = match opened {
         Ok(image) => image,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return (StatusCode::NOT_FOUND, format!("{artifact} is not in the catalog\n")).into_response();
+            return Reply::text(StatusCode::NOT_FOUND, format!("{artifact} is not in the catalog\n"));
         }
-        Err(e) => {
-            return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {artifact}: {e}\n")).into_response();
-        }
+        Err(e) => return Reply::text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {artifact}: {e}\n")),
     };
-    respond(image, &method, &headers).await
+    respond(image, method, headers)
 }
 
-/// The file of an artifact under the root, built segment by segment from the validated key,
-/// as [`crate::FolderCatalog`] does.
 fn file_path(root: &Path, artifact: &ArtifactRef, file: CatalogFile) -> PathBuf {
     let mut path = root.to_path_buf();
     path.extend(artifact.key(file).split('/'));
@@ -325,34 +456,32 @@ fn parse_range(value: &str, len: u64) -> RangeAsk {
     RangeAsk::Part { start, end }
 }
 
-async fn respond(image: cache::OpenImage, method: &Method, headers: &HeaderMap) -> Response {
+fn respond(image: cache::OpenImage, method: &Method, headers: &HeaderMap) -> Reply {
     let cache::OpenImage { source, len, etag } = image;
     let ask = requested_range(headers, len, etag.as_deref());
-    let mut builder = Response::builder()
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, "application/octet-stream");
-    if let Some(etag) = etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
-        builder = builder.header(header::ETAG, etag);
+    let mut out = vec![
+        (header::ACCEPT_RANGES, "bytes".to_string()),
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+    ];
+    if let Some(etag) = etag {
+        out.push((header::ETAG, etag));
     }
     let (status, start, count) = match ask {
         RangeAsk::Full => (StatusCode::OK, 0, len),
         RangeAsk::Part { start, end } => {
-            builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+            out.push((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeAsk::Unsatisfiable => {
-            let body = "the range is outside the image\n";
-            return builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Body::from(body))
-                .unwrap_or_else(|_| StatusCode::RANGE_NOT_SATISFIABLE.into_response());
+            let mut reply = Reply::text(StatusCode::RANGE_NOT_SATISFIABLE, "the range is outside the image\n".into());
+            reply.headers =
+                vec![(header::ACCEPT_RANGES, "bytes".into()), (header::CONTENT_RANGE, format!("bytes */{len}"))];
+            return reply;
         }
     };
-    builder = builder.status(status).header(header::CONTENT_LENGTH, count);
+    out.push((header::CONTENT_LENGTH, count.to_string()));
     let body = if method == Method::HEAD || count == 0 {
-        Body::empty()
+        ReplyBody::Empty
     } else {
         match source {
             // A slice of the shared buffer: no copy, no read.
@@ -360,27 +489,16 @@ async fn respond(image: cache::OpenImage, method: &Method, headers: &HeaderMap) 
                 let (start, count) =
                     (usize::try_from(start).unwrap_or(usize::MAX), usize::try_from(count).unwrap_or(0));
                 match bytes.get(start..start.saturating_add(count)) {
-                    Some(_) => Body::from(bytes.slice(start..start + count)),
-                    None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    Some(_) => ReplyBody::Memory(bytes.slice(start..start + count)),
+                    None => return Reply::text(StatusCode::INTERNAL_SERVER_ERROR, "the image changed\n".into()),
                 }
             }
-            cache::Source::File(file) => {
-                let mut file = tokio::fs::File::from_std(file);
-                if start > 0
-                    && let Err(e) = tokio::io::AsyncSeekExt::seek(&mut file, SeekFrom::Start(start)).await
-                {
-                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the image: {e}\n"))
-                        .into_response();
-                }
-                Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK))
-            }
+            cache::Source::File(file) => ReplyBody::File { file, start, count },
         }
     };
-    builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    Reply { status, headers: out, body }
 }
 
-/// The range to serve: none when there is no `Range`, when there are several `Range`
-/// headers, or when `If-Range` names another version of the bytes than `etag`.
 fn requested_range(headers: &HeaderMap, len: u64, etag: Option<&str>) -> RangeAsk {
     let mut ranges = headers.get_all(header::RANGE).iter();
     let (Some(range), None) = (ranges.next(), ranges.next()) else {

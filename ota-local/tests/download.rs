@@ -1,5 +1,6 @@
-//! The download server over real HTTP on 127.0.0.1: a catalog folder in a temp dir, the
-//! router served by axum on a bound listener, and requests written byte for byte (so paths
+//! The download server over real HTTP on 127.0.0.1: a catalog folder in a temp dir, served
+//! on a bound listener by each transport in turn (the router through axum and hyper, and the
+//! `sendfile` listener `ota serve` uses), every test against both, and requests written byte for byte (so paths
 //! with `..` or percent-encoding reach the server exactly as sent). The last test downloads
 //! with the device's own HTTP client, drops the connection part-way and resumes with Range
 //! the way the agent does.
@@ -18,7 +19,7 @@ use embedded_svc::io::Read;
 use ota_core::names::DeviceType;
 use ota_core::version::FirmwareVersion;
 use ota_device::host::{HostHttp, HttpFaults};
-use ota_local::download::{EXPIRES_PARAM, SIGNATURE_PARAM, UrlSigner, router_with_clock};
+use ota_local::download::{Downloads, EXPIRES_PARAM, SIGNATURE_PARAM, UrlSigner, router_with_clock};
 use sha2::{Digest, Sha256};
 
 /// The test's "now" in Unix seconds; the server reads it on every request.
@@ -66,10 +67,24 @@ fn publish(root: &Path, version: &str, device_type: &str, image: &[u8]) {
     std::fs::write(dir.join("firmware.sha256"), format!("{}  firmware.bin\n", sha256_hex(image))).unwrap();
 }
 
+/// Which transport serves the downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `router_with_clock` under `axum::serve`: hyper, images from memory.
+    Router,
+    /// `Downloads::listener` under `axum::serve`: `sendfile`, as `ota serve` runs it.
+    Sendfile,
+}
+
 impl Server {
+    /// One server per transport, for a test to run against each.
+    fn both() -> [Server; 2] {
+        [Server::start(Transport::Router), Server::start(Transport::Sendfile)]
+    }
+
     /// A catalog with pet_feeder 2.0.0 (the image under test) and 1.0.0, a secret file next to
     /// `firmwares/` and one next to the catalog root, served on a free port.
-    fn start() -> Server {
+    fn start(transport: Transport) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let root: PathBuf = dir.path().join("catalog");
         let image = pseudo_random(IMAGE_LEN, 0x9e37_79b9_7f4a_7c15);
@@ -89,13 +104,20 @@ impl Server {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let clock = move || DateTime::from_timestamp(clock_now.load(Ordering::SeqCst), 0).unwrap();
-                let app = router_with_clock(root, server_signer, clock);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
+                let stop = async {
+                    let _ = stop_rx.await;
+                };
+                match transport {
+                    Transport::Router => {
+                        let app = router_with_clock(root, server_signer, clock);
+                        axum::serve(listener, app).with_graceful_shutdown(stop).await.unwrap();
+                    }
+                    Transport::Sendfile => {
+                        let downloads = Downloads::with_clock(root, server_signer, clock);
+                        let listener = downloads.listener(listener).unwrap();
+                        axum::serve(listener, downloads.router()).with_graceful_shutdown(stop).await.unwrap();
+                    }
+                }
             });
         });
         let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the server starts");
@@ -168,7 +190,12 @@ fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)
 
 #[test]
 fn a_full_download_is_the_file_byte_for_byte() {
-    let server = Server::start();
+    for server in Server::both() {
+        a_full_download_is_the_file_byte_for_byte_on(server);
+    }
+}
+
+fn a_full_download_is_the_file_byte_for_byte_on(server: Server) {
     let url = server.url("2.0.0", "pet_feeder");
     let reply = server.get(&server.target(&url), &[]);
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -183,7 +210,12 @@ fn a_full_download_is_the_file_byte_for_byte() {
 
 #[test]
 fn single_ranges_get_206_and_the_right_bytes() {
-    let server = Server::start();
+    for server in Server::both() {
+        single_ranges_get_206_and_the_right_bytes_on(server);
+    }
+}
+
+fn single_ranges_get_206_and_the_right_bytes_on(server: Server) {
     let target = server.target(&server.url("2.0.0", "pet_feeder"));
     let len = IMAGE_LEN as u64;
     let cases = [
@@ -205,7 +237,12 @@ fn single_ranges_get_206_and_the_right_bytes() {
 
 #[test]
 fn a_range_past_the_end_is_416_and_odd_ranges_get_the_whole_image() {
-    let server = Server::start();
+    for server in Server::both() {
+        a_range_past_the_end_is_416_and_odd_ranges_get_the_whole_image_on(server);
+    }
+}
+
+fn a_range_past_the_end_is_416_and_odd_ranges_get_the_whole_image_on(server: Server) {
     let target = server.target(&server.url("2.0.0", "pet_feeder"));
     for range in
         [format!("bytes={IMAGE_LEN}-"), format!("bytes={}-{}", IMAGE_LEN + 5, IMAGE_LEN + 10), "bytes=-0".into()]
@@ -224,7 +261,12 @@ fn a_range_past_the_end_is_416_and_odd_ranges_get_the_whole_image() {
 
 #[test]
 fn if_range_keeps_the_range_only_for_the_same_image() {
-    let server = Server::start();
+    for server in Server::both() {
+        if_range_keeps_the_range_only_for_the_same_image_on(server);
+    }
+}
+
+fn if_range_keeps_the_range_only_for_the_same_image_on(server: Server) {
     let target = server.target(&server.url("2.0.0", "pet_feeder"));
     let etag = format!("\"{}\"", sha256_hex(&server.image));
     let same = server.get(&target, &[("Range", "bytes=10-19"), ("If-Range", &etag)]);
@@ -236,7 +278,12 @@ fn if_range_keeps_the_range_only_for_the_same_image() {
 
 #[test]
 fn head_answers_the_headers_of_get_without_a_body() {
-    let server = Server::start();
+    for server in Server::both() {
+        head_answers_the_headers_of_get_without_a_body_on(server);
+    }
+}
+
+fn head_answers_the_headers_of_get_without_a_body_on(server: Server) {
     let target = server.target(&server.url("2.0.0", "pet_feeder"));
     let reply = request(server.addr, "HEAD", &target, &[]);
     assert_eq!(reply.status, 200);
@@ -252,7 +299,12 @@ fn head_answers_the_headers_of_get_without_a_body() {
 
 #[test]
 fn a_link_works_until_its_expiry_and_then_says_when_it_expired() {
-    let server = Server::start();
+    for server in Server::both() {
+        a_link_works_until_its_expiry_and_then_says_when_it_expired_on(server);
+    }
+}
+
+fn a_link_works_until_its_expiry_and_then_says_when_it_expired_on(server: Server) {
     let target = server.target(&server.url("2.0.0", "pet_feeder"));
     let ttl = 600;
     server.now.store(START + ttl, Ordering::SeqCst);
@@ -267,7 +319,12 @@ fn a_link_works_until_its_expiry_and_then_says_when_it_expired() {
 
 #[test]
 fn a_missing_or_wrong_signature_is_refused() {
-    let server = Server::start();
+    for server in Server::both() {
+        a_missing_or_wrong_signature_is_refused_on(server);
+    }
+}
+
+fn a_missing_or_wrong_signature_is_refused_on(server: Server) {
     let target = server.target(&server.url("2.0.0", "pet_feeder"));
     let (path, query) = target.split_once('?').unwrap();
     let signature = query.split_once(&format!("{SIGNATURE_PARAM}=")).unwrap().1;
@@ -303,7 +360,12 @@ fn a_missing_or_wrong_signature_is_refused() {
 
 #[test]
 fn a_signature_is_valid_for_its_own_image_only() {
-    let server = Server::start();
+    for server in Server::both() {
+        a_signature_is_valid_for_its_own_image_only_on(server);
+    }
+}
+
+fn a_signature_is_valid_for_its_own_image_only_on(server: Server) {
     let target = server.target(&server.url("2.0.0", "pet_feeder"));
     let query = target.split_once('?').unwrap().1;
     // 1.0.0 exists: the refusal is the signature's, not a missing file's.
@@ -316,7 +378,12 @@ fn a_signature_is_valid_for_its_own_image_only() {
 
 #[test]
 fn paths_outside_the_layout_are_404_and_never_read_a_file() {
-    let server = Server::start();
+    for server in Server::both() {
+        paths_outside_the_layout_are_404_and_never_read_a_file_on(server);
+    }
+}
+
+fn paths_outside_the_layout_are_404_and_never_read_a_file_on(server: Server) {
     let expires = START + 600;
     let paths = [
         "/secret.txt",
@@ -351,7 +418,12 @@ fn paths_outside_the_layout_are_404_and_never_read_a_file() {
 
 #[test]
 fn a_signed_link_to_an_image_that_is_not_there_is_404() {
-    let server = Server::start();
+    for server in Server::both() {
+        a_signed_link_to_an_image_that_is_not_there_is_404_on(server);
+    }
+}
+
+fn a_signed_link_to_an_image_that_is_not_there_is_404_on(server: Server) {
     for (version, device_type) in [("3.0.0", "pet_feeder"), ("2.0.0", "camera")] {
         let reply = server.get(&server.target(&server.url(version, device_type)), &[]);
         assert_eq!(reply.status, 404, "{version} {device_type}");
@@ -409,7 +481,12 @@ fn device_download(http: &mut HostHttp, url: &str, max_attempts: usize) -> (Vec<
 
 #[test]
 fn the_devices_client_resumes_a_dropped_download_with_range() {
-    let server = Server::start();
+    for server in Server::both() {
+        the_devices_client_resumes_a_dropped_download_with_range_on(server);
+    }
+}
+
+fn the_devices_client_resumes_a_dropped_download_with_range_on(server: Server) {
     let url = server.url("2.0.0", "pet_feeder");
     let drop_at = 123_457;
     let faults = Arc::new(Mutex::new(HttpFaults { drop_at: Some(drop_at), ..HttpFaults::default() }));
@@ -429,4 +506,64 @@ fn the_devices_client_resumes_a_dropped_download_with_range() {
     assert_eq!(faults.lock().unwrap().drop_at, None, "the drop happened");
     assert_eq!(image.len(), IMAGE_LEN);
     assert_eq!(sha256_hex(&image), sha256_hex(&server.image), "the resumed image hashes right");
+}
+
+/// Reads one response (head and a `content-length` body) from a kept-alive connection.
+fn read_response(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "the connection closed mid-head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw).unwrap();
+    let mut lines = head.trim_end().split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let len: usize = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).unwrap().1.parse().unwrap();
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    Reply { status, headers, body }
+}
+
+#[test]
+fn downloads_share_a_kept_alive_connection_even_pipelined() {
+    for server in Server::both() {
+        downloads_share_a_kept_alive_connection_even_pipelined_on(server);
+    }
+}
+
+fn downloads_share_a_kept_alive_connection_even_pipelined_on(server: Server) {
+    let target = server.target(&server.url("2.0.0", "pet_feeder"));
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let host = server.addr;
+    // Two requests in one write: the second waits in the server's buffer behind the first.
+    let two = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nRange: bytes=0-9\r\n\r\nGET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    stream.write_all(two.as_bytes()).unwrap();
+    let first = read_response(&mut stream);
+    assert_eq!((first.status, &first.body[..]), (206, &server.image[..10]));
+    let second = read_response(&mut stream);
+    assert_eq!(second.status, 200);
+    assert!(second.body == server.image, "the whole image after the range");
+    // And a third, after the others, on the same connection; then a refused one.
+    stream.write_all(format!("HEAD {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1);
+        raw.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    let unsigned = target.split('?').next().unwrap().to_string();
+    stream.write_all(format!("GET {unsigned} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let refused = read_response(&mut stream);
+    assert_eq!(refused.status, 403, "{}", refused.text());
 }

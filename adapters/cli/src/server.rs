@@ -230,17 +230,19 @@ pub async fn start(
         streaming: true,
     };
     let web = ota_http::Web::new(assistant, Some(progress));
+    // Firmware downloads: sent with sendfile on their own connections, the rest through axum.
+    let downloads = ota_local::download::Downloads::new(data_dir.to_path_buf(), signer);
     let app = ota_http::public_router(&page)
         .merge(web.api_router().layer(bearer))
-        .merge(ota_local::download::router(data_dir.to_path_buf(), signer))
+        .merge(downloads.router())
         .merge(mcp)
         .merge(well_known);
     let mut stop = shutdown_rx;
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+        let stop = async move {
             let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
+        };
+        if let Err(e) = downloads.serve(http, app, stop).await {
             eprintln!("error: the HTTP server stopped: {e}");
         }
     }));

@@ -5,7 +5,9 @@
 //!
 //! `cargo run --release -p ota-benches --bin download_server -- CATALOG_ROOT PORT VERSION DEVICE_TYPE`
 //!
-//! CATALOG_ROOT is the folder that holds `firmwares/`. The signing key is fresh for each run
+//! CATALOG_ROOT is the folder that holds `firmwares/`. Downloads are served as `ota serve`
+//! serves them (`sendfile` on Linux); with `OTA_DOWNLOAD_ROUTER_ONLY=1`, through hyper alone
+//! (images shared from memory), to compare the two. The signing key is fresh for each run
 //! (the link only has to work for this process); links last the default hour.
 
 use std::io::Write as _;
@@ -14,7 +16,7 @@ use std::process::ExitCode;
 
 use ota_core::names::DeviceType;
 use ota_core::version::FirmwareVersion;
-use ota_local::download::{UrlSigner, router};
+use ota_local::download::{Downloads, UrlSigner};
 
 const USAGE: &str = "usage: download_server CATALOG_ROOT PORT VERSION DEVICE_TYPE";
 
@@ -56,6 +58,15 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
         println!("{url}");
         let _ = std::io::stdout().flush();
-        axum::serve(listener, router(root, signer)).await.map_err(|e| format!("server: {e}"))
+        // As `ota serve` serves downloads: sendfile on Linux (`OTA_DOWNLOAD_ROUTER_ONLY=1`: hyper only).
+        let downloads = Downloads::new(root, signer);
+        if std::env::var_os("OTA_DOWNLOAD_ROUTER_ONLY").is_some() {
+            axum::serve(listener, downloads.router()).await.map_err(|e| format!("server: {e}"))
+        } else {
+            downloads
+                .serve(listener, downloads.router(), std::future::pending())
+                .await
+                .map_err(|e| format!("server: {e}"))
+        }
     })
 }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use axum::body::Bytes;
@@ -29,7 +29,9 @@ pub(super) struct OpenImage {
 
 pub(super) enum Source {
     Memory(Bytes),
-    File(std::fs::File),
+    /// Shared by concurrent responses of the `sendfile` path, which reads at explicit offsets
+    /// and never moves the file's position; the hyper path gets a file of its own.
+    File(Arc<std::fs::File>),
 }
 
 /// Which version of a file a buffer holds.
@@ -64,15 +66,26 @@ struct State {
     clock: u64,
 }
 
-/// The images of one catalog folder in memory, at most `limit` bytes of them.
+/// The images of one catalog folder in memory, at most `limit` bytes of them, and open files
+/// of the images the `sendfile` path sends, at most [`MAX_OPEN_FILES`] of them.
 pub(super) struct ImageCache {
     limit: u64,
     state: Mutex<State>,
+    files: Mutex<HashMap<PathBuf, OpenFile>>,
+}
+
+/// Open image files kept for the `sendfile` path (a file descriptor each, no memory).
+const MAX_OPEN_FILES: usize = 64;
+
+struct OpenFile {
+    id: FileId,
+    file: Arc<std::fs::File>,
+    etag: Option<String>,
 }
 
 impl ImageCache {
     pub(super) fn new(limit: u64) -> ImageCache {
-        ImageCache { limit, state: Mutex::new(State::default()) }
+        ImageCache { limit, state: Mutex::new(State::default()), files: Mutex::new(HashMap::new()) }
     }
 
     /// Bytes held now (for tests and reports).
@@ -100,6 +113,38 @@ impl ImageCache {
             .map_err(|e| io::Error::other(e.to_string()))??;
         if let Source::Memory(bytes) = &image.source {
             self.insert(image_path, id, bytes.clone(), image.etag.clone());
+        }
+        Ok(image)
+    }
+
+    /// The image at `image_path` as its open file, whatever its size: for a transport that
+    /// sends files itself (`sendfile`), which needs no buffer at all.
+    /// The file stays open between requests while its identity holds (checked by one
+    /// `stat`, as for buffers), so a download costs no open and no trip to the blocking pool.
+    pub(super) async fn open_file(&self, image_path: PathBuf, sha_path: PathBuf) -> io::Result<OpenImage> {
+        let meta = std::fs::metadata(&image_path)?;
+        if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
+        }
+        let id = FileId::of(&meta);
+        if let Some(open) = self.files.lock().unwrap_or_else(PoisonError::into_inner).get(&image_path)
+            && open.id == id
+        {
+            return Ok(OpenImage { len: id.len, etag: open.etag.clone(), source: Source::File(open.file.clone()) });
+        }
+        let path = image_path.clone();
+        let (id, image) = tokio::task::spawn_blocking(move || load(&path, &sha_path, false))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        if let Source::File(file) = &image.source {
+            let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+            if files.len() >= MAX_OPEN_FILES && !files.contains_key(&image_path) {
+                // Any one: reopening an image costs a few microseconds.
+                if let Some(k) = files.keys().next().cloned() {
+                    files.remove(&k);
+                }
+            }
+            files.insert(image_path, OpenFile { id, file: file.clone(), etag: image.etag.clone() });
         }
         Ok(image)
     }
@@ -155,7 +200,7 @@ fn load(image_path: &Path, sha_path: &Path, keep: bool) -> io::Result<(FileId, O
         }
         Source::Memory(Bytes::from(buf))
     } else {
-        Source::File(file)
+        Source::File(Arc::new(file))
     };
     Ok((id, OpenImage { len: meta.len(), etag, source }))
 }

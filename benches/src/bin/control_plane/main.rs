@@ -244,13 +244,14 @@ async fn world(o: &Options) -> Result<World, String> {
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|err| format!("HTTP listener: {err}"))?;
     let base_url = format!("http://{}", http.local_addr().map_err(|err| err.to_string())?);
     let signer = UrlSigner::load_or_create(dir.path(), base_url).map_err(|err| format!("download key: {err}"))?;
-    let app = ota_local::download::router(dir.path().to_path_buf(), signer.clone());
+    // Served as `ota serve` serves downloads (sendfile on Linux).
+    let downloads = ota_local::download::Downloads::new(dir.path().to_path_buf(), signer.clone());
     let (http_stop, mut stop) = watch::channel(false);
     tokio::spawn(async move {
-        let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+        let stop = async move {
             let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(err) = serve.await {
+        };
+        if let Err(err) = downloads.serve(http, downloads.router(), stop).await {
             eprintln!("control_plane: the HTTP server stopped: {err}");
         }
     });
