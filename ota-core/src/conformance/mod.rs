@@ -90,8 +90,8 @@ fn describe(a: &ArtifactRef, img: &[u8], notes: String) -> (crate::catalog::Sha2
         built_at: t0(),
         release_notes: notes,
         signature: None,
-            security_version: 0,
-            extra: Default::default(),
+        security_version: 0,
+        extra: Default::default(),
     };
     (sha, meta)
 }
