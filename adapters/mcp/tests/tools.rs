@@ -75,7 +75,14 @@ async fn serve_http(svc: Arc<FleetManager>) -> String {
     format!("http://{addr}/mcp")
 }
 
+/// reqwest (under rmcp's client) is built without a crypto provider of its own (see the
+/// workspace manifest) and sets up TLS even for http://: ring, as the workspace's clients do.
+fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 async fn client(url: &str, role: Option<&str>) -> RunningService<RoleClient, ()> {
+    tls_provider();
     let mut headers = HashMap::new();
     if let Some(role) = role {
         headers.insert(HeaderName::from_static("x-test-role"), HeaderValue::from_str(role).unwrap());
@@ -402,6 +409,7 @@ async fn a_foreign_host_header_is_rejected_unless_allowed() {
     let router = OtaMcp::new(svc, None).http_router(Some(vec!["ota.example.com".into()]));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     // The client sends Host: 127.0.0.1:port, which this deployment does not serve.
+    tls_provider();
     let config = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"));
     assert!(().serve(StreamableHttpClientTransport::from_config(config)).await.is_err());
     // The same client is served once the host is allowed.
