@@ -248,8 +248,10 @@ fn parsed(req: &httparse::Request<'_, '_>, used: usize) -> Head {
                 close = false;
             }
         }
-        if name == axum::http::header::CONTENT_LENGTH || name == axum::http::header::TRANSFER_ENCODING {
-            // A download request has no body; one with a body is not one of ours.
+        // A download request has no body (some clients still say `Content-Length: 0`); one
+        // with a body would leave its bytes where the next request's head is read.
+        let empty = name == axum::http::header::CONTENT_LENGTH && h.value.trim_ascii() == b"0";
+        if !empty && (name == axum::http::header::CONTENT_LENGTH || name == axum::http::header::TRANSFER_ENCODING) {
             return Head::Bad("a download request has no body");
         }
         headers.append(name, value);
