@@ -305,17 +305,7 @@ pub(super) fn notify_next(
 /// The counts of one rollout's executions, from `execution_counts` (kept by triggers in
 /// every transaction that changes an execution): a few rows, however large the rollout.
 pub(super) fn counts(conn: &Connection, id: &JobId) -> DbResult<ExecutionCounts> {
-    let mut stmt =
-        conn.prepare_cached("SELECT status, released, n FROM execution_counts WHERE rollout_id = ?1 AND n > 0")?;
-    let rows = stmt.query_map([id.as_str()], |row| {
-        Ok((column::<ExecutionStatus>(row, 0)?, row.get::<_, bool>(1)?, row.get::<_, u32>(2)?))
-    })?;
-    let mut c = ExecutionCounts::default();
-    for row in rows {
-        let (status, released, n) = row?;
-        c.add(status, released, n);
-    }
-    Ok(c)
+    counts_from(conn, "SELECT status, released, n FROM execution_counts WHERE rollout_id = ?1 AND n > 0", id)
 }
 
 /// How many of a rollout's executions have started: those offered to their device and not
@@ -331,8 +321,16 @@ pub(super) fn started(conn: &Connection, id: &JobId) -> DbResult<u32> {
 /// must always equal (the tests check it after every kind of transition).
 #[cfg(test)]
 pub(super) fn counts_by_grouping(conn: &Connection, id: &JobId) -> DbResult<ExecutionCounts> {
-    let mut stmt = conn
-        .prepare("SELECT status, released, COUNT(*) FROM executions WHERE rollout_id = ?1 GROUP BY status, released")?;
+    counts_from(
+        conn,
+        "SELECT status, released, COUNT(*) FROM executions WHERE rollout_id = ?1 GROUP BY status, released",
+        id,
+    )
+}
+
+/// Adds up `(status, released, n)` rows that `sql` selects for rollout `?1`.
+fn counts_from(conn: &Connection, sql: &str, id: &JobId) -> DbResult<ExecutionCounts> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map([id.as_str()], |row| {
         Ok((column::<ExecutionStatus>(row, 0)?, row.get::<_, bool>(1)?, row.get::<_, u32>(2)?))
     })?;
