@@ -413,8 +413,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::memory::{MemoryAudit, MemoryCatalog, MemoryConfig, MemoryRegistry, MemoryRollouts};
-    use crate::ports::Backend;
     use crate::service::Settings;
 
     fn admin() -> Caller {
@@ -428,14 +426,7 @@ mod tests {
     const TYPES: [&str; 4] = ["pet_feeder", "weather_station", "smart_plug", "energy_meter"];
 
     async fn world() -> FleetManager {
-        let backend = Backend {
-            catalog: Arc::new(MemoryCatalog::default()),
-            registry: Arc::new(MemoryRegistry::default()),
-            config: Arc::new(MemoryConfig::default()),
-            rollouts: Arc::new(MemoryRollouts::default()),
-            audit: Arc::new(MemoryAudit::default()),
-        };
-        let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
+        let svc = FleetManager::new(crate::memory::backend(), Settings::default()).expect("valid settings");
         crate::demo::seed(&svc, &admin(), &TYPES, 4, |t, v| format!("image {t} {v}").into_bytes())
             .await
             .expect("seeded");

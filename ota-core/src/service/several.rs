@@ -155,8 +155,6 @@ mod tests {
 
     use super::*;
     use crate::auth::Caller;
-    use crate::memory::{MemoryAudit, MemoryCatalog, MemoryConfig, MemoryRegistry, MemoryRollouts};
-    use crate::ports::Backend;
     use crate::rollout::RolloutQuery;
     use crate::service::{Settings, StartResult};
     use crate::targeting::UpdateAction;
@@ -172,14 +170,7 @@ mod tests {
     /// energy_meter and fish_tank_monitor have 1.0.0 and 2.0.0; their -01 and -02 run 1.0.0,
     /// -03 and -04 2.0.0. pet_feeder's latest is 3.0.0; beehive_scale's gate is closed.
     async fn world() -> FleetManager {
-        let backend = Backend {
-            catalog: Arc::new(MemoryCatalog::default()),
-            registry: Arc::new(MemoryRegistry::default()),
-            config: Arc::new(MemoryConfig::default()),
-            rollouts: Arc::new(MemoryRollouts::default()),
-            audit: Arc::new(MemoryAudit::default()),
-        };
-        let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
+        let svc = FleetManager::new(crate::memory::backend(), Settings::default()).expect("valid settings");
         let types = ["energy_meter", "fish_tank_monitor", "pet_feeder", "beehive_scale"];
         crate::demo::seed(&svc, &admin(), &types, 4, |t, v| format!("image {t} {v}").into_bytes())
             .await
