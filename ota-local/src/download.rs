@@ -1,6 +1,6 @@
 //! Firmware downloads over HTTP straight from the catalog folder, for devices of the local
 //! backend: the job document carries a link that [`UrlSigner::firmware_url`] signed, and
-//! [`router`] serves it. It plays the part S3 presigned URLs play on AWS, so the device agent
+//! [`Downloads`] serves it. It plays the part S3 presigned URLs play on AWS, so the device agent
 //! sees the same thing from both backends: a plain `GET` of one image that works for a while,
 //! honours `Range` (a resumed download asks for `bytes=N-`) and needs no credentials.
 //!
@@ -224,13 +224,6 @@ struct Shared {
     images: cache::ImageCache,
 }
 
-/// The download server: `GET` and `HEAD` of `/firmwares/v{ver}/{type}/firmware.bin` with a
-/// signed query, answered from the catalog folder `catalog_root` (the folder that holds
-/// `firmwares/`, as for [`crate::FolderCatalog`]). See the module docs for every answer.
-pub fn router(catalog_root: PathBuf, signer: UrlSigner) -> Router {
-    router_with_clock(catalog_root, signer, Utc::now)
-}
-
 /// The download server's state, shared by its two transports: [`Downloads::router`] (hyper,
 /// images from memory) and, on Linux, [`Downloads::listener`] (`sendfile`, for `ota serve`).
 #[derive(Clone)]
@@ -243,7 +236,10 @@ impl fmt::Debug for Downloads {
 }
 
 impl Downloads {
-    /// Downloads of the catalog folder `catalog_root` with links signed by `signer`.
+    /// Downloads of `GET` and `HEAD` of `/firmwares/v{ver}/{type}/firmware.bin` with a signed
+    /// query, answered from the catalog folder `catalog_root` (the folder that holds
+    /// `firmwares/`, as for [`crate::FolderCatalog`]), with links signed by `signer`. See the
+    /// module docs for every answer.
     pub fn new(catalog_root: PathBuf, signer: UrlSigner) -> Downloads {
         Downloads::with_clock(catalog_root, signer, Utc::now)
     }
@@ -284,7 +280,7 @@ impl Downloads {
     }
 }
 
-/// [`router`] reading the time from `clock`, so tests can move past a link's expiry.
+/// [`Downloads::router`] of a new [`Downloads::with_clock`]: the hyper transport alone.
 pub fn router_with_clock(
     catalog_root: PathBuf,
     signer: UrlSigner,

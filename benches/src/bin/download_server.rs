@@ -1,4 +1,4 @@
-//! ota's firmware download server (`ota_local::download::router`) on its own, for the
+//! ota's firmware download server (`ota_local::download::Downloads`, served as `ota serve` serves it) on its own, for the
 //! download measurement in `benches/download/run.sh`: serves a catalog folder on a port of
 //! 127.0.0.1 and prints, as its first line, one signed URL for the image of a given version
 //! and device type, so a load generator can fetch exactly what a device would.

@@ -56,6 +56,32 @@ fn apply_input(conn: &Connection, ctx: &EngineContext, input: &DeviceInput, now:
     }
 }
 
+/// Handles `inputs` in order, each in a savepoint of one `BEGIN IMMEDIATE` transaction and at
+/// the time `now` gives when it is reached, then commits: a failed input is rolled back alone.
+fn commit_batch(
+    conn: &mut Connection,
+    ctx: &EngineContext,
+    inputs: Vec<DeviceInput>,
+    mut now: impl FnMut() -> DateTime<Utc>,
+) -> DbResult<Vec<ota_core::Result<Output>>> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let at = now();
+        let sp = tx.savepoint()?;
+        match apply_input(&sp, ctx, &input, at) {
+            Ok(out) => {
+                sp.commit()?;
+                outs.push(Ok(out));
+            }
+            // Dropping the savepoint rolls back this input's changes only.
+            Err(e) => outs.push(Err(ota_core::Error::from(e))),
+        }
+    }
+    tx.commit()?;
+    Ok(outs)
+}
+
 /// A device's status update, as the Jobs MQTT API receives it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -351,8 +377,9 @@ impl SqliteStore {
     /// The subject of the engine's own audit entries (`abort`, `complete`, `timeout`).
     pub const ENGINE_SUBJECT: &'static str = ENGINE_SUBJECT;
 
-    /// Handles one message a device published under its own `$aws/things/{thing}/`, in one
-    /// transaction. The caller publishes `Output::publish` once this returns.
+    /// Handles one message a device published under its own `$aws/things/{thing}/` at `now`,
+    /// through the same transaction code as [`Self::handle_device_batch`] (a batch of one).
+    /// The caller publishes `Output::publish` once this returns.
     pub async fn handle_device_message(
         &self,
         ctx: EngineContext,
@@ -361,13 +388,9 @@ impl SqliteStore {
         payload: Vec<u8>,
         now: DateTime<Utc>,
     ) -> ota_core::Result<Output> {
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = handle_message(&tx, Some(&ctx), &thing, &topic, &payload, now)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        let input = DeviceInput::Message { thing, topic, payload };
+        let mut outs = self.call(move |conn| commit_batch(conn, &ctx, vec![input], || now)).await?;
+        outs.pop().unwrap_or_else(|| Ok(Output::default()))
     }
 
     /// Group commit: handles `inputs` in order, each as its own transition inside a savepoint,
@@ -381,25 +404,7 @@ impl SqliteStore {
         ctx: EngineContext,
         inputs: Vec<DeviceInput>,
     ) -> ota_core::Result<Vec<ota_core::Result<Output>>> {
-        self.call(move |conn| {
-            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut outs = Vec::with_capacity(inputs.len());
-            for input in inputs {
-                let now = Utc::now();
-                let sp = tx.savepoint()?;
-                match apply_input(&sp, &ctx, &input, now) {
-                    Ok(out) => {
-                        sp.commit()?;
-                        outs.push(Ok(out));
-                    }
-                    // Dropping the savepoint rolls back this input's changes only.
-                    Err(e) => outs.push(Err(ota_core::Error::from(e))),
-                }
-            }
-            tx.commit()?;
-            Ok(outs)
-        })
-        .await
+        self.call(move |conn| commit_batch(conn, &ctx, inputs, Utc::now)).await
     }
 
     /// One clock tick of the engine: timeouts, aborts, admissions, completions.
@@ -446,11 +451,6 @@ impl SqliteStore {
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
-    }
-
-    /// Records that a device's MQTT session opened or closed.
-    pub async fn set_connected(&self, thing: ThingName, connected: bool, now: DateTime<Utc>) -> ota_core::Result<()> {
-        self.call(move |conn| set_connected(conn, &thing, connected, now)).await
     }
 }
 
