@@ -179,6 +179,26 @@ impl TrustedKey {
             .map_err(|_| Error::invalid("public key", hex::encode(bytes), "not a P-256 SEC1 point"))?;
         Ok(TrustedKey { id: KeyId::of(&key), key })
     }
+
+    /// Every key of a file of concatenated `PUBLIC KEY` PEM blocks (a device's built-in or
+    /// provisioned trust list; text outside the blocks, such as comments, is ignored). A
+    /// block that is not a P-256 key is an error, never skipped: a device must not run with
+    /// fewer keys than its builder meant.
+    pub fn all_from_pem(text: &str) -> Result<Vec<Self>> {
+        const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+        const END: &str = "-----END PUBLIC KEY-----";
+        let mut keys = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find(BEGIN) {
+            let block = &rest[start..];
+            let Some(end) = block.find(END) else {
+                return Err(Error::invalid("public key", preview(block), "a PEM block without its END line"));
+            };
+            keys.push(TrustedKey::from_pem(&block[..end + END.len()])?);
+            rest = &block[end + END.len()..];
+        }
+        Ok(keys)
+    }
 }
 
 fn preview(s: &str) -> String {
@@ -345,6 +365,20 @@ mod tests {
         assert_eq!(TrustedKey::from_pem(&pem).unwrap(), k.trusted_key());
         let sec1 = k.key.verifying_key().to_encoded_point(true);
         assert_eq!(TrustedKey::from_sec1(sec1.as_bytes()).unwrap().id, k.key_id());
+    }
+
+    #[test]
+    fn a_trust_file_yields_every_key_and_refuses_a_broken_block() {
+        let (a, b) = (key(3), key(4));
+        let file =
+            format!("# release keys\n{}\n# rotation\n{}", a.public_key_pem().unwrap(), b.public_key_pem().unwrap());
+        let ids: Vec<KeyId> = TrustedKey::all_from_pem(&file).unwrap().into_iter().map(|k| k.id).collect();
+        assert_eq!(ids, vec![a.key_id(), b.key_id()]);
+        assert!(TrustedKey::all_from_pem("no keys here").unwrap().is_empty());
+        let truncated = &file[..file.rfind("-----END").unwrap()];
+        assert!(TrustedKey::all_from_pem(truncated).is_err());
+        let garbage = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        assert!(TrustedKey::all_from_pem(garbage).is_err());
     }
 
     #[test]
