@@ -3,6 +3,14 @@
 //! HTTP client, OTA flash and NVS to the ota device agent, which does everything else
 //! (`adapters/device`, tested on the host). Not buildable on the project's CI machines; see
 //! README.md.
+//!
+//! Trust: the firmware-signing keys the device accepts are built in (`OTA_TRUSTED_KEYS` at
+//! build time, see build.rs), so only a signed update can change them; a build without them
+//! reads `ota/trusted_keys` from NVS (provisioned by `ota devices enroll`). Revoked key ids
+//! come from `ota/revoked_keys` (adding a revocation can only narrow trust). The
+//! anti-rollback floor is ESP-IDF's eFuse secure version. The same build talks to AWS IoT Core
+//! or to `ota serve` by its provisioning alone: `ca.pem` in the `certs` partition is Amazon's
+//! root or the local CA, and `ota/https_ca = local` makes downloads trust that CA too.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
@@ -17,6 +25,7 @@ use esp_idf_svc::ota::EspOta;
 use esp_idf_svc::tls::X509;
 use esp_idf_svc::wifi::{AuthMethod, BlockingWifi, ClientConfiguration, Configuration, EspWifi};
 use ota_core::names::{DeviceType, ThingName};
+use ota_core::signing::{KeyId, KeyRing, TrustedKey};
 use ota_core::update::DeviceConfig;
 use ota_device::{Agent, AgentConfig, Exit, pump_mqtt};
 
@@ -30,6 +39,8 @@ const DEVICE_TYPE: &str = env!("OTA_DEVICE_TYPE");
 const UPDATE_SLOT_SIZE: u64 = 0x30_0000;
 /// Where the `certs` SPIFFS partition is mounted.
 const CERTS: &str = "/certs";
+/// The firmware-signing keys compiled into this image (empty when the build named none).
+const BUILT_IN_KEYS: &str = include_str!(concat!(env!("OUT_DIR"), "/trusted_keys.pem"));
 
 fn main() -> Result<()> {
     esp_idf_svc::sys::link_patches();
@@ -39,12 +50,13 @@ fn main() -> Result<()> {
     let sysloop = EspSystemEventLoop::take()?;
     let nvs_partition = EspDefaultNvsPartition::take()?;
     let settings = EspNvs::new(nvs_partition.clone(), "ota", false).context("NVS namespace `ota` (see README)")?;
+    let optional = |key: &str| -> Result<Option<String>> {
+        // Big enough for a few PEM public keys (about 180 bytes each).
+        let mut buf = [0u8; 2048];
+        Ok(settings.get_str(key, &mut buf)?.map(str::to_string))
+    };
     let read = |key: &str| -> Result<String> {
-        let mut buf = [0u8; 256];
-        settings
-            .get_str(key, &mut buf)?
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("NVS key ota/{key} is not set (see README: provisioning)"))
+        optional(key)?.ok_or_else(|| anyhow!("NVS key ota/{key} is not set (see README: provisioning)"))
     };
     let thing = ThingName::parse(&read("thing")?)?;
     let device_type = DeviceType::parse(DEVICE_TYPE)?;
@@ -68,7 +80,10 @@ fn main() -> Result<()> {
         bytes.push(0);
         Ok(Box::leak(bytes.into_boxed_slice()))
     };
-    let (ca, cert, key) = (pem("AmazonRootCA1.pem")?, pem("cert.pem")?, pem("key.pem")?);
+    // `ca.pem`: whatever signs the MQTT server's certificate (Amazon's root for AWS IoT Core,
+    // the local CA of `ota serve`). Devices provisioned before it was called so keep working.
+    let ca = pem("ca.pem").or_else(|_| pem("AmazonRootCA1.pem"))?;
+    let (cert, key) = (pem("cert.pem")?, pem("key.pem")?);
 
     let mqtt_config = MqttClientConfiguration {
         client_id: Some(thing.as_str()),
@@ -82,14 +97,33 @@ fn main() -> Result<()> {
     let (events_tx, events_rx) = channel();
     std::thread::Builder::new().stack_size(8 * 1024).spawn(move || pump_mqtt(connection, events_tx))?;
 
+    // Downloads: S3 presigned URLs verify against the certificate bundle; `ota serve` over
+    // HTTPS presents a certificate from its local CA, which only `ca.pem` knows.
+    let local_https = optional("https_ca")?.as_deref() == Some("local");
+    if local_https {
+        // SAFETY: `ca` is 'static, NUL-terminated PEM; esp-tls parses and copies it.
+        esp_idf_svc::sys::esp!(unsafe { esp_idf_svc::sys::esp_tls_set_global_ca_store(ca.as_ptr(), ca.len() as u32) })
+            .context("loading ca.pem as the HTTPS trust store")?;
+    }
     let http = EspHttpConnection::new(&HttpConfiguration {
-        crt_bundle_attach: Some(esp_idf_svc::sys::esp_crt_bundle_attach),
+        use_global_ca_store: local_https,
+        crt_bundle_attach: (!local_https).then_some(esp_idf_svc::sys::esp_crt_bundle_attach),
         buffer_size: Some(4096),
         timeout: Some(std::time::Duration::from_secs(30)),
         ..Default::default()
     })?;
     let storage = EspNvs::new(nvs_partition, "ota_state", true)?;
-    let config = AgentConfig::new(DeviceConfig::new(thing, device_type), UPDATE_SLOT_SIZE);
+
+    let mut device = DeviceConfig::new(thing, device_type);
+    device.trust = trusted_keys(optional("trusted_keys")?, optional("revoked_keys")?)?;
+    // SAFETY: a read of the eFuse block, no arguments. 0 when anti-rollback never burnt one.
+    device.security_floor = unsafe { esp_idf_svc::sys::esp_efuse_read_secure_version() };
+    log::info!(
+        "trusting {} signing key(s), security floor {}",
+        device.trust.trusted().len(),
+        device.security_floor
+    );
+    let config = AgentConfig::new(device, UPDATE_SLOT_SIZE);
     let mut agent = Agent::new(config, client, events_rx, http, EspOta::new()?, storage);
 
     let never = AtomicBool::new(false);
@@ -104,6 +138,32 @@ fn main() -> Result<()> {
     }
 }
 
+/// The keys this device accepts firmware from: the built-in ones when the build has any (a
+/// provisioned list cannot widen them), else the provisioned list. Revocations always apply.
+/// No keys at all is allowed only for development builds: the agent then checks digests only
+/// and the log says so on every boot.
+fn trusted_keys(provisioned: Option<String>, revoked: Option<String>) -> Result<KeyRing> {
+    let built_in = TrustedKey::all_from_pem(BUILT_IN_KEYS).context("the built-in OTA_TRUSTED_KEYS")?;
+    let trusted = if built_in.is_empty() {
+        TrustedKey::all_from_pem(provisioned.as_deref().unwrap_or("")).context("NVS ota/trusted_keys")?
+    } else {
+        built_in
+    };
+    if trusted.is_empty() {
+        log::warn!("no firmware-signing keys: updates are checked by SHA-256 only (see README: signing)");
+    }
+    let revoked = revoked
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(KeyId::parse_hex)
+        .collect::<Result<Vec<_>, _>>()
+        .context("NVS ota/revoked_keys")?;
+    Ok(KeyRing::new(trusted, revoked))
+}
+
 /// Mounts the `certs` SPIFFS partition read-only at [`CERTS`].
 fn mount_certs() -> Result<()> {
     let conf = esp_idf_svc::sys::esp_vfs_spiffs_conf_t {
@@ -113,7 +173,8 @@ fn mount_certs() -> Result<()> {
         format_if_mount_failed: false,
     };
     // SAFETY: `conf` points at 'static C strings and lives for the duration of the call;
-    // ESP-IDF copies what it keeps. This is the only unsafe call in the firmware.
+    // ESP-IDF copies what it keeps. One of three unsafe calls in the firmware (with the
+    // global CA store and the eFuse read), all plain C calls with no Rust-side invariants.
     esp_idf_svc::sys::esp!(unsafe { esp_idf_svc::sys::esp_vfs_spiffs_register(&conf) })
         .context("mounting the certs partition (see README: provisioning)")
 }
