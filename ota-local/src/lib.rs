@@ -14,6 +14,7 @@ mod catalog;
 pub mod download;
 pub mod jobs;
 pub mod link;
+pub mod pki;
 mod secret;
 mod sqlite;
 
