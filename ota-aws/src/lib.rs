@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod chat;
 pub mod errors;
 pub mod job_spec;
+pub mod kms;
 pub mod monitor;
 pub mod provision;
 pub mod registry;
