@@ -59,6 +59,9 @@ pub enum Command {
     /// The firmware catalog.
     #[command(subcommand)]
     Firmware(FirmwareCommand),
+    /// Firmware signing keys: generate, list, export, revoke.
+    #[command(subcommand)]
+    Keys(crate::keys::KeysCommand),
     /// The device registry.
     #[command(subcommand)]
     Devices(DevicesCommand),
@@ -115,6 +118,20 @@ pub enum FirmwareCommand {
         /// Only this device type.
         #[arg(long = "type")]
         device_type: Option<String>,
+        /// Only this device's type, saying of each version whether the device may run it
+        /// (its security floor, the signature).
+        #[arg(long = "for", value_name = "THING", conflicts_with = "device_type")]
+        for_thing: Option<String>,
+    },
+    /// Sign a published build with a key of the data dir (`ota keys generate`); the key must
+    /// be trusted. Signing again with the same key changes nothing; another key replaces the
+    /// signature (rotation). The image and firmware.sha256 never change.
+    Sign {
+        device_type: String,
+        version: String,
+        /// The key's name in the data dir.
+        #[arg(long)]
+        key: String,
     },
     /// Publish a new build (immutable once published).
     Publish {
@@ -127,6 +144,12 @@ pub enum FirmwareCommand {
         notes: String,
         /// The image file.
         file: PathBuf,
+        /// Sign it with this key of the data dir (needed where signing is required).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<String>,
+        /// The anti-rollback counter: devices that ran a build with a higher one refuse it.
+        #[arg(long, default_value_t = 0)]
+        security_version: u32,
     },
     /// Hash every image and check it against firmware.sha256 and metadata.json.
     Verify {

@@ -10,7 +10,7 @@ use ota_core::auth::Caller;
 use ota_core::catalog::ArtifactRef;
 use ota_core::demo;
 use ota_core::device::Device;
-use ota_core::service::{FleetManager, PublishRequest};
+use ota_core::service::{FleetManager, PublishOptions, PublishRequest};
 use ota_core::version::FirmwareVersion;
 use serde::Serialize;
 
@@ -32,7 +32,13 @@ fn built_at(v: &FirmwareVersion) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(year, month, 15, 12, 0, 0).single().unwrap_or(DateTime::UNIX_EPOCH)
 }
 
-pub async fn init_demo(svc: &FleetManager, me: &Caller) -> Result<DemoSummary> {
+/// Writes what is missing of the demo world; with `signer`, its images are signed (as a new
+/// data dir requires).
+pub async fn init_demo(
+    svc: &FleetManager,
+    me: &Caller,
+    signer: Option<&ota_core::signing::LocalSigningKey>,
+) -> Result<DemoSummary> {
     let backend = svc.backend();
     let existing: BTreeSet<ArtifactRef> = backend.catalog.artifacts().await?.into_iter().collect();
     let mut s = DemoSummary::default();
@@ -46,18 +52,16 @@ pub async fn init_demo(svc: &FleetManager, me: &Caller) -> Result<DemoSummary> {
             let mut extra = std::collections::BTreeMap::new();
             extra.insert("board".to_string(), serde_json::json!("seeed_xiao_esp32s3"));
             extra.insert("idf_version".to_string(), serde_json::json!("v5.4.1"));
-            svc.publish_firmware(
-                me,
-                PublishRequest {
-                    image: demo::firmware_image(&t, &v),
-                    release_notes: demo::release_notes(&t, &v),
-                    built_at: Some(built_at(&v)),
-                    device_type: t.clone(),
-                    version: v,
-                    extra,
-                },
-            )
-            .await?;
+            let request = PublishRequest {
+                image: demo::firmware_image(&t, &v),
+                release_notes: demo::release_notes(&t, &v),
+                built_at: Some(built_at(&v)),
+                device_type: t.clone(),
+                version: v,
+                extra,
+            };
+            let signer = signer.map(|k| k as &dyn ota_core::signing::FirmwareSigner);
+            svc.publish_firmware_signed(me, request, PublishOptions { signer, security_version: 0 }).await?;
             s.firmware_created += 1;
         }
         let mut new_devices = Vec::new();

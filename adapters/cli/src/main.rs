@@ -10,6 +10,7 @@ mod stdout;
 mod aws;
 mod cli;
 mod demo;
+mod keys;
 mod live;
 mod render;
 mod server;
@@ -25,7 +26,7 @@ use ota_core::auth::{Caller, Role};
 use ota_core::device::DeviceQuery;
 use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::rollout::RolloutQuery;
-use ota_core::service::{FleetManager, PublishRequest, Settings};
+use ota_core::service::{FleetManager, PublishOptions, PublishRequest, Settings};
 use ota_core::version::{FirmwareVersion, VersionFilter};
 use ota_core::{Error, Result};
 
@@ -84,6 +85,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             | Command::Rollouts(RolloutsCommand::Watch { .. })
             | Command::Devices(DevicesCommand::Provision { .. })
     );
+    if let Command::Keys(_) = &cli.command {
+        let Command::Keys(command) = cli.command else { unreachable!() };
+        keys::run(&cli.data_dir, command, &out, cli.backend == BackendKind::Local)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let new_data_dir = !cli.data_dir.join("ota.db").exists();
     let backend = match cli.backend {
         BackendKind::Local => {
             if matches!(cli.command, Command::Aws(_)) {
@@ -113,6 +120,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             aws_settings = Some(info);
             backend
         }
+    };
+    // A new data dir signs its firmware (a trusted `default` key, signing required), before
+    // the settings load.
+    let signer = match (&cli.command, cli.backend) {
+        (Command::Init { .. } | Command::Demo(_), BackendKind::Local) => {
+            keys::default_signer(&cli.data_dir, new_data_dir)?
+        }
+        _ => None,
     };
     let settings = match &aws_settings {
         Some(aws) => aws.service.clone(),
@@ -196,14 +211,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sim(args) => sim(&cli.data_dir, &svc, args).await?,
         Command::Demo(args) => {
             let store = local_store()?;
-            return run_demo(&cli.data_dir, svc, store, &me, args, &out).await;
+            return run_demo(&cli.data_dir, svc, store, &me, args, &out, signer.as_ref()).await;
         }
         Command::Aws(AwsCommand::SeedDemo { .. }) => {
-            let summary = demo::init_demo(&svc, &me).await?;
+            let summary = demo::init_demo(&svc, &me, None).await?;
             out.seeded(&summary);
         }
         Command::Init { demo } => {
-            let summary = if demo { Some(demo::init_demo(&svc, &me).await?) } else { None };
+            let summary = if demo { Some(demo::init_demo(&svc, &me, signer.as_ref()).await?) } else { None };
             out.init(&cli.data_dir, summary.as_ref());
         }
         Command::Plan { prompt } => {
@@ -216,28 +231,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Firmware(FirmwareCommand::List { device_type }) => {
+        Command::Firmware(FirmwareCommand::List { device_type: _, for_thing: Some(thing) }) => {
+            keys::list_for(&svc, &me, &ThingName::parse(&thing)?, &out).await?;
+        }
+        Command::Firmware(FirmwareCommand::List { device_type, for_thing: None }) => {
             let t = device_type.as_deref().map(DeviceType::parse).transpose()?;
             out.firmware(&svc.list_firmware(&me, t.as_ref()).await?);
         }
-        Command::Firmware(FirmwareCommand::Publish { device_type, version, notes, file }) => {
+        Command::Firmware(FirmwareCommand::Sign { device_type, version, key }) => {
+            let artifact = ota_core::catalog::ArtifactRef::new(
+                DeviceType::parse(&device_type)?,
+                FirmwareVersion::parse(&version)?,
+            );
+            let key = keys::load(&cli.data_dir, &key)?;
+            let signed = svc.sign_firmware(&me, &artifact, &key).await?;
+            out.signed(&signed);
+        }
+        Command::Firmware(FirmwareCommand::Publish { device_type, version, notes, file, sign, security_version }) => {
+            let key = sign.as_deref().map(|name| keys::load(&cli.data_dir, name)).transpose()?;
             let device_type = DeviceType::parse(&device_type)?;
             let version = FirmwareVersion::parse(&version)?;
             let image = std::fs::read(&file)
                 .map_err(|e| Error::invalid("firmware file", file.display().to_string(), e.to_string()))?;
-            let published = svc
-                .publish_firmware(
-                    &me,
-                    PublishRequest {
-                        device_type,
-                        version,
-                        image,
-                        release_notes: notes,
-                        built_at: None,
-                        extra: Default::default(),
-                    },
-                )
-                .await?;
+            let request = PublishRequest {
+                device_type,
+                version,
+                image,
+                release_notes: notes,
+                built_at: None,
+                extra: Default::default(),
+            };
+            let signer = key.as_ref().map(|k| k as &dyn ota_core::signing::FirmwareSigner);
+            let published =
+                svc.publish_firmware_signed(&me, request, PublishOptions { signer, security_version }).await?;
             out.published(&published);
         }
         Command::Firmware(FirmwareCommand::Verify { device_type }) => {
@@ -301,6 +327,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rollouts(RolloutsCommand::Cancel { id, reason }) => {
             out.rollout(&svc.cancel(&me, &JobId::parse(&id)?, &reason).await?);
         }
+        // Ran above, before any backend opened.
+        Command::Keys(_) => {}
         Command::Audit { limit } => {
             out.audit(&svc.audit_trail(&me, limit).await?);
         }
@@ -445,8 +473,9 @@ async fn run_demo(
     me: &Caller,
     args: DemoArgs,
     out: &Output,
+    signer: Option<&ota_core::signing::LocalSigningKey>,
 ) -> Result<ExitCode> {
-    demo::init_demo(&svc, me).await?;
+    demo::init_demo(&svc, me, signer).await?;
     let mut specs = live::fleet_specs(&args.fleet)?;
     live::resume_versions(&svc, &mut specs).await?;
     live::register(&svc, &specs).await?;

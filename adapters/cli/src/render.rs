@@ -157,6 +157,16 @@ impl Output {
         outln!("published {} ({} bytes, sha256 {})", v.artifact, v.size, v.sha256);
     }
 
+    pub fn signed(&self, v: &VerifiedArtifact) {
+        if self.json {
+            return json(v);
+        }
+        match v.signed_by {
+            Some(k) => outln!("signed {} with key {k} (sha256 {})", v.artifact, v.sha256),
+            None => outln!("{} is not signed", v.artifact),
+        }
+    }
+
     pub fn verified(&self, reports: &[VerifyReport]) {
         if self.json {
             return json(reports);

@@ -366,6 +366,9 @@ fn publish_and_integrity_failures() {
             "v4.0.0",
             "--notes",
             "shiny",
+            // A new data dir requires signed firmware, and holds the trusted key `default`.
+            "--sign",
+            "default",
             img.to_str().unwrap(),
         ],
     );
@@ -376,8 +379,26 @@ fn publish_and_integrity_failures() {
     let sha = std::fs::read_to_string(p.join("firmwares/v4.0.0/pet_feeder/firmware.sha256")).unwrap();
     assert_eq!(sha, format!("{}  firmware.bin\n", out["sha256"].as_str().unwrap()));
     assert!(
-        fails(p, &["firmware", "publish", "--type", "pet_feeder", "--version", "4.0.0", img.to_str().unwrap()])
-            .contains("immutable")
+        fails(p, &["firmware", "publish", "--type", "pet_feeder", "--version", "4.1.0", img.to_str().unwrap()])
+            .contains("signing is required")
+    );
+    assert!(!p.join("firmwares/v4.1.0").exists());
+    assert!(
+        fails(
+            p,
+            &[
+                "firmware",
+                "publish",
+                "--type",
+                "pet_feeder",
+                "--version",
+                "4.0.0",
+                "--sign",
+                "default",
+                img.to_str().unwrap()
+            ]
+        )
+        .contains("immutable")
     );
     assert!(
         fails(p, &["firmware", "publish", "--type", "Pet Feeder", "--version", "5.0.0", img.to_str().unwrap()])

@@ -211,7 +211,7 @@ impl FleetManager {
 
     /// Each catalog version of `device_type` with its `security_version` (0 when its
     /// metadata cannot be read: such a version cannot be deployed anyway).
-    pub(crate) async fn security_versions(
+    pub async fn security_versions(
         &self,
         device_type: &crate::names::DeviceType,
     ) -> Result<std::collections::BTreeMap<crate::version::FirmwareVersion, u32>> {
