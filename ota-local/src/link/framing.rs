@@ -1,27 +1,28 @@
-//! MQTT framing over a TCP connection with rumqttc's 3.1.1 codec: whole packets in, whole
-//! packets out, buffered so several packets leave in one write.
+//! MQTT framing over a device connection (plain TCP or TLS) with rumqttc's 3.1.1 codec: whole
+//! packets in, whole packets out, buffered so several packets leave in one write.
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::mqttbytes::v4::Packet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::MAX_PACKET;
 
-/// A socket with MQTT framing: rumqttc's codec over a read and a write buffer.
+/// What a device connection runs over: a TCP socket, or TLS over one.
+pub(super) trait DeviceStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> DeviceStream for T {}
+
+/// A connection with MQTT framing: rumqttc's codec over a read and a write buffer. Reads and
+/// writes never overlap (the connection task does one at a time), so the stream is not split.
 pub(super) struct PacketIo {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    stream: Box<dyn DeviceStream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
 }
 
 impl PacketIo {
-    pub(super) fn new(stream: TcpStream) -> Self {
-        let (reader, writer) = stream.into_split();
-        PacketIo { reader, writer, rbuf: BytesMut::with_capacity(4096), wbuf: BytesMut::new() }
+    pub(super) fn new(stream: Box<dyn DeviceStream>) -> Self {
+        PacketIo { stream, rbuf: BytesMut::with_capacity(4096), wbuf: BytesMut::new() }
     }
 
     /// Bytes queued and not yet flushed.
@@ -38,7 +39,7 @@ impl PacketIo {
                 Err(CodecError::InsufficientBytes(more)) => self.rbuf.reserve(more),
                 Err(e) => return Err(e),
             }
-            if self.reader.read_buf(&mut self.rbuf).await? == 0 {
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return if self.rbuf.is_empty() { Ok(None) } else { Err(CodecError::MalformedPacket) };
             }
         }
@@ -51,8 +52,10 @@ impl PacketIo {
 
     pub(super) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.writer.write_all(&self.wbuf).await?;
+            self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
+            // TLS holds records back until flushed; TCP's flush does nothing.
+            self.stream.flush().await?;
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use credentials::{DEVICE_SECRET_FILE, DeviceCredentials};
-pub use embedded::embedded;
+pub use embedded::{EndpointAddrs, EndpointLimits, EndpointOptions, embedded, embedded_endpoint};
 pub use external::{CLOUD_FILTERS, external};
 pub use mosquitto::{MosquittoFiles, mosquitto_password_line, write_mosquitto_files};
 

@@ -45,8 +45,10 @@ pub(super) struct Session {
     /// Granted filters, each with whether it was granted QoS 1.
     pub(super) subscriptions: Vec<(String, bool)>,
     pub(super) outgoing: mpsc::Sender<Outgoing>,
-    /// Closes the connection: on takeover, overflow, or shutdown.
+    /// Closes the connection: on takeover, overflow, revocation, or shutdown.
     pub(super) kill: CancellationToken,
+    /// The serial of the client certificate it connected with (TLS); `None` for a password.
+    pub(super) certificate: Option<Vec<u8>>,
 }
 
 impl Sessions {
@@ -65,6 +67,11 @@ impl Sessions {
     /// The session registered as `client_id` if it is still connection `id` (not taken over).
     pub(super) fn current(&mut self, client_id: &str, id: u64) -> Option<&mut Session> {
         self.by_client.get_mut(client_id).filter(|s| s.id == id)
+    }
+
+    /// Every live session, by client id.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &Session)> {
+        self.by_client.iter()
     }
 
     /// Removes `client_id`'s session; true when its thing has no session left.
