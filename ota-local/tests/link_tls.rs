@@ -15,8 +15,8 @@ use ota_local::link::{DeviceCredentials, DeviceEvent, DeviceLink, EndpointLimits
 use ota_local::pki::{DeviceBundle, LocalCa};
 use rumqttc::mqttbytes::v4::{Connect, Packet as RawPacket};
 use rumqttc::{ConnectReturnCode, MqttOptions, SubscribeReasonCode, TlsConfiguration, Transport};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct TlsEndpoint {
@@ -93,14 +93,11 @@ fn client_config(ca_pem: &str, identity: Option<&DeviceBundle>) -> Arc<rustls::C
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    Arc::new(match identity {
-        Some(bundle) => {
-            let certs = CertificateDer::pem_slice_iter(bundle.cert_pem.as_bytes()).map(Result::unwrap).collect();
-            let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes()).unwrap();
-            builder.with_client_auth_cert(certs, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    })
+    match identity {
+        // The device agent's own TLS configuration (what `ota sim --tls` runs).
+        Some(bundle) => ota_device::host::client_tls_config(ca_pem, &bundle.cert_pem, &bundle.key_pem).unwrap(),
+        None => Arc::new(builder.with_no_client_auth()),
+    }
 }
 
 /// Connecting fails before any CONNACK: the TLS handshake or the socket failed.
@@ -334,4 +331,57 @@ async fn authenticated_devices_are_never_dropped_for_new_sockets() {
     first.client.disconnect().await.unwrap();
     assert_eq!(next_event(&mut ep.link.events).await, DeviceEvent::Disconnected { thing: thing("dev-1") });
     ep.device("dev-4", &fourth).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_agents_host_client_connects_with_its_certificate() {
+    use embedded_svc::mqtt::client::{Client, Connection, Event, EventPayload, Publish, QoS};
+    use ota_device::host::{ConnectOptions, connect_with};
+
+    let mut ep = TlsEndpoint::start().await;
+    let bundle = ep.enroll("pet_feeder-07");
+    let bad = ConnectOptions::new("pet_feeder-07", "127.0.0.1", ep.tls_port).with_tls("not pem", "", "");
+    assert!(bad.unwrap_err().to_string().contains("CA file"));
+    let wrong_key = ep.enroll("pet_feeder-08").key_pem;
+    let bad = ConnectOptions::new("pet_feeder-07", "127.0.0.1", ep.tls_port).with_tls(
+        &bundle.ca_pem,
+        &bundle.cert_pem,
+        &wrong_key,
+    );
+    assert!(bad.unwrap_err().to_string().contains("do not go together"));
+
+    let options = ConnectOptions::new("pet_feeder-07", "127.0.0.1", ep.tls_port)
+        .with_tls(&bundle.ca_pem, &bundle.cert_pem, &bundle.key_pem)
+        .unwrap();
+    assert!(format!("{options:?}").contains("tls: true"));
+    let (mut client, mut connection) = connect_with(&options);
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        while let Ok(event) = connection.next() {
+            let seen = match event.payload() {
+                EventPayload::Connected(_) => "connected".to_string(),
+                EventPayload::Received { topic, data, .. } => {
+                    format!("{} {}", topic.unwrap_or_default(), String::from_utf8_lossy(data))
+                }
+                _ => continue,
+            };
+            if tx.send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(seen_next(&mut seen).await, "connected");
+    assert_eq!(next_event(&mut ep.link.events).await, DeviceEvent::Connected { thing: thing("pet_feeder-07") });
+    let notify = jobs_topic("pet_feeder-07", "notify-next");
+    client.subscribe(&notify, QoS::AtLeastOnce).unwrap();
+    // Packets are handled in order: once the cloud has this, the subscription is in place.
+    client.publish(&jobs_topic("pet_feeder-07", "$next/get"), QoS::AtLeastOnce, false, b"{}").unwrap();
+    let (from, _, _) = next_message(&mut ep.link.events).await;
+    assert_eq!(from, thing("pet_feeder-07"));
+    ep.publish(notify.clone(), b"job").await;
+    assert_eq!(seen_next(&mut seen).await, format!("{notify} job"));
+}
+
+async fn seen_next(seen: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(WAIT, seen.recv()).await.expect("the device sees it").expect("the pump runs")
 }

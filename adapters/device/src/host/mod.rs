@@ -23,7 +23,9 @@ pub use fleet::{
 pub use http::{HostHttp, HttpError, HttpFaults, MemoryHttp};
 pub use image::{SyntheticImage, header_version};
 pub use loopback::{LoopbackMqtt, MqttHandler};
-pub use mqtt::{ConnectOptions, HostMqttClient, HostMqttConnection, HostMqttEvent, MqttError, connect, connect_with};
+pub use mqtt::{
+    ConnectOptions, HostMqttClient, HostMqttConnection, HostMqttEvent, MqttError, client_tls_config, connect, connect_with,
+};
 pub use power::{Power, PowerCut, PowerLost};
 pub use server::{ImageServer, ServerFaults};
 pub use storage::{FileStorage, MemStorage, StorageError};

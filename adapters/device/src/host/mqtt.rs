@@ -1,12 +1,18 @@
 //! embedded-svc MQTT over rumqttc's blocking client, for hosts: plain TCP to a broker such
-//! as mosquitto (the ESP32 uses TLS through ESP-IDF instead).
+//! as mosquitto or the local server's password port, or mutual TLS with a device certificate
+//! (the local server's TLS port, AWS IoT Core), as the ESP32 does through ESP-IDF. TLS is
+//! rustls on the ring provider, configured here: rumqttc's own `use-rustls` feature would
+//! bring aws-lc-rs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use embedded_svc::mqtt::client::{
     Client, Connection, Details, ErrorType, Event, EventPayload, MessageId, Publish, QoS,
 };
-use rumqttc::{MqttOptions, Packet};
+use rumqttc::{MqttOptions, Packet, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Errors of the rumqttc-backed client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +40,8 @@ pub struct ConnectOptions {
     /// Pause after a failed connection attempt or a lost connection, so a broker that is
     /// down or refuses the credentials is not hammered.
     pub reconnect_delay: Duration,
+    /// Mutual TLS ([`ConnectOptions::with_tls`]); plain TCP when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -46,6 +54,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("username", &self.credentials.as_ref().map(|(u, _)| u))
             .field("keep_alive", &self.keep_alive)
             .field("reconnect_delay", &self.reconnect_delay)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -60,7 +69,17 @@ impl ConnectOptions {
             credentials: None,
             keep_alive: Duration::from_secs(5),
             reconnect_delay: Duration::from_millis(200),
+            tls: None,
         }
+    }
+
+    /// The same, over mutual TLS: the server is trusted by `ca_pem` (the local server's
+    /// `ca.pem`, or Amazon's root CA) and the device proves who it is with its certificate
+    /// and key (`cert.pem`, `key.pem`). `host` must be a name or an address in the server's
+    /// certificate. Bad PEM is an error here, not at the first connection.
+    pub fn with_tls(mut self, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self, MqttError> {
+        self.tls = Some(client_tls_config(ca_pem, cert_pem, key_pem)?);
+        Ok(self)
     }
 
     /// The same, logging in as `username` with `password`.
@@ -80,8 +99,41 @@ pub fn connect_with(opts: &ConnectOptions) -> (HostMqttClient, HostMqttConnectio
     if let Some((username, password)) = &opts.credentials {
         options.set_credentials(username.as_str(), password.as_str());
     }
+    if let Some(tls) = &opts.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+    }
     let (client, connection) = rumqttc::Client::new(options, 64);
     (HostMqttClient(client), HostMqttConnection { connection, connected: false, reconnect_delay: opts.reconnect_delay })
+}
+
+/// A rustls client configuration on the ring provider: trusts the certificates in `ca_pem`
+/// and authenticates with the first certificate of `cert_pem` (followed by any intermediates)
+/// and the private key in `key_pem` (PKCS#8, SEC1 or PKCS#1).
+pub fn client_tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, MqttError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| MqttError(format!("{what}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| bad("the CA file is not PEM", &e))?;
+        roots.add(cert).map_err(|e| bad("the CA certificate cannot be trusted", &e))?;
+    }
+    if roots.is_empty() {
+        return Err(MqttError("the CA file holds no certificate".into()));
+    }
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("the device certificate file is not PEM", &e))?;
+    if chain.is_empty() {
+        return Err(MqttError("the device certificate file holds no certificate".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad("the device key file holds no key", &e))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS", &e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| bad("the device certificate and key do not go together", &e))?;
+    Ok(Arc::new(config))
 }
 
 fn qos(q: QoS) -> rumqttc::QoS {
