@@ -17,6 +17,7 @@
 
 pub mod catalog;
 pub mod chat;
+pub mod enroll;
 pub mod errors;
 pub mod job_spec;
 pub mod kms;
