@@ -99,7 +99,7 @@ fn bad_rates_and_unknown_types_are_refused() {
     for bad in [(-0.1, 0.0, 0.0), (0.0, 1.5, 0.0), (0.0, 0.0, f64::NAN)] {
         let err = FaultRates::new(bad.0, bad.1, bad.2).unwrap_err();
         assert!(matches!(err, FleetError::Rate { .. }), "{bad:?}: {err}");
-        let unchecked = FaultRates { corrupt: bad.0, boot_failure: bad.1, drop: bad.2 };
+        let unchecked = FaultRates { corrupt: bad.0, boot_failure: bad.1, drop: bad.2, tamper: 0.0 };
         assert!(demo_fleet(&[ty("pet_feeder")], 4, unchecked, 1).is_err(), "{bad:?}");
     }
     let err = demo_fleet(&[ty("pet_feeder"), ty("toaster")], 4, FaultRates::default(), 1).unwrap_err();

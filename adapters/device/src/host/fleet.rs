@@ -19,12 +19,24 @@
 //!   resumes with a Range request and succeeds; later downloads are clean;
 //! - a boot failure makes every image an update installs fail its self-test (the image the
 //!   device started with passes): the bootloader rolls back and the device reports FAILED
-//!   with the version it still runs.
+//!   with the version it still runs;
+//! - a tampered link is a man in the middle who rewrites the image the device downloads
+//!   (the byte at [`CORRUPT_AT`]) and the job document's `firmware.sha256` to match it, so
+//!   the hash check passes; only the signature, which the attacker cannot forge, is left as
+//!   it was. A device that trusts signing keys ([`FleetConfig::trust`]) ends FAILED
+//!   `signature_invalid` and keeps its old image; one that trusts none installs the
+//!   attacker's image, which is what signing is for.
 //!
-//! Corruption and boot failure last for the device's life rather than its first update
-//! only, so a retried execution fails again, as it would on a device that is really broken.
+//! Corruption, tampering and boot failure last for the device's life rather than its first
+//! update only, so a retried execution fails again, as it would on a device that is really
+//! broken (or really attacked).
+//!
+//! Devices trust the keys of [`FleetConfig::trust`] (a real device has them built into its
+//! firmware) and have an anti-rollback floor: the security version of the confirmed image
+//! they boot ([`FleetConfig::security_versions`]), at least [`FleetConfig::min_security_floor`],
+//! and never lower than before, the way ESP-IDF's eFuse counter only rises.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -36,6 +48,7 @@ use std::time::{Duration, Instant};
 use embedded_svc::mqtt::client::{Connection, ErrorType, Event as _, EventPayload};
 use ota_core::demo;
 use ota_core::names::{DeviceType, ThingName};
+use ota_core::signing::KeyRing;
 use ota_core::update::DeviceConfig;
 use ota_core::version::FirmwareVersion;
 
@@ -79,19 +92,34 @@ pub struct FaultRates {
     pub boot_failure: f64,
     /// Devices whose first download is cut mid-body.
     pub drop: f64,
+    /// Devices behind a man in the middle who rewrites images and their job documents' digest.
+    pub tamper: f64,
 }
 
 impl FaultRates {
     /// Rates checked by [`FaultRates::validate`].
     pub fn new(corrupt: f64, boot_failure: f64, drop: f64) -> Result<Self, FleetError> {
-        let rates = FaultRates { corrupt, boot_failure, drop };
+        let rates = FaultRates { corrupt, boot_failure, drop, tamper: 0.0 };
+        rates.validate()?;
+        Ok(rates)
+    }
+
+    /// These rates with `tamper` of the devices behind a man in the middle, checked.
+    pub fn with_tamper(self, tamper: f64) -> Result<Self, FleetError> {
+        let rates = FaultRates { tamper, ..self };
         rates.validate()?;
         Ok(rates)
     }
 
     /// Every rate is a number in 0..=1 (NaN is not).
     pub fn validate(&self) -> Result<(), FleetError> {
-        for (name, value) in [("corrupt", self.corrupt), ("boot failure", self.boot_failure), ("drop", self.drop)] {
+        let rates = [
+            ("corrupt", self.corrupt),
+            ("boot failure", self.boot_failure),
+            ("drop", self.drop),
+            ("tamper", self.tamper),
+        ];
+        for (name, value) in rates {
             if !(0.0..=1.0).contains(&value) {
                 return Err(FleetError::Rate { name, value });
             }
@@ -106,12 +134,13 @@ pub struct DeviceFaults {
     pub corrupt_download: bool,
     pub fail_boot: bool,
     pub drop_download: bool,
+    pub tamper_download: bool,
 }
 
 impl DeviceFaults {
     /// Whether the device has any fault.
     pub fn any(&self) -> bool {
-        self.corrupt_download || self.fail_boot || self.drop_download
+        self.corrupt_download || self.fail_boot || self.drop_download || self.tamper_download
     }
 }
 
@@ -132,7 +161,7 @@ pub struct SimDeviceSpec {
 /// Exactly `round(rate × fleet size)` devices get each fault (20 % of 100 is 20, not "about
 /// 20"), picked by a shuffle seeded with `seed`: the same arguments give the same fleet on
 /// every run and machine. The faults go to distinct devices while their counts fit in the
-/// fleet (corrupt first, then boot failure, then drop, along the shuffled order); counts that
+/// fleet (corrupt first, then boot failure, then drop, then tamper, along the shuffled order); counts that
 /// add up to more than the fleet wrap around and overlap.
 pub fn demo_fleet(
     types: &[DeviceType],
@@ -192,6 +221,9 @@ pub fn demo_fleet(
     for i in take(count(rates.drop)) {
         fleet[i].faults.drop_download = true;
     }
+    for i in take(count(rates.tamper)) {
+        fleet[i].faults.tamper_download = true;
+    }
     Ok(fleet)
 }
 
@@ -250,6 +282,14 @@ pub struct FleetConfig {
     pub stack_size: usize,
     /// How long [`SimFleet::stop`] waits for the devices' threads.
     pub stop_timeout: Duration,
+    /// The signing keys every device trusts (built into a real device's firmware): not
+    /// empty, every image must be signed by one of them. Empty: digests only.
+    pub trust: KeyRing,
+    /// The security version of each image, by type and version: a device's anti-rollback
+    /// floor rises to that of the confirmed image it boots.
+    pub security_versions: Arc<BTreeMap<(DeviceType, FirmwareVersion), u32>>,
+    /// The floor every device has at least.
+    pub min_security_floor: u32,
 }
 
 impl fmt::Debug for FleetConfig {
@@ -270,7 +310,7 @@ impl FleetConfig {
     /// Defaults: the XIAO ESP32S3's 3 MiB update slot, a 60 s self-test, a 30 s keep-alive,
     /// 1 s between reconnects, agents polling every 250 ms, 1 s before a resume, 500 ms of
     /// grace before a restart, a 30 s HTTP timeout, devices starting 5 ms apart, 256 KiB
-    /// stacks and 20 s to stop.
+    /// stacks and 20 s to stop; no trusted keys and no security floor.
     pub fn new(mqtt_host: &str, mqtt_port: u16, password_for: PasswordFor) -> Self {
         FleetConfig {
             mqtt_host: mqtt_host.to_string(),
@@ -287,6 +327,9 @@ impl FleetConfig {
             start_interval: Duration::from_millis(5),
             stack_size: 256 * 1024,
             stop_timeout: Duration::from_secs(20),
+            trust: KeyRing::default(),
+            security_versions: Arc::default(),
+            min_security_floor: 0,
         }
     }
 }
@@ -488,7 +531,8 @@ fn run_device(
     let config = &run.config;
     let storage = MemStorage::new(power);
     let faults = HttpFaults {
-        corrupt_at: spec.faults.corrupt_download.then_some(CORRUPT_AT),
+        // The tampering man in the middle rewrites the same byte a corrupting link flips.
+        corrupt_at: (spec.faults.corrupt_download || spec.faults.tamper_download).then_some(CORRUPT_AT),
         truncate_at: None,
         drop_at: spec.faults.drop_download.then_some(DROP_AT),
     };
@@ -498,8 +542,10 @@ fn run_device(
         .with_credentials(thing, &(config.password_for)(&spec.thing));
     options.keep_alive = config.keep_alive;
     options.reconnect_delay = config.reconnect_delay;
-    let mut agent_config =
-        AgentConfig::new(DeviceConfig::new(spec.thing.clone(), spec.device_type.clone()), config.slot_size);
+    let mut device = DeviceConfig::new(spec.thing.clone(), spec.device_type.clone());
+    device.trust = config.trust.clone();
+    device.security_floor = config.min_security_floor;
+    let mut agent_config = AgentConfig::new(device, config.slot_size);
     agent_config.self_test_timeout = config.self_test_timeout;
     agent_config.poll_interval = config.poll_interval;
     agent_config.retry_delay = config.retry_delay;
@@ -510,9 +556,11 @@ fn run_device(
     while !stop.load(Ordering::SeqCst) {
         dev.flash.power_on();
         dev.boots.fetch_add(1, Ordering::SeqCst);
+        raise_floor(&mut agent_config.device, dev, spec, config);
         let (client, connection) = connect_with(&options);
         let (tx, rx) = channel();
-        let observed = Observed { inner: connection, device: dev.clone() };
+        let tamper = spec.faults.tamper_download.then(|| Tamper::new(config.http_timeout));
+        let observed = Observed { inner: connection, device: dev.clone(), tamper };
         let pump = std::thread::Builder::new()
             .name(format!("mqtt-{thing}"))
             .stack_size(config.stack_size)
@@ -566,10 +614,111 @@ fn sleep_unless_stopped(stop: &AtomicBool, total: Duration) -> bool {
     }
 }
 
-/// The device's MQTT connection, noting in the device's state whether it has a session.
+/// Raises the device's anti-rollback floor to the security version of the confirmed image it
+/// booted (never lowers it): ESP-IDF raises its eFuse counter once an image is confirmed.
+fn raise_floor(device: &mut DeviceConfig, dev: &DeviceShared, spec: &SimDeviceSpec, config: &FleetConfig) {
+    let (index, state) = dev.flash.running_slot();
+    if state != SimSlotState::Valid {
+        return;
+    }
+    let running = dev.flash.slot(index).version.and_then(|v| FirmwareVersion::parse(&v).ok());
+    if let Some(sv) = running.and_then(|v| config.security_versions.get(&(spec.device_type.clone(), v)).copied()) {
+        device.security_floor = device.security_floor.max(sv);
+    }
+}
+
+/// The man in the middle of the tamper fault: on a job document, it fetches the image from
+/// the document's URL as the device will get it (the byte at [`CORRUPT_AT`] rewritten, by the
+/// same link fault the device's downloads carry), hashes it, and puts that digest in place of
+/// the document's `firmware.sha256`. Everything else, the signature included, passes as it
+/// was: a forged signature is what the attacker cannot make.
+struct Tamper {
+    http_timeout: Duration,
+    /// Original digest (hex) → the tampered image's digest (hex).
+    rewritten: BTreeMap<String, String>,
+}
+
+impl Tamper {
+    fn new(http_timeout: Duration) -> Self {
+        Tamper { http_timeout, rewritten: BTreeMap::new() }
+    }
+
+    /// `data` of a message on `topic`, rewritten when it delivers a job document.
+    fn rewrite(&mut self, topic: &str, data: Vec<u8>) -> Vec<u8> {
+        if !(topic.ends_with("/jobs/notify-next") || topic.ends_with("/jobs/$next/get/accepted")) {
+            return data;
+        }
+        let Ok(Some(execution)) = ota_core::job::parse_execution(&data) else {
+            return data;
+        };
+        let doc = &execution.document;
+        let (Some(url), Some(sha)) = (
+            doc.pointer("/firmware/url").and_then(|v| v.as_str()),
+            doc.pointer("/firmware/sha256").and_then(|v| v.as_str()),
+        ) else {
+            return data;
+        };
+        let new = match self.rewritten.get(sha) {
+            Some(new) => new.clone(),
+            None => match tampered_digest(url, self.http_timeout) {
+                Some(new) => {
+                    self.rewritten.insert(sha.to_string(), new.clone());
+                    new
+                }
+                // The image cannot be fetched: the attacker lets this delivery through.
+                None => return data,
+            },
+        };
+        replace_all(&data, sha.as_bytes(), new.as_bytes())
+    }
+}
+
+/// The SHA-256 (hex) of the image at `url` with the byte at [`CORRUPT_AT`] rewritten.
+fn tampered_digest(url: &str, timeout: Duration) -> Option<String> {
+    use embedded_svc::http::Status as _;
+    use embedded_svc::http::client::Connection as _;
+    use embedded_svc::io::Read as _;
+    let faults = HttpFaults { corrupt_at: Some(CORRUPT_AT), ..Default::default() };
+    let mut http = HostHttp::new(timeout, Arc::new(Mutex::new(faults)));
+    http.initiate_request(embedded_svc::http::Method::Get, url, &[]).ok()?;
+    http.initiate_response().ok()?;
+    if http.status() != 200 {
+        return None;
+    }
+    let mut verifier = ota_core::integrity::Sha256Verifier::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = http.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        verifier.update(&buf[..n]);
+    }
+    Some(verifier.finish().0.to_hex())
+}
+
+/// `data` with every `from` replaced by `to`.
+fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if !from.is_empty() && data[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The device's MQTT connection, noting in the device's state whether it has a session, and,
+/// for a tampered device, passing through the man in the middle.
 struct Observed {
     inner: HostMqttConnection,
     device: Arc<DeviceShared>,
+    tamper: Option<Tamper>,
 }
 
 impl ErrorType for Observed {
@@ -580,7 +729,10 @@ impl Connection for Observed {
     type Event<'a> = HostMqttEvent;
 
     fn next(&mut self) -> Result<HostMqttEvent, MqttError> {
-        let event = self.inner.next()?;
+        let mut event = self.inner.next()?;
+        if let (Some(tamper), HostMqttEvent::Received { topic, data }) = (self.tamper.as_mut(), &mut event) {
+            *data = tamper.rewrite(topic, std::mem::take(data));
+        }
         match event.payload() {
             EventPayload::Connected(_) => self.device.connected.store(true, Ordering::SeqCst),
             EventPayload::Disconnected => self.device.connected.store(false, Ordering::SeqCst),
