@@ -23,10 +23,8 @@ use aws_sdk_iot::types::{
 use ota_core::catalog::{ArtifactRef, CatalogFile};
 use ota_core::policy::{RampCriterion, RolloutPolicy};
 use ota_core::rollout::Rollout;
-use ota_core::targeting::UpdateAction;
 use ota_core::{Error, Result};
 use serde::Serialize;
-use serde_json::json;
 
 /// IoT Jobs accepts at most this many targets on one job; larger deployments target a
 /// dynamic thing group built from the deployment's Fleet Indexing query.
@@ -73,20 +71,12 @@ pub fn presigned_url_placeholder(bucket: &str, key: &str) -> String {
     format!("${{aws:iot:s3-presigned-url-v2:https://s3.amazonaws.com/{bucket}/{key}}}")
 }
 
-/// The job document a device receives (see `ota_core::job`).
+/// The job document a device receives (`ota_core::job::JobDocument`), with the signature
+/// and security version verified when the rollout started; IoT replaces the URL placeholder
+/// at delivery.
 pub fn job_document(rollout: &Rollout, bucket: &str) -> serde_json::Value {
     let key = ArtifactRef::new(rollout.device_type.clone(), rollout.version.clone()).key(CatalogFile::Image);
-    json!({
-        "operation": ota_core::job::OPERATION,
-        "deviceType": rollout.device_type.as_str(),
-        "version": rollout.version.to_string(),
-        "rollback": rollout.action == UpdateAction::Rollback,
-        "firmware": {
-            "url": presigned_url_placeholder(bucket, &key),
-            "size": rollout.size,
-            "sha256": rollout.sha256.to_hex(),
-        }
-    })
+    rollout.job_document(presigned_url_placeholder(bucket, &key)).to_value()
 }
 
 fn build_error(e: impl std::fmt::Display) -> Error {
@@ -187,6 +177,7 @@ pub fn dynamic_group_name(rollout: &Rollout) -> String {
 mod tests {
     use super::*;
     use ota_core::policy::RetryPolicy;
+    use serde_json::json;
 
     #[test]
     fn max_in_flight_becomes_a_start_rate_with_its_worst_case() {
@@ -198,6 +189,53 @@ mod tests {
         let capped = RolloutPolicy { max_in_flight: 1000, max_per_minute: Some(7), ..p };
         assert_eq!(start_rate(&capped, 1).maximum_per_minute, 7, "the policy's own rate limit wins");
         assert!(r.to_string().contains("at most 2 devices per minute"), "{r}");
+    }
+
+    fn rollout(extra: serde_json::Value) -> Rollout {
+        let mut r = json!({
+            "id": "update-pet_feeder-2_0_0-abc", "plan_id": "plan-1", "action": "rollback", "device_type": "pet_feeder",
+            "thing_group": "PetFeederAWSDevice", "version": "2.0.0", "sha256": "ab".repeat(32), "size": 1234,
+            "things": [], "fleet_query": "", "policy": RolloutPolicy::default(), "status": "IN_PROGRESS",
+            "status_reason": null, "created_by": "t", "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+        });
+        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(r).unwrap()
+    }
+
+    #[test]
+    fn the_document_carries_the_signature_verified_at_start() {
+        let signed = rollout(json!({
+            "signature": {"alg": "ecdsa-p256-sha256", "key_id": "00112233445566778899aabbccddeeff", "value": "MEUCIQ=="},
+            "security_version": 3,
+        }));
+        let doc = job_document(&signed, "fw-bucket");
+        assert_eq!(
+            doc["firmware"]["signature"],
+            json!({"alg": "ecdsa-p256-sha256", "keyId": "00112233445566778899aabbccddeeff", "value": "MEUCIQ=="}),
+            "the job spelling: keyId"
+        );
+        assert_eq!(doc["firmware"]["securityVersion"], 3);
+        assert!(doc["firmware"]["url"].as_str().unwrap().starts_with("${aws:iot:s3-presigned-url-v2:"), "{doc}");
+        // What a device parses (IoT has replaced the placeholder by then) is what was recorded.
+        let mut delivered = doc.clone();
+        delivered["firmware"]["url"] = json!("https://fw-bucket.s3.amazonaws.com/firmware.bin?X-Amz-Signature=ab");
+        let job = ota_core::job::validate(signed.id.clone(), &delivered, &signed.device_type, u64::MAX).unwrap();
+        assert_eq!(job.firmware.signature, signed.signature);
+        assert_eq!((job.firmware.security_version, job.rollback), (3, true));
+
+        // Unsigned: exactly the document of before signatures.
+        let unsigned = rollout(json!({}));
+        let key = ArtifactRef::new(unsigned.device_type.clone(), unsigned.version.clone()).key(CatalogFile::Image);
+        let url = presigned_url_placeholder("fw-bucket", &key);
+        assert_eq!(
+            job_document(&unsigned, "fw-bucket").to_string(),
+            json!({
+                "operation": "ota_update", "deviceType": "pet_feeder", "version": "2.0.0", "rollback": true,
+                "firmware": {"url": url, "size": 1234, "sha256": "ab".repeat(32)},
+            })
+            .to_string()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{ArtifactRef, FirmwareMetadata, Sha256Digest};
 use crate::error::{Error, Result};
-use crate::signing::KeyId;
+use crate::signing::{FirmwareSignature, KeyId};
 
 /// Hashes bytes as they stream past; memory use does not depend on the image size.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +86,10 @@ pub struct VerifiedArtifact {
     /// only where configuration does not require signing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<KeyId>,
+    /// The signature that was verified (set with `signed_by`): what a rollout started from
+    /// this artifact puts in its job documents. Not in the JSON form, which names the key.
+    #[serde(skip)]
+    pub signature: Option<FirmwareSignature>,
     /// `metadata.json`'s `security_version`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub security_version: u32,
@@ -128,6 +132,7 @@ pub fn check_artifact(
         sha256: *computed,
         size: computed_size,
         signed_by: None,
+        signature: None,
         security_version: metadata.security_version,
     })
 }

@@ -6,11 +6,13 @@
 //! `statusDetails.reason`) instead of half-applying it. Codes are stable strings because the
 //! jobs engine and operators match on them.
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::Sha256Digest;
 use crate::names::{DeviceType, JobId};
-use crate::signing::FirmwareSignature;
+use crate::signing::{FirmwareSignature, KeyId};
 use crate::version::FirmwareVersion;
 
 /// The only `operation` this device understands.
@@ -89,28 +91,97 @@ impl Rejection {
     }
 }
 
-// The wire shape. Unknown fields are ignored so the cloud can add fields without breaking
-// devices in the field.
-#[derive(Deserialize)]
+/// The job document as it travels: what the jobs engine (local) and AWS IoT Jobs (`ota-aws`)
+/// send, and what a device parses before [`validate`] turns it into an [`UpdateJob`]. One
+/// type for both directions, so the builders and the device cannot drift apart.
+///
+/// Strings stay strings here (each is checked by [`validate`] with its own reason code) and
+/// borrow from the parsed [`serde_json::Value`] where they can, so the device copies only
+/// what it keeps. Unknown fields are ignored so the cloud can add fields without breaking
+/// devices in the field. `signature` and `securityVersion` are left out when absent or 0, so
+/// an unsigned document is exactly what it was before they existed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawDocument {
-    operation: String,
-    device_type: String,
-    version: String,
+pub struct JobDocument<'a> {
+    #[serde(borrow)]
+    pub operation: Cow<'a, str>,
+    #[serde(borrow)]
+    pub device_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    /// The operator asked for an older version on purpose.
     #[serde(default)]
-    rollback: bool,
-    firmware: RawFirmware,
+    pub rollback: bool,
+    #[serde(borrow)]
+    pub firmware: JobFirmware<'a>,
 }
 
-#[derive(Deserialize)]
-struct RawFirmware {
-    url: String,
-    size: u64,
-    sha256: String,
-    #[serde(default)]
-    signature: Option<FirmwareSignature>,
-    #[serde(default, rename = "securityVersion")]
-    security_version: u32,
+/// `firmware` of a [`JobDocument`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFirmware<'a> {
+    #[serde(borrow)]
+    pub url: Cow<'a, str>,
+    pub size: u64,
+    /// 64 lowercase hex characters.
+    #[serde(borrow)]
+    pub sha256: Cow<'a, str>,
+    /// `{alg, keyId, value}` (the job spelling; `key_id` is accepted too).
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "job_signature")]
+    pub signature: Option<FirmwareSignature>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub security_version: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Writes a signature with the job document's `keyId` (metadata.json says `key_id`).
+fn job_signature<S: serde::Serializer>(sig: &Option<FirmwareSignature>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Job<'a> {
+        alg: &'a str,
+        key_id: &'a KeyId,
+        value: &'a str,
+    }
+    match sig {
+        Some(sig) => Job { alg: &sig.alg, key_id: &sig.key_id, value: &sig.value }.serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+impl JobDocument<'static> {
+    /// The `ota_update` document that installs `firmware` as `version` of `device_type`.
+    pub fn update(
+        device_type: &DeviceType,
+        version: &FirmwareVersion,
+        rollback: bool,
+        firmware: FirmwareSource,
+    ) -> Self {
+        JobDocument {
+            operation: Cow::Borrowed(OPERATION),
+            device_type: Cow::Owned(device_type.as_str().to_string()),
+            version: Cow::Owned(version.to_string()),
+            rollback,
+            firmware: JobFirmware {
+                url: Cow::Owned(firmware.url),
+                size: firmware.size,
+                sha256: Cow::Owned(firmware.sha256.to_hex()),
+                signature: firmware.signature,
+                security_version: firmware.security_version,
+            },
+        }
+    }
+}
+
+impl JobDocument<'_> {
+    /// The document as JSON (what goes into `jobDocument`).
+    pub fn to_value(&self) -> serde_json::Value {
+        // Plain strings, numbers and a map: serializing cannot fail.
+        serde_json::to_value(self).unwrap_or_default()
+    }
 }
 
 /// Validates a job document for a device of type `own_type` whose update slot holds
@@ -121,16 +192,17 @@ pub fn validate(
     own_type: &DeviceType,
     slot_size: u64,
 ) -> Result<UpdateJob, Rejection> {
-    let raw = RawDocument::deserialize(document).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let raw = JobDocument::deserialize(document).map_err(|e| Rejection::Malformed(e.to_string()))?;
     if raw.operation != OPERATION {
-        return Err(Rejection::UnsupportedOperation(raw.operation));
+        return Err(Rejection::UnsupportedOperation(raw.operation.into_owned()));
     }
     if raw.device_type != own_type.as_str() {
-        return Err(Rejection::WrongDeviceType { job: raw.device_type, device: own_type.clone() });
+        return Err(Rejection::WrongDeviceType { job: raw.device_type.into_owned(), device: own_type.clone() });
     }
-    let version = FirmwareVersion::parse(&raw.version).map_err(|_| Rejection::InvalidVersion(raw.version.clone()))?;
+    let version =
+        FirmwareVersion::parse(&raw.version).map_err(|_| Rejection::InvalidVersion(raw.version.to_string()))?;
     let sha256 = Sha256Digest::parse_hex(&raw.firmware.sha256)
-        .map_err(|_| Rejection::InvalidSha256(raw.firmware.sha256.clone()))?;
+        .map_err(|_| Rejection::InvalidSha256(raw.firmware.sha256.to_string()))?;
     let size = raw.firmware.size;
     if size == 0 {
         return Err(Rejection::EmptyImage);
@@ -145,7 +217,7 @@ pub fn validate(
         version,
         rollback: raw.rollback,
         firmware: FirmwareSource {
-            url: raw.firmware.url,
+            url: raw.firmware.url.into_owned(),
             size,
             sha256,
             signature: raw.firmware.signature,
@@ -287,6 +359,39 @@ mod tests {
         d["firmware"]["url"] = json!("http://127.0.0.1:8080/firmware.bin");
         d["extraField"] = json!({"ignored": true});
         assert!(check(&d).is_ok());
+    }
+
+    #[test]
+    fn a_built_document_validates_back_to_what_was_built() {
+        let signature: FirmwareSignature = serde_json::from_value(
+            json!({"alg": "ecdsa-p256-sha256", "key_id": "00112233445566778899aabbccddeeff", "value": "MEUCIQ=="}),
+        )
+        .unwrap();
+        let source = FirmwareSource {
+            url: "https://h/fw.bin".into(),
+            size: 1000,
+            sha256: Sha256Digest([7; 32]),
+            signature: Some(signature),
+            security_version: 2,
+        };
+        let built = JobDocument::update(&ty(), &FirmwareVersion::new(1, 2, 3), true, source.clone()).to_value();
+        assert_eq!(built["firmware"]["signature"]["keyId"], "00112233445566778899aabbccddeeff", "{built}");
+        assert_eq!(built["firmware"]["securityVersion"], 2);
+        let job = check(&built).unwrap();
+        assert_eq!((job.version, job.rollback, job.firmware), (FirmwareVersion::new(1, 2, 3), true, source.clone()));
+        // Parsed from bytes (escapes cannot borrow) and from a value, the same document.
+        let text = built.to_string();
+        let from_text: JobDocument<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(from_text, JobDocument::deserialize(&built).unwrap());
+
+        // Unsigned and at security version 0: the document of before signatures, field for field.
+        let plain = FirmwareSource { signature: None, security_version: 0, ..source };
+        let built = JobDocument::update(&ty(), &FirmwareVersion::new(2, 0, 0), false, plain).to_value();
+        let old = json!({
+            "operation": "ota_update", "deviceType": "pet_feeder", "version": "2.0.0", "rollback": false,
+            "firmware": {"url": "https://h/fw.bin", "size": 1000, "sha256": Sha256Digest([7; 32]).to_hex()},
+        });
+        assert_eq!(built.to_string(), old.to_string());
     }
 
     #[test]

@@ -94,6 +94,13 @@ pub struct Deployment {
     /// each device there). Not shown in the plan.
     #[serde(skip)]
     pub from_versions: std::collections::BTreeMap<ThingName, FirmwareVersion>,
+    /// The signature verified over `sha256` when this was planned (at start: re-verified),
+    /// recorded in the rollout for its job documents. Not shown in the plan.
+    #[serde(skip)]
+    pub signature: Option<crate::signing::FirmwareSignature>,
+    /// The image's security version, recorded in the rollout. Not shown in the plan.
+    #[serde(skip)]
+    pub security_version: u32,
 }
 
 /// Everything a request would do, or why not. `deployments` is filled only for update and
@@ -313,6 +320,8 @@ mod tests {
             held_back: Vec::new(),
             offline: Vec::new(),
             from_versions: Default::default(),
+            signature: None,
+            security_version: 0,
         };
         let id = plan_id(std::slice::from_ref(&base));
         let variants: [fn(&mut Deployment); 9] = [

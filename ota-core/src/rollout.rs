@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Sha256Digest;
+use crate::job::{FirmwareSource, JobDocument};
 use crate::names::{DeviceType, JobId, ThingGroupName, ThingName};
 use crate::policy::RolloutPolicy;
+use crate::signing::FirmwareSignature;
 use crate::targeting::UpdateAction;
 use crate::version::FirmwareVersion;
 
@@ -76,6 +78,37 @@ pub struct Rollout {
     /// Set on a rollout started to revert the devices an aborted rollout had moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert_of: Option<JobId>,
+    /// The image's signature as verified at start (over `sha256`, by a trusted key); every
+    /// job document of the rollout carries it. `None`: unsigned (allowed only where signing
+    /// is not required), or a rollout recorded before signatures existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<FirmwareSignature>,
+    /// The image's anti-rollback counter (`metadata.json`'s `security_version`) at start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub security_version: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Rollout {
+    /// The job document each device of this rollout receives, downloading from `url` (a
+    /// link signed at delivery, or AWS's pre-signed URL placeholder).
+    pub fn job_document(&self, url: String) -> JobDocument<'static> {
+        JobDocument::update(
+            &self.device_type,
+            &self.version,
+            self.action == UpdateAction::Rollback,
+            FirmwareSource {
+                url,
+                size: self.size,
+                sha256: self.sha256,
+                signature: self.signature.clone(),
+                security_version: self.security_version,
+            },
+        )
+    }
 }
 
 /// A query over stored rollouts; the default lists all, newest first.

@@ -241,3 +241,37 @@ async fn a_rollback_below_a_devices_security_floor_is_refused() {
     ok.action = UpdateAction::Rollback;
     assert_eq!(w.svc.plan_update(&admin(), &ok).await.unwrap().deployments.len(), 1);
 }
+
+#[tokio::test]
+async fn a_started_rollout_records_the_verified_signature_and_its_documents_carry_it() {
+    let k = key(1);
+    let w = world(signing(true, &[&k], &[]));
+    publish(&w, "1.0.0", Some(&k), 1).await.unwrap();
+    publish(&w, "2.0.0", Some(&k), 3).await.unwrap();
+    add_device(&w, 1, "1.0.0").await;
+    let started = w.svc.start(&admin(), &update_to("2.0.0"), None).await.unwrap();
+    let a = ArtifactRef::new(ty(), ver("2.0.0"));
+    let meta = FirmwareMetadata::parse(&a, &w.backend.catalog.read_metadata(&a).await.unwrap()).unwrap();
+    let stored = w.backend.rollouts.get(&started.rollouts[0].id).await.unwrap();
+    assert_eq!((stored.signature.as_ref(), stored.security_version), (meta.signature.as_ref(), 3));
+    // The document a device gets validates to the signed digest, and the signature verifies
+    // with the device's key ring (the public key only).
+    let doc = stored.job_document("https://h/firmware.bin".into()).to_value();
+    let job = ota_core::job::validate(stored.id.clone(), &doc, &ty(), u64::MAX).unwrap();
+    let ring = ota_core::signing::KeyRing::new(vec![k.trusted_key()], vec![]);
+    assert_eq!(ring.verify(&job.firmware.sha256, job.firmware.signature.as_ref().unwrap()), Ok(k.key_id()));
+    assert_eq!(job.firmware.security_version, 3);
+}
+
+#[tokio::test]
+async fn an_unsigned_rollout_records_no_signature() {
+    let w = world(Settings::default());
+    publish(&w, "1.0.0", None, 0).await.unwrap();
+    publish(&w, "2.0.0", None, 0).await.unwrap();
+    add_device(&w, 1, "1.0.0").await;
+    let started = w.svc.start(&admin(), &update_to("2.0.0"), None).await.unwrap();
+    let r = &started.rollouts[0];
+    assert_eq!((r.signature.as_ref(), r.security_version), (None, 0));
+    let json = serde_json::to_value(r).unwrap();
+    assert!(json.get("signature").is_none() && json.get("security_version").is_none(), "{json}");
+}

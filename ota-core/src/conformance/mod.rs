@@ -137,6 +137,8 @@ fn rollout(id: &str, t: &str, created: DateTime<Utc>) -> Rollout {
         updated_at: created,
         from_versions: Default::default(),
         revert_of: None,
+        signature: None,
+        security_version: 0,
     }
 }
 

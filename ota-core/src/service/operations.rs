@@ -258,6 +258,9 @@ impl FleetManager {
                 updated_at: now,
                 from_versions: d.from_versions.clone(),
                 revert_of: revert_of.cloned(),
+                // What start's full check verified: every job document carries it.
+                signature: d.signature.clone(),
+                security_version: d.security_version,
             };
             // A later type can still lose a race (another start took it meanwhile): what was
             // created stays created, and the reply lists each item.
@@ -440,6 +443,7 @@ impl FleetManager {
         };
         let signed_by = signature.as_ref().map(|s| s.key_id);
         let der = signature.as_ref().and_then(FirmwareSignature::der);
+        let signed = signature.clone();
         let metadata = FirmwareMetadata {
             version: publish.version,
             device_type: publish.device_type,
@@ -468,7 +472,14 @@ impl FleetManager {
         };
         self.audit(caller, "publish", request, None, outcome).await?;
         result?;
-        Ok(VerifiedArtifact { artifact, sha256, size, signed_by, security_version: metadata.security_version })
+        Ok(VerifiedArtifact {
+            artifact,
+            sha256,
+            size,
+            signed_by,
+            signature: signed,
+            security_version: metadata.security_version,
+        })
     }
 }
 

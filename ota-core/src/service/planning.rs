@@ -102,6 +102,8 @@ impl FleetManager {
                 things: t.things,
                 sha256: verified.sha256,
                 size: verified.size,
+                signature: verified.signature,
+                security_version: verified.security_version,
                 fleet_query: t.fleet_query,
                 policy,
                 held_back: t.held_back,

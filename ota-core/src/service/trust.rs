@@ -98,6 +98,7 @@ impl FleetManager {
         let ring = signing.key_ring()?;
         let key = ring.verify(&verified.sha256, signature).map_err(|e| fail(signature_refusal(&e)))?;
         verified.signed_by = Some(key);
+        verified.signature = Some(signature.clone());
         Ok(verified)
     }
 

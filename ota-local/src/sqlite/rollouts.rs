@@ -10,16 +10,18 @@ use ota_core::rollout::{Rollout, RolloutQuery};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::{DbResult, column, json_column, optional_column, sql_limit, timestamp, to_i64, to_json};
+use super::{
+    DbResult, column, json_column, optional_column, optional_json_column, sql_limit, timestamp, to_i64, to_json,
+};
 
 const COLUMNS: &str = "id, plan_id, action, device_type, thing_group, version, sha256, size, things, \
                        fleet_query, policy, status, status_reason, created_by, created_at, updated_at, \
-                       from_versions, revert_of";
+                       from_versions, revert_of, signature, security_version";
 
 /// [`COLUMNS`] with an empty device list in place of `things`.
 const COLUMNS_WITHOUT_THINGS: &str = "id, plan_id, action, device_type, thing_group, version, sha256, size, '[]', \
                                       fleet_query, policy, status, status_reason, created_by, created_at, updated_at, \
-                                      '{}', revert_of";
+                                      '{}', revert_of, signature, security_version";
 
 fn rollout_from_row(row: &Row<'_>) -> rusqlite::Result<Rollout> {
     let size: i64 = row.get(7)?;
@@ -42,6 +44,8 @@ fn rollout_from_row(row: &Row<'_>) -> rusqlite::Result<Rollout> {
         updated_at: column(row, 15)?,
         from_versions: json_column(row, 16)?,
         revert_of: optional_column(row, 17)?,
+        signature: optional_json_column(row, 18)?,
+        security_version: row.get(19)?,
     })
 }
 
@@ -65,7 +69,7 @@ pub(super) fn active_for(conn: &Connection, device_type: &DeviceType) -> DbResul
 
 pub(super) fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO rollouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        "INSERT INTO rollouts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
     ))?;
     stmt.execute(params![
         r.id.as_str(),
@@ -86,6 +90,8 @@ pub(super) fn insert(conn: &Connection, r: &Rollout) -> DbResult<()> {
         timestamp(&r.updated_at),
         to_json("from_versions", &r.from_versions)?,
         r.revert_of.as_ref().map(|id| id.as_str()),
+        r.signature.as_ref().map(|s| to_json("signature", s)).transpose()?,
+        r.security_version,
     ])?;
     Ok(())
 }

@@ -193,8 +193,16 @@ CREATE INDEX executions_in_progress_by_deadline ON executions (deadline) WHERE s
 CREATE INDEX executions_by_rollout_started ON executions (rollout_id, started_at) WHERE started_at IS NOT NULL;
 ";
 
+/// Version 6: what a rollout verified at start and every job document of it carries: the
+/// image's signature (JSON `{alg, key_id, value}`; NULL: unsigned, as every rollout of an
+/// older file) and its security version.
+const V6: &str = "
+ALTER TABLE rollouts ADD COLUMN signature TEXT;
+ALTER TABLE rollouts ADD COLUMN security_version INTEGER NOT NULL DEFAULT 0 CHECK (security_version >= 0);
+";
+
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -302,5 +310,54 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// A file written by the previous release (schema 5), with a rollout in it, opened by
+    /// this one: upgraded in place, the rollout reads back unsigned, and a signed rollout
+    /// stored afterwards keeps its signature.
+    #[tokio::test]
+    async fn a_version_5_file_upgrades_in_place_and_its_rollouts_read_back() {
+        use ota_core::ports::RolloutStore;
+        use ota_core::rollout::RolloutQuery;
+        use ota_core::signing::LocalSigningKey;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ota.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute_batch(
+                r#"INSERT INTO rollouts (id, plan_id, action, device_type, thing_group, version, sha256, size, things,
+                       fleet_query, policy, status, status_reason, created_by, created_at, updated_at, from_versions)
+                   VALUES ('update-pet_feeder-2_0_0-0123456789', 'plan-1', 'update', 'pet_feeder',
+                       'PetFeederAWSDevice', '2.0.0', '0101010101010101010101010101010101010101010101010101010101010101',
+                       10, '["pet_feeder-01"]', 'thingName:pet_feeder-01', '{}', 'COMPLETED', NULL, 'tester',
+                       '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', '{}');"#,
+            )
+            .unwrap();
+        }
+        let store = super::super::SqliteStore::open(&path).unwrap();
+        let version: i64 =
+            Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, SCHEMA_VERSION);
+        let old = store.list(&RolloutQuery::default()).await.unwrap();
+        assert_eq!(old.len(), 1, "{old:?}");
+        assert_eq!(old[0].id.as_str(), "update-pet_feeder-2_0_0-0123456789");
+        assert_eq!(old[0].things.len(), 1);
+        assert_eq!((old[0].signature.as_ref(), old[0].security_version), (None, 0), "recorded before signatures");
+
+        let key = LocalSigningKey::from_bytes(&[9; 32]).unwrap();
+        let mut signed = old[0].clone();
+        signed.id = ota_core::names::JobId::parse("update-pet_feeder-2_0_0-0123456789-2").unwrap();
+        signed.status = ota_core::rollout::RolloutStatus::InProgress;
+        signed.signature = Some(key.sign_digest(&signed.sha256).unwrap());
+        signed.security_version = 4;
+        store.create(&signed).await.unwrap();
+        drop(store);
+        let reopened = super::super::SqliteStore::open(&path).unwrap();
+        assert_eq!(RolloutStore::get(&reopened, &signed.id).await.unwrap(), signed);
     }
 }

@@ -518,6 +518,8 @@ mod tests {
             updated_at: t(0),
             from_versions: Default::default(),
             revert_of: None,
+            signature: None,
+            security_version: 0,
         };
         store.create(&rollout).await.unwrap();
         (store, rollout.id)

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::rollout::Rollout;
-use ota_core::targeting::UpdateAction;
 use ota_core::version::FirmwareVersion;
 use serde_json::{Value, json};
 
@@ -45,16 +44,11 @@ pub(super) fn epoch(t: DateTime<Utc>) -> i64 {
 }
 
 /// The job document a device receives, with a freshly signed download link (as AWS
-/// replaces the pre-signed URL placeholder at delivery).
+/// replaces the pre-signed URL placeholder at delivery) and the signature verified when
+/// the rollout started.
 pub(super) fn job_document(ctx: Option<&EngineContext>, rollout: &Rollout, now: DateTime<Utc>) -> Value {
     let url = ctx.map(|c| (c.firmware_url)(&rollout.version, &rollout.device_type, now)).unwrap_or_default();
-    json!({
-        "operation": ota_core::job::OPERATION,
-        "deviceType": rollout.device_type.as_str(),
-        "version": rollout.version.to_string(),
-        "rollback": rollout.action == UpdateAction::Rollback,
-        "firmware": {"url": url, "size": rollout.size, "sha256": rollout.sha256.to_hex()},
-    })
+    rollout.job_document(url).to_value()
 }
 
 pub(super) fn topic(thing: &ThingName, rest: &str) -> String {

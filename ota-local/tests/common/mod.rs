@@ -97,6 +97,8 @@ pub fn rollout(id: &str, device_type: &str, status: RolloutStatus, created_at: D
         updated_at: created_at,
         from_versions: Default::default(),
         revert_of: None,
+        signature: None,
+        security_version: 0,
     }
 }
 
