@@ -21,6 +21,11 @@
 //!   Several ranges or a malformed `Range` get the whole image (RFC 9110 lets a server ignore
 //!   `Range`), which a client that resumes handles as well as 206.
 //!
+//! Over HTTPS ([`Downloads::with_tls`], for a server that listens beyond loopback: a link is a
+//! bearer credential and the image is worth keeping from onlookers), connections are TLS with
+//! the data dir CA's server certificate ([`crate::pki::LocalCa::https_config`]) and every
+//! request goes through hyper; the `sendfile` path ([`fast`]) is for plain HTTP only.
+//!
 //! Images are served from memory ([`cache`]): read once, then every response is a slice of
 //! one shared buffer, within an LRU bound on the buffers' total ([`DEFAULT_CACHE_BYTES`]); an
 //! image too large to keep is streamed from its file in fixed chunks. Either way, memory per
@@ -107,6 +112,41 @@ pub enum LinkError {
     /// The signature is right but the link's time is over.
     #[error("the link expired at {}", .0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
     Expired(DateTime<Utc>),
+}
+
+/// The base URL download links are signed for, as devices reach the server: `public_url`
+/// when given (`--public-url`, for a server reached through a LAN name, a NAT or a proxy),
+/// else `http://` or `https://` and the address the server is bound to. A bound address that
+/// is unspecified (`0.0.0.0`, `[::]`) is no address a device can use, so it needs
+/// `public_url`; so does nothing else. `public_url` must be `http` or `https` with a host
+/// and no query or fragment; a path is kept (a proxy's prefix) and a trailing `/` dropped.
+pub fn link_base_url(bound: std::net::SocketAddr, https: bool, public_url: Option<&str>) -> Result<String, String> {
+    let Some(public) = public_url else {
+        if bound.ip().is_unspecified() {
+            return Err(format!(
+                "the server listens on {bound}, which devices cannot be sent to: give the URL they reach it by \
+                 (--public-url {}://HOST:{})",
+                if https { "https" } else { "http" },
+                bound.port()
+            ));
+        }
+        return Ok(format!("{}://{bound}", if https { "https" } else { "http" }));
+    };
+    let url = reqwest::Url::parse(public).map_err(|e| format!("{public:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{public:?} must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{public:?} names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{public:?} must have no query, fragment or credentials"));
+    }
+    let mut base = public.trim().to_string();
+    while base.ends_with('/') {
+        base.pop();
+    }
+    Ok(base)
 }
 
 impl UrlSigner {
@@ -227,13 +267,22 @@ struct Shared {
 /// The download server's state, shared by its two transports: [`Downloads::router`] (hyper,
 /// images from memory) and, on Linux, [`Downloads::listener`] (`sendfile`, for `ota serve`).
 #[derive(Clone)]
-pub struct Downloads(Arc<Shared>);
+pub struct Downloads(Arc<Shared>, Option<Arc<rustls::ServerConfig>>);
 
 impl fmt::Debug for Downloads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Downloads").field("root", &self.0.root).field("signer", &self.0.signer).finish_non_exhaustive()
+        f.debug_struct("Downloads")
+            .field("root", &self.0.root)
+            .field("signer", &self.0.signer)
+            .field("https", &self.1.is_some())
+            .finish_non_exhaustive()
     }
 }
+
+/// How long a new HTTPS connection may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once; further connections wait in the kernel's queue.
+const TLS_HANDSHAKES: usize = 256;
 
 impl Downloads {
     /// Downloads of `GET` and `HEAD` of `/firmwares/v{ver}/{type}/firmware.bin` with a signed
@@ -251,18 +300,35 @@ impl Downloads {
         clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
     ) -> Downloads {
         let images = cache::ImageCache::new(DEFAULT_CACHE_BYTES);
-        Downloads(Arc::new(Shared { root: catalog_root, signer, clock: Arc::new(clock), images }))
+        Downloads(Arc::new(Shared { root: catalog_root, signer, clock: Arc::new(clock), images }), None)
+    }
+
+    /// The same, serving HTTPS with `config` (ALPN `http/1.1` if it names any protocol) in
+    /// [`Downloads::serve`]. Links should then be signed for an `https://` base URL.
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Downloads {
+        self.1 = Some(config);
+        self
+    }
+
+    /// Whether [`Downloads::serve`] speaks HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.1.is_some()
     }
 
     /// Serves `app` (which should include [`Downloads::router`]) on `listener` until
     /// `shutdown` resolves, as `axum::serve` does; on Linux, download connections are served
-    /// with `sendfile` ([`Downloads::listener`]) and every other connection by `app`.
+    /// with `sendfile` ([`Downloads::listener`]) and every other connection by `app`. With
+    /// [`Downloads::with_tls`], every connection is HTTPS and served by `app`.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         app: Router,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
+        if let Some(config) = &self.1 {
+            let listener = TlsListener::new(listener, config.clone())?;
+            return axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        }
         #[cfg(target_os = "linux")]
         {
             axum::serve(self.listener(listener)?, app).with_graceful_shutdown(shutdown).await
@@ -277,6 +343,72 @@ impl Downloads {
     pub fn router(&self) -> Router {
         // `get` answers HEAD too; the handler leaves the body out itself so HEAD opens no stream.
         Router::new().route("/firmwares/{*rest}", get(download)).fallback(not_found).with_state(self.0.clone())
+    }
+}
+
+/// A listener for `axum::serve` that hands over connections once their TLS handshake is done.
+/// Handshakes run on tasks of their own (at most [`TLS_HANDSHAKES`] at once, each within
+/// [`TLS_HANDSHAKE_TIMEOUT`]), so a client that never finishes holds up no other connection.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::net::SocketAddr)>,
+    local: std::net::SocketAddr,
+    _accept: tokio_util::sync::DropGuard,
+}
+
+impl TlsListener {
+    fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(TLS_HANDSHAKES);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(TLS_HANDSHAKES));
+        let accepting = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+                let accepted = tokio::select! {
+                    _ = accepting.cancelled() => return,
+                    accepted = tcp.accept() => accepted,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        log::warn!("HTTPS listener: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => log::info!("HTTPS: {peer} failed its TLS handshake: {e}"),
+                        Err(_) => log::info!("HTTPS: {peer} did not finish its TLS handshake in time"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, local, _accept: stop.drop_guard() })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accept task never ends while this listener lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 
@@ -512,6 +644,23 @@ fn requested_range(headers: &HeaderMap, len: u64, etag: Option<&str>) -> RangeAs
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_signed_for_the_public_url_or_a_reachable_bound_address() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(link_base_url(addr("127.0.0.1:8080"), false, None).unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(link_base_url(addr("192.168.1.20:8443"), true, None).unwrap(), "https://192.168.1.20:8443");
+        let err = link_base_url(addr("0.0.0.0:8080"), false, None).unwrap_err();
+        assert!(err.contains("--public-url http://HOST:8080"), "{err}");
+        assert!(link_base_url(addr("[::]:8080"), true, None).unwrap_err().contains("--public-url https://"));
+        let public = |u: &str| link_base_url(addr("0.0.0.0:8080"), false, Some(u));
+        assert_eq!(public("http://ota.lan:8080/").unwrap(), "http://ota.lan:8080");
+        assert_eq!(public("https://fleet.example.com/ota").unwrap(), "https://fleet.example.com/ota");
+        assert!(public("ftp://ota.lan").is_err());
+        assert!(public("ota.lan:8080").is_err());
+        assert!(public("http://ota.lan/?x=1").is_err());
+        assert!(public("http://user:pw@ota.lan").is_err());
+    }
 
     #[test]
     fn ranges_follow_rfc_9110() {
