@@ -353,6 +353,14 @@ pub struct FleetArgs {
     /// Fraction of devices whose download drops midway (the device resumes it).
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
+    /// Fraction of devices behind a man in the middle who rewrites the image and the job
+    /// document's sha256 to match (the hash check passes; the signature check refuses it).
+    #[arg(long, default_value_t = 0.0)]
+    pub tamper_rate: f64,
+    /// Every device's anti-rollback floor is at least this (besides the security version of
+    /// the firmware it runs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub security_floor: u32,
     /// Seed for which devices get which fault: the same seed gives the same fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

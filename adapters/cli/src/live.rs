@@ -46,6 +46,7 @@ pub fn fleet_specs(args: &FleetArgs) -> Result<Vec<SimDeviceSpec>> {
         return Err(Error::invalid("--devices-per-type", "0", "must be at least 1"));
     }
     let rates = FaultRates::new(args.corrupt_rate, args.boot_failure_rate, args.drop_rate)
+        .and_then(|r| r.with_tamper(args.tamper_rate))
         .map_err(|e| Error::invalid("fault rate", format!("{e}"), "each rate is a fraction between 0 and 1"))?;
     demo_fleet(&types, args.devices_per_type, rates, args.seed)
         .map_err(|e| Error::invalid("simulated fleet", format!("{e}"), "check the fleet options"))
@@ -80,10 +81,41 @@ pub async fn register(svc: &FleetManager, specs: &[SimDeviceSpec]) -> Result<()>
     svc.backend().registry.upsert_many(devices).await
 }
 
+/// What the simulated devices trust and refuse: the data dir's trusted keys (a real device
+/// has them built into its firmware) and each image's security version, for their floors.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceTrust {
+    pub keys: ota_core::signing::KeyRing,
+    pub security_versions: BTreeMap<(DeviceType, ota_core::version::FirmwareVersion), u32>,
+    pub min_floor: u32,
+}
+
+/// The [`DeviceTrust`] of the service's settings and catalog for the types of `specs`.
+pub async fn device_trust(svc: &FleetManager, specs: &[SimDeviceSpec], min_floor: u32) -> Result<DeviceTrust> {
+    let keys = svc.settings().signing.key_ring()?;
+    let mut security_versions = BTreeMap::new();
+    let types: BTreeSet<&DeviceType> = specs.iter().map(|s| &s.device_type).collect();
+    for t in types {
+        for (v, sv) in svc.security_versions(t).await? {
+            security_versions.insert((t.clone(), v), sv);
+        }
+    }
+    Ok(DeviceTrust { keys, security_versions, min_floor })
+}
+
 /// Starts the simulated devices against the MQTT endpoint at `host:port`.
-pub fn start_fleet(specs: Vec<SimDeviceSpec>, host: &str, port: u16, creds: DeviceCredentials) -> Result<SimFleet> {
+pub fn start_fleet(
+    specs: Vec<SimDeviceSpec>,
+    host: &str,
+    port: u16,
+    creds: DeviceCredentials,
+    trust: DeviceTrust,
+) -> Result<SimFleet> {
     let creds = Arc::new(creds);
-    let config = FleetConfig::new(host, port, Arc::new(move |t: &ThingName| creds.password_for(t)));
+    let mut config = FleetConfig::new(host, port, Arc::new(move |t: &ThingName| creds.password_for(t)));
+    config.trust = trust.keys;
+    config.security_versions = Arc::new(trust.security_versions);
+    config.min_security_floor = trust.min_floor;
     SimFleet::start(specs, config).map_err(|e| Error::storage(format!("cannot start the simulated fleet: {e}")))
 }
 

@@ -457,7 +457,8 @@ async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
     };
     let creds = device_credentials(data_dir)?;
     let n = specs.len();
-    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(specs, &host, port, creds))
+    let trust = live::device_trust(svc, &specs, args.fleet.security_floor).await?;
+    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(specs, &host, port, creds, trust))
         .await
         .map_err(|e| Error::storage(e.to_string()))??;
     eprintln!("{n} simulated devices running (Ctrl-C stops them)");
@@ -483,7 +484,8 @@ async fn run_demo(
     let creds = device_credentials(data_dir)?;
     let (host, port) = (server.info.mqtt_host.clone(), server.info.mqtt_port);
     let fleet_specs = specs.clone();
-    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(fleet_specs, &host, port, creds))
+    let trust = live::device_trust(&svc, &specs, args.fleet.security_floor).await?;
+    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(fleet_specs, &host, port, creds, trust))
         .await
         .map_err(|e| Error::storage(e.to_string()))??;
     let result = demo_body(&svc, &store, me, &args, out, &specs, &fleet, &server, data_dir).await;
