@@ -13,6 +13,7 @@ pub mod integrity;
 pub mod job;
 pub mod names;
 pub mod signing;
+pub mod topics;
 pub mod update;
 pub mod version;
 

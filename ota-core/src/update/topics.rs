@@ -4,13 +4,14 @@
 
 use crate::job::parse_execution;
 use crate::names::{JobId, ThingName};
+use crate::topics::{JobsTopic, NEXT_JOB, Reply, ShadowOp, ShadowTopic, ThingTopic, WILDCARD, parse_for};
 
 use super::types::Event;
 
-/// Topic names for one thing.
+/// Topic names for one thing, spelled by [`crate::topics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
-    jobs: String,
+    thing: String,
     shadow_update: String,
 }
 
@@ -18,34 +19,38 @@ impl Topics {
     /// Topics of `thing`.
     pub fn new(thing: &ThingName) -> Self {
         Topics {
-            jobs: format!("$aws/things/{thing}/jobs"),
-            shadow_update: format!("$aws/things/{thing}/shadow/update"),
+            thing: thing.as_str().to_string(),
+            shadow_update: ThingTopic::Shadow(ShadowTopic::classic(ShadowOp::Update)).to_topic(thing.as_str()),
         }
+    }
+
+    fn jobs(&self, topic: JobsTopic<'_>) -> String {
+        ThingTopic::Jobs(topic).to_topic(&self.thing)
     }
 
     /// Cloud → device: the next pending job changed.
     pub fn notify_next(&self) -> String {
-        format!("{}/notify-next", self.jobs)
+        self.jobs(JobsTopic::NotifyNext)
     }
 
     /// Device → cloud: ask for the next pending job.
     pub fn next_get(&self) -> String {
-        format!("{}/$next/get", self.jobs)
+        self.jobs(JobsTopic::Get(NEXT_JOB, None))
     }
 
     /// The reply to [`Topics::next_get`].
     pub fn next_get_accepted(&self) -> String {
-        format!("{}/$next/get/accepted", self.jobs)
+        self.jobs(JobsTopic::Get(NEXT_JOB, Some(Reply::Accepted)))
     }
 
     /// Device → cloud: a job execution's status.
     pub fn update(&self, job_id: &JobId) -> String {
-        format!("{}/{job_id}/update", self.jobs)
+        self.jobs(JobsTopic::Update(job_id.as_str(), None))
     }
 
     /// Replies to every job's status update (`+` is one job id).
     pub fn update_replies(&self) -> [String; 2] {
-        [format!("{}/+/update/accepted", self.jobs), format!("{}/+/update/rejected", self.jobs)]
+        [Reply::Accepted, Reply::Rejected].map(|r| self.jobs(JobsTopic::Update(WILDCARD, Some(r))))
     }
 
     /// Device → cloud: the shadow's reported state.
@@ -56,30 +61,29 @@ impl Topics {
     /// Turns an incoming message into an event. `None`: not a topic the machine handles, or
     /// a payload too broken to act on (logged by the caller, never fatal).
     pub fn parse(&self, topic: &str, payload: &[u8]) -> Option<Event<'static>> {
-        let rest = topic.strip_prefix(self.jobs.as_str())?.strip_prefix('/')?;
-        match rest {
-            "notify-next" => parse_execution(payload).ok().map(Event::JobNotified),
-            "$next/get/accepted" => parse_execution(payload).ok().map(Event::NextJob),
-            _ => {
-                let (id, reply) = rest.split_once('/')?;
+        let ThingTopic::Jobs(jobs) = parse_for(&self.thing, topic)? else { return None };
+        match jobs {
+            JobsTopic::NotifyNext => parse_execution(payload).ok().map(Event::JobNotified),
+            JobsTopic::Get(NEXT_JOB, Some(Reply::Accepted)) => parse_execution(payload).ok().map(Event::NextJob),
+            JobsTopic::Update(id, Some(reply)) => {
                 let job_id = JobId::parse(id).ok()?;
+                let body = serde_json::from_slice::<serde_json::Value>(payload).ok();
                 match reply {
-                    "update/accepted" => {
-                        let status = serde_json::from_slice::<serde_json::Value>(payload).ok().and_then(|v| {
+                    Reply::Accepted => {
+                        let status = body.and_then(|v| {
                             v.pointer("/executionState/status").and_then(|s| s.as_str()).map(str::to_string)
                         });
                         Some(Event::UpdateAccepted { job_id, status })
                     }
-                    "update/rejected" => {
-                        let code = serde_json::from_slice::<serde_json::Value>(payload)
-                            .ok()
+                    Reply::Rejected => {
+                        let code = body
                             .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string))
                             .unwrap_or_default();
                         Some(Event::UpdateRejected { job_id, code })
                     }
-                    _ => None,
                 }
             }
+            _ => None,
         }
     }
 }

@@ -207,11 +207,7 @@ impl Drop for LinkHandle {
 /// `None` for any other topic, or one whose thing level is not a valid thing name (which
 /// also rules out the `+` and `#` wildcards there).
 pub fn thing_of_topic(topic: &str) -> Option<ThingName> {
-    let rest = topic.strip_prefix(THINGS_PREFIX)?;
-    let (thing, below) = rest.split_once('/')?;
-    if below.is_empty() {
-        return None;
-    }
+    let (thing, _below) = ota_core::topics::split_thing(topic)?;
     ThingName::parse(thing).ok()
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::events::record;
 use super::executions::{ExecutionCounts, counts, finish_in_tx, next_execution, notify_next, started};
-use super::wire::{EngineContext, Output, topic};
+use super::wire::{EngineContext, Output, notify_next_topic};
 use super::{DbResult, column, timestamp};
 
 /// Sends every notice in `device_outbox`: each device named there is told, once, its next
@@ -31,7 +31,7 @@ pub(super) fn drain_outbox(
         .collect::<rusqlite::Result<_>>()?;
     let Some(last) = owed.iter().map(|(seq, _)| *seq).max() else { return Ok(()) };
     for (_, thing) in owed {
-        let notify = topic(&thing, "jobs/notify-next");
+        let notify = notify_next_topic(&thing);
         out.publish.retain(|(t, _)| *t != notify);
         let next = next_execution(conn, &thing)?;
         out.publish.push(notify_next(conn, &thing, next.as_ref(), now, ctx)?);

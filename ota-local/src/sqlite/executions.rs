@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::events::{RolloutEvent, record};
 use super::shadow::running_version;
-use super::wire::{EngineContext, epoch, job_document, topic};
+use super::wire::{EngineContext, epoch, job_document, notify_next_topic};
 use super::{DbResult, SqliteStore, column, optional_column, timestamp};
 
 /// An execution's state, as AWS IoT Jobs names it.
@@ -299,7 +299,7 @@ pub(super) fn notify_next(
     if let Some(e) = next {
         body["execution"] = execution_json(conn, e, ctx, now, true)?;
     }
-    Ok((topic(thing, "jobs/notify-next"), body.to_string().into_bytes()))
+    Ok((notify_next_topic(thing), body.to_string().into_bytes()))
 }
 
 /// The counts of one rollout's executions, from `execution_counts` (kept by triggers in

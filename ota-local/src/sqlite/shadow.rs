@@ -3,12 +3,19 @@
 
 use chrono::{DateTime, Utc};
 use ota_core::names::ThingName;
+use ota_core::topics::{Reply, ShadowOp, ShadowReply, ShadowTopic, ThingTopic};
 use ota_core::version::FirmwareVersion;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
 use super::wire::{Output, client_token, epoch, rejected, topic};
 use super::{DbResult, SqliteStore, timestamp};
+
+/// The classic shadow's requests this engine serves, and the delta it publishes.
+const UPDATE: ThingTopic<'static> = ThingTopic::Shadow(ShadowTopic::classic(ShadowOp::Update));
+const GET: ThingTopic<'static> = ThingTopic::Shadow(ShadowTopic::classic(ShadowOp::Get));
+const UPDATE_DELTA: ThingTopic<'static> =
+    ThingTopic::Shadow(ShadowTopic { name: None, op: ShadowOp::Update, reply: Some(ShadowReply::Delta) });
 
 /// The firmware a device runs as far as this file knows: the registry's record (kept from
 /// the shadow's reports), else the shadow's own `firmwareVersion`.
@@ -49,8 +56,7 @@ pub(super) fn shadow_update(
     let body: Value = match serde_json::from_slice(payload) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            let (t, p) =
-                rejected(thing, "shadow/update", "400", "Payload contains invalid json", token.as_deref(), now);
+            let (t, p) = rejected(thing, UPDATE, "400", "Payload contains invalid json", token.as_deref(), now);
             out.publish.push((t, p));
             return Ok(());
         }
@@ -59,7 +65,7 @@ pub(super) fn shadow_update(
     if let Some(expected) = body.get("version").and_then(Value::as_i64)
         && expected != version
     {
-        out.publish.push(rejected(thing, "shadow/update", "409", "Version conflict", token.as_deref(), now));
+        out.publish.push(rejected(thing, UPDATE, "409", "Version conflict", token.as_deref(), now));
         return Ok(());
     }
     let state = body.get("state").cloned().unwrap_or(Value::Null);
@@ -87,7 +93,7 @@ pub(super) fn shadow_update(
     if let Some(t) = &token {
         accepted["clientToken"] = json!(t);
     }
-    out.publish.push((topic(thing, "shadow/update/accepted"), accepted.to_string().into_bytes()));
+    out.publish.push((topic(thing, UPDATE.with_reply(Reply::Accepted)), accepted.to_string().into_bytes()));
     if let Value::Object(d) = &desired {
         let delta: Map<String, Value> = d
             .iter()
@@ -96,7 +102,7 @@ pub(super) fn shadow_update(
             .collect();
         if !delta.is_empty() {
             let body = json!({"state": delta, "version": version, "timestamp": epoch(now)});
-            out.publish.push((topic(thing, "shadow/update/delta"), body.to_string().into_bytes()));
+            out.publish.push((topic(thing, UPDATE_DELTA), body.to_string().into_bytes()));
         }
     }
     let firmware = reported.get("firmwareVersion").and_then(Value::as_str).and_then(|v| FirmwareVersion::parse(v).ok());
@@ -121,11 +127,11 @@ pub(super) fn shadow_get(
             if let Some(t) = &token {
                 body["clientToken"] = json!(t);
             }
-            out.publish.push((topic(thing, "shadow/get/accepted"), body.to_string().into_bytes()));
+            out.publish.push((topic(thing, GET.with_reply(Reply::Accepted)), body.to_string().into_bytes()));
         }
         None => out.publish.push(rejected(
             thing,
-            "shadow/get",
+            GET,
             "404",
             &format!("No shadow exists with name: '{thing}'"),
             token.as_deref(),

@@ -14,6 +14,7 @@
 use chrono::{DateTime, Duration, Utc};
 use ota_core::names::{JobId, ThingName};
 use ota_core::rollout::Rollout;
+use ota_core::topics::{self, JobsTopic, NEXT_JOB, Reply, ShadowOp, ShadowTopic, ThingTopic};
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -22,7 +23,9 @@ use super::admission::{ENGINE_SUBJECT, audit_engine, drain_outbox, evaluate, rol
 use super::events::record;
 use super::executions::{ExecutionStatus, execution, execution_json, next_execution, notify_next};
 use super::shadow::{shadow_get, shadow_update};
-use super::wire::{EngineContext, Output, client_token, epoch, job_document, rejected, rejected_with, topic};
+use super::wire::{
+    EngineContext, Output, client_token, epoch, job_document, notify_next_topic, rejected, rejected_with, topic,
+};
 use super::{DbResult, SqliteStore, column, timestamp};
 
 /// What devices did, as the engine consumes it.
@@ -107,10 +110,9 @@ fn handle_message(
     now: DateTime<Utc>,
 ) -> DbResult<Output> {
     let mut out = Output::default();
-    let prefix = format!("$aws/things/{thing}/");
-    let Some(rest) = topic_name.strip_prefix(&prefix) else { return Ok(out) };
-    match rest {
-        "jobs/$next/get" => {
+    let Some(request) = topics::parse_for(thing.as_str(), topic_name) else { return Ok(out) };
+    match request {
+        ThingTopic::Jobs(JobsTopic::Get(NEXT_JOB, None)) => {
             let next = next_execution(conn, thing)?;
             let mut body = json!({"timestamp": epoch(now)});
             if let Some(t) = client_token(payload) {
@@ -119,37 +121,39 @@ fn handle_message(
             if let Some(e) = &next {
                 body["execution"] = execution_json(conn, e, ctx, now, true)?;
             }
-            out.publish.push((topic(thing, "jobs/$next/get/accepted"), body.to_string().into_bytes()));
+            out.publish.push((topic(thing, request.with_reply(Reply::Accepted)), body.to_string().into_bytes()));
         }
-        "shadow/update" => shadow_update(conn, thing, payload, now, &mut out)?,
-        "shadow/get" => shadow_get(conn, thing, payload, now, &mut out)?,
-        _ => {
-            let Some(job) = rest.strip_prefix("jobs/") else { return Ok(out) };
-            if let Some(id) = job.strip_suffix("/update") {
-                job_update(conn, ctx, thing, id, payload, now, &mut out)?;
-            } else if let Some(id) = job.strip_suffix("/get") {
-                let token = client_token(payload);
-                match execution(conn, id, thing)?.filter(|e| e.released) {
-                    Some(e) => {
-                        let mut body =
-                            json!({"timestamp": epoch(now), "execution": execution_json(conn, &e, ctx, now, true)?});
-                        if let Some(t) = token {
-                            body["clientToken"] = json!(t);
-                        }
-                        out.publish
-                            .push((topic(thing, &format!("jobs/{id}/get/accepted")), body.to_string().into_bytes()));
+        ThingTopic::Shadow(ShadowTopic { name: None, op: ShadowOp::Update, reply: None }) => {
+            shadow_update(conn, thing, payload, now, &mut out)?;
+        }
+        ThingTopic::Shadow(ShadowTopic { name: None, op: ShadowOp::Get, reply: None }) => {
+            shadow_get(conn, thing, payload, now, &mut out)?;
+        }
+        ThingTopic::Jobs(JobsTopic::Update(id, None)) => job_update(conn, ctx, thing, id, payload, now, &mut out)?,
+        ThingTopic::Jobs(JobsTopic::Get(id, None)) => {
+            let token = client_token(payload);
+            match execution(conn, id, thing)?.filter(|e| e.released) {
+                Some(e) => {
+                    let mut body =
+                        json!({"timestamp": epoch(now), "execution": execution_json(conn, &e, ctx, now, true)?});
+                    if let Some(t) = token {
+                        body["clientToken"] = json!(t);
                     }
-                    None => out.publish.push(rejected(
-                        thing,
-                        &format!("jobs/{id}/get"),
-                        "ResourceNotFound",
-                        &format!("no job execution {id} for {thing}"),
-                        token.as_deref(),
-                        now,
-                    )),
+                    out.publish
+                        .push((topic(thing, request.with_reply(Reply::Accepted)), body.to_string().into_bytes()));
                 }
+                None => out.publish.push(rejected(
+                    thing,
+                    request,
+                    "ResourceNotFound",
+                    &format!("no job execution {id} for {thing}"),
+                    token.as_deref(),
+                    now,
+                )),
             }
         }
+        // Answers, notifications and named shadows are not requests the engine serves.
+        _ => {}
     }
     Ok(out)
 }
@@ -164,13 +168,13 @@ fn job_update(
     now: DateTime<Utc>,
     out: &mut Output,
 ) -> DbResult<()> {
-    let what = format!("jobs/{id}/update");
+    let what = ThingTopic::Jobs(JobsTopic::Update(id, None));
     let request: UpdateRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
             out.publish.push(rejected(
                 thing,
-                &what,
+                what,
                 "InvalidJson",
                 &format!("the update is not valid JSON: {e}"),
                 None,
@@ -183,7 +187,7 @@ fn job_update(
     let Some(current) = execution(conn, id, thing)?.filter(|e| e.released) else {
         out.publish.push(rejected(
             thing,
-            &what,
+            what,
             "ResourceNotFound",
             &format!("no job execution {id} for {thing}"),
             token,
@@ -202,7 +206,7 @@ fn job_update(
     }) else {
         out.publish.push(rejected(
             thing,
-            &what,
+            what,
             "InvalidRequest",
             "status must be IN_PROGRESS, SUCCEEDED, FAILED or REJECTED",
             token,
@@ -216,14 +220,14 @@ fn job_update(
             let state = json!({"status": current.status.as_str(), "statusDetails": current.status_details,
                                "versionNumber": current.version_number});
             let message = "expectedVersion does not match";
-            out.publish.push(rejected_with(thing, &what, "VersionMismatch", message, token, now, state));
+            out.publish.push(rejected_with(thing, what, "VersionMismatch", message, token, now, state));
             return Ok(());
         }
     }
     if current.status.is_terminal() {
         out.publish.push(rejected(
             thing,
-            &what,
+            what,
             "InvalidStateTransition",
             &format!("the job execution is already {}", current.status.as_str()),
             token,
@@ -260,7 +264,7 @@ fn job_update(
     if request.include_job_document {
         accepted["jobDocument"] = job_document(ctx, &rollout, now);
     }
-    out.publish.push((topic(thing, &format!("{what}/accepted")), accepted.to_string().into_bytes()));
+    out.publish.push((topic(thing, what.with_reply(Reply::Accepted)), accepted.to_string().into_bytes()));
     if status != current.status || status.is_terminal() {
         record(
             conn,
@@ -310,7 +314,7 @@ fn ended(
     let fresh = rollout_of(conn, &rollout.id)?.unwrap_or_else(|| rollout.clone());
     evaluate(conn, ctx, &fresh, now, out)?;
     // The device's next job changed; unless the evaluation just offered it one, say so.
-    let notify = topic(thing, "jobs/notify-next");
+    let notify = notify_next_topic(thing);
     if !out.publish.iter().any(|(t, _)| *t == notify) {
         let next = next_execution(conn, thing)?;
         out.publish.push(notify_next(conn, thing, next.as_ref(), now, ctx)?);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::rollout::Rollout;
+use ota_core::topics::{JobsTopic, Reply, ThingTopic};
 use ota_core::version::FirmwareVersion;
 use serde_json::{Value, json};
 
@@ -51,13 +52,19 @@ pub(super) fn job_document(ctx: Option<&EngineContext>, rollout: &Rollout, now: 
     rollout.job_document(url).to_value()
 }
 
-pub(super) fn topic(thing: &ThingName, rest: &str) -> String {
-    format!("$aws/things/{thing}/{rest}")
+/// `topic` of `thing` (see [`ota_core::topics`]).
+pub(super) fn topic(thing: &ThingName, topic: ThingTopic<'_>) -> String {
+    topic.to_topic(thing.as_str())
+}
+
+/// `$aws/things/{thing}/jobs/notify-next`.
+pub(super) fn notify_next_topic(thing: &ThingName) -> String {
+    topic(thing, ThingTopic::Jobs(JobsTopic::NotifyNext))
 }
 
 pub(super) fn rejected(
     thing: &ThingName,
-    what: &str,
+    what: ThingTopic<'_>,
     code: &str,
     message: &str,
     token: Option<&str>,
@@ -70,7 +77,7 @@ pub(super) fn rejected(
 /// tells the device where its execution stands, as AWS does).
 pub(super) fn rejected_with(
     thing: &ThingName,
-    what: &str,
+    what: ThingTopic<'_>,
     code: &str,
     message: &str,
     token: Option<&str>,
@@ -84,7 +91,7 @@ pub(super) fn rejected_with(
     if !execution_state.is_null() {
         body["executionState"] = execution_state;
     }
-    (topic(thing, &format!("{what}/rejected")), body.to_string().into_bytes())
+    (topic(thing, what.with_reply(Reply::Rejected)), body.to_string().into_bytes())
 }
 
 pub(super) fn client_token(payload: &[u8]) -> Option<String> {
