@@ -77,7 +77,6 @@ pub async fn bedrock(_model_id: Option<String>) -> Result<Arc<dyn ota_core::agen
 
 /// The KMS key `ota firmware publish --sign kms:KEY` names (a key id, key ARN or
 /// `alias/NAME`); `None` for a key of the data dir.
-#[allow(dead_code)] // until main.rs routes `--sign kms:KEY` here (a few lines, see kms_signer)
 pub fn kms_key(sign: &str) -> Option<&str> {
     sign.strip_prefix("kms:")
 }
@@ -89,14 +88,12 @@ pub fn kms_key(sign: &str) -> Option<&str> {
 /// `let kms = match sign.as_deref().and_then(aws::kms_key) { Some(k) => Some(aws::kms_signer(k).await?), None => None };`
 /// then load a data-dir key only when `kms` is `None`, and pass `kms.as_deref()` or the key.
 #[cfg(feature = "aws")]
-#[allow(dead_code)] // see kms_key
 pub async fn kms_signer(key: &str) -> Result<Box<dyn FirmwareSigner>> {
     let settings = ota_aws::AwsSettings::from_env()?;
     Ok(Box::new(ota_aws::kms::KmsSigner::load(&settings, key).await?))
 }
 
 #[cfg(not(feature = "aws"))]
-#[allow(dead_code)] // see kms_key
 pub async fn kms_signer(key: &str) -> Result<Box<dyn FirmwareSigner>> {
     Err(ota_core::Error::invalid("signing key", format!("kms:{key}"), HOW_TO_GET_AWS))
 }

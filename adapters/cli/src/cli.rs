@@ -129,7 +129,8 @@ pub enum FirmwareCommand {
     Sign {
         device_type: String,
         version: String,
-        /// The key's name in the data dir.
+        /// The key's name in the data dir, or `kms:KEY` (an AWS KMS key id, ARN or
+        /// `alias/NAME`, with the `aws` feature).
         #[arg(long)]
         key: String,
     },
@@ -144,7 +145,8 @@ pub enum FirmwareCommand {
         notes: String,
         /// The image file.
         file: PathBuf,
-        /// Sign it with this key of the data dir (needed where signing is required).
+        /// Sign it with this key of the data dir, or `kms:KEY` for an AWS KMS key (needed
+        /// where signing is required).
         #[arg(long, value_name = "KEY")]
         sign: Option<String>,
         /// The anti-rollback counter: devices that ran a build with a higher one refuse it.

@@ -110,6 +110,16 @@ pub fn load(data_dir: &Path, name: &str) -> Result<LocalSigningKey> {
     })
 }
 
+/// The signer `--sign KEY` / `--key KEY` names: `kms:KEY` for a key that never leaves AWS KMS
+/// (a key id, ARN or `alias/NAME`; needs the `aws` feature), else a key of the data dir
+/// ([`load`]).
+pub async fn signer(data_dir: &Path, name: &str) -> Result<Box<dyn ota_core::signing::FirmwareSigner>> {
+    match crate::aws::kms_key(name) {
+        Some(key) => crate::aws::kms_signer(key).await,
+        None => Ok(Box::new(load(data_dir, name)?)),
+    }
+}
+
 /// A new random key.
 pub fn random_key() -> Result<LocalSigningKey> {
     loop {

@@ -243,12 +243,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 DeviceType::parse(&device_type)?,
                 FirmwareVersion::parse(&version)?,
             );
-            let key = keys::load(&cli.data_dir, &key)?;
-            let signed = svc.sign_firmware(&me, &artifact, &key).await?;
+            let key = keys::signer(&cli.data_dir, &key).await?;
+            let signed = svc.sign_firmware(&me, &artifact, key.as_ref()).await?;
             out.signed(&signed);
         }
         Command::Firmware(FirmwareCommand::Publish { device_type, version, notes, file, sign, security_version }) => {
-            let key = sign.as_deref().map(|name| keys::load(&cli.data_dir, name)).transpose()?;
+            let key = match sign.as_deref() {
+                Some(name) => Some(keys::signer(&cli.data_dir, name).await?),
+                None => None,
+            };
             let device_type = DeviceType::parse(&device_type)?;
             let version = FirmwareVersion::parse(&version)?;
             let image = std::fs::read(&file)
@@ -261,7 +264,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 built_at: None,
                 extra: Default::default(),
             };
-            let signer = key.as_ref().map(|k| k as &dyn ota_core::signing::FirmwareSigner);
+            let signer = key.as_deref();
             let published =
                 svc.publish_firmware_signed(&me, request, PublishOptions { signer, security_version }).await?;
             out.published(&published);
