@@ -2,7 +2,8 @@
 //!
 //! A rollout is two things: the **IoT job** that executes it (id = the rollout id, so a
 //! repeated command finds it), and its **record** in `{prefix}-rollouts`, which holds what
-//! IoT Jobs cannot (plan id, policy, planned things, creator, digest, status reason) and makes
+//! IoT Jobs cannot (plan id, policy, planned things, creator, digest, the signature and security
+//! version verified at start, which the job document carries, status reason) and makes
 //! "one active rollout per type" atomic, which listing jobs could not.
 //!
 //! Table `{prefix}-rollouts`, hash key `id` (S):

@@ -96,6 +96,43 @@ async fn small_deployments_target_thing_arns() {
 }
 
 #[tokio::test]
+async fn a_signed_rollout_sends_its_signature_in_the_job_document_and_records_it() {
+    let mut r = rollout(2);
+    let key = ota_core::signing::LocalSigningKey::from_bytes(&[3; 32]).unwrap();
+    r.signature = Some(key.sign_digest(&r.sha256).unwrap());
+    r.security_version = 2;
+    let expected = r.signature.clone().unwrap();
+    let document_carries_it = move |doc: &str| {
+        let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let sig = &doc["firmware"]["signature"];
+        sig["keyId"] == expected.key_id.to_hex().as_str()
+            && sig["value"] == expected.value.as_str()
+            && sig["alg"] == "ecdsa-p256-sha256"
+            && doc["firmware"]["securityVersion"] == 2
+    };
+    let job = mock!(Iot::create_job)
+        .match_requests(move |req| req.document().is_some_and(|d| document_carries_it(d)))
+        .then_output(|| CreateJobOutput::builder().build());
+    let recorded = r.clone();
+    let record = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .match_requests(move |req| {
+            req.transact_items().iter().filter_map(|i| i.put()).any(|p| {
+                p.item().get("rollout").and_then(|v| v.as_s().ok()).is_some_and(|json| {
+                    serde_json::from_str::<Rollout>(json).is_ok_and(|back| {
+                        back.signature == recorded.signature && back.security_version == recorded.security_version
+                    })
+                })
+            })
+        })
+        .then_output(|| aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput::builder().build());
+    let iot = mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[&job]);
+    let db = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &[&record]);
+    let store = JobsRolloutStore::new(iot, db, "ota-rollouts", jobs(Some("111122223333")));
+    store.create(&r).await.expect("created");
+    assert_eq!((job.num_calls(), record.num_calls()), (1, 1));
+}
+
+#[tokio::test]
 async fn version_queries_go_to_fleet_indexing_with_shadow_fields() {
     let search = mock!(Iot::search_index)
         .match_requests(|r| {
