@@ -111,7 +111,7 @@ async fn a_signed_rollout_sends_its_signature_in_the_job_document_and_records_it
             && doc["firmware"]["securityVersion"] == 2
     };
     let job = mock!(Iot::create_job)
-        .match_requests(move |req| req.document().is_some_and(|d| document_carries_it(d)))
+        .match_requests(move |req| req.document().is_some_and(&document_carries_it))
         .then_output(|| CreateJobOutput::builder().build());
     let recorded = r.clone();
     let record = mock!(aws_sdk_dynamodb::Client::transact_write_items)
