@@ -741,3 +741,50 @@ impl Connection for Observed {
         Ok(event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{ImageServer, SyntheticImage};
+
+    fn document(url: &str, sha: &str) -> Vec<u8> {
+        format!(
+            r#"{{"execution":{{"jobId":"update-pet_feeder-2_0_0-1","status":"QUEUED","jobDocument":{{"operation":"ota_update","deviceType":"pet_feeder","version":"2.0.0","firmware":{{"url":"{url}","size":65536,"sha256":"{sha}","signature":{{"alg":"ecdsa-p256-sha256","keyId":"00112233445566778899aabbccddeeff","value":"MEUCIQ=="}}}}}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_man_in_the_middle_rewrites_the_digest_to_the_tampered_image_and_leaves_the_signature() {
+        let server = ImageServer::start().unwrap();
+        let image = SyntheticImage::new("2.0.0", 65_536);
+        let url = server.put("/fw.bin", image.clone());
+        let sha = image.sha256().to_hex();
+        let mut tampered = vec![0u8; 65_536];
+        image.fill(0, &mut tampered);
+        tampered[CORRUPT_AT as usize] ^= 0xff;
+        let mut v = ota_core::integrity::Sha256Verifier::new();
+        v.update(&tampered);
+        let expected = v.finish().0.to_hex();
+
+        let mut mitm = Tamper::new(Duration::from_secs(5));
+        let doc = document(&url, &sha);
+        let out = mitm.rewrite("$aws/things/pet_feeder-01/jobs/notify-next", doc.clone());
+        assert_eq!(out, document(&url, &expected), "only the digest changes");
+        // Delivered again: rewritten the same way, without fetching the image again.
+        let again = mitm.rewrite("$aws/things/pet_feeder-01/jobs/$next/get/accepted", doc.clone());
+        assert_eq!(again, out);
+        assert_eq!(server.requests().len(), 1);
+        // Other messages pass untouched.
+        let shadow = mitm.rewrite("$aws/things/pet_feeder-01/shadow/update/accepted", doc.clone());
+        assert_eq!(shadow, doc);
+    }
+
+    #[test]
+    fn an_image_it_cannot_fetch_is_let_through_as_it_was() {
+        let mut mitm = Tamper::new(Duration::from_secs(2));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let doc = document(&format!("http://127.0.0.1:{port}/gone.bin"), &"ab".repeat(32));
+        assert_eq!(mitm.rewrite("$aws/things/d/jobs/notify-next", doc.clone()), doc);
+    }
+}
