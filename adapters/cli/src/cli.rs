@@ -172,6 +172,24 @@ pub enum DevicesCommand {
     },
     /// Show one device.
     Show { thing: String },
+    /// Register a device and write its provisioning (ca.pem, cert.pem, key.pem, nvs.csv,
+    /// settings.json) into an empty folder: a certificate from the data dir's CA naming the
+    /// thing, for `ota serve`'s TLS device port (firmware/README.md, "Provisioning a device").
+    Enroll {
+        thing: String,
+        #[arg(long = "type")]
+        device_type: String,
+        /// An attribute written to settings.json (repeat for several).
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// The URL the device reaches the TLS device port by [default: the running server's].
+        #[arg(long, value_name = "mqtts://HOST:PORT")]
+        mqtt_url: Option<String>,
+    },
+    /// Revoke every certificate of a device: `ota serve` closes its connection and refuses it.
+    Revoke { thing: String },
     /// Write mosquitto's password and ACL files for every registered device, so an external
     /// broker (`ota serve --mqtt-url`) enforces "a device acts only for itself".
     Provision {
@@ -334,6 +352,8 @@ pub struct ServeArgs {
     /// taken on the command line, where `ps` would show them).
     #[arg(long, default_value = "OTA_CHAT_API_KEY")]
     pub model_key_env: String,
+    #[command(flatten)]
+    pub link: crate::server::LinkArgs,
 }
 
 /// The simulated fleet and its faults.

@@ -10,6 +10,7 @@ mod stdout;
 mod aws;
 mod cli;
 mod demo;
+mod enroll;
 mod keys;
 mod live;
 mod render;
@@ -83,8 +84,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             | Command::Sim(_)
             | Command::Demo(_)
             | Command::Rollouts(RolloutsCommand::Watch { .. })
-            | Command::Devices(DevicesCommand::Provision { .. })
+            | Command::Devices(DevicesCommand::Provision { .. } | DevicesCommand::Enroll { .. })
     );
+    if let Command::Devices(DevicesCommand::Revoke { thing }) = &cli.command {
+        let revoked = enroll::revoke(&cli.data_dir, thing)?;
+        match cli.json {
+            true => outln!("{}", serde_json::to_string_pretty(&revoked).unwrap_or_default()),
+            false => outln!("{}: {} certificate(s) revoked", revoked.thing, revoked.serials.len()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Keys(_) = &cli.command {
         let Command::Keys(command) = cli.command else { unreachable!() };
         keys::run(&cli.data_dir, command, &out, cli.backend == BackendKind::Local)?;
@@ -162,6 +171,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     live::print_summary(&store, &watched.progress).await?;
                 }
+            }
+        }
+        Command::Devices(DevicesCommand::Enroll { thing, device_type, attrs, out: dir, mqtt_url }) => {
+            let done = enroll::enroll(&cli.data_dir, &svc, &thing, &device_type, &attrs, &dir, mqtt_url).await?;
+            match cli.json {
+                true => outln!("{}", serde_json::to_string_pretty(&done).unwrap_or_default()),
+                false => outln!(
+                    "enrolled {} for {}: {} in {}",
+                    done.thing,
+                    done.mqtt_url,
+                    done.files.join(", "),
+                    done.out.display()
+                ),
             }
         }
         Command::Devices(DevicesCommand::Provision { mosquitto, cloud_user, cloud_password }) => {
@@ -331,7 +353,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out.rollout(&svc.cancel(&me, &JobId::parse(&id)?, &reason).await?);
         }
         // Ran above, before any backend opened.
-        Command::Keys(_) => {}
+        Command::Keys(_) | Command::Devices(DevicesCommand::Revoke { .. }) => {}
         Command::Audit { limit } => {
             out.audit(&svc.audit_trail(&me, limit).await?);
         }
@@ -418,6 +440,7 @@ async fn serve_options(args: &ServeArgs) -> Result<server::ServeOptions> {
             hosts
         }),
         model: chat_model(args).await?,
+        link: args.link.clone(),
     })
 }
 
@@ -425,6 +448,9 @@ fn announce(server: &server::Server, data_dir: &Path) {
     let i = &server.info;
     eprintln!("ota server running (Ctrl-C stops it)");
     eprintln!("  devices (MQTT): {}:{}", i.mqtt_host, i.mqtt_port);
+    if let Some(mqtts) = &i.mqtts {
+        eprintln!("  devices (MQTT over TLS, certificates from `ota devices enroll`): {mqtts}");
+    }
     eprintln!(
         "  chat page: {}/ (sign in with a token from `ota --data-dir {} token create --role operator`)",
         i.http,

@@ -4,6 +4,13 @@
 //!
 //! The server announces itself in `<data_dir>/server.json` so that `ota ask`, `ota sim` and
 //! `ota rollouts watch` in other terminals find it without flags.
+//!
+//! Devices: the embedded endpoint listens for MQTT over mutual TLS (`--mqtts-listen`, default
+//! `127.0.0.1:8883`; each device's certificate from the data dir's CA, `ota devices enroll`)
+//! and for plain MQTT with passwords (`--mqtt-listen`; loopback peers only unless
+//! `--remote-passwords`). The HTTP server (API, page, MCP, downloads) speaks HTTPS with the
+//! same CA when it listens beyond loopback (`--plain-http` keeps it plain), and signs download
+//! links for `--public-url` (required when listening on `0.0.0.0` or `[::]`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +79,98 @@ pub struct OidcOptions {
     pub page_signin: Option<String>,
 }
 
+/// Where the TLS device port listens unless `--mqtts-listen` says otherwise.
+pub const DEFAULT_MQTTS_LISTEN: &str = "127.0.0.1:8883";
+
+/// The device link's TLS, public address and limits (`ota serve` flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LinkArgs {
+    /// MQTT over TLS with device certificates (`ota devices enroll`) [default: 127.0.0.1:8883;
+    /// if that port is taken, the server starts without it and says so].
+    #[arg(long, value_name = "ADDR")]
+    pub mqtts_listen: Option<SocketAddr>,
+    /// The URL devices reach the HTTP server by (`http://ota.lan:8080`), for download links
+    /// and the server certificate's name; needed when --listen is 0.0.0.0 or [::].
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Another host name or IP address for the server certificate (repeat for several).
+    #[arg(long = "tls-name", value_name = "HOST")]
+    pub tls_names: Vec<String>,
+    /// Plain HTTP even when --listen is beyond loopback (default there: HTTPS).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Offer password authentication on --mqtt-listen to peers that are not on loopback
+    /// (passwords would cross the network in clear).
+    #[arg(long)]
+    pub remote_passwords: bool,
+    /// Device connections open at once, authenticated or not.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Device sockets that have not completed CONNECT yet (the oldest gives way to a new one).
+    #[arg(long, default_value_t = 1024)]
+    pub max_unauthenticated: usize,
+    /// Seconds a device socket has for its TLS handshake and CONNECT.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub connect_timeout: u64,
+}
+
+impl Default for LinkArgs {
+    fn default() -> Self {
+        LinkArgs {
+            mqtts_listen: None,
+            public_url: None,
+            tls_names: Vec::new(),
+            plain_http: false,
+            remote_passwords: false,
+            max_connections: 20_000,
+            max_unauthenticated: 1024,
+            connect_timeout: 10,
+        }
+    }
+}
+
+impl LinkArgs {
+    fn limits(&self) -> Result<ota_local::link::EndpointLimits> {
+        let positive = |flag: &'static str, v: u64| {
+            if v == 0 { Err(Error::invalid(flag, "0", "must be at least 1")) } else { Ok(()) }
+        };
+        positive("--max-connections", self.max_connections as u64)?;
+        positive("--max-unauthenticated", self.max_unauthenticated as u64)?;
+        positive("--connect-timeout", self.connect_timeout)?;
+        Ok(ota_local::link::EndpointLimits {
+            max_connections: self.max_connections,
+            max_unauthenticated: self.max_unauthenticated,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout),
+        })
+    }
+
+    /// The host of --public-url, if any.
+    fn public_host(&self) -> Option<String> {
+        let url = self.public_url.as_deref()?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        (!host.is_empty()).then(|| host.to_string())
+    }
+
+    /// The names the server certificate carries besides loopback's: the public host, the
+    /// addresses listened on when they are specific, and --tls-name.
+    fn tls_names(&self, listening: &[SocketAddr]) -> Vec<String> {
+        let mut names: Vec<String> = self.public_host().into_iter().collect();
+        for addr in listening {
+            if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+                names.push(addr.ip().to_string());
+            }
+        }
+        names.extend(self.tls_names.iter().cloned());
+        names.dedup();
+        names
+    }
+}
+
 /// Where the server listens and which broker it uses.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -86,6 +185,8 @@ pub struct ServeOptions {
     /// The chat model for requests the intent engine does not understand; `None`: the
     /// intent engine only.
     pub model: Option<Arc<dyn ota_core::agent::ChatModel>>,
+    /// The device link's TLS, public URL and limits.
+    pub link: LinkArgs,
 }
 
 /// What `server.json` holds.
@@ -97,6 +198,10 @@ pub struct ServerInfo {
     /// MQTT host and port devices connect to.
     pub mqtt_host: String,
     pub mqtt_port: u16,
+    /// `mqtts://HOST:PORT` of the TLS device port as devices should be told it (what
+    /// `ota devices enroll` writes); absent when the server has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtts: Option<String>,
     pub started_at: chrono::DateTime<Utc>,
 }
 
@@ -139,27 +244,78 @@ pub async fn start(
     store: Arc<SqliteStore>,
     options: ServeOptions,
 ) -> Result<Server> {
+    let link_args = &options.link;
+    let limits = link_args.limits()?;
     let http = ota_local::listen(options.listen)
         .await
         .map_err(|e| Error::invalid("--listen", options.listen.to_string(), e.to_string()))?;
     let http_addr = http.local_addr().map_err(|e| io("listener", e))?;
-    let base_url = format!("http://{http_addr}");
+    let https = !http_addr.ip().is_loopback() && !link_args.plain_http;
+    let base_url =
+        ota_local::download::link_base_url(http_addr, https, link_args.public_url.as_deref()).map_err(|e| {
+            Error::invalid("--public-url", link_args.public_url.clone().unwrap_or_else(|| "(none)".into()), e)
+        })?;
     let signer = UrlSigner::load_or_create(data_dir, base_url.clone()).map_err(|e| io("download key", e))?;
     let credentials = DeviceCredentials::load_or_create(data_dir).map_err(|e| io("device secret", e))?;
-
-    let (link, mqtt_host, mqtt_port) = match &options.mqtt_url {
+    // The TLS device port: the one asked for, else the default unless something holds it.
+    let mqtts_listen = match link_args.mqtts_listen {
+        Some(addr) => Some(addr),
+        None if options.mqtt_url.is_some() => None,
         None => {
-            let (link, addr) = ota_local::link::embedded(options.mqtt_listen, Arc::new(credentials))
-                .await
-                .map_err(|e| Error::invalid("--mqtt-listen", options.mqtt_listen.to_string(), e.to_string()))?;
-            (link, addr.ip().to_string(), addr.port())
+            let addr: SocketAddr = DEFAULT_MQTTS_LISTEN.parse().expect("a socket address");
+            match std::net::TcpListener::bind(addr) {
+                Ok(probe) => {
+                    drop(probe);
+                    Some(addr)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "warning: no MQTT over TLS: {addr} is not free ({e}); devices with certificates cannot \
+                         connect (pass --mqtts-listen ADDR)"
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let names = link_args.tls_names(&[Some(http_addr), mqtts_listen].into_iter().flatten().collect::<Vec<_>>());
+    let ca = if https || mqtts_listen.is_some() {
+        Some(ota_local::pki::LocalCa::load_or_create(data_dir).map_err(|e| io("the device CA", e))?)
+    } else {
+        None
+    };
+
+    let (link, mqtt_host, mqtt_port, mqtts) = match &options.mqtt_url {
+        None => {
+            let mut endpoint = ota_local::link::EndpointOptions::plain(options.mqtt_listen, Arc::new(credentials));
+            endpoint.limits = limits;
+            endpoint.remote_passwords = link_args.remote_passwords;
+            if let (Some(addr), Some(ca)) = (mqtts_listen, &ca) {
+                let tls =
+                    ca.device_tls(&names).map_err(|e| Error::invalid("--tls-name", names.join(","), e.to_string()))?;
+                endpoint.tls = Some((addr, tls));
+            }
+            let (link, addrs) = ota_local::link::embedded_endpoint(endpoint).await.map_err(|e| {
+                let flags =
+                    format!("{} / {}", options.mqtt_listen, mqtts_listen.map(|a| a.to_string()).unwrap_or_default());
+                Error::invalid("--mqtt-listen / --mqtts-listen", flags, e.to_string())
+            })?;
+            let plain = addrs.plain.expect("a plain listener was asked for");
+            let mqtts = addrs.tls.map(|tls| {
+                let host = link_args.public_host().unwrap_or_else(|| {
+                    if tls.ip().is_unspecified() { "localhost".to_string() } else { tls.ip().to_string() }
+                });
+                let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+                format!("mqtts://{host}:{}", tls.port())
+            });
+            (link, plain.ip().to_string(), plain.port(), mqtts)
         }
         Some(url) => {
             let link = ota_local::link::external(url, &format!("ota-cloud-{}", std::process::id()))
                 .await
                 .map_err(|e| Error::invalid("--mqtt-url", redact(url), e.to_string()))?;
             let (host, port) = broker_address(url);
-            (link, host, port)
+            (link, host, port, None)
         }
     };
     let ota_local::link::DeviceLink { mut events, publisher, handle } = link;
@@ -231,7 +387,11 @@ pub async fn start(
     };
     let web = ota_http::Web::new(assistant, Some(progress));
     // Firmware downloads: sent with sendfile on their own connections, the rest through axum.
-    let downloads = ota_local::download::Downloads::new(data_dir.to_path_buf(), signer);
+    let mut downloads = ota_local::download::Downloads::new(data_dir.to_path_buf(), signer);
+    if let (true, Some(ca)) = (https, &ca) {
+        let config = ca.https_config(&names).map_err(|e| io("the HTTPS certificate", e))?;
+        downloads = downloads.with_tls(config);
+    }
     let app = ota_http::public_router(&page)
         .merge(web.api_router().layer(bearer))
         .merge(downloads.router())
@@ -247,7 +407,8 @@ pub async fn start(
         }
     }));
 
-    let info = ServerInfo { pid: std::process::id(), http: base_url, mqtt_host, mqtt_port, started_at: Utc::now() };
+    let info =
+        ServerInfo { pid: std::process::id(), http: base_url, mqtt_host, mqtt_port, mqtts, started_at: Utc::now() };
     let json = serde_json::to_vec_pretty(&info).map_err(|e| io("server.json", e))?;
     std::fs::write(data_dir.join(SERVER_FILE), json).map_err(|e| io("server.json", e))?;
     Ok(Server { info, data_dir: data_dir.to_path_buf(), shutdown, tasks, link: handle })
