@@ -11,6 +11,7 @@ use super::*;
 use crate::catalog::Sha256Digest;
 use crate::job::JobExecution;
 use crate::names::{DeviceType, JobId, ThingName};
+use crate::topics::{self, JobsTopic, ShadowOp, ShadowTopic, ThingTopic};
 
 pub const THING: &str = "pet_feeder-01";
 pub const TYPE: &str = "pet_feeder";
@@ -384,13 +385,12 @@ impl World {
     /// The cloud side of one publish: the Jobs API and the shadow.
     fn cloud(&mut self, topic: &str, payload: &str) -> Vec<Event<'static>> {
         let body: Value = serde_json::from_str(payload).expect("the device publishes JSON");
-        let prefix = format!("$aws/things/{THING}/");
-        let rest = topic.strip_prefix(&prefix).expect("the device publishes on its own topics");
-        if rest == "shadow/update" {
+        let request = topics::parse_for(THING, topic).expect("the device publishes on its own topics");
+        if request == ThingTopic::Shadow(ShadowTopic::classic(ShadowOp::Update)) {
             self.shadow = Some(body["state"]["reported"].clone());
             return vec![];
         }
-        if rest == "jobs/$next/get" {
+        if request == ThingTopic::Jobs(JobsTopic::Get(topics::NEXT_JOB, None)) {
             let next = self.jobs.iter().find(|j| j.status == "QUEUED" || j.status == "IN_PROGRESS");
             let exec = next.map(|j| JobExecution {
                 job_id: j.id.clone(),
@@ -399,7 +399,9 @@ impl World {
             });
             return vec![Event::NextJob(exec)];
         }
-        let id = rest.strip_prefix("jobs/").and_then(|r| r.strip_suffix("/update")).expect("a jobs topic");
+        let ThingTopic::Jobs(JobsTopic::Update(id, None)) = request else {
+            panic!("not a request the cloud serves: {topic}")
+        };
         let status = body["status"].as_str().unwrap().to_string();
         let details = body["statusDetails"].clone();
         let job = self.jobs.iter_mut().find(|j| j.id.as_str() == id).expect("a known job");
