@@ -9,12 +9,22 @@
 //! request channel and its own buffers per client, which 10,000 devices on two cores do not
 //! need. It runs in a child process of the bench so that the devices' 10,000 sockets and the
 //! server's 10,000 do not share one open-file limit.
+//!
+//! With `--tls` each device connects over mutual TLS (tokio-rustls on ring) with its own
+//! certificate from the data dir's CA, as a real board does, and sends no password: the
+//! endpoint takes its identity from the certificate. Certificates are issued by the bench
+//! before the fleet starts ([`write_tls_devices`]) and read here from one file. TLS sessions
+//! are not resumed: a device that reboots has lost them, so every connection, the first and
+//! the one after the reboot, is a full handshake.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use ota_core::names::{DeviceType, ThingName};
@@ -23,10 +33,13 @@ use ota_core::version::FirmwareVersion;
 use ota_local::link::DeviceCredentials;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
 
 /// Largest MQTT packet a device accepts (a job document is about 1 KB).
 const MAX_PACKET: usize = 128 * 1024 + 4096;
@@ -57,6 +70,10 @@ struct Counters {
     succeeded_reports: AtomicU64,
     failed_reports: AtomicU64,
     ready: AtomicU64,
+    /// Devices whose first connection (CONNACK) succeeded, and when the last of them did
+    /// (microseconds since the fleet started).
+    first_connects: AtomicU64,
+    last_first_connect_us: AtomicU64,
 }
 
 static COUNTERS: Counters = Counters {
@@ -73,6 +90,8 @@ static COUNTERS: Counters = Counters {
     succeeded_reports: AtomicU64::new(0),
     failed_reports: AtomicU64::new(0),
     ready: AtomicU64::new(0),
+    first_connects: AtomicU64::new(0),
+    last_first_connect_us: AtomicU64::new(0),
 };
 
 /// A copy of the counters, as the child prints it for the bench (one JSON line).
@@ -202,6 +221,71 @@ pub struct FleetArgs {
     /// Connections being opened at once while the fleet comes up (the listener's backlog is
     /// 1,024; more at once only makes the kernel drop SYNs and clients wait a second).
     pub connect_concurrency: usize,
+    /// `--tls`: the file of device certificates written by [`write_tls_devices`]; the fleet
+    /// then connects over mutual TLS and the address is the TLS listener's.
+    pub tls_devices: Option<std::path::PathBuf>,
+}
+
+/// What the bench hands the fleet for `--tls`: the CA to trust the server by, and each
+/// device's certificate and key (PEM), device `i` at index `i - 1`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TlsDevices {
+    pub ca_pem: String,
+    pub devices: Vec<TlsDevice>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TlsDevice {
+    pub thing: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Writes `devices` where the fleet process reads it (owner-only: it holds private keys).
+pub fn write_tls_devices(path: &std::path::Path, devices: &TlsDevices) -> Result<(), String> {
+    let json = serde_json::to_vec(devices).map_err(|e| e.to_string())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut file, &json).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// One rustls client configuration per device (ring, the CA as the only root, the device's
+/// certificate), with resumption off: a rebooted device has no session to resume.
+fn tls_configs(path: &std::path::Path, devices: u32) -> Result<Vec<Arc<rustls::ClientConfig>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: TlsDevices = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if file.devices.len() < devices as usize {
+        return Err(format!("{} holds {} certificates for {devices} devices", path.display(), file.devices.len()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(file.ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("the CA certificate: {e}"))?;
+        roots.add(cert).map_err(|e| format!("the CA certificate: {e}"))?;
+    }
+    let roots = Arc::new(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    file.devices
+        .iter()
+        .take(devices as usize)
+        .map(|d| {
+            let chain = CertificateDer::pem_slice_iter(d.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}'s certificate: {e}", d.thing))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(d.key_pem.as_bytes()).map_err(|e| format!("{}'s key: {e}", d.thing))?;
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("{}'s certificate: {e}", d.thing))?;
+            config.resumption = rustls::client::Resumption::disabled();
+            Ok(Arc::new(config))
+        })
+        .collect()
 }
 
 /// The thing name of device `i` (1-based) of type `device_type`; all names have the same length.
@@ -213,15 +297,28 @@ pub fn thing_name(device_type: &DeviceType, i: u32) -> ThingName {
 /// and idle, then answers each line on stdin with a [`Snapshot`] line; `quit` or the end of
 /// stdin prints a last snapshot and ends the process.
 pub async fn run_child(args: FleetArgs) -> Result<(), String> {
-    let creds = DeviceCredentials::load_or_create(&args.data_dir).map_err(|e| format!("device secret: {e}"))?;
+    // Read before the clock starts: what a board has in flash before it boots.
+    enum Identities {
+        Certificates(std::vec::IntoIter<Arc<rustls::ClientConfig>>),
+        Passwords(DeviceCredentials),
+    }
+    let mut identities = match &args.tls_devices {
+        Some(path) => Identities::Certificates(tls_configs(path, args.devices)?.into_iter()),
+        None => Identities::Passwords(
+            DeviceCredentials::load_or_create(&args.data_dir).map_err(|e| format!("device secret: {e}"))?,
+        ),
+    };
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let started = Instant::now();
     for i in 1..=args.devices {
         let thing = thing_name(&args.device_type, i);
-        let password = creds.password_for(&thing);
+        let auth = match &mut identities {
+            Identities::Certificates(configs) => Auth::Tls(configs.next().ok_or("fewer certificates than devices")?),
+            Identities::Passwords(creds) => Auth::Password(creds.password_for(&thing)),
+        };
         let device = Device {
             thing,
-            password,
+            auth,
             device_type: args.device_type.clone(),
             mqtt: args.mqtt,
             gate: gate.clone(),
@@ -241,7 +338,12 @@ pub async fn run_child(args: FleetArgs) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ready = serde_json::json!({"ready": args.devices, "seconds": started.elapsed().as_secs_f64()});
+    let connected_s = COUNTERS.last_first_connect_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let ready = serde_json::json!({
+        "ready": args.devices,
+        "seconds": started.elapsed().as_secs_f64(),
+        "connected_seconds": connected_s,
+    });
     println!("{ready}");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -253,10 +355,18 @@ pub async fn run_child(args: FleetArgs) -> Result<(), String> {
     }
 }
 
+/// How a device proves who it is.
+enum Auth {
+    /// Username and password in CONNECT, over plain TCP.
+    Password(String),
+    /// Its certificate, over mutual TLS; CONNECT carries only the client id.
+    Tls(Arc<rustls::ClientConfig>),
+}
+
 /// One simulated device and what it needs to reach the cloud.
 struct Device {
     thing: ThingName,
-    password: String,
+    auth: Auth,
     device_type: DeviceType,
     mqtt: SocketAddr,
     gate: Arc<Semaphore>,
@@ -291,11 +401,18 @@ impl Device {
             next: None,
         };
         let mut first_boot = true;
+        let mut first_connect = true;
         loop {
             let mut machine = UpdateMachine::new(DeviceConfig::new(self.thing.clone(), self.device_type.clone()));
             machine.handle(Event::Booted(flash.boot.clone()));
             let ended = loop {
                 let Some(mut conn) = self.connect().await else { return };
+                if first_connect {
+                    first_connect = false;
+                    add(&COUNTERS.first_connects, 1);
+                    let us = u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    COUNTERS.last_first_connect_us.fetch_max(us, Ordering::Relaxed);
+                }
                 machine.handle(Event::Connected);
                 match self.session(&mut conn, &mut machine, &mut flash, &mut first_boot).await {
                     Ended::Reboot => break Ended::Reboot,
@@ -315,7 +432,7 @@ impl Device {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let permit = self.gate.acquire().await.ok()?;
-            let result = Conn::open(self.mqtt, &self.thing, &self.password).await;
+            let result = Conn::open(self.mqtt, &self.thing, &self.auth).await;
             drop(permit);
             match result {
                 Ok(conn) => {
@@ -458,22 +575,77 @@ impl Flash {
     }
 }
 
+/// A device's socket: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// An MQTT 3.1.1 client connection: rumqttc's codec over a socket, writes batched.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     pkid: u16,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr, thing: &ThingName, password: &str) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    /// Connects (with the TLS handshake over `--tls`) and sends CONNECT; `Ok` on a
+    /// successful CONNACK.
+    async fn open(addr: SocketAddr, thing: &ThingName, auth: &Auth) -> std::io::Result<Conn> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match auth {
+            Auth::Password(_) => Stream::Plain(tcp),
+            Auth::Tls(config) => {
+                let name = ServerName::IpAddress(addr.ip().into());
+                let tls = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    TlsConnector::from(config.clone()).connect(name, tcp),
+                )
+                .await
+                .map_err(|_| std::io::Error::other("no TLS handshake within 30 s"))??;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         let mut conn = Conn { stream, rbuf: BytesMut::with_capacity(2048), wbuf: BytesMut::new(), pkid: 0 };
         let mut connect = Connect::new(thing.as_str());
         connect.keep_alive = KEEP_ALIVE_S;
-        connect.set_login(thing.as_str(), password);
+        if let Auth::Password(password) = auth {
+            connect.set_login(thing.as_str(), password);
+        }
         conn.send(Packet::Connect(connect)).await?;
         match tokio::time::timeout(Duration::from_secs(30), conn.read()).await {
             Ok(Ok(Some(Packet::ConnAck(ack)))) if ack.code == ConnectReturnCode::Success => Ok(conn),
@@ -495,6 +667,8 @@ impl Conn {
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            // TLS may hold records back until flushed; a no-op on plain TCP.
+            self.stream.flush().await?;
             self.wbuf.clear();
         }
         Ok(())

@@ -23,6 +23,29 @@
 //! are 20,000 sockets, more than one process may open here (`ulimit -n` 20,000, and no
 //! raising it in a container), so the server's ends and the devices' ends live in two
 //! processes. Both share the machine's cores, as devices and server would on one host.
+//!
+//! Over TLS:
+//!
+//! ```text
+//! cargo run --release -p ota-benches --bin control_plane -- --devices 10000 --tls
+//! cargo run --release -p ota-benches --bin control_plane -- --devices 10000 --compare-tls --no-baseline
+//! ```
+//!
+//! - `--tls`: the endpoint serves MQTT over mutual TLS only (the TLS listener of
+//!   `ota_local::link::embedded_endpoint` with the temporary data dir's [`LocalCa`], as
+//!   `ota serve --mqtts-listen` runs it), and every device connects with tokio-rustls (ring)
+//!   and its own certificate, sending no password: its identity is its certificate's. The N
+//!   certificates are issued before anything is timed (with the CA's key, see [`tls_world`];
+//!   the time is printed) and handed to the fleet process in one file. Sessions are not
+//!   resumed, so each device does two full handshakes: before the rollout and after its
+//!   reboot, within the rollout. Downloads stay plain HTTP, as `ota serve` serves them on
+//!   loopback. Works with every mode, `--scaling` included, and applies to both phases.
+//! - `--compare-tls`: the engine (and the baseline, unless `--no-baseline`) at one size over
+//!   plain MQTT and over TLS in ABBA order (plain, TLS, TLS, plain; each run a fresh data dir
+//!   and fleet), then the ratios of the means, TLS / plain: devices per minute during the
+//!   rollout, rollout time, the time for all N devices to connect (first CONNACK) and to go
+//!   idle before the rollout (not in the rollout's time: where TLS costs most), and the
+//!   baseline's time; with the machine's CPU count and load at the start and the end.
 
 mod fleet;
 mod responder;
@@ -44,7 +67,8 @@ use ota_core::targeting::{Filters, Target, UpdateAction, UpdateRequest};
 use ota_core::version::{FirmwareVersion, VersionRequest};
 use ota_local::download::UrlSigner;
 use ota_local::jobs::{DeviceInput, DevicePublisher, EngineOptions, JobsEngine};
-use ota_local::link::{DeviceCredentials, DeviceEvent, DeviceLink, LinkPublisher};
+use ota_local::link::{DeviceCredentials, DeviceEvent, DeviceLink, EndpointOptions, LinkPublisher, embedded_endpoint};
+use ota_local::pki::LocalCa;
 use ota_local::{EngineContext, SqliteStore};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -57,7 +81,8 @@ use crate::fleet::{FleetArgs, Snapshot};
 const AWS_MAX_PER_MINUTE: f64 = 1000.0;
 const DEVICE_TYPE: &str = "bench_sensor";
 const USAGE: &str = "usage: control_plane [--devices N] [--image-kib K] [--max-in-flight M] \
-                     [--connect-concurrency C] [--timeout-s S] [--no-baseline]";
+                     [--connect-concurrency C] [--timeout-s S] [--no-baseline] [--tls] \
+                     [--scaling N,N,... | --compare-tls]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -93,6 +118,10 @@ struct Options {
     connect_concurrency: usize,
     timeout: Duration,
     baseline: bool,
+    /// `--tls`: devices connect over MQTT with mutual TLS, each with its own certificate.
+    tls: bool,
+    /// `--compare-tls`: plain, TLS, TLS, plain at the same size, for the TLS / plain ratio.
+    compare_tls: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -104,6 +133,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         connect_concurrency: 256,
         timeout: Duration::from_secs(1800),
         baseline: true,
+        tls: false,
+        compare_tls: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -122,6 +153,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--timeout-s" => o.timeout = Duration::from_secs(value("--timeout-s")?),
             "--no-baseline" => o.baseline = false,
+            "--tls" => o.tls = true,
+            "--compare-tls" => o.compare_tls = true,
             "--scaling" => {
                 let list = it.next().ok_or("--scaling needs a list, e.g. 1000,10000")?;
                 o.scaling = list
@@ -135,6 +168,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if o.compare_tls && (o.tls || !o.scaling.is_empty()) {
+        return Err("--compare-tls runs both transports at one size: leave out --tls and --scaling".into());
+    }
     if o.devices == 0 || o.image_bytes == 0 {
         return Err("--devices and --image-kib must be at least 1".into());
     }
@@ -142,8 +178,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 }
 
 fn parse_fleet_args(args: &[String]) -> Result<FleetArgs, String> {
-    let [mqtt, data_dir, devices, device_type, version, concurrency] = args else {
-        return Err(format!("--fleet takes 6 arguments, got {}", args.len()));
+    let [mqtt, data_dir, devices, device_type, version, concurrency, tls_devices] = args else {
+        return Err(format!("--fleet takes 7 arguments, got {}", args.len()));
     };
     Ok(FleetArgs {
         mqtt: mqtt.parse().map_err(|e| format!("mqtt address {mqtt:?}: {e}"))?,
@@ -152,6 +188,7 @@ fn parse_fleet_args(args: &[String]) -> Result<FleetArgs, String> {
         device_type: DeviceType::parse(device_type).map_err(|e| e.to_string())?,
         version: FirmwareVersion::parse(version).map_err(|e| e.to_string())?,
         connect_concurrency: concurrency.parse().map_err(|e| format!("concurrency {concurrency:?}: {e}"))?,
+        tls_devices: (tls_devices != "-").then(|| PathBuf::from(tls_devices)),
     })
 }
 
@@ -185,6 +222,17 @@ struct World {
     signer: UrlSigner,
     credentials: DeviceCredentials,
     http_stop: watch::Sender<bool>,
+    /// `--tls`: the data dir's device CA and the devices' certificates.
+    tls: Option<TlsWorld>,
+}
+
+/// The TLS side of a world: the CA the endpoint trusts devices by, and the file of device
+/// certificates the fleet process reads.
+struct TlsWorld {
+    ca: LocalCa,
+    devices_file: PathBuf,
+    /// How long issuing the N device certificates took (before any phase, not timed in one).
+    issue_s: f64,
 }
 
 /// A deterministic image of `len` bytes that starts like an ESP32 app image.
@@ -255,7 +303,132 @@ async fn world(o: &Options) -> Result<World, String> {
             eprintln!("control_plane: the HTTP server stopped: {err}");
         }
     });
-    Ok(World { dir, svc, store, me, device_type, v1, v2, signer, credentials, http_stop })
+    let tls = if o.tls { Some(tls_world(dir.path(), &device_type, o.devices)?) } else { None };
+    Ok(World { dir, svc, store, me, device_type, v1, v2, signer, credentials, http_stop, tls })
+}
+
+/// The data dir's device CA ([`LocalCa`], as `ota serve` makes it) and one certificate per
+/// device, written for the fleet process.
+///
+/// The certificates are made here with the CA's key, as [`LocalCa::issue_device`] makes them
+/// (the thing name as the subject's common name, `clientAuth`, a fresh P-256 key each), but
+/// not recorded in the CA's ledger: `issue_device` rewrites and syncs the whole ledger for
+/// each certificate, which for 10,000 devices is quadratic and would take longer than the
+/// bench. The endpoint checks revocation by serial, so certificates the ledger does not list
+/// connect the same way; the ledger's stat at each CONNECT is paid all the same.
+fn tls_world(data_dir: &std::path::Path, device_type: &DeviceType, devices: u32) -> Result<TlsWorld, String> {
+    let t0 = Instant::now();
+    let ca = LocalCa::load_or_create(data_dir).map_err(|e| format!("device CA: {e}"))?;
+    let issuer = ca_issuer(&ca)?;
+    // Unique within this CA: the run's start and the device's number.
+    let run = u64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    )
+    .unwrap_or(0);
+    let mut issued = Vec::with_capacity(devices as usize);
+    for i in 1..=devices {
+        let thing = fleet::thing_name(device_type, i);
+        let key = rcgen::KeyPair::generate().map_err(|e| format!("device key: {e}"))?;
+        let mut params = rcgen::CertificateParams::default();
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(rcgen::DnType::OrganizationName, "ota device");
+        name.push(rcgen::DnType::CommonName, thing.as_str());
+        params.distinguished_name = name;
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let mut serial = [0u8; 12];
+        serial[..8].copy_from_slice(&run.to_be_bytes());
+        serial[8..].copy_from_slice(&i.to_be_bytes());
+        serial[0] = (serial[0] & 0x7f) | 0x01;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let cert = params.signed_by(&key, &issuer).map_err(|e| format!("{thing}'s certificate: {e}"))?;
+        if i == 1 {
+            // The copied issuer name must be the CA's, byte for byte, or no device connects.
+            let ca_der = ca.ca_der();
+            let ca_cert = webpki::EndEntityCert::try_from(&ca_der).map_err(|e| format!("the CA certificate: {e}"))?;
+            let device =
+                webpki::EndEntityCert::try_from(cert.der()).map_err(|e| format!("{thing}'s certificate: {e}"))?;
+            if device.issuer() != ca_cert.subject() {
+                return Err("the device certificates' issuer name is not the CA's".into());
+            }
+        }
+        issued.push(fleet::TlsDevice { thing: thing.to_string(), cert_pem: cert.pem(), key_pem: key.serialize_pem() });
+    }
+    let devices_file = data_dir.join("bench-device-certificates.json");
+    fleet::write_tls_devices(&devices_file, &fleet::TlsDevices { ca_pem: ca.ca_pem().to_string(), devices: issued })?;
+    let issue_s = t0.elapsed().as_secs_f64();
+    eprintln!("tls: {devices} device certificates issued and written in {issue_s:.2} s");
+    Ok(TlsWorld { ca, devices_file, issue_s })
+}
+
+/// An rcgen issuer for the data dir's CA: its key, and its name copied from `ca.pem`.
+fn ca_issuer(ca: &LocalCa) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>, String> {
+    let key_path = ca.dir().join(ota_local::pki::CA_KEY_FILE);
+    let key_pem = std::fs::read_to_string(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let ca_der = ca.ca_der();
+    let cert = webpki::EndEntityCert::try_from(&ca_der).map_err(|e| format!("the CA certificate: {e}"))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = distinguished_name(cert.subject())?;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    Ok(rcgen::Issuer::new(params, key))
+}
+
+/// An rcgen name from the DER contents of an X.509 `Name` (a sequence of RDN sets, one
+/// attribute each, as rcgen writes them), keeping each value's string type.
+fn distinguished_name(mut der: &[u8]) -> Result<rcgen::DistinguishedName, String> {
+    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    fn oid(bytes: &[u8]) -> Option<Vec<u64>> {
+        let (&first, rest) = bytes.split_first()?;
+        let mut arcs = vec![u64::from(first / 40), u64::from(first % 40)];
+        let mut arc = 0u64;
+        for &b in rest {
+            arc = (arc << 7) | u64::from(b & 0x7f);
+            if b & 0x80 == 0 {
+                arcs.push(arc);
+                arc = 0;
+            }
+        }
+        Some(arcs)
+    }
+    let bad = || "the CA certificate's subject is not a name the bench can copy".to_string();
+    let mut dn = rcgen::DistinguishedName::new();
+    while !der.is_empty() {
+        let (tag, set, rest) = tlv(der).ok_or_else(bad)?;
+        der = rest;
+        let (seq_tag, attr, others) = tlv(set).ok_or_else(bad)?;
+        if tag != 0x31 || seq_tag != 0x30 || !others.is_empty() {
+            return Err(bad());
+        }
+        let (oid_tag, oid_bytes, value) = tlv(attr).ok_or_else(bad)?;
+        let (value_tag, value, _) = tlv(value).ok_or_else(bad)?;
+        let text = String::from_utf8(value.to_vec()).map_err(|_| bad())?;
+        let value = match value_tag {
+            0x0c => rcgen::DnValue::Utf8String(text),
+            0x13 => rcgen::DnValue::PrintableString(text.try_into().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        };
+        if oid_tag != 0x06 {
+            return Err(bad());
+        }
+        dn.push(rcgen::DnType::from_oid(&oid(oid_bytes).ok_or_else(bad)?), value);
+    }
+    Ok(dn)
 }
 
 /// The simulated fleet's child process and its line protocol.
@@ -267,7 +440,8 @@ struct Fleet {
 
 impl Fleet {
     /// Starts `devices` devices against `mqtt` and waits until all are connected and idle.
-    async fn start(world: &World, o: &Options, mqtt: SocketAddr) -> Result<(Fleet, f64), String> {
+    async fn start(world: &World, o: &Options, mqtt: SocketAddr) -> Result<(Fleet, Ready), String> {
+        let tls_devices = world.tls.as_ref().map_or_else(|| "-".into(), |t| t.devices_file.display().to_string());
         let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
         let mut child = tokio::process::Command::new(exe)
             .arg("--fleet")
@@ -277,6 +451,7 @@ impl Fleet {
             .arg(world.device_type.as_str())
             .arg(world.v1.to_string())
             .arg(o.connect_concurrency.to_string())
+            .arg(tls_devices)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -288,7 +463,8 @@ impl Fleet {
         let line = fleet.line().await?;
         let ready: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("fleet said {line:?}: {e}"))?;
         let seconds = ready["seconds"].as_f64().ok_or_else(|| format!("fleet said {line:?}"))?;
-        Ok((fleet, seconds))
+        let connected_s = ready["connected_seconds"].as_f64().ok_or_else(|| format!("fleet said {line:?}"))?;
+        Ok((fleet, Ready { seconds, connected_s }))
     }
 
     async fn line(&mut self) -> Result<String, String> {
@@ -313,6 +489,15 @@ impl Fleet {
     }
 }
 
+/// How long the fleet took to come up, from the child's first device task.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    /// Until every device was connected, subscribed and told it has no job yet.
+    seconds: f64,
+    /// Until the last device's first CONNACK (TLS handshake included over `--tls`).
+    connected_s: f64,
+}
+
 /// What one phase measured.
 #[derive(Debug, Clone)]
 struct Phase {
@@ -325,6 +510,8 @@ struct Phase {
     /// Counters of the whole phase (fleet start to end).
     total: Snapshot,
     fleet_ready_s: f64,
+    /// Until the last device's first CONNACK, within `fleet_ready_s`.
+    connected_s: f64,
     /// How long `FleetManager::start` itself took (engine phase only).
     start_call_s: Option<f64>,
     outcome: String,
@@ -343,6 +530,7 @@ impl Phase {
             "vs_aws_1000_per_minute": round(self.per_minute() / AWS_MAX_PER_MINUTE, 2),
             "outcome": self.outcome,
             "fleet_ready_s": round(self.fleet_ready_s, 2),
+            "connected_s": round(self.connected_s, 2),
             "start_call_s": self.start_call_s.map(|s| round(s, 3)),
             "window": self.window,
             "total": self.total,
@@ -364,11 +552,18 @@ impl DevicePublisher for Publisher {
     }
 }
 
+/// A fresh embedded endpoint: plain MQTT with passwords, or over `--tls` the TLS listener
+/// alone with the data dir's CA (client certificates required), as `ota serve --mqtts-listen`
+/// runs it. Returns the address the devices connect to.
 async fn endpoint(world: &World) -> Result<(DeviceLink, SocketAddr), String> {
     let listen: SocketAddr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    ota_local::link::embedded(listen, Arc::new(world.credentials.clone()))
-        .await
-        .map_err(|e| format!("MQTT endpoint: {e}"))
+    let options = match &world.tls {
+        Some(tls) => EndpointOptions::tls(listen, tls.ca.device_tls(&[]).map_err(|e| format!("endpoint TLS: {e}"))?),
+        None => EndpointOptions::plain(listen, Arc::new(world.credentials.clone())),
+    };
+    let (link, addrs) = embedded_endpoint(options).await.map_err(|e| format!("MQTT endpoint: {e}"))?;
+    let addr = if world.tls.is_some() { addrs.tls } else { addrs.plain };
+    Ok((link, addr.ok_or("the endpoint has no listener")?))
 }
 
 /// The engine phase: endpoint + engine as `ota serve` runs them, the rollout started
@@ -396,8 +591,11 @@ async fn engine_phase(world: &World, o: &Options) -> Result<(Phase, JobId), Stri
     let running = tokio::spawn(engine.clone().run(input_rx, Arc::new(Publisher(publisher)), shutdown_rx));
     let mut rollout_events = engine.subscribe();
 
-    let (mut fleet, fleet_ready_s) = Fleet::start(world, o, addr).await?;
-    eprintln!("engine: {} devices connected and idle after {fleet_ready_s:.1} s", o.devices);
+    let (mut fleet, ready) = Fleet::start(world, o, addr).await?;
+    eprintln!(
+        "engine: {} devices connected after {:.2} s, idle after {:.2} s",
+        o.devices, ready.connected_s, ready.seconds
+    );
     let before = fleet.snapshot("snap").await?;
     let request = UpdateRequest {
         action: UpdateAction::Update,
@@ -462,7 +660,8 @@ async fn engine_phase(world: &World, o: &Options) -> Result<(Phase, JobId), Stri
         succeeded: u64::from(progress.counts.succeeded),
         window: after.since(&before),
         total,
-        fleet_ready_s,
+        fleet_ready_s: ready.seconds,
+        connected_s: ready.connected_s,
         start_call_s: Some(start_call_s),
         outcome: format!("{outcome}: {}", progress.rollout.status_reason.unwrap_or_default()),
     };
@@ -499,8 +698,11 @@ async fn baseline_phase(world: &World, o: &Options, job_id: &JobId) -> Result<Ph
     let responding =
         tokio::spawn(responder::run(events, publisher, job, things, o.max_in_flight as usize, start_rx, done_tx));
 
-    let (mut fleet, fleet_ready_s) = Fleet::start(world, o, addr).await?;
-    eprintln!("baseline: {} devices connected and idle after {fleet_ready_s:.1} s", o.devices);
+    let (mut fleet, ready) = Fleet::start(world, o, addr).await?;
+    eprintln!(
+        "baseline: {} devices connected after {:.2} s, idle after {:.2} s",
+        o.devices, ready.connected_s, ready.seconds
+    );
     let before = fleet.snapshot("snap").await?;
     let t0 = Instant::now();
     let _ = start_tx.send(());
@@ -520,17 +722,15 @@ async fn baseline_phase(world: &World, o: &Options, job_id: &JobId) -> Result<Ph
         succeeded: u64::from(o.devices),
         window: after.since(&before),
         total,
-        fleet_ready_s,
+        fleet_ready_s: ready.seconds,
+        connected_s: ready.connected_s,
         start_call_s: None,
         outcome: "completed".into(),
     })
 }
 
-async fn run(o: Options) -> Result<(), String> {
-    if !o.scaling.is_empty() {
-        return scaling(o).await;
-    }
-    // Each process holds one end of every MQTT connection plus the downloads in flight.
+/// Each process holds one end of every MQTT connection plus the downloads in flight.
+fn check_file_limit(o: &Options) -> Result<(), String> {
     let needed = u64::from(o.devices) + 2 * u64::from(o.max_in_flight) + 512;
     if let Some(limit) = open_file_limit()
         && limit < needed
@@ -542,12 +742,28 @@ async fn run(o: Options) -> Result<(), String> {
             limit.saturating_sub(2 * u64::from(o.max_in_flight) + 512)
         ));
     }
+    Ok(())
+}
+
+fn transport(tls: bool) -> &'static str {
+    if tls { "MQTT over mutual TLS" } else { "plain MQTT, passwords" }
+}
+
+async fn run(o: Options) -> Result<(), String> {
+    if !o.scaling.is_empty() {
+        return scaling(o).await;
+    }
+    if o.compare_tls {
+        return compare_tls(o).await;
+    }
+    check_file_limit(&o)?;
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     eprintln!(
-        "control_plane: {} devices, {} KiB image, {profile} build; {}",
+        "control_plane: {} devices, {} KiB image, {}, {profile} build; {}",
         o.devices,
         o.image_bytes / 1024,
+        transport(o.tls),
         ota_benches::machine()
     );
     let world = world(&o).await?;
@@ -561,7 +777,7 @@ async fn run(o: Options) -> Result<(), String> {
         None
     };
     let _ = world.http_stop.send(true);
-    report(&o, &engine, baseline.as_ref(), cpus, profile);
+    report(&o, &engine, baseline.as_ref(), cpus, profile, world.tls.as_ref().map(|t| t.issue_s));
     if engine.succeeded != u64::from(o.devices) {
         return Err(format!("only {} of {} devices succeeded: {}", engine.succeeded, o.devices, engine.outcome));
     }
@@ -634,20 +850,26 @@ async fn scaling(o: Options) -> Result<(), String> {
     Ok(())
 }
 
-fn report(o: &Options, engine: &Phase, baseline: Option<&Phase>, cpus: usize, profile: &str) {
+fn report(o: &Options, engine: &Phase, baseline: Option<&Phase>, cpus: usize, profile: &str, issue_s: Option<f64>) {
     let ratio = baseline.map(|b| engine.seconds / b.seconds);
     println!(
-        "control-plane throughput: {} devices, {} KiB image, max_in_flight {}, no rate limit ({cpus} CPUs, {profile})",
+        "control-plane throughput: {} devices, {} KiB image, max_in_flight {}, no rate limit, {} ({cpus} CPUs, {profile})",
         o.devices,
         o.image_bytes / 1024,
-        o.max_in_flight
+        o.max_in_flight,
+        transport(o.tls)
     );
+    if let Some(s) = issue_s {
+        println!("  {} device certificates issued before the run in {s:.2} s", o.devices);
+    }
     let cols: Vec<&Phase> = std::iter::once(engine).chain(baseline).collect();
     let row = |label: &str, f: &dyn Fn(&Phase) -> String| {
         let cells: String = cols.iter().map(|p| format!("{:>12}", f(p))).collect();
         println!("  {label:<44}{cells}");
     };
     row("", &|p| p.name.to_string());
+    row("all devices connected (s, not timed)", &|p| format!("{:.2}", p.connected_s));
+    row("all devices idle (s, not timed)", &|p| format!("{:.2}", p.fleet_ready_s));
     row("start -> completed (s)", &|p| format!("{:.2}", p.seconds));
     row("devices updated", &|p| p.succeeded.to_string());
     row("devices updated per minute", &|p| format!("{:.0}", p.per_minute()));
@@ -674,6 +896,8 @@ fn report(o: &Options, engine: &Phase, baseline: Option<&Phase>, cpus: usize, pr
         "image_bytes": o.image_bytes,
         "max_in_flight": o.max_in_flight,
         "max_per_minute": null,
+        "tls": o.tls,
+        "certificates_issue_s": issue_s.map(|s| round(s, 2)),
         "aws_max_per_minute": AWS_MAX_PER_MINUTE,
         "engine": engine.json(),
         "baseline": baseline.map(Phase::json),
@@ -684,4 +908,140 @@ fn report(o: &Options, engine: &Phase, baseline: Option<&Phase>, cpus: usize, pr
         "server_peak_rss_kib": peak_rss_kib(),
     });
     println!("{line}");
+}
+
+/// One of `--compare-tls`'s four runs.
+struct TransportRun {
+    tls: bool,
+    issue_s: Option<f64>,
+    engine: Phase,
+    baseline: Option<Phase>,
+}
+
+/// `--compare-tls`: the same bench at the same size over plain MQTT and over mutual TLS, in
+/// ABBA order (plain, TLS, TLS, plain), each run in a fresh data dir with a fresh fleet, and
+/// the ratio of the means, TLS / plain: devices per minute during the rollout (which includes
+/// each device's reconnection, a second full handshake, after its reboot), and the time for
+/// all N devices to connect before the rollout starts (where TLS costs most).
+async fn compare_tls(o: Options) -> Result<(), String> {
+    check_file_limit(&o)?;
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let machine_before = ota_benches::machine();
+    eprintln!(
+        "control_plane --compare-tls: {} devices, {} KiB image, {profile} build; {machine_before}",
+        o.devices,
+        o.image_bytes / 1024
+    );
+    let mut runs = Vec::new();
+    for (n, tls) in [false, true, true, false].into_iter().enumerate() {
+        let one = Options { tls, compare_tls: false, ..o.clone() };
+        eprintln!("compare-tls: run {} of 4, {}", n + 1, transport(tls));
+        let world = world(&one).await?;
+        let (engine, job_id) = engine_phase(&world, &one).await?;
+        if engine.succeeded != u64::from(one.devices) {
+            return Err(format!("only {} of {} devices succeeded: {}", engine.succeeded, one.devices, engine.outcome));
+        }
+        let baseline = if one.baseline { Some(baseline_phase(&world, &one, &job_id).await?) } else { None };
+        let _ = world.http_stop.send(true);
+        eprintln!(
+            "compare-tls: {}: connected in {:.2} s, {} devices updated in {:.2} s",
+            transport(tls),
+            engine.connected_s,
+            engine.succeeded,
+            engine.seconds
+        );
+        runs.push(TransportRun { tls, issue_s: world.tls.as_ref().map(|t| t.issue_s), engine, baseline });
+    }
+    let machine_after = ota_benches::machine();
+
+    println!(
+        "control-plane over TLS against plain MQTT: {} devices, {} KiB image, max_in_flight {}, ABBA ({cpus} CPUs, {profile})",
+        o.devices,
+        o.image_bytes / 1024,
+        o.max_in_flight
+    );
+    println!("  machine: {machine_before} at the start, {machine_after} at the end");
+    println!(
+        "  {:>3} {:<22} {:>9} {:>11} {:>8} {:>10} {:>11} {:>10} {:>12}",
+        "run",
+        "transport",
+        "certs s",
+        "connected s",
+        "idle s",
+        "rollout s",
+        "devices/min",
+        "baseline s",
+        "b. connect s"
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let opt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "  {:>3} {:<22} {:>9} {:>11.2} {:>8.2} {:>10.2} {:>11.0} {:>10} {:>12}",
+            i + 1,
+            transport(r.tls),
+            opt(r.issue_s),
+            r.engine.connected_s,
+            r.engine.fleet_ready_s,
+            r.engine.seconds,
+            r.engine.per_minute(),
+            opt(r.baseline.as_ref().map(|b| b.seconds)),
+            opt(r.baseline.as_ref().map(|b| b.connected_s)),
+        );
+    }
+    let mean = |tls: bool, f: &dyn Fn(&TransportRun) -> Option<f64>| -> Option<f64> {
+        let v: Vec<f64> = runs.iter().filter(|r| r.tls == tls).map(f).collect::<Option<_>>()?;
+        Some(v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let ratio = |f: &dyn Fn(&TransportRun) -> Option<f64>| -> Option<f64> { Some(mean(true, f)? / mean(false, f)?) };
+    let per_minute = |r: &TransportRun| Some(r.engine.per_minute());
+    let rollout = |r: &TransportRun| Some(r.engine.seconds);
+    let connected = |r: &TransportRun| Some(r.engine.connected_s);
+    let idle = |r: &TransportRun| Some(r.engine.fleet_ready_s);
+    let baseline = |r: &TransportRun| r.baseline.as_ref().map(|b| b.seconds);
+    let shown = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    println!(
+        "  means: plain {:.0} devices/min, TLS {:.0} devices/min",
+        mean(false, &per_minute).unwrap_or(0.0),
+        mean(true, &per_minute).unwrap_or(0.0)
+    );
+    println!("  TLS / plain, devices per minute (rollout): {}", shown(ratio(&per_minute)));
+    println!("  TLS / plain, rollout time:                 {}", shown(ratio(&rollout)));
+    println!("  TLS / plain, time to connect all devices:  {}", shown(ratio(&connected)));
+    println!("  TLS / plain, time until all devices idle:  {}", shown(ratio(&idle)));
+    println!("  TLS / plain, broker-only baseline time:    {}", shown(ratio(&baseline)));
+    println!("  server process peak RSS: {:.0} MiB", peak_rss_kib() as f64 / 1024.0);
+    let json_runs: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            json!({"tls": r.tls, "certificates_issue_s": r.issue_s.map(|s| round(s, 2)),
+                   "engine": r.engine.json(), "baseline": r.baseline.as_ref().map(Phase::json)})
+        })
+        .collect();
+    let r2 = |x: Option<f64>| x.map(|v| round(v, 3));
+    println!(
+        "{}",
+        json!({
+            "bench": "control_plane_compare_tls",
+            "devices": o.devices,
+            "image_bytes": o.image_bytes,
+            "max_in_flight": o.max_in_flight,
+            "order": ["plain", "tls", "tls", "plain"],
+            "runs": json_runs,
+            "tls_over_plain": {
+                "devices_per_minute": r2(ratio(&per_minute)),
+                "rollout_seconds": r2(ratio(&rollout)),
+                "connect_seconds": r2(ratio(&connected)),
+                "idle_seconds": r2(ratio(&idle)),
+                "baseline_seconds": r2(ratio(&baseline)),
+            },
+            "cpus": cpus,
+            "profile": profile,
+            "machine_start": machine_before,
+            "machine_end": machine_after,
+            "load_average": ota_benches::load_average(),
+            "server_peak_rss_kib": peak_rss_kib(),
+        })
+    );
+    Ok(())
 }
