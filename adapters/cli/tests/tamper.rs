@@ -156,6 +156,13 @@ fn an_existing_data_dir_without_a_signing_section_keeps_working_unsigned() {
     std::fs::write(&img, vec![7u8; 10_000]).unwrap();
     ok(p, &["firmware", "publish", "--type", "pet_feeder", "--version", "4.0.0", img.to_str().unwrap()]);
     assert_eq!(deployed(p, "Update pet_feeder-01 to 4.0.0"), ["4.0.0"]);
+    // What signing protects against: with no key trusted, the man in the middle wins, since
+    // the digest it rewrote is all a device can check.
+    let (code, report) =
+        headless(p, "Update pet_feeder-01 to 2.0.0", &["--devices-per-type", "4", "--tamper-rate", "1.0"]);
+    assert_eq!(code, 0, "{report}");
+    let job = report["rollouts"][0]["job_id"].as_str().unwrap().to_string();
+    assert_eq!(executions_of(&report, &job)["pet_feeder-01"].0, "SUCCEEDED", "{report}");
 }
 
 #[test]
