@@ -442,7 +442,8 @@ async fn open(
     tls: Option<TlsAcceptor>,
 ) -> Option<(PacketIo, Credential, Connect)> {
     let (stream, credential): (Box<dyn DeviceStream>, Credential) = match tls {
-        None => (Box::new(stream), Credential::Password { loopback: peer.ip().is_loopback() }),
+        // Canonical first: on a dual-stack listener 127.0.0.1 arrives as ::ffff:127.0.0.1.
+        None => (Box::new(stream), Credential::Password { loopback: peer.ip().to_canonical().is_loopback() }),
         Some(acceptor) => {
             let stream = match acceptor.accept(stream).await {
                 Ok(stream) => stream,
@@ -622,12 +623,7 @@ fn certificate_identity(
 /// A plain-TCP device: what the authenticator says of its username and password, if this
 /// peer may use passwords at all.
 fn password_identity(connect: &Connect, loopback: bool, shared: &Shared) -> Result<ThingName, AuthError> {
-    if !loopback && !shared.remote_passwords {
-        return Err(AuthError::NotAuthorized(
-            "password authentication is offered to loopback peers only; connect over TLS with a device certificate"
-                .into(),
-        ));
-    }
+    passwords_offered(loopback, shared.remote_passwords)?;
     let Some(auth) = &shared.auth else {
         return Err(AuthError::NotAuthorized("no password authentication here".into()));
     };
@@ -659,6 +655,17 @@ async fn unregister(shared: &Shared, client_id: &str, session: u64) {
     {
         permit.send(DeviceEvent::Disconnected { thing: old.thing });
     }
+}
+
+/// Whether a peer may log in with a password at all: loopback peers always, others only when
+/// remote passwords are enabled.
+fn passwords_offered(loopback: bool, remote_passwords: bool) -> Result<(), AuthError> {
+    if loopback || remote_passwords {
+        return Ok(());
+    }
+    Err(AuthError::NotAuthorized(
+        "password authentication is offered to loopback peers only; connect over TLS with a device certificate".into(),
+    ))
 }
 
 /// An authenticated device connection.
@@ -852,5 +859,46 @@ impl Connection {
             _ = self.kill.cancelled() => Ok(Some(End::Killed)),
             written = self.io.flush() => written.map(|()| None).map_err(|e| format!("write failed: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_for_loopback_unless_enabled() {
+        assert!(passwords_offered(true, false).is_ok());
+        assert!(passwords_offered(true, true).is_ok());
+        assert!(passwords_offered(false, true).is_ok());
+        assert!(matches!(passwords_offered(false, false), Err(AuthError::NotAuthorized(_))));
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(!mapped.is_loopback() && mapped.to_canonical().is_loopback(), "why the peer is canonicalised");
+    }
+
+    #[test]
+    fn unauthenticated_sockets_give_way_oldest_first_and_authenticated_ones_never() {
+        let limits = EndpointLimits { max_connections: 3, max_unauthenticated: 2, ..EndpointLimits::default() };
+        let limiter = Arc::new(Limiter::new(limits));
+        let mut a = limiter.admit().unwrap();
+        let b = limiter.admit().unwrap();
+        let c = limiter.admit().unwrap();
+        assert!(a.evicted.is_cancelled(), "two unauthenticated at most: the oldest went");
+        assert!(!b.evicted.is_cancelled() && !c.evicted.is_cancelled());
+        assert!(!a.authenticate(), "an evicted socket cannot authenticate");
+        drop(a);
+        let mut c = c;
+        assert!(c.authenticate());
+        let d = limiter.admit().unwrap();
+        // b, c (authenticated), d: three open; a fourth closes b, the oldest unauthenticated.
+        let e = limiter.admit().unwrap();
+        assert!(b.evicted.is_cancelled() && !d.evicted.is_cancelled() && !e.evicted.is_cancelled());
+        drop((b, d, e));
+        let mut slots: Vec<Slot> = (0..2).map(|_| limiter.admit().unwrap()).collect();
+        assert!(slots.iter_mut().all(Slot::authenticate));
+        assert!(limiter.admit().is_none(), "full of authenticated devices: refused");
+        drop(slots.pop());
+        assert!(limiter.admit().is_some(), "room again");
+        drop(c);
     }
 }
