@@ -242,6 +242,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { demo } => {
             let summary = if demo { Some(demo::init_demo(&svc, &me, signer.as_ref()).await?) } else { None };
             out.init(&cli.data_dir, summary.as_ref());
+            if new_data_dir && let Some(key) = &signer {
+                eprintln!(
+                    "firmware must be signed here: publish with --sign {} (key {}, trusted; see `ota keys list`)",
+                    keys::DEFAULT_KEY,
+                    key.key_id()
+                );
+            }
         }
         Command::Plan { prompt } => {
             let plan = svc.plan_prompt(&me, &prompt).await?;
