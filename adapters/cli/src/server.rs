@@ -263,7 +263,8 @@ pub async fn start(
         None if options.mqtt_url.is_some() => None,
         None => {
             let addr: SocketAddr = DEFAULT_MQTTS_LISTEN.parse().expect("a socket address");
-            match std::net::TcpListener::bind(addr) {
+            // With SO_REUSEADDR as the endpoint binds, so a restart's TIME_WAIT does not count.
+            match ota_local::listen(addr).await {
                 Ok(probe) => {
                     drop(probe);
                     Some(addr)
