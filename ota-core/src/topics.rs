@@ -484,4 +484,97 @@ mod tests {
             "the device's subscription"
         );
     }
+
+    /// Every topic of up to `depth` levels from `words` below `prefix`, in turn.
+    fn every_topic(prefix: &str, words: &[&str], depth: usize, mut f: impl FnMut(&str)) {
+        let mut levels = vec![0usize; 0];
+        loop {
+            let rest = levels.iter().map(|&i| words[i]).collect::<Vec<_>>().join("/");
+            f(&format!("{prefix}{rest}"));
+            // The next sequence, shortest first.
+            let mut k = levels.len();
+            loop {
+                if k == 0 {
+                    if levels.len() == depth {
+                        return;
+                    }
+                    levels = vec![0; levels.len() + 1];
+                    break;
+                }
+                k -= 1;
+                levels[k] += 1;
+                if levels[k] < words.len() {
+                    break;
+                }
+                levels[k] = 0;
+            }
+        }
+    }
+
+    /// Whatever parses is written back exactly (one spelling per topic): every combination
+    /// of the grammar's words (and a bad level or two) up to five levels deep.
+    #[test]
+    fn what_parses_builds_back_to_the_same_topic() {
+        let words = [
+            "jobs",
+            "shadow",
+            "name",
+            "get",
+            "update",
+            "delete",
+            "notify-next",
+            "accepted",
+            "rejected",
+            "delta",
+            NEXT_JOB,
+            "config",
+            "j1",
+            "+",
+            "",
+        ];
+        let mut parsed = std::collections::BTreeSet::new();
+        every_topic("$aws/things/d-1/", &words, 5, |t| {
+            if let Some((thing, topic)) = parse(t) {
+                assert_eq!(topic.to_topic(thing), t);
+                parsed.insert(t.trim_start_matches("$aws/things/d-1/").to_string());
+            }
+        });
+        for (_, rest) in table() {
+            let rest = rest.replace("job-1", "j1");
+            if rest.split('/').all(|l| words.contains(&l)) {
+                assert!(parsed.contains(&rest), "{rest} did not parse");
+            }
+        }
+        let words = ["executions", "request", "response", "accepted", "rejected", "json", "e1", "+", ""];
+        let mut n = 0;
+        every_topic("$aws/commands/things/", &words, 6, |t| {
+            if let Some((thing, id, kind)) = parse_command(t) {
+                assert_eq!(kind.to_topic(thing, id), t);
+                n += 1;
+            }
+        });
+        // Thing and id: any of the 7 words that are levels (not `+` or empty); 4 kinds.
+        assert_eq!(n, 7 * 7 * 4);
+    }
+
+    proptest::proptest! {
+        /// Names from AWS's alphabets survive a build and a parse.
+        #[test]
+        fn names_round_trip(
+            thing in "[a-zA-Z0-9:_-]{1,128}",
+            id in "[a-zA-Z0-9_-]{1,64}",
+            name in "[a-zA-Z0-9:_-]{1,64}",
+        ) {
+            for topic in [
+                ThingTopic::Jobs(JobsTopic::Update(&id, Some(Reply::Accepted))),
+                ThingTopic::Jobs(JobsTopic::Get(&id, None)),
+                ThingTopic::Shadow(ShadowTopic { name: Some(&name), op: ShadowOp::Update, reply: Some(ShadowReply::Delta) }),
+            ] {
+                let built = topic.to_topic(&thing);
+                proptest::prop_assert_eq!(parse(&built), Some((thing.as_str(), topic)));
+            }
+            let built = CommandTopic::Response.to_topic(&thing, &id);
+            proptest::prop_assert_eq!(parse_command(&built), Some((thing.as_str(), id.as_str(), CommandTopic::Response)));
+        }
+    }
 }
