@@ -392,9 +392,16 @@ pub struct FleetArgs {
 pub struct SimArgs {
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// The MQTT endpoint, `host:port` (default: the running `ota serve` of the data dir).
+    /// The MQTT endpoint, `host:port` (default: the running `ota serve` of the data dir; with
+    /// --tls, its TLS device port).
     #[arg(long)]
     pub mqtt: Option<String>,
+    /// Connect over mutual TLS, each device with its own certificate from the data dir's CA
+    /// and no password, as real devices do. The certificates are issued once and kept in
+    /// `<data dir>/sim-certs/`; a device revoked with `ota devices revoke` keeps its revoked
+    /// one and is refused.
+    #[arg(long)]
+    pub tls: bool,
     /// Only register the simulated devices in the registry and exit (for example before
     /// `ota devices provision` writes an external broker's passwords).
     #[arg(long)]

@@ -23,7 +23,7 @@ use ota_core::ports::DeviceRegistry;
 use ota_core::rollout::{RolloutQuery, RolloutStatus};
 use ota_core::service::{FleetManager, StartItem, StartResult};
 use ota_core::{Error, Result};
-use ota_device::host::{FaultRates, FleetConfig, SimDeviceSpec, SimFleet, demo_fleet};
+use ota_device::host::{DeviceTlsIdentity, FaultRates, FleetConfig, SimDeviceSpec, SimFleet, demo_fleet};
 use ota_local::link::DeviceCredentials;
 use ota_local::{Execution, ExecutionStatus, RolloutProgress, SqliteStore};
 use serde::Serialize;
@@ -70,12 +70,10 @@ pub async fn register(svc: &FleetManager, specs: &[SimDeviceSpec]) -> Result<()>
     let devices = specs
         .iter()
         .map(|s| Device {
-            thing: s.thing.clone(),
-            thing_group: naming.thing_group_of(&s.device_type),
-            device_type: s.device_type.clone(),
             firmware_version: Some(s.version.clone()),
             connected: false,
             last_seen: None,
+            ..Device::new(s.thing.clone(), s.device_type.clone(), naming.thing_group_of(&s.device_type))
         })
         .collect();
     svc.backend().registry.upsert_many(devices).await
@@ -103,16 +101,140 @@ pub async fn device_trust(svc: &FleetManager, specs: &[SimDeviceSpec], min_floor
     Ok(DeviceTrust { keys, security_versions, min_floor })
 }
 
-/// Starts the simulated devices against the MQTT endpoint at `host:port`.
+/// Where `ota sim --tls` keeps its devices' certificates, inside the data dir: one folder per
+/// thing with `cert.pem`, `key.pem` (owner-only) and `serial` (written last: a folder without
+/// it is incomplete and issued again).
+pub const SIM_CERTS_DIR: &str = "sim-certs";
+
+/// The TLS identities of a simulated fleet, from the data dir's CA.
+#[derive(Debug, Default)]
+pub struct SimTls {
+    pub identities: BTreeMap<ThingName, DeviceTlsIdentity>,
+    /// How many certificates were issued now (0 when every device had one cached).
+    pub issued: usize,
+    /// Things whose cached certificate is revoked (`ota devices revoke`) and that have no other
+    /// good one: they keep it, and the endpoint refuses them.
+    pub revoked: Vec<ThingName>,
+    /// Things revoked without a cached certificate: they are not started (a new certificate
+    /// would undo the revocation).
+    pub not_started: Vec<ThingName>,
+}
+
+/// Certificates for `things` from the data dir's CA: the cached one of each thing when the CA's
+/// ledger knows it and has not revoked it; a new one, all in one ledger write, for things
+/// without a usable cached one, so the ledger does not grow on every run. A revoked thing is
+/// never issued a new certificate here (see [`SimTls`]); `ota devices enroll` re-admits it.
+pub fn sim_tls(data_dir: &std::path::Path, things: &[ThingName]) -> Result<SimTls> {
+    use ota_local::pki::LocalCa;
+    let ca = LocalCa::load_or_create(data_dir).map_err(|e| Error::storage(format!("the device CA: {e}")))?;
+    let ledger = ca.certificates().map_err(|e| Error::storage(format!("the device CA's ledger: {e}")))?;
+    // serial -> revoked; thing -> whether it has a good certificate.
+    let revoked_serial: BTreeMap<&str, bool> =
+        ledger.iter().map(|c| (c.serial.as_str(), c.revoked_at.is_some())).collect();
+    let mut has_good = BTreeSet::new();
+    let mut has_any = BTreeSet::new();
+    for c in &ledger {
+        has_any.insert(c.thing.as_str());
+        if c.revoked_at.is_none() {
+            has_good.insert(c.thing.as_str());
+        }
+    }
+    let root = data_dir.join(SIM_CERTS_DIR);
+    let mut out = SimTls::default();
+    let mut to_issue = Vec::new();
+    for thing in things {
+        let dir = root.join(thing.as_str());
+        let cached = (|| -> Option<(String, String, String)> {
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+            Some((read("serial")?.trim().to_string(), read("cert.pem")?, read("key.pem")?))
+        })();
+        let revoked_thing = has_any.contains(thing.as_str()) && !has_good.contains(thing.as_str());
+        match cached {
+            Some((serial, cert_pem, key_pem)) if revoked_serial.get(serial.as_str()) == Some(&false) => {
+                out.identities.insert(thing.clone(), identity(&ca, cert_pem, key_pem));
+            }
+            Some((serial, cert_pem, key_pem))
+                if revoked_serial.get(serial.as_str()) == Some(&true) && revoked_thing =>
+            {
+                out.revoked.push(thing.clone());
+                out.identities.insert(thing.clone(), identity(&ca, cert_pem, key_pem));
+            }
+            None if revoked_thing => out.not_started.push(thing.clone()),
+            // Nothing cached, a cached certificate the ledger does not know (another CA), or a
+            // revoked one of a thing enrolled again since.
+            _ => to_issue.push(thing.clone()),
+        }
+    }
+    if !to_issue.is_empty() {
+        let bundles = ca
+            .issue_devices(&to_issue)
+            .map_err(|e| Error::storage(format!("cannot issue the simulated devices' certificates: {e}")))?;
+        out.issued = bundles.len();
+        for (thing, b) in to_issue.into_iter().zip(bundles) {
+            cache_certificate(&root.join(thing.as_str()), &b)?;
+            out.identities
+                .insert(thing, DeviceTlsIdentity { ca_pem: b.ca_pem, cert_pem: b.cert_pem, key_pem: b.key_pem });
+        }
+    }
+    Ok(out)
+}
+
+fn identity(ca: &ota_local::pki::LocalCa, cert_pem: String, key_pem: String) -> DeviceTlsIdentity {
+    DeviceTlsIdentity { ca_pem: ca.ca_pem().to_string(), cert_pem, key_pem }
+}
+
+/// Writes a simulated device's certificate into `dir` (0700): the key owner-only, the serial
+/// last.
+fn cache_certificate(dir: &std::path::Path, b: &ota_local::pki::DeviceBundle) -> Result<()> {
+    let fail =
+        |what: &std::path::Path, e: std::io::Error| Error::storage(format!("cannot write {}: {e}", what.display()));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| fail(dir, e))?;
+    // A leftover serial from an earlier certificate must not vouch for the new files.
+    let serial = dir.join("serial");
+    match std::fs::remove_file(&serial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(&serial, e)),
+        _ => {}
+    }
+    for (name, contents, private) in
+        [("key.pem", &b.key_pem, true), ("cert.pem", &b.cert_pem, false), ("serial", &b.serial, false)]
+    {
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        options
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
+            .map_err(|e| fail(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Starts the simulated devices against the MQTT endpoint at `host:port`: with their
+/// passwords over plain TCP, or, given `tls`, over mutual TLS with their certificates.
 pub fn start_fleet(
     specs: Vec<SimDeviceSpec>,
     host: &str,
     port: u16,
     creds: DeviceCredentials,
     trust: DeviceTrust,
+    tls: Option<BTreeMap<ThingName, DeviceTlsIdentity>>,
 ) -> Result<SimFleet> {
     let creds = Arc::new(creds);
     let mut config = FleetConfig::new(host, port, Arc::new(move |t: &ThingName| creds.password_for(t)));
+    if let Some(tls) = tls {
+        let tls = Arc::new(tls);
+        config.tls_for = Some(Arc::new(move |t: &ThingName| tls.get(t).cloned()));
+    }
     config.trust = trust.keys;
     config.security_versions = Arc::new(trust.security_versions);
     config.min_security_floor = trust.min_floor;

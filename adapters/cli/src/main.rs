@@ -17,6 +17,7 @@ mod render;
 mod server;
 mod table;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -488,19 +489,81 @@ async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
                     "start `ota serve` first, or pass --mqtt",
                 )
             })?;
-            (info.mqtt_host, info.mqtt_port)
+            match (args.tls, &info.mqtts) {
+                (false, _) => (info.mqtt_host, info.mqtt_port),
+                (true, Some(url)) => mqtts_host_port(url)?,
+                (true, None) => {
+                    return Err(Error::invalid(
+                        "--tls",
+                        data_dir.display().to_string(),
+                        "the running `ota serve` has no TLS device port (start it with --mqtts-listen ADDR), or pass --mqtt HOST:PORT",
+                    ));
+                }
+            }
+        }
+    };
+    let tls = match args.tls {
+        false => None,
+        true => {
+            let things: Vec<ThingName> = specs.iter().map(|s| s.thing.clone()).collect();
+            let dir = data_dir.to_path_buf();
+            let tls = tokio::task::spawn_blocking(move || live::sim_tls(&dir, &things))
+                .await
+                .map_err(|e| Error::storage(e.to_string()))??;
+            eprintln!(
+                "TLS to {host}:{port}: {} certificate(s) issued, {} reused from {}",
+                tls.issued,
+                tls.identities.len() - tls.issued,
+                data_dir.join(live::SIM_CERTS_DIR).display()
+            );
+            for thing in &tls.revoked {
+                eprintln!(
+                    "warning: {thing}'s certificate is revoked (`ota devices revoke`): the server refuses it;                      `ota devices enroll {thing}` admits it again"
+                );
+            }
+            for thing in &tls.not_started {
+                eprintln!(
+                    "warning: {thing} is revoked (`ota devices revoke`) and has no certificate of its own here: not started"
+                );
+            }
+            specs.retain(|s| !tls.not_started.contains(&s.thing));
+            Some(tls.identities)
         }
     };
     let creds = device_credentials(data_dir)?;
     let n = specs.len();
     let trust = live::device_trust(svc, &specs, args.fleet.security_floor).await?;
-    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(specs, &host, port, creds, trust))
+    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(specs, &host, port, creds, trust, tls))
         .await
         .map_err(|e| Error::storage(e.to_string()))??;
     eprintln!("{n} simulated devices running (Ctrl-C stops them)");
-    let _ = tokio::signal::ctrl_c().await;
+    // Until Ctrl-C: each device's new error, once (a refused certificate, a wrong password, a
+    // failed update), so a device that cannot connect says why.
+    let mut said: BTreeMap<ThingName, String> = BTreeMap::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        for d in fleet.snapshot() {
+            if let Some(e) = d.last_error.filter(|e| said.get(&d.thing) != Some(e)) {
+                eprintln!("{}: {e}", d.thing);
+                said.insert(d.thing, e);
+            }
+        }
+    }
     let _ = tokio::task::spawn_blocking(move || fleet.stop()).await;
     Ok(())
+}
+
+/// `HOST` and `PORT` of an `mqtts://HOST:PORT` URL (server.json's `mqtts`).
+fn mqtts_host_port(url: &str) -> Result<(String, u16)> {
+    let bad = || Error::invalid("server.json mqtts", url.to_string(), "expected mqtts://HOST:PORT");
+    let (host, port) = url.strip_prefix("mqtts://").and_then(|r| r.rsplit_once(':')).ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port.parse().map_err(|_| bad())?))
 }
 
 async fn run_demo(
@@ -521,7 +584,7 @@ async fn run_demo(
     let (host, port) = (server.info.mqtt_host.clone(), server.info.mqtt_port);
     let fleet_specs = specs.clone();
     let trust = live::device_trust(&svc, &specs, args.fleet.security_floor).await?;
-    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(fleet_specs, &host, port, creds, trust))
+    let fleet = tokio::task::spawn_blocking(move || live::start_fleet(fleet_specs, &host, port, creds, trust, None))
         .await
         .map_err(|e| Error::storage(e.to_string()))??;
     let result = demo_body(&svc, &store, me, &args, out, &specs, &fleet, &server, data_dir).await;

@@ -5,7 +5,9 @@
 //!
 //! What a device does, on its own thread: the bootloader picks a slot
 //! ([`SimFlash::power_on`]), the app connects (client id and username = the thing name,
-//! password from [`FleetConfig::password_for`]), the agent runs until it asks for a restart,
+//! password from [`FleetConfig::password_for`]; or, with [`FleetConfig::tls_for`], over mutual
+//! TLS with the thing's own certificate and no password, as a real device does), the agent
+//! runs until it asks for a restart,
 //! the MQTT session is closed, and the bootloader runs again. A second, small thread drives
 //! the MQTT connection ([`pump_mqtt`]). Both have small stacks, the agents poll at a modest
 //! rate and devices start a few milliseconds apart, so hundreds of devices fit a small
@@ -81,6 +83,8 @@ pub enum FleetError {
     Resolve { host: String, port: u16, detail: String },
     #[error("cannot start a thread for device {thing}: {source}")]
     Spawn { thing: String, source: std::io::Error },
+    #[error("device {thing} has no TLS identity: {detail}")]
+    Tls { thing: String, detail: String },
 }
 
 /// Fractions of the fleet that get each fault, each between 0 and 1.
@@ -250,6 +254,25 @@ impl SplitMix64 {
 /// Gives the MQTT password of a thing.
 pub type PasswordFor = Arc<dyn Fn(&ThingName) -> String + Send + Sync>;
 
+/// What a device connects over mutual TLS with: the CA it trusts the server by, its own
+/// certificate and its private key (PEM; the files `ota devices enroll` writes as `ca.pem`,
+/// `cert.pem`, `key.pem`).
+#[derive(Clone)]
+pub struct DeviceTlsIdentity {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for DeviceTlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceTlsIdentity").field("key_pem", &"<redacted>").finish_non_exhaustive()
+    }
+}
+
+/// Gives the TLS identity of a thing; `None`: it has none (the fleet refuses to start).
+pub type TlsFor = Arc<dyn Fn(&ThingName) -> Option<DeviceTlsIdentity> + Send + Sync>;
+
 /// How the fleet connects and how its agents run. [`FleetConfig::new`] gives values that
 /// suit hundreds of devices on a small machine; tests shorten the waits.
 #[derive(Clone)]
@@ -257,8 +280,12 @@ pub struct FleetConfig {
     /// The MQTT endpoint; a name is resolved once, at start.
     pub mqtt_host: String,
     pub mqtt_port: u16,
-    /// Each device logs in with its thing name as username and this password.
+    /// Each device logs in with its thing name as username and this password (over plain TCP).
     pub password_for: PasswordFor,
+    /// Set: each device connects over mutual TLS with this identity instead, and sends no
+    /// password (the endpoint takes its identity from the certificate). `mqtt_host` must then
+    /// be a name or an address the server's certificate holds.
+    pub tls_for: Option<TlsFor>,
     /// Capacity of each device's update slot.
     pub slot_size: u64,
     /// A new image that has no MQTT session after this long has failed its self-test.
@@ -297,6 +324,7 @@ impl fmt::Debug for FleetConfig {
         f.debug_struct("FleetConfig")
             .field("mqtt_host", &self.mqtt_host)
             .field("mqtt_port", &self.mqtt_port)
+            .field("tls", &self.tls_for.is_some())
             .field("slot_size", &self.slot_size)
             .field("self_test_timeout", &self.self_test_timeout)
             .field("keep_alive", &self.keep_alive)
@@ -316,6 +344,7 @@ impl FleetConfig {
             mqtt_host: mqtt_host.to_string(),
             mqtt_port,
             password_for,
+            tls_for: None,
             slot_size: 0x30_0000,
             self_test_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(30),
@@ -348,7 +377,8 @@ pub struct SimDeviceState {
     pub boots: u32,
     /// Whether the device has an MQTT session now.
     pub connected: bool,
-    /// The last error that stopped the agent, if any (the device then restarts).
+    /// The last error, if any: one that stopped the agent (the device then restarts), or why
+    /// its last connection attempt failed (a refused CONNECT, a rejected TLS handshake).
     pub last_error: Option<String>,
 }
 
@@ -404,7 +434,8 @@ impl SimFleet {
     /// requested restart boot again through the simulated bootloader, until [`SimFleet::stop`].
     /// Devices start `config.start_interval` apart; a device whose endpoint is not up yet
     /// keeps retrying. Fails, with nothing left running, on a duplicate thing, an MQTT host
-    /// that does not resolve, or a thread the machine cannot start.
+    /// that does not resolve, a device without a usable TLS identity (with
+    /// [`FleetConfig::tls_for`]), or a thread the machine cannot start.
     pub fn start(specs: Vec<SimDeviceSpec>, config: FleetConfig) -> Result<SimFleet, FleetError> {
         let mut things = BTreeSet::new();
         if let Some(dup) = specs.iter().find(|s| !things.insert(&s.thing)) {
@@ -419,14 +450,26 @@ impl SimFleet {
             .map_err(|e| resolve(e.to_string()))?
             .next()
             .ok_or_else(|| resolve("no address".into()))?;
-        let run = Arc::new(Run { host: addr.ip().to_string(), config });
+        // Over TLS the host is the name the server's certificate is checked against: kept as
+        // given (an address resolves to itself; a name is resolved per connection attempt).
+        let host = match config.tls_for {
+            Some(_) => config.mqtt_host.clone(),
+            None => addr.ip().to_string(),
+        };
+        // Every device's connection options before any device starts: a missing or bad TLS
+        // identity fails the start with nothing running.
+        let mut options = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            options.push(connect_options(spec, &host, &config)?);
+        }
+        let run = Arc::new(Run { config });
         let mut fleet = SimFleet {
             devices: Vec::with_capacity(specs.len()),
             threads: Vec::with_capacity(specs.len()),
             stop: Arc::new(AtomicBool::new(false)),
             stop_timeout: run.config.stop_timeout,
         };
-        for (i, spec) in specs.into_iter().enumerate() {
+        for (i, (spec, options)) in specs.into_iter().zip(options).enumerate() {
             let power = Power::new();
             let flash = SimFlash::new(&spec.version.to_string(), run.config.slot_size, power.clone());
             if spec.faults.fail_boot {
@@ -445,7 +488,7 @@ impl SimFleet {
             let thread = std::thread::Builder::new()
                 .name(format!("sim-{}", spec.thing))
                 .stack_size(run.config.stack_size)
-                .spawn(move || run_device(&dev, &spec, power, &r, &stop, delay));
+                .spawn(move || run_device(&dev, &spec, &options, power, &r, &stop, delay));
             match thread {
                 Ok(t) => {
                     fleet.devices.push(shared);
@@ -511,15 +554,32 @@ fn join_until(threads: Vec<JoinHandle<()>>, deadline: Instant) -> usize {
 
 /// The fleet-wide settings a device thread reads.
 struct Run {
-    /// The MQTT endpoint's address, resolved.
-    host: String,
     config: FleetConfig,
+}
+
+/// How `spec`'s device connects to `host`: with its password over plain TCP, or with its
+/// certificate over mutual TLS (no password) when the fleet has [`FleetConfig::tls_for`].
+fn connect_options(spec: &SimDeviceSpec, host: &str, config: &FleetConfig) -> Result<ConnectOptions, FleetError> {
+    let thing = spec.thing.as_str();
+    let options = ConnectOptions::new(thing, host, config.mqtt_port);
+    let mut options = match &config.tls_for {
+        None => options.with_credentials(thing, &(config.password_for)(&spec.thing)),
+        Some(tls_for) => {
+            let tls_error = |detail: String| FleetError::Tls { thing: thing.to_string(), detail };
+            let id = tls_for(&spec.thing).ok_or_else(|| tls_error("no certificate was given for it".into()))?;
+            options.with_tls(&id.ca_pem, &id.cert_pem, &id.key_pem).map_err(|e| tls_error(e.0))?
+        }
+    };
+    options.keep_alive = config.keep_alive;
+    options.reconnect_delay = config.reconnect_delay;
+    Ok(options)
 }
 
 /// A device's life: boots until the fleet stops.
 fn run_device(
     dev: &Arc<DeviceShared>,
     spec: &SimDeviceSpec,
+    options: &ConnectOptions,
     power: Power,
     run: &Run,
     stop: &AtomicBool,
@@ -538,10 +598,6 @@ fn run_device(
     };
     let faults = Arc::new(Mutex::new(faults));
     let thing = spec.thing.as_str();
-    let mut options = ConnectOptions::new(thing, &run.host, config.mqtt_port)
-        .with_credentials(thing, &(config.password_for)(&spec.thing));
-    options.keep_alive = config.keep_alive;
-    options.reconnect_delay = config.reconnect_delay;
     let mut device = DeviceConfig::new(spec.thing.clone(), spec.device_type.clone());
     device.trust = config.trust.clone();
     device.security_floor = config.min_security_floor;
@@ -557,7 +613,7 @@ fn run_device(
         dev.flash.power_on();
         dev.boots.fetch_add(1, Ordering::SeqCst);
         raise_floor(&mut agent_config.device, dev, spec, config);
-        let (client, connection) = connect_with(&options);
+        let (client, connection) = connect_with(options);
         let (tx, rx) = channel();
         let tamper = spec.faults.tamper_download.then(|| Tamper::new(config.http_timeout));
         let observed = Observed { inner: connection, device: dev.clone(), tamper };
@@ -735,7 +791,14 @@ impl Connection for Observed {
         }
         match event.payload() {
             EventPayload::Connected(_) => self.device.connected.store(true, Ordering::SeqCst),
-            EventPayload::Disconnected => self.device.connected.store(false, Ordering::SeqCst),
+            EventPayload::Disconnected => {
+                self.device.connected.store(false, Ordering::SeqCst);
+                // A refused CONNECT (a revoked certificate, a wrong password) or a rejected
+                // TLS handshake: what the snapshot shows as the device's last error.
+                if let Some(e) = self.inner.last_error() {
+                    self.device.fail(format!("cannot connect to the MQTT endpoint: {e}"));
+                }
+            }
             _ => {}
         }
         Ok(event)
@@ -778,6 +841,19 @@ mod tests {
         // Other messages pass untouched.
         let shadow = mitm.rewrite("$aws/things/pet_feeder-01/shadow/update/accepted", doc.clone());
         assert_eq!(shadow, doc);
+    }
+
+    #[test]
+    fn a_tls_fleet_with_a_device_without_a_usable_identity_does_not_start() {
+        let specs = demo_fleet(&[DeviceType::parse("pet_feeder").unwrap()], 2, FaultRates::default(), 1).unwrap();
+        let mut config = FleetConfig::new("127.0.0.1", 8883, Arc::new(|_: &ThingName| String::new()));
+        config.tls_for = Some(Arc::new(|_: &ThingName| None));
+        let err = SimFleet::start(specs.clone(), config.clone()).unwrap_err();
+        assert!(matches!(&err, FleetError::Tls { thing, .. } if thing == "pet_feeder-01"), "{err}");
+        let bad = DeviceTlsIdentity { ca_pem: "not pem".into(), cert_pem: String::new(), key_pem: String::new() };
+        config.tls_for = Some(Arc::new(move |_: &ThingName| Some(bad.clone())));
+        let err = SimFleet::start(specs, config).unwrap_err().to_string();
+        assert!(err.contains("pet_feeder-01") && err.contains("CA"), "{err}");
     }
 
     #[test]

@@ -17,14 +17,15 @@ mod storage;
 
 pub use flash::{FlashError, SimFlash, SimSlotState, SimUpdate, SimUpdateFinished, SlotSnapshot};
 pub use fleet::{
-    CORRUPT_AT, DROP_AT, DeviceFaults, FaultRates, FleetConfig, FleetError, PasswordFor, SimDeviceSpec, SimDeviceState,
-    SimFleet, demo_fleet,
+    CORRUPT_AT, DROP_AT, DeviceFaults, DeviceTlsIdentity, FaultRates, FleetConfig, FleetError, PasswordFor,
+    SimDeviceSpec, SimDeviceState, SimFleet, TlsFor, demo_fleet,
 };
 pub use http::{HostHttp, HttpError, HttpFaults, MemoryHttp};
 pub use image::{SyntheticImage, header_version};
 pub use loopback::{LoopbackMqtt, MqttHandler};
 pub use mqtt::{
-    ConnectOptions, HostMqttClient, HostMqttConnection, HostMqttEvent, MqttError, client_tls_config, connect, connect_with,
+    ConnectOptions, HostMqttClient, HostMqttConnection, HostMqttEvent, MqttError, client_tls_config, connect,
+    connect_with,
 };
 pub use power::{Power, PowerCut, PowerLost};
 pub use server::{ImageServer, ServerFaults};

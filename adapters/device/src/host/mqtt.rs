@@ -103,7 +103,9 @@ pub fn connect_with(opts: &ConnectOptions) -> (HostMqttClient, HostMqttConnectio
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
     }
     let (client, connection) = rumqttc::Client::new(options, 64);
-    (HostMqttClient(client), HostMqttConnection { connection, connected: false, reconnect_delay: opts.reconnect_delay })
+    let connection =
+        HostMqttConnection { connection, connected: false, reconnect_delay: opts.reconnect_delay, last_error: None };
+    (HostMqttClient(client), connection)
 }
 
 /// A rustls client configuration on the ring provider: trusts the certificates in `ca_pem`
@@ -197,6 +199,15 @@ pub struct HostMqttConnection {
     connection: rumqttc::Connection,
     connected: bool,
     reconnect_delay: Duration,
+    last_error: Option<String>,
+}
+
+impl HostMqttConnection {
+    /// Why the last connection attempt failed or the last session ended (a refused CONNECT,
+    /// a TLS handshake the server rejected, a closed socket); `None` once a session is up.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
 }
 
 impl std::fmt::Debug for HostMqttConnection {
@@ -241,6 +252,7 @@ impl Connection for HostMqttConnection {
             match self.connection.recv() {
                 Ok(Ok(rumqttc::Event::Incoming(Packet::ConnAck(ack)))) => {
                     self.connected = true;
+                    self.last_error = None;
                     return Ok(HostMqttEvent::Connected(ack.session_present));
                 }
                 Ok(Ok(rumqttc::Event::Incoming(Packet::Publish(p)))) => {
@@ -251,10 +263,11 @@ impl Connection for HostMqttConnection {
                     return Err(MqttError("disconnected by the client".into()));
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) => {
+                Ok(Err(e)) => {
                     // rumqttc reconnects on the next poll; pace it, and say so once per
                     // attempt so the pump notices a receiver that has gone away.
                     self.connected = false;
+                    self.last_error = Some(e.to_string());
                     std::thread::sleep(self.reconnect_delay);
                     return Ok(HostMqttEvent::Disconnected);
                 }
