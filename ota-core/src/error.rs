@@ -21,9 +21,12 @@ pub enum Error {
     /// file of the artifact is missing or malformed.
     #[error("integrity check failed for {artifact}: {detail}")]
     Integrity { artifact: String, detail: String },
-    /// The caller lacks the role the operation needs.
-    #[error("permission denied: {action} needs the {needed} role, and {subject} has {has}")]
-    Forbidden { action: String, needed: String, subject: String, has: String },
+    /// The policies do not allow the caller the operation. `needed` is the role the default
+    /// policies want for it; `reason` is empty when the caller lacks that role and nothing
+    /// permitted it (then the message names the role), otherwise it says why (the policy that
+    /// forbade it and its `@reason`).
+    #[error("permission denied: {}", forbidden_text(.action, .needed, .subject, .has, .reason))]
+    Forbidden { action: String, needed: String, subject: String, has: String, reason: String },
     /// The operation is refused by a safety rule (OTA disabled, nothing to do, ...).
     #[error("refused: {0}")]
     Refused(String),
@@ -34,6 +37,14 @@ pub enum Error {
     /// The storage behind a port failed; the message is the backend's.
     #[error("storage error: {0}")]
     Storage(String),
+}
+
+fn forbidden_text(action: &str, needed: &str, subject: &str, has: &str, reason: &str) -> String {
+    if reason.is_empty() {
+        format!("{action} needs the {needed} role, and {subject} has {has}")
+    } else {
+        format!("{action} is not allowed to {subject} ({has}): {reason}")
+    }
 }
 
 fn hint_suffix(hint: &str) -> String {

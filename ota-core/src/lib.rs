@@ -24,6 +24,8 @@ pub mod audit;
 #[cfg(feature = "service")]
 pub mod auth;
 #[cfg(feature = "service")]
+pub mod authz;
+#[cfg(feature = "service")]
 pub mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;
