@@ -8,6 +8,7 @@
 //! catalog layout, the streaming integrity check and firmware signature verification.
 
 pub mod catalog;
+pub mod command;
 pub mod error;
 pub mod integrity;
 pub mod job;

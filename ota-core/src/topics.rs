@@ -1,8 +1,8 @@
 //! The MQTT topic grammar of AWS IoT's reserved topics, in one place for the device, the
 //! local engine and endpoint, and `ota-aws`: the Jobs API and the device shadow (classic
 //! and named) under `$aws/things/{thing}/`, and the Commands API under
-//! `$aws/commands/things/{thing}/executions/{id}/` (reserved here for the commands work;
-//! nothing serves it yet).
+//! `$aws/commands/things/{thing}/executions/{id}/` (the device's commands, see
+//! [`crate::command`]), and the devices' telemetry topic `dt/ota/{thing}/telemetry`.
 //!
 //! Building and parsing are inverses: [`ThingTopic::to_topic`] writes what [`parse`] reads
 //! back. Parsing is structural and allocates nothing: every level must be non-empty and
@@ -351,6 +351,45 @@ pub fn parse_command(topic: &str) -> Option<(&str, &str, CommandTopic)> {
     levels.next().is_none().then_some((thing, id, kind))
 }
 
+/// The prefix of the devices' telemetry topics: `dt/ota/{thing}/telemetry` (a `dt/`
+/// data topic, as AWS IoT's topic design guidance names telemetry; not a reserved topic).
+pub const TELEMETRY_PREFIX: &str = "dt/ota/";
+
+/// The named shadow that holds a device's configuration (desired by operators, reported
+/// by the device).
+pub const CONFIG_SHADOW: &str = "config";
+
+/// The telemetry topic of `thing` (or `+`, for a filter over every thing).
+pub fn telemetry_topic(thing: &str) -> String {
+    format!("{TELEMETRY_PREFIX}{thing}/telemetry")
+}
+
+/// The thing of a telemetry topic; `None` for any other topic.
+pub fn parse_telemetry(topic: &str) -> Option<&str> {
+    let thing = topic.strip_prefix(TELEMETRY_PREFIX)?.strip_suffix("/telemetry")?;
+    level(thing)
+}
+
+impl ShadowTopic<'_> {
+    /// Named shadow `name`'s `op` request.
+    pub const fn named(name: &str, op: ShadowOp) -> ShadowTopic<'_> {
+        ShadowTopic { name: Some(name), op, reply: None }
+    }
+}
+
+/// The thing a device topic belongs to, whichever family it is in: its Jobs and shadow
+/// topics, its Commands API topics, or its telemetry. `None` for anything else (a
+/// wildcard, an unknown shape, another prefix). The endpoint routes and confines by it.
+pub fn thing_of(topic: &str) -> Option<&str> {
+    if let Some((thing, _)) = parse(topic) {
+        return Some(thing);
+    }
+    if let Some((thing, _, _)) = parse_command(topic) {
+        return Some(thing);
+    }
+    parse_telemetry(topic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,6 +522,38 @@ mod tests {
             "$aws/commands/things/d-1/executions/+/request/json",
             "the device's subscription"
         );
+    }
+
+    #[test]
+    fn telemetry_and_config_topics() {
+        assert_eq!(telemetry_topic("co2_monitor-01"), "dt/ota/co2_monitor-01/telemetry");
+        assert_eq!(parse_telemetry("dt/ota/co2_monitor-01/telemetry"), Some("co2_monitor-01"));
+        for bad in
+            ["dt/ota/+/telemetry", "dt/ota//telemetry", "dt/ota/a/b/telemetry", "dt/ota/a/telemetry/x", "dt/ota/a"]
+        {
+            assert_eq!(parse_telemetry(bad), None, "{bad}");
+        }
+        assert_eq!(telemetry_topic(WILDCARD), "dt/ota/+/telemetry", "the cloud's filter");
+        let delta =
+            ShadowTopic { reply: Some(ShadowReply::Delta), ..ShadowTopic::named(CONFIG_SHADOW, ShadowOp::Update) };
+        assert_eq!(ThingTopic::Shadow(delta).to_topic("d-1"), "$aws/things/d-1/shadow/name/config/update/delta");
+    }
+
+    #[test]
+    fn every_family_names_its_thing() {
+        assert_eq!(thing_of("$aws/things/d-1/jobs/notify-next"), Some("d-1"));
+        assert_eq!(thing_of("$aws/things/d-1/shadow/name/config/update"), Some("d-1"));
+        assert_eq!(thing_of("$aws/commands/things/d-1/executions/e-1/response/json"), Some("d-1"));
+        assert_eq!(thing_of("dt/ota/d-1/telemetry"), Some("d-1"));
+        for bad in [
+            "$aws/things/d-1/tunnels/notify",
+            "$aws/commands/things/d-1/executions/+/request/json",
+            "dt/ota/+/telemetry",
+            "dt/other/d-1/telemetry",
+            "",
+        ] {
+            assert_eq!(thing_of(bad), None, "{bad}");
+        }
     }
 
     /// Every topic of up to `depth` levels from `words` below `prefix`, in turn.
