@@ -56,12 +56,10 @@ pub fn fleet(devices: usize) -> (FleetManager, Arc<MemoryRegistry>) {
                     _ => latest.clone(),
                 };
                 Some(Device {
-                    thing: ThingName::parse(&format!("{t}-{n:07}")).ok()?,
-                    device_type: t.clone(),
-                    thing_group: group.clone(),
                     firmware_version: Some(version),
                     connected: n % 10 != 0,
                     last_seen: None,
+                    ..Device::new(ThingName::parse(&format!("{t}-{n:07}")).ok()?, t.clone(), group.clone())
                 })
             })
             .collect();

@@ -161,12 +161,10 @@ impl Enroller {
         let policy = self.ensure_policy().await?;
 
         let device = Device {
-            thing: thing.clone(),
-            device_type: device_type.clone(),
-            thing_group: self.settings.naming.thing_group_of(device_type),
             firmware_version: None,
             connected: false,
             last_seen: None,
+            ..Device::new(thing.clone(), device_type.clone(), self.settings.naming.thing_group_of(device_type))
         };
         self.registry.upsert(device).await?;
         if !attributes.is_empty() {

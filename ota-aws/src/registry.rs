@@ -20,7 +20,7 @@ use aws_sdk_iotdataplane::primitives::Blob;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use ota_core::Result;
-use ota_core::device::{Device, DeviceQuery};
+use ota_core::device::{Device, DeviceQuery, Health, OperationalState, Telemetry};
 use ota_core::names::{DeviceType, NamingConvention, ThingGroupName, ThingName};
 use ota_core::ports::DeviceRegistry;
 use ota_core::version::{FirmwareVersion, VersionFilter};
@@ -32,6 +32,8 @@ use crate::errors::{FailureKind, aws, fail};
 const SHADOW_CONCURRENCY: usize = 16;
 const ATTR_TYPE: &str = "deviceType";
 const ATTR_GROUP: &str = "thingGroup";
+/// The operational state operators set (`active` when absent).
+const ATTR_STATE: &str = "otaState";
 
 /// The registry on IoT Core.
 #[derive(Debug, Clone)]
@@ -66,6 +68,11 @@ impl IotRegistry {
         }
         if let Some(c) = query.connected {
             parts.push(format!("connectivity.connected:{c}"));
+        }
+        // Things registered before the attribute existed have none and are active, so only
+        // the other states narrow in the index; location and health are filtered after.
+        if let Some(s) = query.state.filter(|s| *s != OperationalState::Active) {
+            parts.push(format!("attributes.{ATTR_STATE}:{s}"));
         }
         parts.join(" AND ")
     }
@@ -163,10 +170,16 @@ impl IotRegistry {
             .unwrap_or_else(|| self.naming.thing_group_of(&device_type));
         let reported = shadow.and_then(|s| s.pointer("/state/reported").or_else(|| s.get("reported")));
         let field = |k: &str| reported.and_then(|r| r.get(k));
+        // Every other thing attribute is the device's (`location` among them).
+        let free = attributes
+            .map(|a| {
+                a.iter()
+                    .filter(|(k, _)| ![ATTR_TYPE, ATTR_GROUP, ATTR_STATE].contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(Device {
-            thing,
-            device_type,
-            thing_group,
             firmware_version: field("firmwareVersion")
                 .and_then(Value::as_str)
                 .and_then(|v| FirmwareVersion::parse(v).ok()),
@@ -175,6 +188,11 @@ impl IotRegistry {
                 .and_then(Value::as_str)
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc)),
+            attributes: free,
+            state: attr(ATTR_STATE).and_then(|s| OperationalState::parse(s).ok()).unwrap_or_default(),
+            health: field("health").and_then(Health::from_reported),
+            telemetry: field("telemetry").and_then(|t| Telemetry::from_reported(t, Utc::now())),
+            ..Device::new(thing, device_type, thing_group)
         })
     }
 
@@ -237,11 +255,14 @@ impl DeviceRegistry for IotRegistry {
 
     async fn upsert(&self, device: Device) -> Result<()> {
         self.ensure_group(&device.thing_group, &device.device_type).await?;
-        let attributes = aws_sdk_iot::types::AttributePayload::builder()
+        let mut attributes = aws_sdk_iot::types::AttributePayload::builder()
             .attributes(ATTR_TYPE, device.device_type.as_str())
             .attributes(ATTR_GROUP, device.thing_group.as_str())
-            .merge(true)
-            .build();
+            .attributes(ATTR_STATE, device.state.as_str());
+        for (k, v) in &device.attributes {
+            attributes = attributes.attributes(k, v);
+        }
+        let attributes = attributes.merge(true).build();
         let previous = match self.iot.describe_thing().thing_name(device.thing.as_str()).send().await {
             Ok(d) => Some(d.attributes().and_then(|a| a.get(ATTR_GROUP).cloned())),
             Err(e) => match aws("iot:DescribeThing")(e) {
@@ -295,6 +316,8 @@ impl DeviceRegistry for IotRegistry {
             "deviceType": device.device_type.as_str(),
             "connected": device.connected,
             "lastSeen": device.last_seen.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)),
+            "health": device.health,
+            "telemetry": device.telemetry,
         }}});
         self.data
             .update_thing_shadow()

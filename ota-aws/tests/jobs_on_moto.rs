@@ -36,12 +36,10 @@ async fn a_started_rollout_is_a_job_with_its_configuration() {
         backend
             .registry
             .upsert(Device {
-                thing: ThingName::parse(n).unwrap(),
-                device_type: ty.clone(),
-                thing_group: NamingConvention::default().thing_group_of(&ty),
                 firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
                 connected: true,
                 last_seen: None,
+                ..Device::new(ThingName::parse(n).unwrap(), ty.clone(), NamingConvention::default().thing_group_of(&ty))
             })
             .await
             .unwrap();

@@ -66,12 +66,14 @@ async fn world(
     backend
         .registry
         .upsert(Device {
-            thing: ThingName::parse("pet_feeder-01").unwrap(),
-            device_type: ty.clone(),
-            thing_group: NamingConvention::default().thing_group_of(&ty),
             firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
             connected: true,
             last_seen: None,
+            ..Device::new(
+                ThingName::parse("pet_feeder-01").unwrap(),
+                ty.clone(),
+                NamingConvention::default().thing_group_of(&ty),
+            )
         })
         .await
         .unwrap();

@@ -161,6 +161,7 @@ async fn version_queries_go_to_fleet_indexing_with_shadow_fields() {
         device_type: Some(DeviceType::parse("pet_feeder").unwrap()),
         version: Some(VersionFilter::parse("1.x").unwrap()),
         connected: Some(true),
+        ..Default::default()
     };
     let found = registry.list(&q).await.unwrap();
     assert_eq!(found.len(), 1);

@@ -157,12 +157,10 @@ pub async fn seed(
             svc.publish_firmware(admin, request).await?;
         }
         let devices = devices(&t, devices_per_type).into_iter().map(|(thing, v)| crate::device::Device {
-            thing,
-            thing_group: svc.settings().naming.thing_group_of(&t),
-            device_type: t.clone(),
             firmware_version: Some(v),
             connected: true,
             last_seen: None,
+            ..crate::device::Device::new(thing, t.clone(), svc.settings().naming.thing_group_of(&t))
         });
         svc.backend().registry.upsert_many(devices.collect()).await?;
         svc.set_ota_enabled(admin, &t, *name != DISABLED_TYPE).await?;

@@ -208,12 +208,14 @@ mod registry_tests {
     fn device(thing: &str, ty: &str) -> Device {
         let device_type = DeviceType::parse(ty).unwrap();
         Device {
-            thing: ThingName::parse(thing).unwrap(),
-            thing_group: NamingConvention::default().thing_group_of(&device_type),
-            device_type,
             firmware_version: None,
             connected: false,
             last_seen: None,
+            ..Device::new(
+                ThingName::parse(thing).unwrap(),
+                device_type.clone(),
+                NamingConvention::default().thing_group_of(&device_type),
+            )
         }
     }
 

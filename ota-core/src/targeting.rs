@@ -440,12 +440,10 @@ mod tests {
         let t = ThingName::parse(thing).unwrap();
         let (d_ty, _) = t.conventional_parts().unwrap();
         Device {
-            thing_group: NamingConvention::default().thing_group_of(&d_ty),
-            device_type: d_ty,
-            thing: t,
             firmware_version: Some(v(version)),
             connected: true,
             last_seen: None,
+            ..Device::new(t, d_ty.clone(), NamingConvention::default().thing_group_of(&d_ty))
         }
     }
 

@@ -71,12 +71,10 @@ async fn world_with(settings: Settings) -> World {
         }
         for (thing, v) in demo::devices(&t, 4) {
             registry.extend([Device {
-                thing,
-                device_type: t.clone(),
-                thing_group: naming.thing_group_of(&t),
                 firmware_version: Some(v),
                 connected: true,
                 last_seen: None,
+                ..Device::new(thing, t.clone(), naming.thing_group_of(&t))
             }]);
         }
         if t.as_str() != demo::DISABLED_TYPE {

@@ -90,12 +90,10 @@ async fn add_device(w: &World, n: u32, running: &str) {
     w.backend
         .registry
         .upsert(Device {
-            thing: ThingName::parse(&format!("pet_feeder-{n:02}")).unwrap(),
-            thing_group: naming.thing_group_of(&ty()),
-            device_type: ty(),
             firmware_version: Some(ver(running)),
             connected: true,
             last_seen: None,
+            ..Device::new(ThingName::parse(&format!("pet_feeder-{n:02}")).unwrap(), ty(), naming.thing_group_of(&ty()))
         })
         .await
         .unwrap();

@@ -25,12 +25,14 @@ async fn an_image_replaced_in_place_is_hashed_again_by_the_next_plan() {
     };
     svc.publish_firmware(&admin, publish).await.unwrap();
     let device = Device {
-        thing: ThingName::parse("pet_feeder-01").unwrap(),
-        device_type: ty.clone(),
-        thing_group: NamingConvention::default().thing_group_of(&ty),
         firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
         connected: true,
         last_seen: None,
+        ..Device::new(
+            ThingName::parse("pet_feeder-01").unwrap(),
+            ty.clone(),
+            NamingConvention::default().thing_group_of(&ty),
+        )
     };
     backend.registry.upsert(device).await.unwrap();
     svc.set_ota_enabled(&admin, &ty, true).await.unwrap();

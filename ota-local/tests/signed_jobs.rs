@@ -74,12 +74,10 @@ async fn signed_world(dir: &std::path::Path, k: &LocalSigningKey) -> (FleetManag
     svc.set_ota_enabled(&admin, &ty(), true).await.unwrap();
     store
         .upsert(Device {
-            thing: thing(),
-            thing_group: NamingConvention::default().thing_group_of(&ty()),
-            device_type: ty(),
             firmware_version: Some(FirmwareVersion::parse("1.0.0").unwrap()),
             connected: true,
             last_seen: None,
+            ..Device::new(thing(), ty(), NamingConvention::default().thing_group_of(&ty()))
         })
         .await
         .unwrap();

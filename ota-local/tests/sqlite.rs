@@ -185,6 +185,7 @@ async fn a_bulk_load_is_queried_by_type_version_and_connection() {
         device_type: Some(ty("pet_feeder")),
         version: Some(VersionFilter::parse("1.x").unwrap()),
         connected: Some(true),
+        ..Default::default()
     };
     let found = DeviceRegistry::list(&store, &on_1x).await.unwrap();
     let names: Vec<String> = found.iter().map(|d| d.thing.to_string()).collect();

@@ -71,12 +71,10 @@ pub async fn init_demo(
                 continue;
             }
             new_devices.push(Device {
-                thing,
-                thing_group: svc.settings().naming.thing_group_of(&t),
-                device_type: t.clone(),
                 firmware_version: Some(version),
                 connected: false,
                 last_seen: None,
+                ..Device::new(thing, t.clone(), svc.settings().naming.thing_group_of(&t))
             });
         }
         s.devices_created += new_devices.len();

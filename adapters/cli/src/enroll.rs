@@ -162,12 +162,10 @@ pub async fn enroll(
         svc.backend()
             .registry
             .upsert(Device {
-                thing_group: naming.thing_group_of(&device_type),
-                thing: thing.clone(),
-                device_type: device_type.clone(),
                 firmware_version: None,
                 connected: false,
                 last_seen: None,
+                ..Device::new(thing.clone(), device_type.clone(), naming.thing_group_of(&device_type))
             })
             .await?;
     }

@@ -311,7 +311,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let query = DeviceQuery {
                 device_type: device_type.as_deref().map(DeviceType::parse).transpose()?,
                 version: version.as_deref().map(VersionFilter::parse).transpose()?,
-                connected: None,
+                ..Default::default()
             };
             out.devices(&svc.fleet_status(&me, &query).await?);
         }

@@ -275,7 +275,7 @@ impl OtaMcp {
         let query = DeviceQuery {
             device_type: a.device_type.as_deref().map(DeviceType::parse).transpose().map_err(tool_error)?,
             version: a.version.as_deref().map(VersionFilter::parse).transpose().map_err(tool_error)?,
-            connected: None,
+            ..Default::default()
         };
         let status = self.svc.fleet_status(&caller, &query).await.map_err(tool_error)?;
         Ok(reply::fleet(status))

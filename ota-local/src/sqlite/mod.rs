@@ -341,12 +341,14 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ota.db")).unwrap();
         let ty = DeviceType::parse("pet_feeder").unwrap();
         let device = |n: u32| Device {
-            thing: ThingName::parse(&format!("pet_feeder-{n:02}")).unwrap(),
-            thing_group: NamingConvention::default().thing_group_of(&ty),
-            device_type: ty.clone(),
             firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
             connected: true,
             last_seen: None,
+            ..Device::new(
+                ThingName::parse(&format!("pet_feeder-{n:02}")).unwrap(),
+                ty.clone(),
+                NamingConvention::default().thing_group_of(&ty),
+            )
         };
         store.upsert(device(1)).await.unwrap();
         // The writer is busy (as in a long engine transaction): a query still answers, with

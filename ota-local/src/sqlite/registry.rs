@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use ota_core::Result;
-use ota_core::device::{Device, DeviceQuery};
+use ota_core::device::{Device, DeviceQuery, OperationalState};
 use ota_core::names::{DeviceType, ThingName};
 use ota_core::ports::DeviceRegistry;
 use rusqlite::types::Value;
@@ -10,31 +10,52 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::{DbResult, SqliteStore, column, optional_column, timestamp};
 
-const COLUMNS: &str = "thing, device_type, thing_group, firmware_version, connected, last_seen";
+const COLUMNS: &str = "thing, device_type, thing_group, firmware_version, connected, last_seen, attributes, health, state, telemetry, config";
+
+/// A JSON column; a value that does not parse (written by another tool) reads as the default
+/// rather than hiding the device.
+fn json_column<T: serde::de::DeserializeOwned + Default>(row: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let text: Option<String> = row.get(i)?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+}
 
 fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Device> {
+    let state: String = row.get(8)?;
     Ok(Device {
-        thing: column(row, 0)?,
-        device_type: column(row, 1)?,
-        thing_group: column(row, 2)?,
         firmware_version: optional_column(row, 3)?,
         connected: row.get(4)?,
         last_seen: optional_column(row, 5)?,
+        attributes: json_column(row, 6)?,
+        health: json_column(row, 7)?,
+        state: OperationalState::parse(&state).unwrap_or_default(),
+        telemetry: json_column(row, 9)?,
+        config: json_column(row, 10)?,
+        ..Device::new(column(row, 0)?, column(row, 1)?, column(row, 2)?)
     })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 
 /// Creates or replaces one device. An upsert rather than `INSERT OR REPLACE`: REPLACE
 /// deletes the row first, which would cascade to rows that reference the device.
 fn upsert(conn: &Connection, d: &Device) -> DbResult<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO devices (thing, device_type, thing_group, firmware_version, connected, last_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO devices (thing, device_type, thing_group, firmware_version, connected, last_seen,
+                              attributes, health, state, telemetry, config)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (thing) DO UPDATE SET
              device_type = excluded.device_type,
              thing_group = excluded.thing_group,
              firmware_version = excluded.firmware_version,
              connected = excluded.connected,
-             last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen,
+             attributes = excluded.attributes,
+             health = excluded.health,
+             state = excluded.state,
+             telemetry = excluded.telemetry,
+             config = excluded.config",
     )?;
     stmt.execute(params![
         d.thing.as_str(),
@@ -43,6 +64,11 @@ fn upsert(conn: &Connection, d: &Device) -> DbResult<()> {
         d.firmware_version.as_ref().map(|v| v.to_string()),
         d.connected,
         d.last_seen.as_ref().map(timestamp),
+        to_json(&d.attributes),
+        d.health.as_ref().map(to_json),
+        d.state.as_str(),
+        d.telemetry.as_ref().map(to_json),
+        to_json(&d.config),
     ])?;
     Ok(())
 }
@@ -80,6 +106,10 @@ impl DeviceRegistry for SqliteStore {
             if let Some(c) = query.connected {
                 clauses.push("connected = ?");
                 values.push(Value::Integer(c.into()));
+            }
+            if let Some(s) = query.state {
+                clauses.push("state = ?");
+                values.push(Value::Text(s.as_str().into()));
             }
             if !clauses.is_empty() {
                 sql.push_str(" WHERE ");

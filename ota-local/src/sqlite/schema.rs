@@ -201,8 +201,30 @@ ALTER TABLE rollouts ADD COLUMN signature TEXT;
 ALTER TABLE rollouts ADD COLUMN security_version INTEGER NOT NULL DEFAULT 0 CHECK (security_version >= 0);
 ";
 
+/// Version 7: device management. What the registry keeps of each device besides firmware and
+/// connectivity (attributes such as `location`, the health it reports, the operational state
+/// operators set, its last telemetry and the named shadow `config`), and the telemetry
+/// history, read by device and time (the index) and pruned by time.
+const V7: &str = "
+ALTER TABLE devices ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';  -- JSON object of strings
+ALTER TABLE devices ADD COLUMN health TEXT;                            -- JSON {status, message}
+ALTER TABLE devices ADD COLUMN state TEXT NOT NULL DEFAULT 'active'
+    CHECK (state IN ('active', 'maintenance', 'retired'));
+ALTER TABLE devices ADD COLUMN telemetry TEXT;                         -- JSON {values, at}
+ALTER TABLE devices ADD COLUMN config TEXT NOT NULL DEFAULT '{}';      -- JSON {reported, desired}
+
+CREATE TABLE telemetry (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    thing  TEXT NOT NULL,
+    at     TEXT NOT NULL,
+    vals   TEXT NOT NULL   -- JSON object: metric -> value
+);
+CREATE INDEX telemetry_by_thing_at ON telemetry (thing, at);
+CREATE INDEX telemetry_by_at ON telemetry (at);
+";
+
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -359,5 +381,41 @@ mod tests {
         drop(store);
         let reopened = super::super::SqliteStore::open(&path).unwrap();
         assert_eq!(RolloutStore::get(&reopened, &signed.id).await.unwrap(), signed);
+    }
+    /// A file of the previous release (schema 6) with a device in it: upgraded in place, the
+    /// device reads back active with no attributes, health or telemetry, and the telemetry
+    /// history exists with its index.
+    #[tokio::test]
+    async fn a_version_6_file_upgrades_in_place_and_its_devices_read_back_active() {
+        use ota_core::device::OperationalState;
+        use ota_core::ports::DeviceRegistry;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ota.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..6] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute_batch(
+                "INSERT INTO devices (thing, device_type, thing_group, firmware_version, connected, last_seen)
+                 VALUES ('pet_feeder-01', 'pet_feeder', 'PetFeederAWSDevice', '1.0.0', 1, NULL);",
+            )
+            .unwrap();
+        }
+        let store = super::super::SqliteStore::open(&path).unwrap();
+        let thing = ota_core::names::ThingName::parse("pet_feeder-01").unwrap();
+        let d = store.get(&thing).await.unwrap().expect("the device survives the upgrade");
+        assert_eq!(d.firmware_version.map(|v| v.to_string()).as_deref(), Some("1.0.0"));
+        assert_eq!(d.state, OperationalState::Active);
+        assert!(d.attributes.is_empty() && d.health.is_none() && d.telemetry.is_none());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, SCHEMA_VERSION);
+        let index: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE name = 'telemetry_by_thing_at'", [], |r| r.get(0))
+            .unwrap();
+        assert!(index.contains("(thing, at)"), "{index}");
     }
 }

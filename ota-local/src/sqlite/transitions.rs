@@ -494,12 +494,10 @@ mod tests {
         let group = NamingConvention::default().thing_group_of(&ty);
         let devices = (1..=n)
             .map(|i| Device {
-                thing: thing(i),
-                thing_group: group.clone(),
-                device_type: ty.clone(),
                 firmware_version: Some(FirmwareVersion::new(1, 0, 0)),
                 connected: true,
                 last_seen: None,
+                ..Device::new(thing(i), ty.clone(), group.clone())
             })
             .collect();
         store.upsert_many(devices).await.unwrap();

@@ -48,12 +48,14 @@ pub fn artifact(device_type: &str, v: &str) -> ArtifactRef {
 pub fn device(device_type: &str, n: u32, firmware: Option<&str>) -> Device {
     let t = ty(device_type);
     Device {
-        thing: thing(&format!("{device_type}-{n:02}")),
-        thing_group: NamingConvention::default().thing_group_of(&t),
-        device_type: t,
         firmware_version: firmware.map(version),
         connected: n.is_multiple_of(2),
         last_seen: Some(at(i64::from(n))),
+        ..Device::new(
+            thing(&format!("{device_type}-{n:02}")),
+            t.clone(),
+            NamingConvention::default().thing_group_of(&t),
+        )
     }
 }
 

@@ -275,12 +275,10 @@ async fn world(o: &Options) -> Result<World, String> {
     let group = NamingConvention::default().thing_group_of(&device_type);
     let devices = (1..=o.devices)
         .map(|i| Device {
-            thing: fleet::thing_name(&device_type, i),
-            thing_group: group.clone(),
-            device_type: device_type.clone(),
             firmware_version: Some(v1.clone()),
             connected: false,
             last_seen: None,
+            ..Device::new(fleet::thing_name(&device_type, i), device_type.clone(), group.clone())
         })
         .collect();
     svc.backend().registry.upsert_many(devices).await.map_err(e("register devices"))?;
