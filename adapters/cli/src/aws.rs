@@ -101,9 +101,10 @@ pub async fn kms_signer(key: &str) -> Result<Box<dyn FirmwareSigner>> {
 /// What `ota --backend aws devices enroll` writes for the firmware: `ca.pem`, `cert.pem`,
 /// `key.pem` (the private key: owner-only, never printed) and `mqtt_url` for NVS.
 #[derive(Clone, PartialEq, Eq)]
-#[allow(dead_code)] // until main.rs's `devices enroll` calls enroll_on_aws
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
 pub struct AwsEnrollment {
-    pub ca_pem: Option<String>,
+    /// Amazon Root CA 1, the root of the ATS endpoint's server certificate.
+    pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
     pub mqtt_url: String,
@@ -119,7 +120,6 @@ impl std::fmt::Debug for AwsEnrollment {
 /// Enrolls `thing` on AWS IoT (`ota_aws::enroll`): the thing with its type and attributes in
 /// its type's group, an active certificate, the shared device policy.
 #[cfg(feature = "aws")]
-#[allow(dead_code)] // see AwsEnrollment
 pub async fn enroll_on_aws(
     thing: &ThingName,
     device_type: &DeviceType,
@@ -128,7 +128,7 @@ pub async fn enroll_on_aws(
     let b = enroller().await?.enroll(thing, device_type, attributes).await?;
     let mqtt_url = b.mqtt_url();
     Ok(AwsEnrollment {
-        ca_pem: b.ca_pem,
+        ca_pem: b.ca_pem.unwrap_or_else(|| ota_aws::enroll::AMAZON_ROOT_CA_1.to_string()),
         cert_pem: b.cert_pem,
         key_pem: b.key_pem,
         mqtt_url,
@@ -138,7 +138,6 @@ pub async fn enroll_on_aws(
 
 /// Revokes `thing`'s certificates on AWS IoT (INACTIVE, detached); the ARNs revoked.
 #[cfg(feature = "aws")]
-#[allow(dead_code)] // see AwsEnrollment
 pub async fn revoke_on_aws(thing: &ThingName) -> Result<Vec<String>> {
     Ok(enroller().await?.revoke(thing).await?.certificates)
 }
@@ -152,7 +151,6 @@ async fn enroller() -> Result<ota_aws::enroll::Enroller> {
 }
 
 #[cfg(not(feature = "aws"))]
-#[allow(dead_code)] // see AwsEnrollment
 pub async fn enroll_on_aws(
     thing: &ThingName,
     _device_type: &DeviceType,
@@ -162,7 +160,6 @@ pub async fn enroll_on_aws(
 }
 
 #[cfg(not(feature = "aws"))]
-#[allow(dead_code)] // see AwsEnrollment
 pub async fn revoke_on_aws(thing: &ThingName) -> Result<Vec<String>> {
     Err(ota_core::Error::invalid("backend", format!("aws (revoking {thing})"), HOW_TO_GET_AWS))
 }

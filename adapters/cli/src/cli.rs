@@ -175,6 +175,8 @@ pub enum DevicesCommand {
     /// Register a device and write its provisioning (ca.pem, cert.pem, key.pem, nvs.csv,
     /// settings.json) into an empty folder: a certificate from the data dir's CA naming the
     /// thing, for `ota serve`'s TLS device port (firmware/README.md, "Provisioning a device").
+    /// With --backend aws: the thing in its type's group, an AWS IoT certificate with the
+    /// device policy, Amazon Root CA 1 and the account's IoT endpoint.
     Enroll {
         thing: String,
         #[arg(long = "type")]
@@ -188,7 +190,8 @@ pub enum DevicesCommand {
         #[arg(long, value_name = "mqtts://HOST:PORT")]
         mqtt_url: Option<String>,
     },
-    /// Revoke every certificate of a device: `ota serve` closes its connection and refuses it.
+    /// Revoke every certificate of a device: `ota serve` closes its connection and refuses it
+    /// (with --backend aws: its AWS IoT certificates are set INACTIVE and detached).
     Revoke { thing: String },
     /// Write mosquitto's password and ACL files for every registered device, so an external
     /// broker (`ota serve --mqtt-url`) enforces "a device acts only for itself".

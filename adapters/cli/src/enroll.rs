@@ -10,6 +10,12 @@
 //!
 //! Everything is checked before anything is written: a bad name, type, attribute or URL, an
 //! existing file in the folder, or a thing registered under another type changes nothing.
+//!
+//! `ota --backend aws devices enroll` writes the same files ([`enroll_on_aws`]): the thing,
+//! its certificate and the device policy are AWS IoT's (`ota_aws::enroll`), `ca.pem` is Amazon
+//! Root CA 1, `mqtt_url` the account's ATS endpoint, and there is no `https_ca` (downloads are
+//! S3's, trusted by the firmware's certificate bundle). `ota --backend aws devices revoke`
+//! sets the thing's certificates INACTIVE and detaches them.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -44,7 +50,9 @@ struct DeviceSettings<'a> {
     thing: &'a str,
     device_type: &'a str,
     mqtt_url: &'a str,
-    https_ca: &'a str,
+    /// `local`: downloads trust `ca.pem` (the local server's HTTPS); absent on AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    https_ca: Option<&'a str>,
     trusted_keys: String,
     attributes: &'a BTreeMap<String, String>,
 }
@@ -112,16 +120,7 @@ pub async fn enroll(
         })?,
     };
     check_mqtt_url(&mqtt_url)?;
-    for file in FILES {
-        let path = out.join(file);
-        if path.exists() {
-            return Err(Error::invalid(
-                "--out",
-                out.display().to_string(),
-                format!("{} already exists; enroll into an empty folder", path.display()),
-            ));
-        }
-    }
+    check_out(out)?;
     let existing = svc.backend().registry.get(&thing).await?;
     if let Some(d) = &existing
         && d.device_type != device_type
@@ -132,7 +131,7 @@ pub async fn enroll(
             format!("{thing} is registered as a {} device", d.device_type),
         ));
     }
-    let trusted_keys: String = svc.settings().signing.trusted_keys.iter().map(|k| k.public_key.clone()).collect();
+    let trusted_keys = trusted_keys(svc);
     let ca = LocalCa::load_or_create(data_dir).map_err(|e| Error::storage(format!("the device CA: {e}")))?;
 
     std::fs::create_dir_all(out).map_err(|e| Error::storage(format!("cannot create {}: {e}", out.display())))?;
@@ -142,21 +141,11 @@ pub async fn enroll(
         thing: thing.as_str(),
         device_type: device_type.as_str(),
         mqtt_url: &mqtt_url,
-        https_ca: "local",
+        https_ca: Some("local"),
         trusted_keys,
         attributes: &attributes,
     };
-    let json = serde_json::to_string_pretty(&settings).map_err(|e| Error::storage(e.to_string()))?;
-    let files: [(&str, String, bool); 5] = [
-        ("ca.pem", bundle.ca_pem.clone(), false),
-        ("cert.pem", bundle.cert_pem.clone(), false),
-        ("key.pem", bundle.key_pem.clone(), true),
-        ("nvs.csv", nvs_csv(&settings), true),
-        ("settings.json", json + "\n", false),
-    ];
-    for (name, contents, private) in &files {
-        write_new(&out.join(name), contents.as_bytes(), *private)?;
-    }
+    write_files(out, &settings, &bundle.ca_pem, &bundle.cert_pem, &bundle.key_pem)?;
     if existing.is_none() {
         let naming = &svc.settings().naming;
         svc.backend()
@@ -178,6 +167,98 @@ pub async fn enroll(
         files: FILES.iter().map(|f| f.to_string()).collect(),
         was_registered: existing.is_some(),
     })
+}
+
+/// `ota --backend aws devices enroll`: the thing, its certificate and policy on AWS IoT (see
+/// the module docs), then the same files. Bad input and a non-empty folder are refused before
+/// anything is created on AWS; `ota_aws::enroll` refuses a thing registered as another type or
+/// that still has a certificate.
+pub async fn enroll_on_aws(
+    svc: &FleetManager,
+    thing: &str,
+    device_type: &str,
+    attrs: &[String],
+    out: &Path,
+    mqtt_url: Option<String>,
+) -> Result<Enrolled> {
+    let thing = ThingName::parse(thing)?;
+    let device_type = DeviceType::parse(device_type)?;
+    let attributes = parse_attributes(attrs)?;
+    if let Some(url) = mqtt_url {
+        return Err(Error::invalid(
+            "--mqtt-url",
+            url,
+            "on AWS devices connect to the account's IoT endpoint (iot:Data-ATS), which enroll writes itself",
+        ));
+    }
+    check_out(out)?;
+    let trusted_keys = trusted_keys(svc);
+    std::fs::create_dir_all(out).map_err(|e| Error::storage(format!("cannot create {}: {e}", out.display())))?;
+    let existing = svc.backend().registry.get(&thing).await?;
+    let bundle = crate::aws::enroll_on_aws(&thing, &device_type, &attributes).await?;
+    let settings = DeviceSettings {
+        thing: thing.as_str(),
+        device_type: device_type.as_str(),
+        mqtt_url: &bundle.mqtt_url,
+        https_ca: None,
+        trusted_keys,
+        attributes: &attributes,
+    };
+    write_files(out, &settings, &bundle.ca_pem, &bundle.cert_pem, &bundle.key_pem)?;
+    Ok(Enrolled {
+        thing: thing.to_string(),
+        device_type: device_type.to_string(),
+        serial: bundle.certificate_id.clone(),
+        mqtt_url: bundle.mqtt_url.clone(),
+        out: out.to_path_buf(),
+        files: FILES.iter().map(|f| f.to_string()).collect(),
+        was_registered: existing.is_some(),
+    })
+}
+
+/// `ota --backend aws devices revoke`: every certificate of `thing` on AWS IoT set INACTIVE
+/// and detached (IoT then refuses its connections); the registry entry stays.
+pub async fn revoke_on_aws(thing: &str) -> Result<Revoked> {
+    let thing = ThingName::parse(thing)?;
+    let serials = crate::aws::revoke_on_aws(&thing).await?;
+    Ok(Revoked { thing: thing.to_string(), serials })
+}
+
+/// The data dir's (or `OTA_SETTINGS`') trusted signing keys, PEM after PEM, for a firmware
+/// built without keys of its own.
+fn trusted_keys(svc: &FleetManager) -> String {
+    svc.settings().signing.trusted_keys.iter().map(|k| k.public_key.clone()).collect()
+}
+
+/// Refuses a `--out` folder that already holds one of [`FILES`]: enroll overwrites nothing.
+fn check_out(out: &Path) -> Result<()> {
+    for file in FILES {
+        let path = out.join(file);
+        if path.exists() {
+            return Err(Error::invalid(
+                "--out",
+                out.display().to_string(),
+                format!("{} already exists; enroll into an empty folder", path.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes [`FILES`] into `out`: the key and the NVS settings owner-only.
+fn write_files(out: &Path, settings: &DeviceSettings<'_>, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
+    let json = serde_json::to_string_pretty(settings).map_err(|e| Error::storage(e.to_string()))?;
+    let files: [(&str, String, bool); 5] = [
+        ("ca.pem", ca_pem.to_string(), false),
+        ("cert.pem", cert_pem.to_string(), false),
+        ("key.pem", key_pem.to_string(), true),
+        ("nvs.csv", nvs_csv(settings), true),
+        ("settings.json", json + "\n", false),
+    ];
+    for (name, contents, private) in &files {
+        write_new(&out.join(name), contents.as_bytes(), *private)?;
+    }
+    Ok(())
 }
 
 /// What `ota devices revoke` did.
@@ -208,7 +289,9 @@ fn nvs_csv(s: &DeviceSettings<'_>) -> String {
     let mut csv = String::from("key,type,encoding,value\nota,namespace,,\n");
     csv += &format!("thing,data,string,{}\n", quote(s.thing));
     csv += &format!("mqtt_url,data,string,{}\n", quote(s.mqtt_url));
-    csv += &format!("https_ca,data,string,{}\n", quote(s.https_ca));
+    if let Some(https_ca) = s.https_ca {
+        csv += &format!("https_ca,data,string,{}\n", quote(https_ca));
+    }
     if !s.trusted_keys.is_empty() {
         csv += &format!("trusted_keys,data,string,{}\n", quote(s.trusted_keys.trim_end()));
     }
@@ -255,7 +338,7 @@ mod tests {
             thing: "pet_feeder-05",
             device_type: "pet_feeder",
             mqtt_url: "mqtts://ota.lan:8883",
-            https_ca: "local",
+            https_ca: Some("local"),
             trusted_keys: "-----BEGIN PUBLIC KEY-----\nAAA\n-----END PUBLIC KEY-----\n".into(),
             attributes: &attrs,
         };

@@ -85,10 +85,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             | Command::Sim(_)
             | Command::Demo(_)
             | Command::Rollouts(RolloutsCommand::Watch { .. })
-            | Command::Devices(DevicesCommand::Provision { .. } | DevicesCommand::Enroll { .. })
+            | Command::Devices(DevicesCommand::Provision { .. })
     );
     if let Command::Devices(DevicesCommand::Revoke { thing }) = &cli.command {
-        let revoked = enroll::revoke(&cli.data_dir, thing)?;
+        let revoked = match cli.backend {
+            BackendKind::Local => enroll::revoke(&cli.data_dir, thing)?,
+            BackendKind::Aws => enroll::revoke_on_aws(thing).await?,
+        };
         match cli.json {
             true => outln!("{}", serde_json::to_string_pretty(&revoked).unwrap_or_default()),
             false => outln!("{}: {} certificate(s) revoked", revoked.thing, revoked.serials.len()),
@@ -175,7 +178,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Devices(DevicesCommand::Enroll { thing, device_type, attrs, out: dir, mqtt_url }) => {
-            let done = enroll::enroll(&cli.data_dir, &svc, &thing, &device_type, &attrs, &dir, mqtt_url).await?;
+            let done = match cli.backend {
+                BackendKind::Local => {
+                    enroll::enroll(&cli.data_dir, &svc, &thing, &device_type, &attrs, &dir, mqtt_url).await?
+                }
+                BackendKind::Aws => enroll::enroll_on_aws(&svc, &thing, &device_type, &attrs, &dir, mqtt_url).await?,
+            };
             match cli.json {
                 true => outln!("{}", serde_json::to_string_pretty(&done).unwrap_or_default()),
                 false => outln!(

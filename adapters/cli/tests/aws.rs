@@ -47,8 +47,15 @@ fn moto() -> Option<Moto> {
 }
 
 fn ota(port: u16, args: &[&str]) -> Value {
+    let out = ota_output(port, args);
+    assert!(out.status.success(), "ota {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// `ota --backend aws --json ARGS` against moto, on a data dir of its own; whatever it did.
+fn ota_output(port: u16, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_ota"))
+    Command::new(env!("CARGO_BIN_EXE_ota"))
         .args(["--backend", "aws", "--json", "--data-dir"])
         .arg(dir.path())
         .args(args)
@@ -62,10 +69,9 @@ fn ota(port: u16, args: &[&str]) -> Value {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env_remove("OTA_BACKEND")
         .env_remove("AWS_PROFILE")
+        .env_remove("OTA_SETTINGS")
         .output()
-        .expect("run ota");
-    assert!(out.status.success(), "ota {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("JSON output")
+        .expect("run ota")
 }
 
 #[test]
@@ -105,4 +111,52 @@ fn seed_demo_plan_and_start_create_a_configured_job() {
 
     let listed = ota(m.1, &["rollouts", "list"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
+#[test]
+fn enroll_writes_the_provisioning_of_an_aws_iot_thing_and_revoke_retires_its_certificate() {
+    let Some(m) = moto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("pet_feeder-05");
+    let certs_arg = certs.to_str().unwrap();
+    let enroll = ["devices", "enroll", "pet_feeder-05", "--type", "pet_feeder", "--attr", "location=kitchen"];
+
+    // Bad input creates nothing on AWS and writes nothing.
+    let bad = ota_output(m.1, &[&enroll[..5], &["--attr", "bad", "--out", certs_arg]].concat());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("key=value"), "{bad:?}");
+    let url = ota_output(m.1, &[&enroll[..], &["--out", certs_arg, "--mqtt-url", "mqtts://x:8883"]].concat());
+    assert!(String::from_utf8_lossy(&url.stderr).contains("IoT endpoint"), "{url:?}");
+    assert!(!certs.exists());
+    let listed = ota(m.1, &["devices", "list"]);
+    assert!(!listed.to_string().contains("pet_feeder-05"), "{listed}");
+
+    let done = ota(m.1, &[&enroll[..], &["--out", certs_arg]].concat());
+    assert_eq!(done["thing"], "pet_feeder-05", "{done}");
+    let mqtt_url = done["mqtt_url"].as_str().unwrap();
+    assert!(mqtt_url.starts_with("mqtts://") && mqtt_url.ends_with("-ats.iot.us-east-1.amazonaws.com:8883"), "{done}");
+    let read = |f: &str| std::fs::read_to_string(certs.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    assert!(read("ca.pem").starts_with("-----BEGIN CERTIFICATE-----"), "Amazon Root CA 1");
+    assert!(read("cert.pem").starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(read("key.pem").contains("PRIVATE KEY-----"));
+    let nvs = read("nvs.csv");
+    assert!(nvs.starts_with("key,type,encoding,value\nota,namespace,,\n"), "{nvs}");
+    assert!(nvs.contains("thing,data,string,\"pet_feeder-05\""), "{nvs}");
+    assert!(nvs.contains(&format!("mqtt_url,data,string,\"{mqtt_url}\"")), "{nvs}");
+    assert!(!nvs.contains("https_ca"), "downloads are S3's: no local CA for HTTPS: {nvs}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join("key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the device key is owner-only");
+    }
+    let device = ota(m.1, &["devices", "show", "pet_feeder-05"]);
+    assert!(device.to_string().contains("pet_feeder"), "registered in IoT: {device}");
+    // The same folder again: refused before anything is created.
+    let again = ota_output(m.1, &[&enroll[..], &["--out", certs_arg]].concat());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"), "{again:?}");
+
+    let revoked = ota(m.1, &["devices", "revoke", "pet_feeder-05"]);
+    assert_eq!(revoked["serials"].as_array().map(Vec::len), Some(1), "{revoked}");
+    let twice = ota(m.1, &["devices", "revoke", "pet_feeder-05"]);
+    assert_eq!(twice["serials"].as_array().map(Vec::len), Some(0), "nothing left to revoke: {twice}");
 }

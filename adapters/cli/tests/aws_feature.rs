@@ -22,3 +22,24 @@ fn without_the_aws_feature_the_aws_backend_says_how_to_get_it() {
     assert!(stderr.contains("cargo install --path adapters/cli --features aws"), "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a refused backend writes nothing");
 }
+
+#[test]
+fn without_the_aws_feature_enroll_and_revoke_on_aws_say_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("certs");
+    for args in [
+        vec!["devices", "enroll", "pet_feeder-05", "--type", "pet_feeder", "--out", out_dir.to_str().unwrap()],
+        vec!["devices", "revoke", "pet_feeder-05"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ota"))
+            .args(["--backend", "aws"])
+            .args(&args)
+            .env("OTA_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--features aws"), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+}
