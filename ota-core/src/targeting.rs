@@ -150,6 +150,10 @@ pub struct Resolution {
     pub offline_left_out: BTreeMap<DeviceType, usize>,
     /// Devices held back in types where nothing else moves (the others are in their target).
     pub held_back: Vec<HeldBack>,
+    /// Devices the request reached but did not name one by one, left out because operators
+    /// put them in maintenance or retired them; sorted.
+    #[serde(default)]
+    pub out_of_service: Vec<HeldBack>,
 }
 
 /// Resolves `req` against `devices` (a snapshot holding at least every device the request can
@@ -248,6 +252,7 @@ pub fn resolve<'d>(
         let mut newer_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
         let mut planned_versions: BTreeSet<&FirmwareVersion> = BTreeSet::new();
         let mut offline = Vec::new();
+        let mut out_of_service_here: Vec<&ThingName> = Vec::new();
         for d in members {
             let named = named_things.contains(&d.thing);
             if !named && !type_named {
@@ -259,6 +264,18 @@ pub fn resolve<'d>(
             if let Some(f) = &req.filters.current_version
                 && !f.matches(d.firmware_version.as_ref())
             {
+                continue;
+            }
+            // Maintenance and retired devices take part only when named one by one (a version
+            // filter does not name them).
+            if !named && let Some(reason) = d.state.hold_back_reason() {
+                out.out_of_service.push(HeldBack {
+                    thing: d.thing.clone(),
+                    // Never reported: 0.0.0 stands for "unknown" in this list.
+                    version: d.firmware_version.clone().unwrap_or_else(|| FirmwareVersion::new(0, 0, 0)),
+                    reason: reason.to_string(),
+                });
+                out_of_service_here.push(&d.thing);
                 continue;
             }
             // A version filter picks devices as explicitly as naming them.
@@ -315,7 +332,7 @@ pub fn resolve<'d>(
         things.sort();
         held_back.sort_by(|a, b| a.thing.cmp(&b.thing));
         let thing_group = ctx.naming.thing_group_of(ty);
-        let fleet_query = fleet_query(
+        let mut fleet_query = fleet_query(
             req,
             ty,
             QueryParts { type_named, named_here: &named_here, group: &thing_group, version: &version },
@@ -323,6 +340,11 @@ pub fn resolve<'d>(
             &planned_versions,
             &held_back,
         );
+        if type_named {
+            for t in &out_of_service_here {
+                fleet_query.push_str(&format!(" AND NOT thingName:{t}"));
+            }
+        }
         out.targets.push(TypeTarget {
             device_type: ty.clone(),
             thing_group,
@@ -336,6 +358,7 @@ pub fn resolve<'d>(
     }
     out.refusals.sort();
     out.refusals.dedup();
+    out.out_of_service.sort_by(|a, b| a.thing.cmp(&b.thing));
     out
 }
 

@@ -133,6 +133,17 @@ impl FleetManager {
             ));
             plan.held_back = resolution.held_back;
         }
+        if !resolution.out_of_service.is_empty() {
+            let shown: Vec<String> =
+                resolution.out_of_service.iter().take(10).map(|h| format!("held back {}: {}", h.thing, h.reason)).collect();
+            let more = resolution.out_of_service.len() - shown.len();
+            plan.message.push_str(&format!(
+                " {}{}.",
+                shown.join("; "),
+                if more > 0 { format!("; and {more} more not active") } else { String::new() }
+            ));
+            plan.held_back.extend(resolution.out_of_service);
+        }
         plan.plan_id = (!deployments.is_empty()).then(|| plan_id(&deployments));
         plan.deployments = deployments;
         plan.refusals = refusals;
