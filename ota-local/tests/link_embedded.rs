@@ -168,6 +168,92 @@ async fn a_publish_to_another_things_topic_never_reaches_the_cloud_and_disconnec
     assert_eq!(&b.expect_publish().await.payload[..], b"cloud");
 }
 
+fn command(thing: &str, id: &str, tail: &str) -> String {
+    format!("$aws/commands/things/{thing}/executions/{id}/{tail}")
+}
+
+fn telemetry(thing: &str) -> String {
+    format!("dt/ota/{thing}/telemetry")
+}
+
+#[tokio::test]
+async fn a_device_has_its_own_commands_and_telemetry_and_no_one_elses() {
+    let mut ep = Endpoint::start().await;
+    let mut a = ep.device("dev-a").await;
+    let mut b = ep.device("dev-b").await;
+    use SubscribeReasonCode::{Failure, Success};
+    let ok = Success(rumqttc::QoS::AtLeastOnce);
+    let codes = a
+        .subscribe(&[
+            command("dev-a", "+", "request/json"),
+            command("dev-a", "+", "response/+/json"),
+            telemetry("dev-a"),
+            command("dev-b", "+", "request/json"),
+            "$aws/commands/things/+/executions/+/request/json".into(),
+            "$aws/commands/things/dev-a".into(),
+            "$aws/commands/#".into(),
+            telemetry("dev-b"),
+            "dt/ota/+/telemetry".into(),
+        ])
+        .await;
+    assert_eq!(codes, [ok, ok, ok, Failure, Failure, Failure, Failure, Failure, Failure]);
+    assert_eq!(b.subscribe(&[command("dev-b", "+", "request/json")]).await, [ok]);
+
+    // The cloud's command request reaches its device only.
+    ep.publish(command("dev-b", "e-1", "request/json"), br#"{"command":"reboot"}"#).await;
+    ep.publish(command("dev-a", "e-2", "request/json"), br#"{"command":"identify"}"#).await;
+    let p = a.expect_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        (command("dev-a", "e-2", "request/json").as_str(), &br#"{"command":"identify"}"#[..])
+    );
+    assert_eq!(b.expect_publish().await.topic, command("dev-b", "e-1", "request/json"));
+
+    // A's response and telemetry reach the cloud as A's.
+    a.publish(command("dev-a", "e-2", "response/json"), br#"{"status":"SUCCEEDED"}"#).await;
+    a.publish(telemetry("dev-a"), br#"{"co2_ppm":612}"#).await;
+    assert_eq!(
+        next_message(&mut ep.link.events).await,
+        (thing("dev-a"), command("dev-a", "e-2", "response/json"), br#"{"status":"SUCCEEDED"}"#.to_vec())
+    );
+    assert_eq!(
+        next_message(&mut ep.link.events).await,
+        (thing("dev-a"), telemetry("dev-a"), br#"{"co2_ppm":612}"#.to_vec())
+    );
+}
+
+/// Each way a device could speak for another (or for the cloud) on the command and
+/// telemetry topics closes its connection, and nothing of it reaches the cloud.
+#[tokio::test]
+async fn a_publish_on_another_devices_command_or_telemetry_topic_disconnects_the_device() {
+    for topic in [
+        command("dev-b", "e-1", "response/json"),
+        telemetry("dev-b"),
+        command("dev-a", "e-1", "request/json"),
+        command("dev-a", "e-1", "response/accepted/json"),
+        "$aws/commands/things/dev-a/executions/e-1/elsewhere".into(),
+        "dt/ota/dev-a/other".into(),
+    ] {
+        let mut ep = Endpoint::start().await;
+        let mut a = ep.device("dev-a").await;
+        let b = ep.device("dev-b").await;
+        a.publish(topic.clone(), br#"{"status":"SUCCEEDED"}"#).await;
+        a.expect_closed().await;
+        assert_eq!(
+            next_event(&mut ep.link.events).await,
+            DeviceEvent::Disconnected { thing: thing("dev-a") },
+            "{topic}"
+        );
+        // B is still served, and the cloud's next message is B's own.
+        b.publish(telemetry("dev-b"), b"{}").await;
+        assert_eq!(
+            next_message(&mut ep.link.events).await,
+            (thing("dev-b"), telemetry("dev-b"), b"{}".to_vec()),
+            "{topic}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_second_connection_with_the_same_client_id_takes_over() {
     let mut ep = Endpoint::start().await;

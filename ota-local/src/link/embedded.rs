@@ -18,9 +18,13 @@
 //!   otherwise: a password in clear does not cross a network by default.
 //! - Either way the answer (a thing name) is the connection's identity for its whole life.
 //!   A second connection with the same client id takes over: the old one is closed.
-//! - A device may subscribe only to filters under `$aws/things/{its thing}/` (others get a
-//!   SUBACK failure) and publish only there. A publish under another thing's topics is not
-//!   delivered and closes the connection, as AWS IoT Core does.
+//! - A device may subscribe only to its own topics: filters under `$aws/things/{its thing}/`
+//!   and `$aws/commands/things/{its thing}/`, and its telemetry topic (others get a SUBACK
+//!   failure). It may publish under `$aws/things/{its thing}/`, its command executions'
+//!   `.../executions/{id}/response/json`, and `dt/ota/{its thing}/telemetry`, as spelled by
+//!   [`ota_core::topics`]. A publish anywhere else (another thing's topics, a command
+//!   request, another device's telemetry) is not delivered and closes the connection, as
+//!   AWS IoT Core does for a publish its policy denies.
 //! - Device publishes go to the cloud side as [`DeviceEvent::Message`], never to other
 //!   devices. Cloud publishes go to every session whose subscriptions match, at QoS 1 with
 //!   packet ids and a bounded in-flight window (no persistence: clean sessions only).
@@ -44,6 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ota_core::names::ThingName;
+use ota_core::topics;
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
@@ -673,7 +678,7 @@ struct Connection {
     io: PacketIo,
     client_id: String,
     thing: ThingName,
-    /// `$aws/things/{thing}/`: the only place this device may subscribe and publish.
+    /// `$aws/things/{thing}/`: where this device may subscribe and publish freely.
     prefix: String,
     session: u64,
     kill: CancellationToken,
@@ -733,17 +738,16 @@ impl Connection {
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
                 let mut granted = Vec::new();
                 for filter in subscribe.filters {
-                    if valid_filter(&filter.path) && filter.path.starts_with(&self.prefix) {
+                    if valid_filter(&filter.path) && self.may_subscribe(&filter.path) {
                         let qos1 = filter.qos != QoS::AtMostOnce;
                         codes.push(SubscribeReasonCode::Success(if qos1 { QoS::AtLeastOnce } else { QoS::AtMostOnce }));
                         granted.push((filter.path, qos1));
                     } else {
                         log::warn!(
-                            "device {} ({}) may not subscribe to {:?}: only under {}",
+                            "device {} ({}) may not subscribe to {:?}: only to its own topics",
                             self.client_id,
                             self.thing,
                             filter.path,
-                            self.prefix
                         );
                         codes.push(SubscribeReasonCode::Failure);
                     }
@@ -773,20 +777,45 @@ impl Connection {
         Ok(None)
     }
 
+    /// Whether this device may hold `filter` (already a valid filter): under its things or
+    /// commands prefix, or its telemetry topic.
+    fn may_subscribe(&self, filter: &str) -> bool {
+        filter.starts_with(&self.prefix)
+            || filter.strip_prefix(topics::COMMANDS_PREFIX).is_some_and(|rest| self.own_levels(rest))
+            || topics::parse_telemetry(filter) == Some(self.thing.as_str())
+    }
+
+    /// `rest` starts with this thing's level and has something below it.
+    fn own_levels(&self, rest: &str) -> bool {
+        rest.strip_prefix(self.thing.as_str()).and_then(|r| r.strip_prefix('/')).is_some_and(|r| !r.is_empty())
+    }
+
+    /// Whether this device may publish on `topic` (already a valid topic name): below its
+    /// things prefix (as before commands), a response to one of its own command executions,
+    /// or its own telemetry. A command request is the cloud's to publish, not a device's.
+    fn may_publish(&self, topic: &str) -> bool {
+        if let Some(rest) = topic.strip_prefix(&self.prefix) {
+            return !rest.is_empty();
+        }
+        match topics::parse_command(topic) {
+            Some((thing, _, kind)) => thing == self.thing.as_str() && kind == topics::CommandTopic::Response,
+            None => topics::parse_telemetry(topic) == Some(self.thing.as_str()),
+        }
+    }
+
     /// A publish from the device: to the cloud side if it is under the device's own topics.
     async fn device_publish(&mut self, publish: Publish, shared: &Shared) -> Result<Option<End>, String> {
         if publish.qos == QoS::ExactlyOnce {
             return Err(format!("QoS 2 publish on {:?} (QoS 0 and 1 only)", publish.topic));
         }
-        if !valid_topic(&publish.topic) || !publish.topic.starts_with(&self.prefix) || publish.topic == self.prefix {
+        if !valid_topic(&publish.topic) || !self.may_publish(&publish.topic) {
             // AWS IoT Core closes the connection of a device that publishes where its policy
             // does not allow; the message goes nowhere.
             log::warn!(
-                "device {} ({}) published to {:?}, outside its own topics {}: message dropped, connection closed",
+                "device {} ({}) published to {:?}, outside its own topics: message dropped, connection closed",
                 self.client_id,
                 self.thing,
                 publish.topic,
-                self.prefix
             );
             return Ok(Some(End::Error(format!("publish outside its own topics: {:?}", publish.topic))));
         }

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ota_core::names::ThingName;
+use ota_core::topics;
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{LinkError, thing_of_topic, topic_matches};
+use super::{LinkError, topic_matches};
 
 /// Messages queued for one device before it counts as too slow and is dropped.
 pub(super) const OUTGOING_QUEUE: usize = 1024;
@@ -109,7 +110,11 @@ impl Publisher {
         if self.router.stop.is_cancelled() {
             return Err(LinkError::Closed);
         }
-        let Some(thing) = thing_of_topic(&topic) else { return Ok(()) };
+        // Any of a thing's families: Jobs and shadow, Commands, telemetry.
+        let thing = topics::split_thing(&topic).map(|(thing, _)| thing).or_else(|| topics::thing_of(&topic));
+        let Some(thing) = thing.and_then(|t| ThingName::parse(t).ok()) else {
+            return Ok(());
+        };
         let topic: Arc<str> = topic.into();
         let payload = Bytes::from(payload);
         let sessions = self.router.sessions();
