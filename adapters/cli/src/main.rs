@@ -556,7 +556,7 @@ async fn sim(data_dir: &Path, svc: &FleetManager, args: SimArgs) -> Result<()> {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         for d in fleet.snapshot() {
-            if let Some(e) = d.last_error.filter(|e| said.get(&d.thing) != Some(e)) {
+            if let Some(e) = d.connect_error.or(d.last_error).filter(|e| said.get(&d.thing) != Some(e)) {
                 eprintln!("{}: {e}", d.thing);
                 said.insert(d.thing, e);
             }

@@ -137,7 +137,11 @@ fn devices_without_an_endpoint_keep_their_image_and_stop_when_told() {
         assert!(Instant::now() < deadline, "the devices never booted: {:#?}", fleet.snapshot());
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Some connection attempts go by.
+    // Some connection attempts go by, each device saying why it has no session.
+    while fleet.snapshot().iter().any(|s| s.connect_error.is_none()) {
+        assert!(Instant::now() < deadline, "no connect error: {:#?}", fleet.snapshot());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     let snapshot = fleet.snapshot();
     assert_eq!(fleet.stop(), 0, "every device thread ended within the stop timeout");
@@ -156,6 +160,10 @@ fn devices_without_an_endpoint_keep_their_image_and_stop_when_told() {
         "still on their first boot, never connected"
     );
     assert!(snapshot.iter().all(|s| s.last_error.is_none() && s.device_type == ty("pet_feeder")));
+    for s in &snapshot {
+        let why = s.connect_error.as_deref().unwrap_or_default();
+        assert!(why.starts_with("cannot connect to the MQTT endpoint: "), "{}: {why:?}", s.thing);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -377,9 +377,11 @@ pub struct SimDeviceState {
     pub boots: u32,
     /// Whether the device has an MQTT session now.
     pub connected: bool,
-    /// The last error, if any: one that stopped the agent (the device then restarts), or why
-    /// its last connection attempt failed (a refused CONNECT, a rejected TLS handshake).
+    /// The last error that stopped the agent, if any (the device then restarts).
     pub last_error: Option<String>,
+    /// Why its last connection attempt failed or its session ended (a refused CONNECT, a
+    /// rejected TLS handshake, a closed socket); `None` once a session is up again.
+    pub connect_error: Option<String>,
 }
 
 /// What the snapshot needs of a running device.
@@ -391,6 +393,7 @@ struct DeviceShared {
     boots: AtomicU32,
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
+    connect_error: Mutex<Option<String>>,
 }
 
 impl DeviceShared {
@@ -411,6 +414,7 @@ impl DeviceShared {
             boots: self.boots.load(Ordering::SeqCst),
             connected: self.connected.load(Ordering::SeqCst),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            connect_error: self.connect_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
@@ -482,6 +486,7 @@ impl SimFleet {
                 boots: AtomicU32::new(0),
                 connected: AtomicBool::new(false),
                 last_error: Mutex::new(None),
+                connect_error: Mutex::new(None),
             });
             let delay = run.config.start_interval.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
             let (dev, r, stop) = (shared.clone(), run.clone(), fleet.stop.clone());
@@ -790,14 +795,16 @@ impl Connection for Observed {
             *data = tamper.rewrite(topic, std::mem::take(data));
         }
         match event.payload() {
-            EventPayload::Connected(_) => self.device.connected.store(true, Ordering::SeqCst),
+            EventPayload::Connected(_) => {
+                self.device.connected.store(true, Ordering::SeqCst);
+                *self.device.connect_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
             EventPayload::Disconnected => {
                 self.device.connected.store(false, Ordering::SeqCst);
-                // A refused CONNECT (a revoked certificate, a wrong password) or a rejected
-                // TLS handshake: what the snapshot shows as the device's last error.
-                if let Some(e) = self.inner.last_error() {
-                    self.device.fail(format!("cannot connect to the MQTT endpoint: {e}"));
-                }
+                // A refused CONNECT (a revoked certificate, a wrong password), a rejected TLS
+                // handshake or a closed socket: what the snapshot shows as the connect error.
+                let error = self.inner.last_error().map(|e| format!("cannot connect to the MQTT endpoint: {e}"));
+                *self.device.connect_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
             }
             _ => {}
         }
