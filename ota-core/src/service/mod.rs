@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEntry, AuditOutcome};
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::authz::{Action, Authorizer, Context, Resource};
 use crate::catalog::{ArtifactRef, FirmwareMetadata};
 use crate::config::{GateSettings, TypeConfig};
 use crate::device::{Device, DeviceQuery};
@@ -138,6 +139,9 @@ pub struct FleetManager {
     backend: Backend,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    /// The policies every operation is decided by (the default ones unless the backend's
+    /// configuration gives a policy file).
+    authorizer: Arc<Authorizer>,
     /// Artifacts verified while planning, keyed by what their small files said. Starting a
     /// rollout never uses it: it hashes the image again.
     verified: Mutex<HashMap<VerifyKey, VerifiedArtifact>>,
@@ -155,7 +159,25 @@ impl FleetManager {
     /// A service with a given clock; invalid settings are refused.
     pub fn with_clock(backend: Backend, settings: Settings, clock: Arc<dyn Clock>) -> Result<Self> {
         settings.validate()?;
-        Ok(FleetManager { backend, settings, clock, verified: Mutex::new(HashMap::new()) })
+        Ok(FleetManager {
+            backend,
+            settings,
+            clock,
+            authorizer: Arc::new(Authorizer::default()),
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This service deciding every operation by `authorizer`'s policies instead of the default
+    /// ones (a validated policy file: see [`Authorizer::from_text`]).
+    pub fn with_authorizer(mut self, authorizer: Arc<Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// The policies in force.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
     }
 
     /// The ports this service runs on.
@@ -175,7 +197,7 @@ impl FleetManager {
 
     /// Every device type the catalog or the registry knows, with versions, gate and counts.
     pub async fn device_types(&self, caller: &Caller) -> Result<Vec<DeviceTypeSummary>> {
-        caller.require(Role::Viewer, "list device types")?;
+        self.allow(caller, Action::ListDeviceTypes, "list device types", Resource::Fleet)?;
         let versions = self.catalog_versions().await?;
         let enabled = self.enabled_types(versions.keys().cloned()).await?;
         let devices = self.backend.registry.list(&DeviceQuery::default()).await?;
@@ -205,7 +227,7 @@ impl FleetManager {
 
     /// Catalog entries, optionally for one type, sorted by type then version.
     pub async fn list_firmware(&self, caller: &Caller, device_type: Option<&DeviceType>) -> Result<Vec<FirmwareEntry>> {
-        caller.require(Role::Viewer, "list firmware")?;
+        self.allow(caller, Action::ListFirmware, "list firmware", type_resource(device_type))?;
         let mut out = Vec::new();
         for a in self.backend.catalog.artifacts().await? {
             if device_type.is_some_and(|t| *t != a.device_type) {
@@ -230,7 +252,7 @@ impl FleetManager {
 
     /// Devices matching `query`, with a per-type summary.
     pub async fn fleet_status(&self, caller: &Caller, query: &DeviceQuery) -> Result<FleetStatus> {
-        caller.require(Role::Viewer, "read fleet status")?;
+        self.allow(caller, Action::ReadFleet, "read fleet status", type_resource(query.device_type.as_ref()))?;
         if let Some(t) = &query.device_type
             && !self.known_types().await?.contains(t)
         {
@@ -255,8 +277,10 @@ impl FleetManager {
 
     /// One device; `NotFound` with close names when unknown.
     pub async fn device(&self, caller: &Caller, thing: &ThingName) -> Result<Device> {
-        caller.require(Role::Viewer, "read a device")?;
-        if let Some(d) = self.backend.registry.get(thing).await? {
+        let found = self.backend.registry.get(thing).await?;
+        let resource = found.as_ref().map_or(Resource::Fleet, device_resource);
+        self.allow(caller, Action::ReadDevice, "read a device", resource)?;
+        if let Some(d) = found {
             return Ok(d);
         }
         let candidates = self.thing_candidates(thing.as_str()).await?;
@@ -272,7 +296,7 @@ impl FleetManager {
 
     /// The newest audit entries (admin).
     pub async fn audit_trail(&self, caller: &Caller, limit: usize) -> Result<Vec<AuditEntry>> {
-        caller.require(Role::Admin, "read the audit trail")?;
+        self.allow(caller, Action::ReadAudit, "read the audit trail", Resource::Fleet)?;
         self.backend.audit.recent(limit).await
     }
 
@@ -386,19 +410,89 @@ impl FleetManager {
             .map(|_| ())
     }
 
-    /// Checks the role; a refusal is audited before it is returned.
+    /// The request's context as the policies see it: now by the service's clock, nothing else.
+    pub(crate) fn context(&self) -> Context {
+        Context::at(self.now())
+    }
+
+    /// The one place operations are authorized: decides `action` on `resource` in `context`
+    /// for `caller` by the policies in force. A refusal is [`Error::Forbidden`] naming `what`
+    /// (the operation in words), with the policy's reason when a forbid matched.
+    pub(crate) fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        what: &str,
+        resource: &Resource,
+        context: &Context,
+    ) -> Result<()> {
+        self.authorizer.is_authorized(caller, action, resource, context).into_result(caller, action, what)
+    }
+
+    /// [`Self::authorize`] in the plain context ([`Self::context`]).
+    pub(crate) fn allow(&self, caller: &Caller, action: Action, what: &str, resource: Resource) -> Result<()> {
+        self.authorize(caller, action, what, &resource, &self.context())
+    }
+
+    /// [`Self::authorize`] for an operation that changes something: a refusal is audited (as
+    /// `what`, with `request`) before it is returned.
     pub(crate) async fn require(
         &self,
         caller: &Caller,
-        role: Role,
-        action: &str,
+        action: Action,
+        what: &str,
+        resource: Resource,
+        context: Context,
         request: &serde_json::Value,
     ) -> Result<()> {
-        if let Err(e) = caller.require(role, action) {
-            self.audit(caller, action, request.clone(), None, AuditOutcome::Refused(e.to_string())).await?;
+        if let Err(e) = self.authorize(caller, action, what, &resource, &context) {
+            self.audit(caller, what, request.clone(), None, AuditOutcome::Refused(e.to_string())).await?;
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Decides StartRollout for every device the plan's deployments reach, each as a Device
+    /// resource with its type, location and state (one registry listing per type), in the
+    /// context of its deployment's device count. The first device refused refuses the whole
+    /// start, before anything is created.
+    pub(crate) async fn authorize_deployments(&self, caller: &Caller, plan: &crate::plan::Plan) -> Result<()> {
+        for d in &plan.deployments {
+            let q = DeviceQuery { device_type: Some(d.device_type.clone()), ..Default::default() };
+            let known: HashMap<ThingName, Device> =
+                self.backend.registry.list(&q).await?.into_iter().map(|dev| (dev.thing.clone(), dev)).collect();
+            let context = self.context().devices(d.things.len());
+            for thing in &d.things {
+                let resource = known
+                    .get(thing)
+                    .map_or_else(|| Resource::device(thing.as_str(), d.device_type.as_str()), device_resource);
+                let what = format!("start a rollout to {thing}");
+                self.authorize(caller, Action::StartRollout, &what, &resource, &context)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A rollout as a policy resource, with its type when it is known (an unknown rollout is
+    /// decided without one, then the operation says it is not found).
+    pub(crate) async fn rollout_resource(&self, id: &crate::names::JobId) -> Resource {
+        let device_type = self.backend.rollouts.get(id).await.ok().map(|r| r.device_type.to_string());
+        Resource::Rollout { id: id.to_string(), device_type }
+    }
+}
+
+/// A device type as a policy resource, or the fleet when none is named.
+pub(crate) fn type_resource(device_type: Option<&DeviceType>) -> Resource {
+    device_type.map_or(Resource::Fleet, |t| Resource::device_type(t.as_str()))
+}
+
+/// A device as a policy resource, with its type, location and operational state.
+pub(crate) fn device_resource(d: &Device) -> Resource {
+    Resource::Device {
+        thing: d.thing.to_string(),
+        device_type: d.device_type.to_string(),
+        location: d.location().map(str::to_string),
+        state: Some(d.state.as_str().to_string()),
     }
 }
 

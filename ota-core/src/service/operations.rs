@@ -8,7 +8,8 @@ use serde_json::json;
 use super::FleetManager;
 use super::planning::Verification;
 use crate::audit::AuditOutcome;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::authz::{self, Resource};
 use crate::catalog::{ArtifactRef, FirmwareMetadata, sha256_file_content};
 use crate::config::TypeConfig;
 use crate::error::{Error, Result};
@@ -126,12 +127,15 @@ impl FleetManager {
             [one] => serde_json::to_value(one).unwrap_or_default(),
             several => json!({ "requests": several }),
         };
-        self.require(caller, Role::Operator, "start a rollout", &request).await?;
+        self.require(caller, authz::Action::StartRollout, "start a rollout", Resource::Fleet, self.context(), &request)
+            .await?;
         let result = self.start_inner(caller, reqs, expected_plan_id, None).await;
         let (plan_json, outcome) = match &result {
             Ok(o) if o.nothing_changed() => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Refused(o.summary())),
             Ok(o) => (serde_json::to_value(&o.plan).ok(), AuditOutcome::Ok(o.summary())),
-            Err(e @ (Error::Refused(_) | Error::Conflict(_))) => (None, AuditOutcome::Refused(e.to_string())),
+            Err(e @ (Error::Refused(_) | Error::Conflict(_) | Error::Forbidden { .. })) => {
+                (None, AuditOutcome::Refused(e.to_string()))
+            }
             Err(e) => (None, AuditOutcome::Error(e.to_string())),
         };
         self.audit(caller, "start", request, plan_json, outcome).await?;
@@ -195,6 +199,10 @@ impl FleetManager {
         }
         if plan.deployments.is_empty() {
             return Err(Error::Refused(plan.message.clone()));
+        }
+        if revert_of.is_none() {
+            // Every device the plan reaches, by the policies (a change freeze, ...).
+            self.authorize_deployments(caller, &plan).await?;
         }
         // Check every type first (of every change) so a conflict on the second type does not
         // leave the first started.
@@ -281,13 +289,15 @@ impl FleetManager {
 
     /// Rollouts, newest first.
     pub async fn list_rollouts(&self, caller: &Caller, query: &RolloutQuery) -> Result<Vec<Rollout>> {
-        caller.require(Role::Viewer, "list rollouts")?;
+        let resource = super::type_resource(query.device_type.as_ref());
+        self.allow(caller, authz::Action::ListRollouts, "list rollouts", resource)?;
         self.backend.rollouts.list(query).await
     }
 
     /// One rollout.
     pub async fn rollout(&self, caller: &Caller, id: &JobId) -> Result<Rollout> {
-        caller.require(Role::Viewer, "read a rollout")?;
+        let resource = self.rollout_resource(id).await;
+        self.allow(caller, authz::Action::ReadRollout, "read a rollout", resource)?;
         self.backend.rollouts.get(id).await
     }
 
@@ -295,7 +305,8 @@ impl FleetManager {
     /// the operator role, the rollout exists and is still active. The chat shows this before
     /// asking for confirmation; [`FleetManager::cancel`] checks everything again.
     pub async fn preview_cancel(&self, caller: &Caller, id: &JobId) -> Result<Rollout> {
-        caller.require(Role::Operator, "cancel a rollout")?;
+        let resource = self.rollout_resource(id).await;
+        self.allow(caller, authz::Action::CancelRollout, "cancel a rollout", resource)?;
         let rollout = self.backend.rollouts.get(id).await?;
         if !rollout.status.is_active() {
             return Err(Error::Conflict(format!("rollout {id} already ended ({})", rollout.status.as_str())));
@@ -306,7 +317,15 @@ impl FleetManager {
     /// The OTA gate of a type as it is now, checked for a change by `caller` (admin, a known
     /// type) and changing nothing. [`FleetManager::set_ota_enabled`] checks everything again.
     pub async fn preview_set_ota(&self, caller: &Caller, device_type: &DeviceType, enabled: bool) -> Result<bool> {
-        caller.require(Role::Admin, if enabled { "enable OTA" } else { "disable OTA" })?;
+        let what = if enabled { "enable OTA" } else { "disable OTA" };
+        let context = authz::Context { ota_enabled: Some(enabled), ..self.context() };
+        self.authorize(
+            caller,
+            authz::Action::SetOtaEnabled,
+            what,
+            &Resource::device_type(device_type.as_str()),
+            &context,
+        )?;
         if !self.known_types().await?.contains(device_type) {
             return Err(self.unknown_type(device_type).await);
         }
@@ -316,7 +335,9 @@ impl FleetManager {
     /// Cancels an active rollout (operator).
     pub async fn cancel(&self, caller: &Caller, id: &JobId, reason: &str) -> Result<Rollout> {
         let request = json!({ "rollout": id, "reason": reason });
-        self.require(caller, Role::Operator, "cancel a rollout", &request).await?;
+        let resource = self.rollout_resource(id).await;
+        self.require(caller, authz::Action::CancelRollout, "cancel a rollout", resource, self.context(), &request)
+            .await?;
         let reason = if reason.trim().is_empty() {
             format!("canceled by {}", caller.subject)
         } else {
@@ -340,7 +361,10 @@ impl FleetManager {
         enabled: bool,
     ) -> Result<TypeConfig> {
         let request = json!({ "device_type": device_type, "ota_enabled": enabled });
-        self.require(caller, Role::Admin, if enabled { "enable OTA" } else { "disable OTA" }, &request).await?;
+        let what = if enabled { "enable OTA" } else { "disable OTA" };
+        let context = authz::Context { ota_enabled: Some(enabled), ..self.context() };
+        let resource = Resource::device_type(device_type.as_str());
+        self.require(caller, authz::Action::SetOtaEnabled, what, resource, context, &request).await?;
         if !self.known_types().await?.contains(device_type) {
             return Err(self.unknown_type(device_type).await);
         }
@@ -366,7 +390,9 @@ impl FleetManager {
         policy: Option<RolloutPolicy>,
     ) -> Result<TypeConfig> {
         let request = json!({ "device_type": device_type, "policy": policy });
-        self.require(caller, Role::Admin, "change a rollout policy", &request).await?;
+        let resource = Resource::device_type(device_type.as_str());
+        self.require(caller, authz::Action::SetPolicy, "change a rollout policy", resource, self.context(), &request)
+            .await?;
         if let Some(p) = &policy {
             p.validate()?;
         }
@@ -415,7 +441,9 @@ impl FleetManager {
         if options.security_version > 0 {
             request["security_version"] = json!(options.security_version);
         }
-        self.require(caller, Role::Admin, "publish firmware", &request).await?;
+        let context = authz::Context { version: Some(artifact.version.to_string()), ..self.context() };
+        let resource = Resource::device_type(artifact.device_type.as_str());
+        self.require(caller, authz::Action::PublishFirmware, "publish firmware", resource, context, &request).await?;
         if publish.image.is_empty() {
             return Err(Error::invalid("firmware image", "", "is empty"));
         }

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::FleetManager;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::authz::{Action as Op, Resource};
 use crate::catalog::ArtifactRef;
 use crate::device::{Device, DeviceQuery};
 use crate::error::{Error, Result};
@@ -17,7 +18,7 @@ use crate::targeting::{PlanningContext, Refusal, UpdateAction, UpdateRequest, re
 impl FleetManager {
     /// Plans an update or rollback (operator). Nothing changes.
     pub async fn plan_update(&self, caller: &Caller, req: &UpdateRequest) -> Result<Plan> {
-        caller.require(Role::Operator, "plan an update")?;
+        self.allow(caller, Op::PlanUpdate, "plan an update", Resource::Fleet)?;
         self.build_plan(req, Verification::Cached).await
     }
 
@@ -134,8 +135,12 @@ impl FleetManager {
             plan.held_back = resolution.held_back;
         }
         if !resolution.out_of_service.is_empty() {
-            let shown: Vec<String> =
-                resolution.out_of_service.iter().take(10).map(|h| format!("held back {}: {}", h.thing, h.reason)).collect();
+            let shown: Vec<String> = resolution
+                .out_of_service
+                .iter()
+                .take(10)
+                .map(|h| format!("held back {}: {}", h.thing, h.reason))
+                .collect();
             let more = resolution.out_of_service.len() - shown.len();
             plan.message.push_str(&format!(
                 " {}{}.",

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::FleetManager;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::authz::{Action as Op, Resource};
 use crate::device::DeviceQuery;
 use crate::error::Result;
 use crate::intent::{Intent, RolloutRef, ThingMatch, UpdateIntent, is_open_question, parse, resolve_thing};
@@ -21,7 +22,7 @@ impl FleetManager {
     /// Understands a plain-language request and plans it. Nothing changes: starting,
     /// cancelling and gate changes are separate, confirmed calls.
     pub async fn plan_prompt(&self, caller: &Caller, text: &str) -> Result<Plan> {
-        caller.require(Role::Viewer, "ask")?;
+        self.allow(caller, Op::Ask, "ask", Resource::Fleet)?;
         let vocab = self.vocabulary().await?;
         self.plan_intent(caller, parse(text, &vocab)).await
     }
@@ -30,7 +31,7 @@ impl FleetManager {
     /// answer only with a listing (see [`crate::intent::is_open_question`]): one parse and one
     /// read of the vocabulary for both.
     pub async fn plan_prompt_noting_open_questions(&self, caller: &Caller, text: &str) -> Result<(Plan, bool)> {
-        caller.require(Role::Viewer, "ask")?;
+        self.allow(caller, Op::Ask, "ask", Resource::Fleet)?;
         let vocab = self.vocabulary().await?;
         let intent = parse(text, &vocab);
         let open = is_open_question(text, &intent, &vocab);
@@ -42,7 +43,7 @@ impl FleetManager {
             Intent::Update(u) => self.plan_update_intent(caller, u).await,
             Intent::Updates { changes } => self.plan_update_intents(caller, changes).await,
             Intent::ListFirmware { device_types } => {
-                caller.require(Role::Viewer, "list firmware")?;
+                self.allow(caller, Op::ListFirmware, "list firmware", Resource::Fleet)?;
                 let versions = self.catalog_versions().await?;
                 let types: Vec<_> =
                     if device_types.is_empty() { versions.keys().cloned().collect() } else { device_types };
@@ -68,7 +69,7 @@ impl FleetManager {
                 Ok(plan)
             }
             Intent::FleetStatus { device_types, thing_mentions, current_version, not_latest } => {
-                caller.require(Role::Viewer, "read fleet status")?;
+                self.allow(caller, Op::ReadFleet, "read fleet status", Resource::Fleet)?;
                 let mut refusals = Vec::new();
                 let mut things = Vec::new();
                 for m in &thing_mentions {
@@ -126,7 +127,7 @@ impl FleetManager {
                 Ok(plan)
             }
             Intent::RolloutStatus { rollout } => {
-                caller.require(Role::Viewer, "read rollouts")?;
+                self.allow(caller, Op::ListRollouts, "read rollouts", Resource::Fleet)?;
                 let rollouts = match rollout {
                     Some(r) => self.rollouts_for(&r, false).await?,
                     None => self.backend.rollouts.list(&RolloutQuery { limit: Some(10), ..Default::default() }).await?,
@@ -154,7 +155,7 @@ impl FleetManager {
                 Ok(plan)
             }
             Intent::Cancel { rollout } => {
-                caller.require(Role::Operator, "cancel a rollout")?;
+                self.allow(caller, Op::CancelRollout, "cancel a rollout", Resource::Fleet)?;
                 let active = self.rollouts_for(&rollout, true).await?;
                 let mut plan = Plan::informational(Action::Cancel, String::new());
                 if active.is_empty() {
@@ -184,7 +185,14 @@ impl FleetManager {
                 Ok(plan)
             }
             Intent::SetOta { enabled, device_types } => {
-                caller.require(Role::Admin, if enabled { "enable OTA" } else { "disable OTA" })?;
+                let what = if enabled { "enable OTA" } else { "disable OTA" };
+                let context = crate::authz::Context { ota_enabled: Some(enabled), ..self.context() };
+                for t in &device_types {
+                    self.authorize(caller, Op::SetOtaEnabled, what, &Resource::device_type(t.as_str()), &context)?;
+                }
+                if device_types.is_empty() {
+                    self.authorize(caller, Op::SetOtaEnabled, what, &Resource::Fleet, &context)?;
+                }
                 let now_enabled = self.enabled_types(device_types.iter().cloned()).await?;
                 let (action, verb) =
                     if enabled { (Action::EnableOta, "enable") } else { (Action::DisableOta, "disable") };
@@ -205,7 +213,7 @@ impl FleetManager {
     }
 
     pub(super) async fn plan_update_intent(&self, caller: &Caller, u: UpdateIntent) -> Result<Plan> {
-        caller.require(Role::Operator, "plan an update")?;
+        self.allow(caller, Op::PlanUpdate, "plan an update", Resource::Fleet)?;
         let action = if u.rollback { UpdateAction::Rollback } else { UpdateAction::Update };
         let mut refusals: Vec<Refusal> = u
             .unknown_names
@@ -411,6 +419,8 @@ mod tests {
     //! against the registry, plans built from the catalog.
 
     use std::sync::Arc;
+
+    use crate::auth::Role;
 
     use super::*;
     use crate::service::Settings;

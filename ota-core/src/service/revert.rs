@@ -66,7 +66,8 @@ impl FleetManager {
     /// Whether rollout `id` still owes a revert (one is running, or one would start now), so a
     /// front door following it knows to keep following (viewer; changes nothing).
     pub async fn revert_pending(&self, caller: &Caller, id: &JobId) -> Result<bool> {
-        caller.require(Role::Viewer, "read a rollout")?;
+        let resource = self.rollout_resource(id).await;
+        self.allow(caller, crate::authz::Action::ReadRollout, "read a rollout", resource)?;
         Ok(!matches!(self.next_revert(id).await?, NextRevert::Nothing))
     }
 

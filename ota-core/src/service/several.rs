@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::FleetManager;
 use super::planning::Verification;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::authz::{Action as Op, Resource};
 use crate::error::{Error, Result};
 use crate::intent::UpdateIntent;
 use crate::names::DeviceType;
@@ -24,7 +25,7 @@ impl FleetManager {
     /// Plans several typed changes as one plan (operator); nothing changes. One request is
     /// planned exactly as [`FleetManager::plan_update`] plans it.
     pub async fn plan_updates(&self, caller: &Caller, reqs: &[UpdateRequest]) -> Result<Plan> {
-        caller.require(Role::Operator, "plan an update")?;
+        self.allow(caller, Op::PlanUpdate, "plan an update", Resource::Fleet)?;
         self.build_plans(reqs, Verification::Cached).await
     }
 
@@ -46,7 +47,7 @@ impl FleetManager {
     /// The changes the intent engine read from one prompt, each planned as the prompt of one
     /// change would be (its unknown names and devices refused in it), then combined.
     pub(super) async fn plan_update_intents(&self, caller: &Caller, changes: Vec<UpdateIntent>) -> Result<Plan> {
-        caller.require(Role::Operator, "plan an update")?;
+        self.allow(caller, Op::PlanUpdate, "plan an update", Resource::Fleet)?;
         let mut parts = Vec::with_capacity(changes.len());
         for (n, u) in changes.into_iter().enumerate() {
             let part = self.plan_update_intent(caller, u).await?;
@@ -152,6 +153,8 @@ mod tests {
     //! front door uses (`plan_prompt`, `ask`) and the assistant.
 
     use std::sync::Arc;
+
+    use crate::auth::Role;
 
     use super::*;
     use crate::auth::Caller;

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::FleetManager;
 use crate::audit::AuditOutcome;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::authz::{self, Resource};
 use crate::catalog::{ArtifactRef, FirmwareMetadata, Sha256Digest};
 use crate::error::{Error, Result};
 use crate::integrity::VerifiedArtifact;
@@ -113,7 +114,9 @@ impl FleetManager {
         signer: &dyn FirmwareSigner,
     ) -> Result<VerifiedArtifact> {
         let request = serde_json::json!({ "artifact": artifact, "key_id": signer.key_id() });
-        self.require(caller, Role::Admin, "sign firmware", &request).await?;
+        let context = authz::Context { version: Some(artifact.version.to_string()), ..self.context() };
+        let resource = Resource::device_type(artifact.device_type.as_str());
+        self.require(caller, authz::Action::SignFirmware, "sign firmware", resource, context, &request).await?;
         let result = self.sign_checked(artifact, signer).await;
         let outcome = match &result {
             Ok((_, true)) => AuditOutcome::Ok(format!("signed {artifact} with key {}", signer.key_id())),

@@ -5,7 +5,8 @@
 use futures::StreamExt;
 
 use super::{FleetManager, VerifyReport};
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::authz::{Action, Resource};
 use crate::catalog::{ArtifactRef, FirmwareMetadata, parse_sha256_file};
 use crate::error::{Error, Result};
 use crate::integrity::{Sha256Verifier, VerifiedArtifact, check_artifact};
@@ -13,7 +14,8 @@ use crate::integrity::{Sha256Verifier, VerifiedArtifact, check_artifact};
 impl FleetManager {
     /// Hashes the image and checks it against `firmware.sha256` and `metadata.json`.
     pub async fn verify_firmware(&self, caller: &Caller, artifact: &ArtifactRef) -> Result<VerifiedArtifact> {
-        caller.require(Role::Viewer, "verify firmware")?;
+        let resource = Resource::device_type(artifact.device_type.as_str());
+        self.allow(caller, Action::VerifyFirmware, "verify firmware", resource)?;
         self.verify_uncached(artifact).await
     }
 
@@ -23,7 +25,7 @@ impl FleetManager {
         caller: &Caller,
         device_type: Option<&crate::names::DeviceType>,
     ) -> Result<Vec<VerifyReport>> {
-        caller.require(Role::Viewer, "verify firmware")?;
+        self.allow(caller, Action::VerifyFirmware, "verify firmware", super::type_resource(device_type))?;
         let mut out = Vec::new();
         for a in self.backend.catalog.artifacts().await? {
             if device_type.is_some_and(|t| *t != a.device_type) {
