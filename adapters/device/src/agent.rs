@@ -5,6 +5,12 @@
 //! Memory is fixed: one chunk buffer, reused for every read; the image only ever exists in
 //! the inactive flash slot. A power cut at any point is harmless because the machine orders
 //! the durable steps (finish, persist, switch, reboot) and the bootloader does the rest.
+//!
+//! Beside updates, the agent runs `ota_core::command`'s machine: command executions on the
+//! AWS IoT Commands topics, the `config` named shadow (stored under
+//! [`ota_core::command::CONFIG_KEY`]), and health and telemetry at the configured interval.
+//! What the device does for `identify`, `recalibrate` and its telemetry is the
+//! application's ([`Application`]); `reboot` ends [`Agent::run`] with [`Exit::Reboot`].
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,11 +22,13 @@ use embedded_svc::io::Write as _;
 use embedded_svc::mqtt::client::{Client, Publish, QoS};
 use embedded_svc::ota::{Ota, OtaUpdate, OtaUpdateFinished, SlotState as EsvcSlotState};
 use embedded_svc::storage::RawStorage;
+use ota_core::command::{CONFIG_KEY, Capabilities, CommandAction, CommandEvent, CommandMachine, Health};
 use ota_core::update::{
     Action, ActionKind, BootInfo, DeviceConfig, Event, PENDING_JOB_KEY, PendingJob, Phase, RunningImage, SlotState,
     UpdateMachine,
 };
 use ota_core::version::FirmwareVersion;
+use serde_json::{Map, Value};
 
 use crate::download::{self, Body, Refusal};
 use crate::mqtt::MqttEvent;
@@ -43,7 +51,43 @@ pub struct AgentConfig {
     /// Time given to queued QoS 1 publishes (the last status updates) before a reboot:
     /// neither embedded-svc nor ESP-IDF offers a flush, and a restart drops the outbox.
     pub reboot_grace: Duration,
+    /// What the firmware declares (its `metadata.json` `commands` and `settings`). Empty:
+    /// every command is answered `UNSUPPORTED_COMMAND`.
+    pub capabilities: Capabilities,
 }
+
+/// The application's part in commands and telemetry. Every method has a default, so a
+/// firmware implements only what it declares.
+pub trait Application: Send {
+    /// `identify`: make the device findable (blink, beep).
+    fn identify(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// `recalibrate`: bring the sensors back to their baseline.
+    fn recalibrate(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Any other command the firmware declares.
+    fn command(&mut self, name: &str, _parameters: &Map<String, Value>) -> Result<(), String> {
+        Err(format!("{name} is declared but not implemented by this application"))
+    }
+
+    /// The readings and health to report now; `None`: nothing to report.
+    fn telemetry(&mut self) -> Option<(Map<String, Value>, Health)> {
+        None
+    }
+
+    /// The configuration in force: at boot and after every accepted change.
+    fn configure(&mut self, _config: &Map<String, Value>) {}
+}
+
+/// No application: commands succeed doing nothing, no telemetry.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoApplication;
+
+impl Application for NoApplication {}
 
 impl AgentConfig {
     /// Device defaults: 60 s self-test, 2 s between download attempts.
@@ -55,6 +99,7 @@ impl AgentConfig {
             poll_interval: Duration::from_millis(200),
             retry_delay: Duration::from_secs(2),
             reboot_grace: Duration::from_secs(1),
+            capabilities: Capabilities::default(),
         }
     }
 }
@@ -99,11 +144,17 @@ pub struct Agent<M, H, O, S> {
     clock: Instant,
     buf: Box<[u8]>,
     self_test: Option<SelfTest>,
+    commands: CommandMachine,
+    app: Box<dyn Application>,
 }
 
 impl<M, H, O, S> fmt::Debug for Agent<M, H, O, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Agent").field("phase", &self.machine.phase()).field("config", &self.config).finish()
+        f.debug_struct("Agent")
+            .field("phase", &self.machine.phase())
+            .field("settings", self.commands.config())
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -118,6 +169,8 @@ where
     pub fn new(config: AgentConfig, mqtt: M, events: Receiver<MqttEvent>, http: H, ota: O, storage: S) -> Self {
         Agent {
             machine: UpdateMachine::new(config.device.clone()),
+            commands: CommandMachine::new(&config.device.thing, config.capabilities.clone(), None),
+            app: Box::new(NoApplication),
             mqtt,
             http,
             ota,
@@ -137,6 +190,18 @@ where
         self
     }
 
+    /// The application that answers `identify`, `recalibrate` and other declared commands
+    /// and provides telemetry. Without one, they succeed doing nothing.
+    pub fn with_application(mut self, app: impl Application + 'static) -> Self {
+        self.app = Box::new(app);
+        self
+    }
+
+    /// The configuration in force (declared defaults, then what was stored).
+    pub fn settings(&self) -> &Map<String, Value> {
+        self.commands.config()
+    }
+
     /// Where the state machine is.
     pub fn phase(&self) -> Phase {
         self.machine.phase()
@@ -151,6 +216,11 @@ where
             if let Some(exit) = self.execute(stop)? {
                 return Ok(exit);
             }
+            self.commands.handle(CommandEvent::Tick { now_ms: elapsed_ms(&self.clock) });
+            let Agent { commands, app, mqtt, storage, config, .. } = self;
+            if let Some(exit) = run_commands(commands, app.as_mut(), mqtt, storage, config.reboot_grace) {
+                return Ok(exit);
+            }
             if stop.load(Ordering::SeqCst) {
                 return Ok(Exit::Stopped);
             }
@@ -159,7 +229,10 @@ where
                 continue;
             }
             match self.events.recv_timeout(self.config.poll_interval) {
-                Ok(event) => feed(&mut self.machine, event, self.self_test.as_mut()),
+                Ok(event) => {
+                    let now_ms = elapsed_ms(&self.clock);
+                    feed(&mut self.machine, &mut self.commands, event, self.self_test.as_mut(), now_ms);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(AgentError::MqttClosed),
             }
@@ -181,6 +254,12 @@ where
             Ok(None) => None,
             Err(e) => return Err(AgentError::Storage(format!("{e:?}"))),
         };
+        // The stored configuration; one that cannot be read counts as none (defaults), so a
+        // bad record never keeps a device from booting and taking updates.
+        let mut settings = [0u8; 1024];
+        let stored = self.storage.get_raw(CONFIG_KEY, &mut settings).ok().flatten();
+        self.commands = CommandMachine::new(&self.config.device.thing, self.config.capabilities.clone(), stored);
+        self.app.configure(self.commands.config());
         self.machine.handle(Event::Booted(BootInfo {
             running: RunningImage {
                 version,
@@ -240,7 +319,7 @@ where
     /// installs) or `AbortUpdate`. The slot writer lives only in this scope: dropping it
     /// unfinished (a stop, a power cut) leaves the running image untouched.
     fn update(&mut self, stop: &AtomicBool) -> Result<Option<Exit>, AgentError> {
-        let Agent { machine, mqtt, http, ota, storage, events, config, clock, buf, .. } = self;
+        let Agent { machine, mqtt, http, ota, storage, events, config, clock, buf, commands, app, .. } = self;
         let mut update = match ota.initiate_update() {
             Ok(update) => update,
             Err(e) => {
@@ -306,15 +385,22 @@ where
                         machine.handle(Event::DownloadBroke { now_ms });
                     }
                 }
-                // A cancellation or a reconnect that arrived meanwhile is handled between
-                // chunks, not after the whole image.
+                // A cancellation, a reconnect or a command that arrived meanwhile is handled
+                // between chunks, not after the whole image.
                 while let Ok(event) = events.try_recv() {
-                    feed(machine, event, None);
+                    feed(machine, commands, event, None, now_ms);
+                }
+                commands.handle(CommandEvent::Tick { now_ms });
+                if let Some(exit) = run_commands(commands, app.as_mut(), mqtt, storage, config.reboot_grace) {
+                    // Only once the update machine is idle again (the update just ended)
+                    // is a reboot accepted.
+                    let _ = update.abort();
+                    return Ok(Some(exit));
                 }
                 continue;
             }
             match events.recv_timeout(config.poll_interval) {
-                Ok(event) => feed(machine, event, None),
+                Ok(event) => feed(machine, commands, event, None, now_ms),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(AgentError::MqttClosed),
             }
@@ -365,15 +451,75 @@ fn install<M: Client + Publish, S: RawStorage, F: OtaUpdateFinished>(
     Ok(None)
 }
 
-fn feed(machine: &mut UpdateMachine, event: MqttEvent, self_test: Option<&mut SelfTest>) {
+fn feed(
+    machine: &mut UpdateMachine,
+    commands: &mut CommandMachine,
+    event: MqttEvent,
+    self_test: Option<&mut SelfTest>,
+    now_ms: u64,
+) {
     match event {
         MqttEvent::Connected => {
             let failed_check = machine.phase() == Phase::SelfTest && self_test.is_some_and(|check| !check());
             machine.handle(if failed_check { Event::SelfTestFailed } else { Event::Connected });
+            if !failed_check {
+                commands.handle(CommandEvent::Connected { now_ms });
+            }
         }
-        MqttEvent::Disconnected => machine.handle(Event::Disconnected),
-        MqttEvent::Message { topic, payload } => machine.handle_message(&topic, &payload),
+        MqttEvent::Disconnected => {
+            machine.handle(Event::Disconnected);
+            commands.handle(CommandEvent::Disconnected);
+        }
+        MqttEvent::Message { topic, payload } => {
+            // A command sees the update machine's phase as it is now.
+            if !commands.handle_message(&topic, &payload, machine.phase()) {
+                machine.handle_message(&topic, &payload);
+            }
+        }
     }
+}
+
+/// Executes the command machine's queued actions; `Some(Exit::Reboot)` when one is a reboot
+/// (after `reboot_grace`, for the response to leave).
+fn run_commands<M: Client + Publish, S: RawStorage>(
+    commands: &mut CommandMachine,
+    app: &mut dyn Application,
+    mqtt: &mut M,
+    storage: &mut S,
+    reboot_grace: Duration,
+) -> Option<Exit> {
+    while let Some(action) = commands.poll_action() {
+        match action {
+            CommandAction::Subscribe { topic } => subscribe(mqtt, &topic),
+            CommandAction::Publish { topic, payload } => publish(mqtt, &topic, &payload),
+            CommandAction::PersistConfig { task, bytes } => {
+                let error = storage.set_raw(CONFIG_KEY, &bytes).err().map(|e| format!("{e:?}"));
+                let stored = error.is_none();
+                commands.handle(CommandEvent::Done { task, error });
+                if stored {
+                    app.configure(commands.config());
+                }
+            }
+            CommandAction::Run { task, command, parameters } => {
+                let outcome = match command.as_str() {
+                    "identify" => app.identify(),
+                    "recalibrate" => app.recalibrate(),
+                    other => app.command(other, &parameters),
+                };
+                commands.handle(CommandEvent::Done { task, error: outcome.err() });
+            }
+            CommandAction::Sample => {
+                if let Some((metrics, health)) = app.telemetry() {
+                    commands.handle(CommandEvent::Sampled { metrics, health });
+                }
+            }
+            CommandAction::Reboot => {
+                std::thread::sleep(reboot_grace);
+                return Some(Exit::Reboot);
+            }
+        }
+    }
+    None
 }
 
 fn failed(machine: &mut UpdateMachine, action: ActionKind, error: impl fmt::Debug) {

@@ -16,5 +16,5 @@ mod mqtt;
 #[cfg(feature = "host")]
 pub mod host;
 
-pub use agent::{Agent, AgentConfig, AgentError, CHUNK_SIZE, Exit};
+pub use agent::{Agent, AgentConfig, AgentError, Application, CHUNK_SIZE, Exit, NoApplication};
 pub use mqtt::{MqttEvent, pump_mqtt};

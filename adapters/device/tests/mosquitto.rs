@@ -268,3 +268,168 @@ fn mosquitto_a_dropped_download_resumes_with_a_range_request() {
     assert_eq!(starts, [(0, 200), (150_000, 206)], "one full request, cut, then one Range request from the cut");
     assert_eq!(o.flash.slot(1).digest, Some(o.image.sha256()));
 }
+
+/// The application of the command test: counts what it is asked, reports one reading.
+#[derive(Clone, Default)]
+struct Sensor {
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl ota_device::Application for Sensor {
+    fn identify(&mut self) -> Result<(), String> {
+        self.calls.lock().unwrap().push("identify".into());
+        Ok(())
+    }
+
+    fn recalibrate(&mut self) -> Result<(), String> {
+        self.calls.lock().unwrap().push("recalibrate".into());
+        Ok(())
+    }
+
+    fn telemetry(&mut self) -> Option<(serde_json::Map<String, Value>, ota_core::command::Health)> {
+        let Value::Object(m) = serde_json::json!({"co2_ppm": 612}) else { unreachable!() };
+        Some((m, ota_core::command::Health::ok()))
+    }
+
+    fn configure(&mut self, config: &serde_json::Map<String, Value>) {
+        self.calls.lock().unwrap().push(format!("configure {}", Value::Object(config.clone())));
+    }
+}
+
+/// What the cloud side of the command test saw, by topic, in order.
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// Waits until `seen` holds a message on `topic` after the first `from`; returns it and
+/// its index.
+fn wait_for(seen: &Seen, from: usize, topic: &str) -> (usize, Value) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((i, (_, v))) = seen.lock().unwrap().iter().enumerate().skip(from).find(|(_, (t, _))| t == topic) {
+            return (i, v.clone());
+        }
+        assert!(Instant::now() < deadline, "nothing on {topic} within 15 s: {:?}", seen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Commands over a real broker, the test as the cloud: update_config accepted (stored,
+/// reported in the config shadow), update_config out of bounds (REJECTED naming the key and
+/// its bounds, nothing stored), identify through the application, reboot (SUCCEEDED, the
+/// agent exits to reboot), and the next boot reconnects with the stored configuration.
+#[test]
+fn mosquitto_commands_round_trip() {
+    let Some(broker) = broker() else { return };
+    let thing = "co2_monitor-m5";
+    let (cloud, mut cloud_conn) =
+        rumqttc::Client::new(rumqttc::MqttOptions::new("cloud", "127.0.0.1", broker.port), 64);
+    let config_update = format!("$aws/things/{thing}/shadow/name/config/update");
+    let telemetry = format!("dt/ota/{thing}/telemetry");
+    for t in
+        [format!("$aws/commands/things/{thing}/executions/+/response/json"), config_update.clone(), telemetry.clone()]
+    {
+        cloud.subscribe(t, rumqttc::QoS::AtLeastOnce).unwrap();
+    }
+    let seen: Seen = Arc::default();
+    let (s, done) = (seen.clone(), Arc::new(AtomicBool::new(false)));
+    let d = done.clone();
+    let (subscribed_tx, subscribed_rx) = channel();
+    let cloud_thread = std::thread::spawn(move || {
+        let mut subacks = 0;
+        for event in cloud_conn.iter() {
+            if d.load(Ordering::SeqCst) {
+                return;
+            }
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    subacks += 1;
+                    if subacks == 3 {
+                        let _ = subscribed_tx.send(());
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    s.lock().unwrap().push((p.topic.clone(), v));
+                }
+                _ => {}
+            }
+        }
+    });
+    subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("the cloud's subscriptions are acknowledged");
+
+    let power = Power::new();
+    let flash = SimFlash::new("1.0.0", SLOT_SIZE, power.clone());
+    let storage = MemStorage::new(power.clone());
+    let sensor = Sensor::default();
+    let port = broker.port;
+    let boot = |power: Power| {
+        let (flash, storage, sensor) = (flash.clone(), storage.clone(), sensor.clone());
+        std::thread::spawn(move || {
+            flash.power_on();
+            let (client, connection) = ota_device::host::connect(thing, "127.0.0.1", port);
+            let (tx, rx) = channel();
+            std::thread::spawn(move || pump_mqtt(connection, tx));
+            let mut config = agent_config(thing);
+            config.capabilities = ota_core::command::Capabilities::demo(true);
+            let mut agent =
+                Agent::new(config, client, rx, HostHttp::new(Duration::from_secs(5), Arc::default()), flash, storage)
+                    .with_application(sensor);
+            agent.run(power.off_flag()).expect("the agent runs")
+        })
+    };
+    let request = |id: &str, body: &str| {
+        let topic = format!("$aws/commands/things/{thing}/executions/{id}/request/json");
+        cloud.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.as_bytes().to_vec()).unwrap();
+    };
+    let response = |id: &str| format!("$aws/commands/things/{thing}/executions/{id}/response/json");
+
+    let first = boot(power.clone());
+    // The device reports its configuration once it has subscribed; then it takes commands.
+    let (i, reported) = wait_for(&seen, 0, &config_update);
+    assert_eq!(reported["state"]["reported"], serde_json::json!({"sample_rate_seconds": 60, "log_level": "info"}));
+    let (_, reading) = wait_for(&seen, 0, &telemetry);
+    assert_eq!(reading, serde_json::json!({"co2_ppm": 612}), "telemetry at connect");
+
+    request("c-1", r#"{"command":"update_config","parameters":{"sample_rate_seconds":10}}"#);
+    let (j, answer) = wait_for(&seen, 0, &response("c-1"));
+    assert_eq!(answer["status"], "SUCCEEDED", "{answer}");
+    let (_, reported) = wait_for(&seen, i + 1, &config_update);
+    assert_eq!(reported["state"]["reported"]["sample_rate_seconds"], 10);
+    let stored: Value = serde_json::from_slice(&storage.value("ota_config").expect("stored")).unwrap();
+    assert_eq!(stored["sample_rate_seconds"], 10);
+
+    request("c-2", r#"{"command":"update_config","parameters":{"sample_rate_seconds":0,"log_level":"debug"}}"#);
+    let (_, answer) = wait_for(&seen, j, &response("c-2"));
+    assert_eq!(answer["status"], "REJECTED", "{answer}");
+    assert_eq!(answer["statusReason"]["reasonCode"], "OUT_OF_BOUNDS");
+    let description = answer["statusReason"]["reasonDescription"].as_str().unwrap();
+    assert!(description.contains("sample_rate_seconds") && description.contains("1 to 3600"), "{description}");
+    let stored: Value = serde_json::from_slice(&storage.value("ota_config").unwrap()).unwrap();
+    assert_eq!(stored, serde_json::json!({"sample_rate_seconds": 10, "log_level": "info"}), "nothing changed");
+
+    request("i-1", r#"{"command":"identify"}"#);
+    assert_eq!(wait_for(&seen, 0, &response("i-1")).1["status"], "SUCCEEDED");
+    request("x-1", r#"{"command":"self_destruct"}"#);
+    assert_eq!(wait_for(&seen, 0, &response("x-1")).1["statusReason"]["reasonCode"], "UNSUPPORTED_COMMAND");
+
+    let before_reboot = seen.lock().unwrap().len();
+    request("r-1", r#"{"command":"reboot"}"#);
+    assert_eq!(wait_for(&seen, 0, &response("r-1")).1["status"], "SUCCEEDED");
+    assert_eq!(first.join().unwrap(), Exit::Reboot, "reboot ends the boot");
+    // A redelivered request of the last boot would be a new boot's to answer; the second
+    // boot reconnects and reports the stored configuration.
+    let second = boot(power.clone());
+    let (_, reported) = wait_for(&seen, before_reboot, &config_update);
+    assert_eq!(reported["state"]["reported"]["sample_rate_seconds"], 10, "the configuration survived the reboot");
+    power.switch_off();
+    assert_eq!(second.join().unwrap(), Exit::Stopped);
+    let calls = sensor.calls.lock().unwrap().clone();
+    assert_eq!(calls.iter().filter(|c| *c == "identify").count(), 1, "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.contains("\"sample_rate_seconds\":10")),
+        "the application was configured: {calls:?}"
+    );
+
+    done.store(true, Ordering::SeqCst);
+    drop(broker);
+    let _ = cloud_thread.join();
+}

@@ -275,7 +275,7 @@ impl CommandMachine {
             thing: thing.as_str().to_string(),
             capabilities,
             config,
-            seen: VecDeque::with_capacity(REMEMBERED_EXECUTIONS),
+            seen: VecDeque::new(),
             pending: Vec::new(),
             next_task: 0,
             connected: false,
