@@ -58,15 +58,19 @@ impl Refusal {
 /// The ota roles named in a `cognito:groups` claim as API Gateway passes it (`[a b]`, `a,b`,
 /// `["a","b"]` or a single name); names that are not roles are ignored.
 pub fn roles_from_claim(value: &str) -> BTreeSet<Role> {
+    names_in_claim(value).filter_map(|t| Role::parse(t).ok()).collect()
+}
+
+/// The other names of that claim (groups such as `senior_operator`, for policies).
+pub fn groups_from_claim(value: &str) -> BTreeSet<String> {
+    names_in_claim(value).filter(|t| Role::parse(t).is_err()).map(str::to_string).collect()
+}
+
+fn names_in_claim(value: &str) -> impl Iterator<Item = &str> {
     let inner = value.trim();
     let inner = inner.strip_prefix('[').unwrap_or(inner);
     let inner = inner.strip_suffix(']').unwrap_or(inner);
-    inner
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .map(|t| t.trim().trim_matches('"'))
-        .filter(|t| !t.is_empty())
-        .filter_map(|t| Role::parse(t).ok())
-        .collect()
+    inner.split(|c: char| c == ',' || c.is_whitespace()).map(|t| t.trim().trim_matches('"')).filter(|t| !t.is_empty())
 }
 
 /// The caller of a request from the API Gateway v2 JWT authorizer's claims in `extensions`
@@ -102,7 +106,8 @@ pub fn caller_from_extensions(extensions: &axum::http::Extensions) -> Result<Cal
             ),
         });
     }
-    Ok(Caller::new(subject, roles))
+    let groups = claims.get(ROLES_CLAIM).map(|v| groups_from_claim(v)).unwrap_or_default();
+    Ok(Caller::new(subject, roles).with_groups(groups))
 }
 
 /// The caller of a request (any body type): see [`caller_from_extensions`].
@@ -190,6 +195,11 @@ mod tests {
         assert_eq!(roles_from_claim("[Operator]"), BTreeSet::from([Role::Operator]));
         assert_eq!(roles_from_claim("[billing ops-admin]"), BTreeSet::new());
         assert_eq!(roles_from_claim("[]"), BTreeSet::new());
+        assert_eq!(
+            groups_from_claim("[admin senior_operator, Viewer]"),
+            BTreeSet::from(["senior_operator".to_string()])
+        );
+        assert_eq!(groups_from_claim(r#"["a","b"]"#), BTreeSet::from(["a".to_string(), "b".to_string()]));
         assert_eq!(roles_from_claim(""), BTreeSet::new());
     }
 
@@ -200,7 +210,7 @@ mod tests {
             "token_use": "access", "client_id": "client"
         }))
         .unwrap();
-        assert_eq!(c, Caller::new("ana", [Role::Operator]));
+        assert_eq!(c, Caller::new("ana", [Role::Operator]).with_groups(["billing"]));
     }
 
     #[test]

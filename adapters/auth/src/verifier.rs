@@ -31,7 +31,7 @@ pub struct VerifierConfig {
     /// client there and have no `aud`. With both set, either match is enough.
     pub client_id: Option<String>,
     /// The claim holding roles: an array of strings, or one string separated by spaces or commas.
-    /// Values other than `viewer`, `operator` and `admin` are ignored (groups for other apps).
+    /// Values other than `viewer`, `operator` and `admin` become the caller's groups (for policies).
     pub roles_claim: String,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
@@ -202,12 +202,12 @@ impl JwtVerifier {
             .claims;
 
         self.check_audience(&claims)?;
-        let roles = self.roles(&claims)?;
+        let (roles, groups) = self.roles(&claims)?;
         let subject = ["username", "cognito:username", "sub"]
             .iter()
             .find_map(|c| claims.get(*c).and_then(Value::as_str).filter(|s| !s.is_empty()))
             .ok_or_else(|| malformed("no subject: none of `username`, `cognito:username`, `sub`"))?;
-        Ok(Caller::new(subject, roles))
+        Ok(Caller::new(subject, roles).with_groups(groups))
     }
 
     fn map_error(&self, kind: ErrorKind) -> AuthError {
@@ -248,7 +248,10 @@ impl JwtVerifier {
         }
     }
 
-    fn roles(&self, claims: &Map<String, Value>) -> Result<BTreeSet<Role>, AuthError> {
+    /// The ota roles in the roles claim, and its other values (groups such as
+    /// `senior_operator`, which policies may use). A token with groups but no role is refused
+    /// as before: a group alone makes no one a caller of ota.
+    fn roles(&self, claims: &Map<String, Value>) -> Result<(BTreeSet<Role>, BTreeSet<String>), AuthError> {
         let values: Vec<String> = match claims.get(&self.config.roles_claim) {
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
             Some(Value::String(s)) => s.split([' ', ',']).filter(|v| !v.is_empty()).map(str::to_string).collect(),
@@ -262,7 +265,8 @@ impl JwtVerifier {
             found.sort();
             return Err(AuthError::NoRole { claim: self.config.roles_claim.clone(), found });
         }
-        Ok(roles)
+        let groups = values.into_iter().filter(|v| Role::parse(v).is_err()).collect();
+        Ok((roles, groups))
     }
 }
 

@@ -243,12 +243,34 @@ fn a_token_with_only_unknown_roles_is_refused_and_says_which_it_saw() {
 }
 
 #[test]
-fn roles_in_a_separated_string_are_read_and_unknown_ones_ignored() {
+fn roles_in_a_separated_string_are_read_and_other_names_kept_as_groups() {
     let local = Local::new();
     let mut claims = local.claims();
     claims["roles"] = json!("billing viewer,Admin");
     let caller = local.issuer.verifier().verify(&local.sign(&claims)).unwrap();
-    assert_eq!(caller, Caller::new("ana", [Role::Viewer, Role::Admin]));
+    assert_eq!(caller, Caller::new("ana", [Role::Viewer, Role::Admin]).with_groups(["billing"]));
+}
+
+#[test]
+fn a_tokens_other_groups_reach_the_policies_but_grant_no_role() {
+    let local = Local::new();
+    let policies = include_str!("../../../examples/senior_operator_reboot.cedar");
+    let authz = ota_core::authz::Authorizer::from_text(policies, "senior_operator_reboot.cedar").unwrap();
+    let device = ota_core::authz::Resource::device("pet_feeder-03", "pet_feeder");
+    let reboot = ota_core::authz::Context::at(chrono::Utc::now()).command("reboot", json!({}));
+    let send = ota_core::authz::Action::SendCommand;
+    let mut claims = local.claims();
+    claims["roles"] = json!(["operator", "senior_operator"]);
+    let senior = local.issuer.verifier().verify(&local.sign(&claims)).unwrap();
+    assert_eq!(senior.groups.iter().collect::<Vec<_>>(), ["senior_operator"]);
+    assert!(authz.is_authorized(&senior, send, &device, &reboot).allowed);
+    claims["roles"] = json!(["operator"]);
+    let plain = local.issuer.verifier().verify(&local.sign(&claims)).unwrap();
+    assert!(!authz.is_authorized(&plain, send, &device, &reboot).allowed);
+    // A group alone is still no role: refused at sign-in, as before.
+    claims["roles"] = json!(["senior_operator"]);
+    let err = refused(&local.issuer.verifier(), &local.sign(&claims));
+    assert_eq!(err, AuthError::NoRole { claim: "roles".into(), found: vec!["senior_operator".into()] });
 }
 
 #[test]
@@ -359,7 +381,7 @@ fn cognito_sign(claims: &Value) -> String {
 fn a_cognito_rs256_access_token_is_accepted_with_its_groups_as_roles() {
     let verifier = JwtVerifier::from_jwks_json(cognito_config(), &cognito_jwks_json()).unwrap();
     let caller = verifier.verify(&cognito_sign(&cognito_access_claims())).unwrap();
-    assert_eq!(caller, Caller::new("ana", [Role::Operator]));
+    assert_eq!(caller, Caller::new("ana", [Role::Operator]).with_groups(["beta-testers"]));
 
     // Without `username`, Cognito's other spellings name the caller.
     let mut claims = cognito_access_claims();
