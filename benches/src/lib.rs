@@ -23,6 +23,7 @@ pub fn fleet(devices: usize) -> (FleetManager, Arc<MemoryRegistry>) {
         config: Arc::new(MemoryConfig::default()),
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
+        telemetry: Arc::new(ota_core::memory::MemoryTelemetry::default()),
     };
     let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
     let admin = Caller::new("bench", [Role::Admin]);

@@ -112,6 +112,8 @@ pub fn backend(clients: &AwsClients, settings: &AwsSettings, account_id: Option<
             jobs,
         )),
         audit: Arc::new(DynamoAuditLog::new(clients.dynamodb.clone(), settings.table("audit"))),
+        // Not built yet: a topic rule into a DynamoDB table with a TTL (see the design).
+        telemetry: Arc::new(ota_core::ports::NoTelemetryHistory),
     }
 }
 

@@ -12,7 +12,10 @@ use crate::config::TypeConfig;
 use crate::device::{Device, DeviceQuery};
 use crate::error::{Error, Result};
 use crate::names::{DeviceType, JobId, ThingName};
-use crate::ports::{AuditLog, Backend, ByteStream, ConfigStore, DeviceRegistry, FirmwareCatalog, RolloutStore};
+use crate::ports::{
+    AuditLog, Backend, ByteStream, ConfigStore, DeviceRegistry, FirmwareCatalog, RolloutStore, TelemetryPoint,
+    TelemetryQuery, TelemetryStore, check_telemetry,
+};
 use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -28,6 +31,7 @@ pub fn backend() -> Backend {
         config: Arc::new(MemoryConfig::default()),
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
+        telemetry: Arc::new(MemoryTelemetry::default()),
     }
 }
 
@@ -333,5 +337,59 @@ impl AuditLog for MemoryAudit {
 
     async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>> {
         Ok(lock(&self.entries).iter().rev().take(limit).cloned().collect())
+    }
+}
+
+/// Telemetry history per device, in time order.
+#[derive(Debug, Default)]
+pub struct MemoryTelemetry {
+    points: Mutex<BTreeMap<ThingName, Vec<TelemetryPoint>>>,
+}
+
+#[async_trait]
+impl TelemetryStore for MemoryTelemetry {
+    async fn append(&self, points: Vec<TelemetryPoint>) -> Result<()> {
+        check_telemetry(&points)?;
+        let retention = self.retention();
+        let mut map = lock(&self.points);
+        let mut newest: BTreeMap<ThingName, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+        for p in points {
+            let n = newest.entry(p.thing.clone()).or_insert(p.at);
+            *n = (*n).max(p.at);
+            let v = map.entry(p.thing.clone()).or_default();
+            // Stable: points of one time keep their append order.
+            let at = v.partition_point(|q| q.at <= p.at);
+            v.insert(at, p);
+        }
+        for (thing, at) in newest {
+            if let Some(v) = map.get_mut(&thing) {
+                v.retain(|p| p.at >= at - retention);
+            }
+        }
+        Ok(())
+    }
+
+    async fn query(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryPoint>> {
+        let map = lock(&self.points);
+        let mut out: Vec<TelemetryPoint> = map
+            .get(&query.thing)
+            .map(|v| v.iter().filter(|p| query.selects(p)).cloned().map(|p| query.narrow(p)).collect())
+            .unwrap_or_default();
+        if let Some(limit) = query.limit {
+            let skip = out.len().saturating_sub(limit);
+            out.drain(..skip);
+        }
+        Ok(out)
+    }
+
+    async fn prune(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let mut map = lock(&self.points);
+        let mut n = 0;
+        for v in map.values_mut() {
+            let len = v.len();
+            v.retain(|p| p.at >= before);
+            n += (len - v.len()) as u64;
+        }
+        Ok(n)
     }
 }

@@ -109,6 +109,138 @@ pub trait DeviceRegistry: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
+/// How long telemetry history is kept unless configured otherwise: 7 days.
+pub const TELEMETRY_RETENTION_DAYS: i64 = 7;
+
+/// The largest telemetry message accepted: 8 KiB of JSON.
+pub const MAX_TELEMETRY_BYTES: usize = 8 * 1024;
+
+/// One telemetry report of one device: metric → value (a JSON object), and when.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TelemetryPoint {
+    pub thing: ThingName,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TelemetryPoint {
+    /// Reads what a device published on `dt/ota/{thing}/telemetry` (or reported as
+    /// `state.reported.telemetry`): a JSON object of at most [`MAX_TELEMETRY_BYTES`], either
+    /// of metric → value or `{"values": {...}, "at": "RFC 3339"}`. `received` is its time when
+    /// it carries none. Anything else is `Invalid`, naming why.
+    pub fn parse(thing: &ThingName, payload: &[u8], received: chrono::DateTime<chrono::Utc>) -> Result<Self> {
+        if payload.len() > MAX_TELEMETRY_BYTES {
+            return Err(crate::Error::invalid(
+                "telemetry",
+                format!("{} bytes from {thing}", payload.len()),
+                format!("telemetry is at most {MAX_TELEMETRY_BYTES} bytes"),
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| crate::Error::invalid("telemetry", format!("from {thing}"), format!("not JSON: {e}")))?;
+        let t = crate::device::Telemetry::from_reported(&value, received).ok_or_else(|| {
+            crate::Error::invalid("telemetry", format!("from {thing}"), "telemetry is a JSON object of metric -> value")
+        })?;
+        Ok(TelemetryPoint { thing: thing.clone(), at: t.at, values: t.values })
+    }
+}
+
+/// A query over the telemetry history of one device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TelemetryQuery {
+    pub thing: ThingName,
+    /// Only points that carry this metric, with only it in their values.
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// From this time, inclusive.
+    #[serde(default)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Up to this time, exclusive.
+    #[serde(default)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many points: the newest ones (still returned oldest first).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl TelemetryQuery {
+    /// Every point of `thing`.
+    pub fn of(thing: ThingName) -> Self {
+        TelemetryQuery { thing, metric: None, since: None, until: None, limit: None }
+    }
+
+    /// Whether `p` is in the time range and device (the metric is applied by [`Self::narrow`]).
+    pub fn selects(&self, p: &TelemetryPoint) -> bool {
+        p.thing == self.thing
+            && self.since.is_none_or(|s| p.at >= s)
+            && self.until.is_none_or(|u| p.at < u)
+            && self.metric.as_ref().is_none_or(|m| p.values.contains_key(m))
+    }
+
+    /// `p` with only the queried metric (unchanged without one).
+    pub fn narrow(&self, mut p: TelemetryPoint) -> TelemetryPoint {
+        if let Some(m) = &self.metric {
+            p.values.retain(|k, _| k == m);
+        }
+        p
+    }
+}
+
+/// Telemetry history: what devices report, by device and time, kept for a retention period.
+#[async_trait]
+pub trait TelemetryStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends points. Each is checked again (at most [`MAX_TELEMETRY_BYTES`] as JSON, an
+    /// object): `Invalid` for any bad one, and then none is stored. Appending also drops the
+    /// device's points older than the retention before the newest appended one.
+    async fn append(&self, points: Vec<TelemetryPoint>) -> Result<()>;
+
+    /// The points `query` selects, oldest first (ties in append order).
+    async fn query(&self, query: &TelemetryQuery) -> Result<Vec<TelemetryPoint>>;
+
+    /// Drops every point before `before`; returns how many.
+    async fn prune(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+
+    /// How long points are kept: [`TELEMETRY_RETENTION_DAYS`] unless the backend is configured otherwise.
+    fn retention(&self) -> chrono::Duration {
+        chrono::Duration::days(TELEMETRY_RETENTION_DAYS)
+    }
+}
+
+/// Checks points before any is stored: what every [`TelemetryStore::append`] refuses.
+pub fn check_telemetry(points: &[TelemetryPoint]) -> Result<()> {
+    for p in points {
+        let len = serde_json::to_vec(&p.values).map(|v| v.len()).unwrap_or(usize::MAX);
+        if len > MAX_TELEMETRY_BYTES {
+            return Err(crate::Error::invalid(
+                "telemetry",
+                format!("{len} bytes from {}", p.thing),
+                format!("telemetry is at most {MAX_TELEMETRY_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The telemetry history of a backend that has none yet (AWS, until its topic rule into
+/// DynamoDB exists): appends and queries are refused, saying so; the last telemetry is still
+/// in each device's record.
+#[derive(Debug, Default)]
+pub struct NoTelemetryHistory;
+
+#[async_trait]
+impl TelemetryStore for NoTelemetryHistory {
+    async fn append(&self, _points: Vec<TelemetryPoint>) -> Result<()> {
+        Err(crate::Error::Refused("this backend keeps no telemetry history (only each device's last telemetry)".into()))
+    }
+    async fn query(&self, _query: &TelemetryQuery) -> Result<Vec<TelemetryPoint>> {
+        Err(crate::Error::Refused("this backend keeps no telemetry history (only each device's last telemetry)".into()))
+    }
+    async fn prune(&self, _before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        Ok(0)
+    }
+}
+
 /// The per-type config gate.
 #[async_trait]
 pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
@@ -166,4 +298,6 @@ pub struct Backend {
     pub config: Arc<dyn ConfigStore>,
     pub rollouts: Arc<dyn RolloutStore>,
     pub audit: Arc<dyn AuditLog>,
+    /// Telemetry history.
+    pub telemetry: Arc<dyn TelemetryStore>,
 }

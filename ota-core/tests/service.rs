@@ -49,6 +49,7 @@ async fn world_with(settings: Settings) -> World {
         config: Arc::new(MemoryConfig::default()),
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
+        telemetry: Arc::new(ota_core::memory::MemoryTelemetry::default()),
     };
     let svc = FleetManager::new(backend, settings).expect("valid settings");
     let naming = NamingConvention::default();

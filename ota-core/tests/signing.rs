@@ -58,6 +58,7 @@ fn world(settings: Settings) -> World {
         config: Arc::new(MemoryConfig::default()),
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
+        telemetry: Arc::new(ota_core::memory::MemoryTelemetry::default()),
     };
     let svc = FleetManager::new(backend.clone(), settings).expect("valid settings");
     World { svc, backend, catalog }

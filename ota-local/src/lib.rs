@@ -53,6 +53,7 @@ pub fn open_local(data_dir: &Path) -> Result<(Backend, Arc<SqliteStore>)> {
         config: store.clone(),
         rollouts: store.clone(),
         audit: store.clone(),
+        telemetry: store.clone(),
     };
     Ok((backend, store))
 }

@@ -75,6 +75,9 @@ where
     run!(
         registry_keeps_attributes_health_state_telemetry_and_config,
         registry_queries_filter_by_location_health_and_state,
+        telemetry_is_queried_by_device_metric_and_time_oldest_first,
+        telemetry_keeps_the_retention_and_prunes,
+        telemetry_refuses_oversized_points_and_stores_none_of_the_batch,
     );
 }
 

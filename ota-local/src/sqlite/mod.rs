@@ -19,6 +19,7 @@ mod rollout_store;
 mod rollouts;
 mod schema;
 mod shadow;
+mod telemetry;
 mod transitions;
 mod wire;
 

@@ -110,6 +110,26 @@ pub(super) fn shadow_update(
         "UPDATE devices SET firmware_version = COALESCE(?2, firmware_version), connected = 1, last_seen = ?3 WHERE thing = ?1",
     )?
     .execute(params![thing.as_str(), firmware.map(|v| v.to_string()), timestamp(&now)])?;
+    // Health and the last telemetry, when this update reports them (`null` clears health).
+    if let Some(patch) = state.get("reported") {
+        match patch.get("health") {
+            Some(Value::Null) => {
+                conn.prepare_cached("UPDATE devices SET health = NULL WHERE thing = ?1")?.execute([thing.as_str()])?;
+            }
+            Some(h) => {
+                if let Some(health) = ota_core::device::Health::from_reported(h) {
+                    conn.prepare_cached("UPDATE devices SET health = ?2 WHERE thing = ?1")?
+                        .execute(params![thing.as_str(), serde_json::to_string(&health).unwrap_or_default()])?;
+                }
+            }
+            None => {}
+        }
+        if let Some(t) = patch.get("telemetry")
+            && let Ok(point) = ota_core::ports::TelemetryPoint::parse(thing, t.to_string().as_bytes(), now)
+        {
+            super::telemetry::record_telemetry(conn, &point)?;
+        }
+    }
     Ok(())
 }
 

@@ -110,6 +110,17 @@ fn handle_message(
     now: DateTime<Utc>,
 ) -> DbResult<Output> {
     let mut out = Output::default();
+    // `dt/ota/{thing}/telemetry`: history and the last value; anything refused (too large,
+    // not a JSON object) changes nothing.
+    if topic_name.strip_prefix("dt/ota/").and_then(|r| r.strip_suffix("/telemetry")) == Some(thing.as_str()) {
+        match ota_core::ports::TelemetryPoint::parse(thing, payload, now) {
+            Ok(point) => {
+                super::telemetry::record_telemetry(conn, &point)?;
+            }
+            Err(e) => log::warn!("telemetry from {thing} refused: {e}"),
+        }
+        return Ok(out);
+    }
     let Some(request) = topics::parse_for(thing.as_str(), topic_name) else { return Ok(out) };
     match request {
         ThingTopic::Jobs(JobsTopic::Get(NEXT_JOB, None)) => {
