@@ -584,3 +584,99 @@ fn mosquitto_four_hundred_devices_connect_report_their_versions_and_stop() {
     let ours = threads.saturating_sub(threads_before);
     assert!(ours < 1_000, "{ours} threads for 400 devices: more than an agent and a pump each");
 }
+
+/// Simulated devices over mosquitto, the test as the cloud: each publishes telemetry of its
+/// type, honours the commands its demo firmware declares (recalibrate on a co2_monitor,
+/// not on a smart_plug), and a reboot reconnects it and counts a boot.
+#[test]
+fn mosquitto_simulated_devices_publish_telemetry_and_honour_commands() {
+    let things: Vec<String> = vec!["co2_monitor-01".into(), "smart_plug-01".into()];
+    let Some(broker) = broker(&users(&things)) else { return };
+    let mut options = rumqttc::MqttOptions::new("cloud", "127.0.0.1", broker.port);
+    options.set_credentials("cloud", "cloud-pw");
+    let (client, mut connection) = rumqttc::Client::new(options, 64);
+    for t in ["dt/ota/+/telemetry", "$aws/commands/things/+/executions/+/response/json"] {
+        client.subscribe(t, rumqttc::QoS::AtLeastOnce).unwrap();
+    }
+    let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let (s, done) = (seen.clone(), Arc::new(AtomicBool::new(false)));
+    let d = done.clone();
+    let (subscribed_tx, subscribed_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut subacks = 0;
+        for event in connection.iter() {
+            if d.load(Ordering::SeqCst) {
+                return;
+            }
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    subacks += 1;
+                    if subacks == 2 {
+                        let _ = subscribed_tx.send(());
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    s.lock()
+                        .unwrap()
+                        .push((p.topic.clone(), serde_json::from_slice(&p.payload).unwrap_or(Value::Null)));
+                }
+                _ => {}
+            }
+        }
+    });
+    subscribed_rx.recv_timeout(Duration::from_secs(10)).expect("the cloud's subscriptions are acknowledged");
+    let wait_for = |topic: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((_, v)) = seen.lock().unwrap().iter().find(|(t, _)| t == topic) {
+                return v.clone();
+            }
+            assert!(Instant::now() < deadline, "nothing on {topic}: {:?}", seen.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let specs = things
+        .iter()
+        .map(|t| SimDeviceSpec {
+            thing: ThingName::parse(t).unwrap(),
+            device_type: ty(t.split('-').next().unwrap()),
+            version: FirmwareVersion::new(1, 0, 0),
+            faults: DeviceFaults::default(),
+        })
+        .collect();
+    let password_for: PasswordFor = Arc::new(|thing: &ThingName| password(thing.as_str()));
+    let fleet = SimFleet::start(specs, fleet_config(broker.port, password_for)).unwrap();
+
+    let co2 = wait_for("dt/ota/co2_monitor-01/telemetry");
+    let ppm = co2["co2_ppm"].as_i64().expect("CO2 in ppm");
+    assert!((400..=2000).contains(&ppm), "{co2}");
+    let plug = wait_for("dt/ota/smart_plug-01/telemetry");
+    assert!(plug["power_w"].is_number(), "{plug}");
+
+    let command = |thing: &str, id: &str, body: &str| {
+        let topic = format!("$aws/commands/things/{thing}/executions/{id}/request/json");
+        client.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.as_bytes().to_vec()).unwrap();
+        wait_for(&format!("$aws/commands/things/{thing}/executions/{id}/response/json"))
+    };
+    assert_eq!(command("co2_monitor-01", "cal-1", r#"{"command":"recalibrate"}"#)["status"], "SUCCEEDED");
+    let refused = command("smart_plug-01", "cal-2", r#"{"command":"recalibrate"}"#);
+    assert_eq!(refused["statusReason"]["reasonCode"], "UNSUPPORTED_COMMAND", "{refused}");
+    assert_eq!(command("smart_plug-01", "id-1", r#"{"command":"identify"}"#)["status"], "SUCCEEDED");
+
+    let boots = |thing: &str| fleet.snapshot().into_iter().find(|s| s.thing.as_str() == thing).unwrap();
+    assert_eq!(boots("co2_monitor-01").boots, 1);
+    assert_eq!(command("co2_monitor-01", "rb-1", r#"{"command":"reboot"}"#)["status"], "SUCCEEDED");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(boots("co2_monitor-01").boots == 2 && boots("co2_monitor-01").connected) {
+        assert!(Instant::now() < deadline, "no second boot: {:#?}", fleet.snapshot());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(boots("smart_plug-01").boots, 1, "only the device told to reboot did");
+
+    let left = fleet.stop();
+    done.store(true, Ordering::SeqCst);
+    drop(broker);
+    let _ = thread.join();
+    assert_eq!(left, 0);
+}

@@ -29,6 +29,12 @@
 //!   `signature_invalid` and keeps its old image; one that trusts none installs the
 //!   attacker's image, which is what signing is for.
 //!
+//! Each device also answers commands as its type's demo firmware declares them
+//! ([`demo_capabilities`]): `reboot` ends the boot (the device reconnects and counts a boot),
+//! `identify`, `recalibrate` (the readings go back to their baseline), `update_config`
+//! (kept in the device's storage across its reboots). It publishes realistic telemetry for
+//! its type ([`SimSensor`]: a seeded random walk per thing) at its `sample_rate_seconds`.
+//!
 //! Corruption, tampering and boot failure last for the device's life rather than its first
 //! update only, so a retried execution fails again, as it would on a device that is really
 //! broken (or really attacked).
@@ -59,6 +65,7 @@ use super::http::{HostHttp, HttpFaults};
 use super::mqtt::{ConnectOptions, HostMqttConnection, HostMqttEvent, MqttError, connect_with};
 use super::power::Power;
 use super::storage::MemStorage;
+use super::telemetry::{SharedSensor, SimSensor, demo_capabilities};
 use crate::{Agent, AgentConfig, Exit, pump_mqtt};
 
 /// Image offset of the byte a corrupting link flips: inside the first chunk, past the app
@@ -611,6 +618,9 @@ fn run_device(
     agent_config.poll_interval = config.poll_interval;
     agent_config.retry_delay = config.retry_delay;
     agent_config.reboot_grace = config.reboot_grace;
+    agent_config.capabilities = demo_capabilities(&spec.device_type);
+    // The sensors outlive the firmware's reboots.
+    let sensor = SharedSensor(Arc::new(Mutex::new(SimSensor::new(&spec.thing, &spec.device_type))));
     // Enough for a pump to see its DISCONNECT go out, or one connection attempt fail.
     let pump_wait = config.reconnect_delay + Duration::from_secs(10);
 
@@ -638,7 +648,8 @@ fn run_device(
         let http = HostHttp::new(config.http_timeout, faults.clone());
         let flash = dev.flash.clone();
         let mut agent = Agent::new(agent_config.clone(), client.clone(), rx, http, dev.flash.clone(), storage.clone())
-            .with_self_test(move || !flash.running_image_fails_self_test());
+            .with_self_test(move || !flash.running_image_fails_self_test())
+            .with_application(sensor.clone());
         let result = agent.run(stop);
         // The restart: the agent (and the receiving end of the pump) is gone; the session
         // ends after what the agent queued, and the pump with it.

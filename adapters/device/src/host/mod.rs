@@ -14,6 +14,7 @@ mod mqtt;
 mod power;
 mod server;
 mod storage;
+mod telemetry;
 
 pub use flash::{FlashError, SimFlash, SimSlotState, SimUpdate, SimUpdateFinished, SlotSnapshot};
 pub use fleet::{
@@ -30,3 +31,4 @@ pub use mqtt::{
 pub use power::{Power, PowerCut, PowerLost};
 pub use server::{ImageServer, ServerFaults};
 pub use storage::{FileStorage, MemStorage, StorageError};
+pub use telemetry::{RECALIBRATE_TYPES, SharedSensor, SimSensor, demo_capabilities};
