@@ -253,6 +253,22 @@ impl DeviceRegistry for IotRegistry {
         Ok(self.device_from(thing.clone(), described.attributes(), shadow.as_ref()))
     }
 
+    /// The state is a thing attribute: one UpdateThing merging it, the shadow untouched.
+    async fn set_state(&self, thing: &ThingName, state: OperationalState) -> Result<Device> {
+        let mut device = self.get(thing).await?.ok_or_else(|| ota_core::Error::not_found("device", thing.as_str()))?;
+        let attributes =
+            aws_sdk_iot::types::AttributePayload::builder().attributes(ATTR_STATE, state.as_str()).merge(true).build();
+        self.iot
+            .update_thing()
+            .thing_name(thing.as_str())
+            .attribute_payload(attributes)
+            .send()
+            .await
+            .map_err(fail("iot:UpdateThing"))?;
+        device.state = state;
+        Ok(device)
+    }
+
     async fn upsert(&self, device: Device) -> Result<()> {
         self.ensure_group(&device.thing_group, &device.device_type).await?;
         let mut attributes = aws_sdk_iot::types::AttributePayload::builder()

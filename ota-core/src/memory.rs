@@ -202,6 +202,13 @@ impl DeviceRegistry for MemoryRegistry {
     async fn device_types(&self) -> Result<Vec<DeviceType>> {
         Ok(lock(&self.devices).types.keys().cloned().collect())
     }
+
+    async fn set_state(&self, thing: &ThingName, state: crate::device::OperationalState) -> Result<Device> {
+        let mut devices = lock(&self.devices);
+        let d = devices.by_thing.get_mut(thing).ok_or_else(|| Error::not_found("device", thing.as_str()))?;
+        Arc::make_mut(d).state = state;
+        Ok(Device::clone(d))
+    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,16 @@ pub trait DeviceRegistry: Send + Sync + std::fmt::Debug + 'static {
     /// The distinct device types of registered devices, sorted.
     async fn device_types(&self) -> Result<Vec<DeviceType>>;
 
+    /// Sets the operational state of one device, leaving every other field as it is (a shadow
+    /// report in between is kept). Returns the updated record; `NotFound` for an unknown
+    /// thing. Backends that can make it one statement do; the default reads and writes back.
+    async fn set_state(&self, thing: &ThingName, state: crate::device::OperationalState) -> Result<Device> {
+        let mut d = self.get(thing).await?.ok_or_else(|| crate::Error::not_found("device", thing.as_str()))?;
+        d.state = state;
+        self.upsert(d.clone()).await?;
+        Ok(d)
+    }
+
     /// [`Self::list`] as shared records: what planning reads. A registry that keeps its
     /// records in memory hands out references to them instead of a copy of each (a
     /// whole-fleet plan over a million devices would otherwise copy a million records to

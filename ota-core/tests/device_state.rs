@@ -110,3 +110,114 @@ async fn a_type_whose_only_movers_are_in_maintenance_plans_nothing_and_says_why(
     assert_eq!(plan.held_back.len(), 3);
     assert!(plan.message.contains("held back smart_plug-01: in maintenance"), "{}", plan.message);
 }
+
+fn viewer() -> Caller {
+    Caller::new("vic", [Role::Viewer])
+}
+
+#[tokio::test]
+async fn an_operator_sets_the_state_audited_and_the_plan_follows_it_both_ways() {
+    let svc = world().await;
+    let plug = thing("smart_plug-02");
+    let d =
+        svc.set_device_state(&operator(), &plug, OperationalState::Maintenance, "replacing the relay").await.unwrap();
+    assert_eq!(d.state, OperationalState::Maintenance);
+    assert_eq!(d.firmware_version.map(|v| v.to_string()).as_deref(), Some("1.0.0"), "nothing else changes");
+    let plan = svc.plan_update(&operator(), &update_type("smart_plug", "3.0.0")).await.unwrap();
+    assert_eq!(planned(&plan), ["smart_plug-01", "smart_plug-03"]);
+    assert!(
+        plan.message.contains("held back smart_plug-02: in maintenance; name it to include it"),
+        "{}",
+        plan.message
+    );
+
+    let status = svc.device_status(&viewer(), &plug).await.unwrap();
+    assert_eq!(status.state, OperationalState::Maintenance);
+    assert!(status.summary.contains("maintenance"), "{}", status.summary);
+
+    svc.set_device_state(&operator(), &plug, OperationalState::Active, "").await.unwrap();
+    let plan = svc.plan_update(&operator(), &update_type("smart_plug", "3.0.0")).await.unwrap();
+    assert_eq!(
+        planned(&plan),
+        ["smart_plug-01", "smart_plug-02", "smart_plug-03"],
+        "the same request includes it again"
+    );
+
+    let trail = svc.backend().audit.recent(10).await.unwrap();
+    let sets: Vec<&str> = trail
+        .iter()
+        .filter(|e| e.operation == "set a device's state")
+        .map(|e| match &e.outcome {
+            ota_core::audit::AuditOutcome::Ok(s) => s.as_str(),
+            _ => "not ok",
+        })
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            "smart_plug-02: maintenance -> active; set by ana",
+            "smart_plug-02: active -> maintenance; replacing the relay"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_set_a_state_and_an_unknown_device_changes_nothing() {
+    let svc = world().await;
+    let plug = thing("smart_plug-02");
+    let err = svc.set_device_state(&viewer(), &plug, OperationalState::Retired, "").await.unwrap_err();
+    assert!(matches!(err, ota_core::Error::Forbidden { .. }), "{err}");
+    assert_eq!(svc.device_status(&viewer(), &plug).await.unwrap().state, OperationalState::Active, "unchanged");
+    let err =
+        svc.set_device_state(&operator(), &thing("smart_plug-99"), OperationalState::Retired, "").await.unwrap_err();
+    assert!(matches!(err, ota_core::Error::NotFound { .. }), "{err}");
+    assert!(svc.backend().registry.get(&thing("smart_plug-99")).await.unwrap().is_none(), "no record made");
+    let refused = svc
+        .backend()
+        .audit
+        .recent(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.outcome, ota_core::audit::AuditOutcome::Refused(_)))
+        .count();
+    assert_eq!(refused, 2, "both refusals are audited");
+    assert!(matches!(
+        svc.device_status(&viewer(), &thing("smart_plug-99")).await.unwrap_err(),
+        ota_core::Error::NotFound { .. }
+    ));
+}
+
+#[tokio::test]
+async fn the_status_of_a_device_says_everything_in_one_answer() {
+    use ota_core::device::{Health, HealthStatus, LOCATION, Telemetry};
+    let svc = world().await;
+    let name = thing("pet_feeder-03");
+    let mut d = svc.backend().registry.get(&name).await.unwrap().unwrap();
+    d.attributes.insert(LOCATION.into(), "factory-floor-2".into());
+    d.health = Some(Health { status: HealthStatus::Warning, message: "hopper low".into() });
+    d.connected = false;
+    d.last_seen = Some(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000));
+    let values = serde_json::json!({"food_level_pct": 12}).as_object().cloned().unwrap();
+    d.telemetry = Some(Telemetry { values: values.clone(), at: d.last_seen.unwrap() });
+    svc.backend().registry.upsert(d.clone()).await.unwrap();
+    svc.backend()
+        .telemetry
+        .append(vec![ota_core::ports::TelemetryPoint { thing: name.clone(), at: d.last_seen.unwrap(), values }])
+        .await
+        .unwrap();
+
+    let s = svc.device_status(&viewer(), &name).await.unwrap();
+    assert_eq!(s.device, d);
+    assert_eq!(
+        (s.connectivity.as_str(), s.connected, s.location.as_deref()),
+        ("offline", false, Some("factory-floor-2"))
+    );
+    assert_eq!(s.health.as_ref().map(|h| h.status), Some(HealthStatus::Warning));
+    assert_eq!(
+        s.summary,
+        "pet_feeder-03 at factory-floor-2: offline (last seen 2024-10-04T00:00:00Z), health warning (hopper low), active, runs 2.0.0"
+    );
+    let history = svc.telemetry(&viewer(), &ota_core::ports::TelemetryQuery::of(name.clone())).await.unwrap();
+    assert_eq!(history.len(), 1);
+}

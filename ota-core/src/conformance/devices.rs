@@ -175,3 +175,14 @@ pub async fn telemetry_refuses_oversized_points_and_stores_none_of_the_batch(b: 
     let p = TelemetryPoint::parse(&t, br#"{"values": {"co2_ppm": 5}, "at": "2026-01-01T00:00:00Z"}"#, t0()).unwrap();
     assert_eq!(p.at.to_rfc3339(), "2026-01-01T00:00:00+00:00");
 }
+
+pub async fn registry_sets_a_state_and_keeps_every_other_field(b: &Backend) {
+    let d = managed("co2_monitor-01", "lab", Some(HealthStatus::Ok), OperationalState::Active);
+    b.registry.upsert(d.clone()).await.unwrap();
+    let set = b.registry.set_state(&thing("co2_monitor-01"), OperationalState::Maintenance).await.unwrap();
+    assert_eq!(set, Device { state: OperationalState::Maintenance, ..d.clone() });
+    assert_eq!(b.registry.get(&thing("co2_monitor-01")).await.unwrap(), Some(set));
+    let err = b.registry.set_state(&thing("co2_monitor-09"), OperationalState::Retired).await.unwrap_err();
+    assert!(matches!(err, crate::Error::NotFound { .. }), "{err}");
+    assert_eq!(b.registry.get(&thing("co2_monitor-09")).await.unwrap(), None, "no record made");
+}

@@ -75,6 +75,7 @@ where
     run!(
         registry_keeps_attributes_health_state_telemetry_and_config,
         registry_queries_filter_by_location_health_and_state,
+        registry_sets_a_state_and_keeps_every_other_field,
         telemetry_is_queried_by_device_metric_and_time_oldest_first,
         telemetry_keeps_the_retention_and_prunes,
         telemetry_refuses_oversized_points_and_stores_none_of_the_batch,

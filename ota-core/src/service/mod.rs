@@ -22,6 +22,7 @@ use crate::policy::RolloutPolicy;
 use crate::ports::Backend;
 use crate::version::FirmwareVersion;
 
+mod devices;
 mod operations;
 mod planning;
 mod prompt;
@@ -30,6 +31,7 @@ mod several;
 mod trust;
 mod verify;
 
+pub use devices::DeviceStatus;
 pub use operations::{AskOutcome, PublishOptions, PublishRequest, StartItem, StartOutcome, StartResult};
 pub use revert::REVERT_SUBJECT;
 pub use trust::{SigningSettings, TrustedKeySetting};

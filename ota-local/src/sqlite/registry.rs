@@ -146,6 +146,25 @@ impl DeviceRegistry for SqliteStore {
         SqliteStore::upsert_many(self, devices).await
     }
 
+    async fn set_state(&self, thing: &ThingName, state: OperationalState) -> Result<Device> {
+        let thing = thing.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let n = tx
+                .prepare_cached("UPDATE devices SET state = ?2 WHERE thing = ?1")?
+                .execute(params![thing.as_str(), state.as_str()])?;
+            if n == 0 {
+                return Err(super::StoreError::Domain(ota_core::Error::not_found("device", thing.as_str())));
+            }
+            let d = tx
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE thing = ?1"))?
+                .query_row([thing.as_str()], device_from_row)?;
+            tx.commit()?;
+            Ok(d)
+        })
+        .await
+    }
+
     async fn device_types(&self) -> Result<Vec<DeviceType>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT DISTINCT device_type FROM devices ORDER BY device_type")?;
