@@ -431,3 +431,96 @@ async fn qos_2_and_packets_before_connect_close_the_connection() {
     let n = tokio::time::timeout(WAIT, raw.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "no answer but a closed connection");
 }
+
+/// The real device agent (ota-device, blocking, on its own thread) over the endpoint, the
+/// test as the cloud: its subscriptions and publishes on the command, config-shadow and
+/// telemetry topics pass the endpoint's confinement, and it answers update_config
+/// (accepted, then out of bounds), an unknown command and reboot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_agent_answers_commands_over_the_endpoint() {
+    use ota_core::command::{Capabilities, Health};
+    use ota_core::names::DeviceType;
+    use ota_core::update::DeviceConfig;
+    use ota_device::host::{ConnectOptions, HostHttp, MemStorage, Power, SimFlash, connect_with};
+    use ota_device::{Agent, AgentConfig, Application, Exit, pump_mqtt};
+    use serde_json::{Map, Value, json};
+
+    struct Co2;
+    impl Application for Co2 {
+        fn telemetry(&mut self) -> Option<(Map<String, Value>, Health)> {
+            let Value::Object(m) = json!({"co2_ppm": 640}) else { unreachable!() };
+            Some((m, Health::ok()))
+        }
+    }
+
+    let mut ep = Endpoint::start().await;
+    let name = "co2_monitor-07";
+    let mut options = ConnectOptions::new(name, "127.0.0.1", ep.port);
+    options.credentials = Some((name.to_string(), ep.password(name)));
+    let power = Power::new();
+    let (p, storage) = (power.clone(), MemStorage::new(power.clone()));
+    let agent = std::thread::spawn(move || {
+        let flash = SimFlash::new("1.0.0", 4 << 20, p.clone());
+        flash.power_on();
+        let (client, connection) = connect_with(&options);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || pump_mqtt(connection, tx));
+        let device = DeviceConfig::new(thing(name), DeviceType::parse("co2_monitor").unwrap());
+        let mut config = AgentConfig::new(device, 4 << 20);
+        config.poll_interval = std::time::Duration::from_millis(20);
+        config.reboot_grace = std::time::Duration::from_millis(200);
+        config.capabilities = Capabilities::demo(true);
+        let http = HostHttp::new(std::time::Duration::from_secs(5), Arc::default());
+        let mut agent = Agent::new(config, client, rx, http, flash, storage).with_application(Co2);
+        agent.run(p.off_flag()).expect("the agent runs")
+    });
+
+    // The cloud's view: messages from the device, by topic.
+    let mut from_device = Vec::new();
+    let mut wait_for = async |events: &mut tokio::sync::mpsc::Receiver<DeviceEvent>, topic: &str| -> Value {
+        loop {
+            if let Some(i) = from_device.iter().position(|(t, _): &(String, Value)| t == topic) {
+                return from_device.remove(i).1;
+            }
+            match next_event(events).await {
+                DeviceEvent::Message { thing: from, topic, payload } => {
+                    assert_eq!(from, thing(name));
+                    from_device.push((topic, serde_json::from_slice(&payload).unwrap_or(Value::Null)));
+                }
+                DeviceEvent::Disconnected { .. } => panic!("the device was disconnected: {from_device:?}"),
+                _ => {}
+            }
+        }
+    };
+    let config_topic = format!("$aws/things/{name}/shadow/name/config/update");
+    let reported = wait_for(&mut ep.link.events, &config_topic).await;
+    assert_eq!(reported["state"]["reported"]["sample_rate_seconds"], 60);
+    assert_eq!(wait_for(&mut ep.link.events, &telemetry(name)).await, json!({"co2_ppm": 640}));
+
+    let cases = [
+        ("c-1", r#"{"command":"update_config","parameters":{"log_level":"debug"}}"#, "SUCCEEDED", None),
+        (
+            "c-2",
+            r#"{"command":"update_config","parameters":{"sample_rate_seconds":9000}}"#,
+            "REJECTED",
+            Some("OUT_OF_BOUNDS"),
+        ),
+        ("x-1", r#"{"command":"launch"}"#, "REJECTED", Some("UNSUPPORTED_COMMAND")),
+        ("r-1", r#"{"command":"reboot"}"#, "SUCCEEDED", None),
+    ];
+    for (id, body, status, code) in cases {
+        ep.publish(command(name, id, "request/json"), body.as_bytes()).await;
+        let answer = wait_for(&mut ep.link.events, &command(name, id, "response/json")).await;
+        assert_eq!(answer["status"], status, "{id}: {answer}");
+        if let Some(code) = code {
+            assert_eq!(answer["statusReason"]["reasonCode"], code, "{id}: {answer}");
+        }
+        if id == "c-1" {
+            let reported = wait_for(&mut ep.link.events, &config_topic).await;
+            assert_eq!(reported["state"]["reported"]["log_level"], "debug");
+        }
+    }
+    let exit = tokio::task::spawn_blocking(move || agent.join().unwrap()).await.unwrap();
+    assert_eq!(exit, Exit::Reboot);
+    power.switch_off();
+}
