@@ -92,8 +92,8 @@ pub struct CommandResponse {
     pub status: ExecutionStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<StatusReason>,
-    /// Named results; on AWS each value is a `CommandExecutionResult` (`{"S": ...}`,
-    /// `{"B": ...}` or `{"BIN": ...}`).
+    /// Named results; on AWS each value is a `CommandExecutionResult` (one string, boolean
+    /// or binary value). ota's device machine sends none yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Map<String, Value>>,
 }
