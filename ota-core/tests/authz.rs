@@ -257,7 +257,11 @@ fn a_policy_file_that_does_not_parse_or_validate_is_an_error_with_line_and_colum
 
     // The service's error says where, and nothing was built that could allow.
     let err: Error = Authorizer::from_text("permit (", "p.cedar").unwrap_err().into();
-    assert!(matches!(err, Error::Invalid { .. }) && err.to_string().contains("p.cedar:1:"), "{err}");
+    assert!(
+        matches!(err, Error::Invalid { .. })
+            && err.to_string().contains("invalid policy file \"p.cedar\": line 1, column "),
+        "{err}"
+    );
 }
 
 #[test]

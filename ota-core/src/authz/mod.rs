@@ -328,8 +328,11 @@ impl fmt::Display for PolicyError {
 impl std::error::Error for PolicyError {}
 
 impl From<PolicyError> for Error {
+    /// `invalid policy file "PATH": line 3, column 16: unexpected end of input; ...`
     fn from(e: PolicyError) -> Self {
-        Error::invalid("policy file", e.source.clone(), e.to_string())
+        let parts: Vec<String> =
+            e.problems.iter().map(|p| format!("line {}, column {}: {}", p.line, p.column, p.message)).collect();
+        Error::invalid("policy file", e.source, parts.join("; "))
     }
 }
 
@@ -412,7 +415,7 @@ impl Authorizer {
         let result = cedar::Validator::new(schema.clone()).validate(&policies, cedar::ValidationMode::Strict);
         if !result.validation_passed() {
             let mut problems = problems_of(text, result.validation_errors());
-            problems.sort_by_key(|p| (p.line, p.column));
+            problems.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
             return Err(fail(problems));
         }
         let actions = schema.action_entities().map(|e| e.iter().cloned().collect()).unwrap_or_default();

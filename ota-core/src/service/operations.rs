@@ -296,18 +296,22 @@ impl FleetManager {
 
     /// One rollout.
     pub async fn rollout(&self, caller: &Caller, id: &JobId) -> Result<Rollout> {
-        let resource = self.rollout_resource(id).await;
+        let found = self.backend.rollouts.get(id).await;
+        let device_type = found.as_ref().ok().map(|r| r.device_type.to_string());
+        let resource = Resource::Rollout { id: id.to_string(), device_type };
         self.allow(caller, authz::Action::ReadRollout, "read a rollout", resource)?;
-        self.backend.rollouts.get(id).await
+        found
     }
 
     /// What cancelling rollout `id` would cancel, checked as `caller` and changing nothing:
     /// the operator role, the rollout exists and is still active. The chat shows this before
     /// asking for confirmation; [`FleetManager::cancel`] checks everything again.
     pub async fn preview_cancel(&self, caller: &Caller, id: &JobId) -> Result<Rollout> {
-        let resource = self.rollout_resource(id).await;
+        let found = self.backend.rollouts.get(id).await;
+        let device_type = found.as_ref().ok().map(|r| r.device_type.to_string());
+        let resource = Resource::Rollout { id: id.to_string(), device_type };
         self.allow(caller, authz::Action::CancelRollout, "cancel a rollout", resource)?;
-        let rollout = self.backend.rollouts.get(id).await?;
+        let rollout = found?;
         if !rollout.status.is_active() {
             return Err(Error::Conflict(format!("rollout {id} already ended ({})", rollout.status.as_str())));
         }
