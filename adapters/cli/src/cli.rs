@@ -62,6 +62,9 @@ pub enum Command {
     /// Firmware signing keys: generate, list, export, revoke.
     #[command(subcommand)]
     Keys(crate::keys::KeysCommand),
+    /// Authorization policies (Cedar): check a file, show those in force.
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
     /// The device registry.
     #[command(subcommand)]
     Devices(DevicesCommand),

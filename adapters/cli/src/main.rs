@@ -13,6 +13,7 @@ mod demo;
 mod enroll;
 mod keys;
 mod live;
+mod policy;
 mod render;
 mod server;
 mod table;
@@ -76,6 +77,11 @@ fn load_settings(data_dir: &Path) -> Result<Settings> {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let out = Output { json: cli.json };
+    if let Command::Policy(command) = &cli.command {
+        return policy::run(command, &cli.data_dir, cli.backend, &out);
+    }
+    // A policies.cedar that does not parse or validate stops every command here.
+    let policies = policy::load(&cli.data_dir, cli.backend)?;
     let mut aws_settings = None;
     let mut store = None;
     let local_only = matches!(
@@ -146,7 +152,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Some(aws) => aws.service.clone(),
         None => load_settings(&cli.data_dir)?,
     };
-    let svc = Arc::new(FleetManager::new(backend, settings)?);
+    let svc = Arc::new(policy::apply(FleetManager::new(backend, settings)?, policies));
     let me = local_caller();
     let local_store =
         || store.clone().ok_or_else(|| Error::invalid("backend", "aws", "this command needs the local backend"));
@@ -369,7 +375,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out.rollout(&svc.cancel(&me, &JobId::parse(&id)?, &reason).await?);
         }
         // Ran above, before any backend opened.
-        Command::Keys(_) | Command::Devices(DevicesCommand::Revoke { .. }) => {}
+        Command::Keys(_) | Command::Policy(_) | Command::Devices(DevicesCommand::Revoke { .. }) => {}
         Command::Audit { limit } => {
             out.audit(&svc.audit_trail(&me, limit).await?);
         }
