@@ -380,6 +380,25 @@ pub fn device_policy(region: &str, account: &str) -> Value {
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
                 "Resource": arn("topicfilter", &format!("$aws/things/{thing}/*"))
+            },
+            // IoT Commands and telemetry, as deploy/template.yaml's DevicePolicy.
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": arn("topicfilter", &format!("$aws/commands/things/{thing}/executions/*"))
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Receive",
+                "Resource": arn("topic", &format!("$aws/commands/things/{thing}/executions/*"))
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [
+                    arn("topic", &format!("$aws/commands/things/{thing}/executions/*/response/*")),
+                    arn("topic", &format!("dt/ota/{thing}/telemetry"))
+                ]
             }
         ]
     })
@@ -437,8 +456,17 @@ mod tests {
             s[2]["Resource"],
             "arn:aws:iot:eu-west-1:111122223333:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/*"
         );
+        // Commands: its own executions only; telemetry: its own topic only.
+        assert_eq!(
+            s[3]["Resource"],
+            "arn:aws:iot:eu-west-1:111122223333:topicfilter/$aws/commands/things/${iot:Connection.Thing.ThingName}/executions/*"
+        );
+        assert_eq!(
+            s[5]["Resource"][1],
+            "arn:aws:iot:eu-west-1:111122223333:topic/dt/ota/${iot:Connection.Thing.ThingName}/telemetry"
+        );
         // Nothing else is allowed: no wildcard topic, no other action.
-        assert_eq!(s.as_array().unwrap().len(), 3);
+        assert_eq!(s.as_array().unwrap().len(), 6);
         assert!(!doc.to_string().contains("iot:*") && !doc.to_string().contains("topic/*"));
     }
 
