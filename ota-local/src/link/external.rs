@@ -17,12 +17,17 @@ use super::{DeviceEvent, DeviceLink, EVENT_QUEUE, LinkError, LinkHandle, LinkPub
 
 /// What the cloud subscribes to, for every thing (`+`): job requests (`$next/get` is one of
 /// the `+/get`, so it has no filter of its own: overlapping filters can make a broker
-/// deliver a message twice), job status updates, and shadow updates and gets.
-pub const CLOUD_FILTERS: [&str; 4] = [
+/// deliver a message twice), job status updates, classic and named shadow updates and gets,
+/// command execution responses and telemetry.
+pub const CLOUD_FILTERS: [&str; 8] = [
     "$aws/things/+/jobs/+/get",
     "$aws/things/+/jobs/+/update",
     "$aws/things/+/shadow/update",
     "$aws/things/+/shadow/get",
+    "$aws/things/+/shadow/name/+/update",
+    "$aws/things/+/shadow/name/+/get",
+    "$aws/commands/things/+/executions/+/response/json",
+    "dt/ota/+/telemetry",
 ];
 
 /// How long [`external`] waits for the broker to accept the connection and subscriptions.
@@ -98,7 +103,7 @@ fn check_suback(ack: &SubAck) -> Result<(), LinkError> {
         Ok(())
     } else {
         Err(LinkError::Refused(format!(
-            "subscriptions refused: {refused:?} (does the broker's ACL grant the cloud user `$aws/things/#`?)"
+            "subscriptions refused: {refused:?} (does the broker's ACL grant the cloud user `$aws/things/#`, `$aws/commands/things/#` and `dt/ota/#`? `ota devices provision --mosquitto DIR` writes one that does)"
         )))
     }
 }

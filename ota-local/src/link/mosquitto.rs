@@ -76,10 +76,16 @@ pub fn write_mosquitto_files(
 
     let mut acl = String::new();
     acl.push_str("# Written by ota. Every device (its user name is its thing name) may use only its own topics.\n");
-    acl.push_str("pattern readwrite $aws/things/%u/#\n\n");
+    acl.push_str("pattern readwrite $aws/things/%u/#\n");
+    acl.push_str("# Its own command executions (requests in, responses out) and its own telemetry.\n");
+    acl.push_str("pattern read $aws/commands/things/%u/executions/#\n");
+    acl.push_str("pattern write $aws/commands/things/%u/executions/+/response/json\n");
+    acl.push_str("pattern write dt/ota/%u/telemetry\n\n");
     acl.push_str("# The ota server serves every device.\n");
     let _ = writeln!(acl, "user {cloud_user}");
     acl.push_str("topic readwrite $aws/things/#\n");
+    acl.push_str("topic readwrite $aws/commands/things/#\n");
+    acl.push_str("topic read dt/ota/#\n");
 
     std::fs::create_dir_all(dir)?;
     let files = MosquittoFiles { password_file: dir.join("mosquitto.passwd"), acl_file: dir.join("mosquitto.acl") };
@@ -179,6 +185,8 @@ mod tests {
         assert!(passwd.lines().all(|l| l.split_once(':').unwrap().1.starts_with("$7$101$")));
         let acl = std::fs::read_to_string(&files.acl_file).unwrap();
         assert!(acl.contains("pattern readwrite $aws/things/%u/#\n"), "{acl}");
+        assert!(acl.contains("pattern write dt/ota/%u/telemetry\n"), "{acl}");
+        assert!(acl.contains("pattern read $aws/commands/things/%u/executions/#\n"), "{acl}");
         assert!(acl.contains("user ota-cloud\ntopic readwrite $aws/things/#\n"), "{acl}");
     }
 
