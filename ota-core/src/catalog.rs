@@ -204,6 +204,14 @@ pub struct FirmwareMetadata {
     /// security version N refuses every image below N.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub security_version: u32,
+    /// The commands this firmware answers (`reboot`, `identify`, `recalibrate`, ...); omitted
+    /// when none, so metadata written before declarations existed reads and writes unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// The settings it takes: name -> type, bounds or allowed values, default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, serde_json::Value>"))]
+    pub settings: BTreeMap<String, crate::command::settings::SettingSpec>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -215,6 +223,26 @@ impl FirmwareMetadata {
             artifact: artifact.to_string(),
             detail: format!("{METADATA_FILE} is not valid: {e}"),
         })
+    }
+
+    /// What the firmware declares it supports.
+    pub fn capabilities(&self) -> crate::command::settings::Capabilities {
+        crate::command::settings::Capabilities { commands: self.commands.clone(), settings: self.settings.clone() }
+    }
+
+    /// Moves `commands` and `settings` given among the extra fields (a publish request's
+    /// `extra`) into their fields, when they have the declared shape; otherwise they stay
+    /// extra fields, written back as given.
+    pub fn lift_declarations(&mut self) {
+        if let Some(c) = self.extra.get("commands").and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+        {
+            self.commands = c;
+            self.extra.remove("commands");
+        }
+        if let Some(s) = self.extra.get("settings").and_then(|v| serde_json::from_value(v.clone()).ok()) {
+            self.settings = s;
+            self.extra.remove("settings");
+        }
     }
 
     /// Pretty JSON with a final newline, as published.

@@ -187,6 +187,8 @@ mod tests {
             release_notes: String::new(),
             signature: None,
             security_version: 0,
+            commands: Vec::new(),
+            settings: Default::default(),
             extra: Default::default(),
         };
         assert!(check_artifact(&a, &real, &meta, &real, 5).is_ok());

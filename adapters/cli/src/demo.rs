@@ -9,7 +9,6 @@ use ota_core::Result;
 use ota_core::auth::Caller;
 use ota_core::catalog::ArtifactRef;
 use ota_core::demo;
-use ota_core::device::Device;
 use ota_core::service::{FleetManager, PublishOptions, PublishRequest};
 use ota_core::version::FirmwareVersion;
 use serde::Serialize;
@@ -52,6 +51,8 @@ pub async fn init_demo(
             let mut extra = std::collections::BTreeMap::new();
             extra.insert("board".to_string(), serde_json::json!("seeed_xiao_esp32s3"));
             extra.insert("idf_version".to_string(), serde_json::json!("v5.4.1"));
+            // What the firmware supports: commands and settings.
+            extra.extend(demo::declarations(&t));
             let request = PublishRequest {
                 image: demo::firmware_image(&t, &v),
                 release_notes: demo::release_notes(&t, &v),
@@ -65,20 +66,23 @@ pub async fn init_demo(
             s.firmware_created += 1;
         }
         let mut new_devices = Vec::new();
+        let now = svc.now();
         for (thing, version) in demo::devices(&t, 4) {
             s.devices += 1;
             if backend.registry.get(&thing).await?.is_some() {
                 continue;
             }
-            new_devices.push(Device {
-                firmware_version: Some(version),
-                connected: false,
-                last_seen: None,
-                ..Device::new(thing, t.clone(), svc.settings().naming.thing_group_of(&t))
-            });
+            // Location, health and the last telemetry; not connected until a device connects.
+            new_devices.push(demo::device_record(&t, thing, version, svc.settings().naming.thing_group_of(&t), now));
         }
         s.devices_created += new_devices.len();
+        // A week of hourly history for each new device, up to when it was last seen.
+        let history: Vec<_> = new_devices
+            .iter()
+            .flat_map(|d| demo::telemetry_history(&t, &d.thing, d.last_seen.unwrap_or(now)))
+            .collect();
         backend.registry.upsert_many(new_devices).await?;
+        backend.telemetry.append(history).await?;
         if backend.config.get(&t).await?.is_none() {
             svc.set_ota_enabled(me, &t, t.as_str() != demo::DISABLED_TYPE).await?;
             s.types_configured += 1;

@@ -113,6 +113,8 @@ fn describe(a: &ArtifactRef, img: &[u8], notes: String) -> (crate::catalog::Sha2
         release_notes: notes,
         signature: None,
         security_version: 0,
+        commands: Vec::new(),
+        settings: Default::default(),
         extra: Default::default(),
     };
     (sha, meta)

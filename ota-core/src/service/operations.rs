@@ -476,7 +476,7 @@ impl FleetManager {
         let signed_by = signature.as_ref().map(|s| s.key_id);
         let der = signature.as_ref().and_then(FirmwareSignature::der);
         let signed = signature.clone();
-        let metadata = FirmwareMetadata {
+        let mut metadata = FirmwareMetadata {
             version: publish.version,
             device_type: publish.device_type,
             size,
@@ -485,8 +485,12 @@ impl FleetManager {
             release_notes: publish.release_notes,
             signature,
             security_version: options.security_version,
+            commands: Vec::new(),
+            settings: Default::default(),
             extra: publish.extra,
         };
+        // A request declares commands and settings among its extra fields.
+        metadata.lift_declarations();
         let mut result = self
             .backend
             .catalog
