@@ -39,7 +39,7 @@ fn reason(r: &CommandResponse) -> (&str, &str) {
     (reason.reason_code.as_str(), reason.reason_description.as_str())
 }
 
-fn published_on<'a>(actions: &'a [CommandAction], want: &str) -> Vec<Value> {
+fn published_on(actions: &[CommandAction], want: &str) -> Vec<Value> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -356,7 +356,7 @@ fn telemetry_goes_out_at_the_configured_rate_with_health_in_the_shadow() {
     let Value::Object(map) = metrics.clone() else { unreachable!() };
     m.handle(CommandEvent::Sampled { metrics: map.clone(), health: Health::ok() });
     let actions = drain(&mut m);
-    assert_eq!(published_on(&actions, "dt/ota/co2_monitor-01/telemetry"), [metrics.clone()]);
+    assert_eq!(published_on(&actions, "dt/ota/co2_monitor-01/telemetry"), std::slice::from_ref(&metrics));
     assert_eq!(
         published_on(&actions, "$aws/things/co2_monitor-01/shadow/update"),
         [json!({"state": {"reported": {"health": {"status": "ok", "message": ""}, "telemetry": metrics}}})]
