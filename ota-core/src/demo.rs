@@ -181,8 +181,10 @@ pub fn declarations(device_type: &DeviceType) -> std::collections::BTreeMap<Stri
     out
 }
 
-/// The metrics a demo type reports: (name, typical value, daily swing, noise, decimals).
-fn metrics(device_type: &str) -> &'static [(&'static str, f64, f64, f64, u32)] {
+/// The metrics a demo type reports: (name, typical value, daily swing, noise, decimals). The
+/// week of history written at `init` and the simulator's live readings both come from here,
+/// so a metric keeps its name when the simulator takes over.
+pub fn metrics(device_type: &str) -> &'static [(&'static str, f64, f64, f64, u32)] {
     match device_type {
         "vision_ai_face_detector" => &[("faces_detected", 12.0, 10.0, 4.0, 0), ("inference_ms", 48.0, 6.0, 3.0, 1)],
         "vision_ai_object_counter" => &[("objects_counted", 140.0, 90.0, 20.0, 0), ("inference_ms", 35.0, 4.0, 2.0, 1)],

@@ -31,4 +31,4 @@ pub use mqtt::{
 pub use power::{Power, PowerCut, PowerLost};
 pub use server::{ImageServer, ServerFaults};
 pub use storage::{FileStorage, MemStorage, StorageError};
-pub use telemetry::{RECALIBRATE_TYPES, SharedSensor, SimSensor, demo_capabilities};
+pub use telemetry::{SharedSensor, SimSensor, demo_capabilities};

@@ -11,24 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::Application;
 
-/// The demo types whose firmware also declares `recalibrate` (every one declares `reboot`
-/// and `identify`, and the settings `sample_rate_seconds` and `log_level`).
-pub const RECALIBRATE_TYPES: [&str; 10] = [
-    "soil_moisture_sensor",
-    "air_quality_monitor",
-    "co2_monitor",
-    "temperature_humidity_sensor",
-    "weather_station",
-    "beehive_scale",
-    "water_leak_detector",
-    "sound_level_meter",
-    "energy_meter",
-    "fish_tank_monitor",
-];
-
-/// What a demo firmware of `device_type` declares.
+/// What a demo firmware of `device_type` declares (the demo world's declarations).
 pub fn demo_capabilities(device_type: &DeviceType) -> Capabilities {
-    Capabilities::demo(RECALIBRATE_TYPES.contains(&device_type.as_str()))
+    ota_core::demo::capabilities(device_type)
 }
 
 /// One metric: name, baseline, step of the walk, bounds, decimals.
@@ -41,48 +26,28 @@ struct Metric {
     decimals: i32,
 }
 
-const fn m(name: &'static str, baseline: f64, step: f64, min: f64, max: f64, decimals: i32) -> Metric {
-    Metric { name, baseline, step, min, max, decimals }
-}
-
-/// The metrics of a type; the first one drifts.
+/// The metrics of a type, as the demo world's history names them (`ota_core::demo::metrics`):
+/// the walk starts at the typical value, steps by its noise, and stays within three daily
+/// swings of it (never below 0 for a quantity that is typically positive, never above 100 for
+/// a percentage). The first one drifts.
 fn metrics_of(device_type: &str) -> Vec<Metric> {
-    let mut metrics = match device_type {
-        "co2_monitor" => {
-            vec![m("co2_ppm", 620.0, 12.0, 400.0, 5000.0, 0), m("temperature_c", 21.5, 0.1, -10.0, 50.0, 1)]
-        }
-        "soil_moisture_sensor" => vec![m("soil_moisture_pct", 42.0, 0.6, 0.0, 100.0, 1)],
-        "beehive_scale" => {
-            vec![m("hive_weight_kg", 38.0, 0.08, 0.0, 150.0, 2), m("temperature_c", 34.5, 0.1, -20.0, 50.0, 1)]
-        }
-        "energy_meter" => {
-            vec![m("power_w", 420.0, 25.0, 0.0, 10_000.0, 0), m("voltage_v", 230.0, 0.8, 180.0, 260.0, 1)]
-        }
-        "smart_plug" => vec![m("power_w", 60.0, 4.0, 0.0, 3600.0, 0)],
-        "temperature_humidity_sensor" => {
-            vec![m("temperature_c", 21.0, 0.1, -40.0, 85.0, 1), m("humidity_pct", 45.0, 0.5, 0.0, 100.0, 1)]
-        }
-        "weather_station" => vec![
-            m("temperature_c", 14.0, 0.2, -40.0, 60.0, 1),
-            m("humidity_pct", 70.0, 0.8, 0.0, 100.0, 1),
-            m("pressure_hpa", 1013.0, 0.3, 900.0, 1100.0, 1),
-            m("wind_speed_ms", 3.2, 0.3, 0.0, 60.0, 1),
-        ],
-        "air_quality_monitor" => vec![
-            m("pm25_ugm3", 12.0, 0.6, 0.0, 500.0, 1),
-            m("pm10_ugm3", 20.0, 0.9, 0.0, 600.0, 1),
-            m("voc_ppb", 150.0, 6.0, 0.0, 5000.0, 0),
-        ],
-        "water_leak_detector" => vec![m("moisture_pct", 2.0, 0.2, 0.0, 100.0, 1)],
-        "sound_level_meter" => vec![m("sound_db", 48.0, 1.5, 20.0, 130.0, 1)],
-        "fish_tank_monitor" => {
-            vec![m("water_temperature_c", 25.0, 0.05, 0.0, 40.0, 2), m("ph", 7.2, 0.02, 0.0, 14.0, 2)]
-        }
-        "motion_sensor" => vec![m("motion_events", 3.0, 1.0, 0.0, 100.0, 0)],
-        _ => vec![m("temperature_c", 38.0, 0.3, -20.0, 90.0, 1)],
-    };
-    metrics.push(m("rssi_dbm", -60.0, 1.0, -100.0, -30.0, 0));
-    metrics
+    ota_core::demo::metrics(device_type)
+        .iter()
+        .map(|&(name, typical, swing, noise, decimals)| {
+            let reach = 3.0 * (swing + noise).max(typical.abs() * 0.05);
+            let mut min = typical - reach;
+            if typical >= 0.0 {
+                min = min.max(0.0);
+            }
+            let mut max = typical + reach;
+            if name.ends_with("_pct") {
+                max = max.min(100.0);
+            }
+            let step = if noise > 0.0 { noise } else { swing * 0.1 };
+            #[allow(clippy::cast_possible_wrap)] // a handful of decimals
+            Metric { name, baseline: typical, step, min, max, decimals: decimals as i32 }
+        })
+        .collect()
 }
 
 /// splitmix64: small, seeded, reproducible.
@@ -242,11 +207,11 @@ mod tests {
         let (ra, rb, rc) = (a.read(), b.read(), c.read());
         assert_eq!(ra, rb, "same thing, same walk");
         assert_ne!(ra, rc, "another thing, another walk");
-        assert_eq!(ra.keys().collect::<Vec<_>>(), ["co2_ppm", "temperature_c", "rssi_dbm"]);
+        assert_eq!(ra.keys().collect::<Vec<_>>(), ["co2_ppm", "temperature_c"]);
         for _ in 0..10_000 {
             let r = a.read();
             let ppm = r["co2_ppm"].as_i64().unwrap();
-            assert!((400..=5000).contains(&ppm), "{ppm}");
+            assert!((0..=5000).contains(&ppm), "{ppm}");
         }
         for (t, metric) in [
             ("soil_moisture_sensor", "soil_moisture_pct"),
@@ -255,10 +220,18 @@ mod tests {
             ("smart_plug", "power_w"),
             ("temperature_humidity_sensor", "humidity_pct"),
             ("weather_station", "pressure_hpa"),
-            ("air_quality_monitor", "pm25_ugm3"),
-            ("pet_feeder", "temperature_c"),
+            ("air_quality_monitor", "pm2_5_ugm3"),
+            ("pet_feeder", "food_level_pct"),
         ] {
             assert!(sensor(&format!("{t}-01"), t).read().contains_key(metric), "{t}");
+        }
+        // Live readings carry exactly the metric names of the week of history `init` writes.
+        for t in ["co2_monitor", "air_quality_monitor", "sound_level_meter", "fish_tank_monitor", "weather_station"] {
+            let mut live: Vec<String> = sensor(&format!("{t}-01"), t).read().keys().cloned().collect();
+            live.sort();
+            let mut history: Vec<String> = ota_core::demo::metrics(t).iter().map(|m| m.0.to_string()).collect();
+            history.sort();
+            assert_eq!(live, history, "{t}");
         }
     }
 
@@ -269,13 +242,13 @@ mod tests {
         for _ in 0..500 {
             s.read();
         }
-        let drifted = s.read()["pm25_ugm3"].as_f64().unwrap();
-        assert!(drifted > 30.0, "a drifting PM2.5 sensor reads high: {drifted}");
+        let drifted = s.read()["pm2_5_ugm3"].as_f64().unwrap();
+        assert!(drifted > 18.0, "a drifting PM2.5 sensor reads over twice its typical 9 µg/m³: {drifted}");
         s.recalibrate();
         assert_eq!(s.health(), Health::ok());
         assert_eq!(s.drift(), 0.0);
-        let after = s.read()["pm25_ugm3"].as_f64().unwrap();
-        assert!((after - 12.0).abs() < 3.0, "back near the 12 µg/m³ baseline: {after}");
+        let after = s.read()["pm2_5_ugm3"].as_f64().unwrap();
+        assert!((after - 9.0).abs() < 3.0, "back near the 9 µg/m³ typical value: {after}");
         assert_eq!(s.recalibrations, 1);
     }
 
