@@ -24,6 +24,7 @@ pub fn fleet(devices: usize) -> (FleetManager, Arc<MemoryRegistry>) {
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
         telemetry: Arc::new(ota_core::memory::MemoryTelemetry::default()),
+        commands: Arc::new(ota_core::memory::MemoryCommands::default()),
     };
     let svc = FleetManager::new(backend, Settings::default()).expect("valid settings");
     let admin = Caller::new("bench", [Role::Admin]);

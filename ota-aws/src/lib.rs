@@ -113,6 +113,7 @@ pub fn backend(clients: &AwsClients, settings: &AwsSettings, account_id: Option<
         )),
         audit: Arc::new(DynamoAuditLog::new(clients.dynamodb.clone(), settings.table("audit"))),
         // Not built yet: a topic rule into a DynamoDB table with a TTL (see the design).
+        commands: Arc::new(ota_core::memory::MemoryCommands::default()), // PLACEHOLDER-16
         telemetry: Arc::new(ota_core::ports::NoTelemetryHistory),
     }
 }

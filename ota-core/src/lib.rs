@@ -27,6 +27,8 @@ pub mod auth;
 #[cfg(feature = "service")]
 pub mod authz;
 #[cfg(feature = "service")]
+pub mod commands;
+#[cfg(feature = "service")]
 pub mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;

@@ -12,8 +12,9 @@ use crate::config::TypeConfig;
 use crate::device::{Device, DeviceQuery};
 use crate::error::{Error, Result};
 use crate::names::{DeviceType, JobId, ThingName};
+use crate::commands::{CommandQuery, CommandRun, Dispatch};
 use crate::ports::{
-    AuditLog, Backend, ByteStream, ConfigStore, DeviceRegistry, FirmwareCatalog, RolloutStore, TelemetryPoint,
+    AuditLog, Backend, ByteStream, CommandStore, ConfigStore, DeviceRegistry, FirmwareCatalog, RolloutStore, TelemetryPoint,
     TelemetryQuery, TelemetryStore, check_telemetry,
 };
 use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
@@ -32,6 +33,7 @@ pub fn backend() -> Backend {
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
         telemetry: Arc::new(MemoryTelemetry::default()),
+        commands: Arc::new(MemoryCommands::default()),
     }
 }
 
@@ -398,5 +400,69 @@ impl TelemetryStore for MemoryTelemetry {
             n += (len - v.len()) as u64;
         }
         Ok(n)
+    }
+}
+
+/// Command runs in a map, advanced in place.
+#[derive(Debug, Default)]
+pub struct MemoryCommands {
+    runs: Mutex<BTreeMap<String, CommandRun>>,
+}
+
+#[async_trait]
+impl CommandStore for MemoryCommands {
+    async fn create(&self, run: &CommandRun) -> Result<()> {
+        let mut runs = lock(&self.runs);
+        if runs.contains_key(&run.id) {
+            return Err(Error::AlreadyExists { what: "command run", name: run.id.clone(), hint: String::new() });
+        }
+        runs.insert(run.id.clone(), run.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<CommandRun> {
+        lock(&self.runs).get(id).cloned().ok_or_else(|| Error::not_found("command run", id))
+    }
+
+    async fn list(&self, query: &CommandQuery) -> Result<Vec<CommandRun>> {
+        let mut out: Vec<CommandRun> = lock(&self.runs).values().filter(|r| query.matches(r)).cloned().collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        if let Some(l) = query.limit {
+            out.truncate(l);
+        }
+        Ok(out)
+    }
+
+    async fn cancel(&self, id: &str, reason: &str, at: chrono::DateTime<chrono::Utc>) -> Result<CommandRun> {
+        let mut runs = lock(&self.runs);
+        let run = runs.get_mut(id).ok_or_else(|| Error::not_found("command run", id))?;
+        run.cancel(reason, at)?;
+        Ok(run.clone())
+    }
+
+    async fn advance(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<Dispatch>> {
+        let mut runs = lock(&self.runs);
+        let mut out = Vec::new();
+        for run in runs.values_mut() {
+            if run.is_active() || run.executions.iter().any(|e| e.state.in_flight()) {
+                out.extend(run.advance(now));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn respond(
+        &self,
+        thing: &ThingName,
+        execution_id: &str,
+        response: &crate::command::CommandResponse,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        let mut runs = lock(&self.runs);
+        let run = runs
+            .values_mut()
+            .find(|r| r.executions.iter().any(|e| e.execution_id == execution_id && &e.thing == thing))
+            .ok_or_else(|| Error::not_found("command execution", format!("{execution_id} of {thing}")))?;
+        run.respond(execution_id, response, at)
     }
 }

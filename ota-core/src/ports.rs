@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::audit::AuditEntry;
+use crate::commands::{CommandQuery, CommandRun, Dispatch};
 use crate::catalog::ArtifactRef;
 use crate::config::TypeConfig;
 use crate::device::{Device, DeviceQuery};
@@ -290,6 +291,48 @@ pub trait RolloutStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Rollout>;
 }
 
+/// Stored command runs ([`crate::commands`]): the executions of each, paced and timed out by
+/// [`crate::commands::CommandRun::advance`]'s rules, answered by devices.
+#[async_trait]
+pub trait CommandStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new run (its executions `QUEUED`). `AlreadyExists` when the id is taken; on
+    /// error nothing is stored.
+    async fn create(&self, run: &CommandRun) -> Result<()>;
+
+    /// One run with its executions; `NotFound` for an unknown id.
+    async fn get(&self, id: &str) -> Result<CommandRun>;
+
+    /// Runs matching `query`, newest first (ties broken by id).
+    async fn list(&self, query: &CommandQuery) -> Result<Vec<CommandRun>>;
+
+    /// Cancels an active run: executions not sent are `CANCELED`. `NotFound` for an unknown
+    /// id, `Conflict` when it already ended. Returns the updated run.
+    async fn cancel(&self, id: &str, reason: &str, at: chrono::DateTime<chrono::Utc>) -> Result<CommandRun>;
+
+    /// Advances every run at `now` as [`CommandRun::advance`] does (timeouts, abort, pacing,
+    /// completion) and returns the executions that are now due to be sent, which the caller
+    /// delivers. A backend that delivers them itself (AWS: StartCommandExecution) returns none.
+    async fn advance(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<Dispatch>>;
+
+    /// Records `thing`'s answer to `execution_id` ([`CommandRun::respond`]). `Ok(true)` when it
+    /// changed the execution, `Ok(false)` when it was already over. `NotFound` for an unknown
+    /// execution or one of another device: a device answers only its own.
+    async fn respond(
+        &self,
+        thing: &ThingName,
+        execution_id: &str,
+        response: &crate::command::CommandResponse,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool>;
+
+    /// Whether [`Self::advance`] delivers what it sends itself (AWS), so the service may call
+    /// it after a start and on a read. `false` (the default): a jobs engine delivers them,
+    /// and only it advances runs.
+    fn delivers_itself(&self) -> bool {
+        false
+    }
+}
+
 /// The append-only audit trail.
 #[async_trait]
 pub trait AuditLog: Send + Sync + std::fmt::Debug + 'static {
@@ -310,4 +353,6 @@ pub struct Backend {
     pub audit: Arc<dyn AuditLog>,
     /// Telemetry history.
     pub telemetry: Arc<dyn TelemetryStore>,
+    /// Command runs.
+    pub commands: Arc<dyn CommandStore>,
 }

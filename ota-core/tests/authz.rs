@@ -28,7 +28,7 @@ const FREEZE: &str = include_str!("../../examples/change_freeze.cedar");
 /// required with `caller.require(Role::X, what)` (a higher role includes every lower one,
 /// `Caller::has`), and the words it named. The three device operations had no call site yet;
 /// their roles are the design's (viewer reads telemetry, operator sends commands and sets state).
-const OLD_MATRIX: [(Action, Role, &str); 19] = [
+const OLD_MATRIX: [(Action, Role, &str); 21] = [
     (Action::ListDeviceTypes, Role::Viewer, "list device types"),
     (Action::ListFirmware, Role::Viewer, "list firmware"),
     (Action::VerifyFirmware, Role::Viewer, "verify firmware"),
@@ -37,11 +37,13 @@ const OLD_MATRIX: [(Action, Role, &str); 19] = [
     (Action::ReadTelemetry, Role::Viewer, "read telemetry"),
     (Action::ListRollouts, Role::Viewer, "list rollouts"),
     (Action::ReadRollout, Role::Viewer, "read a rollout"),
+    (Action::ReadCommand, Role::Viewer, "read a command run"),
     (Action::Ask, Role::Viewer, "ask"),
     (Action::PlanUpdate, Role::Operator, "plan an update"),
     (Action::StartRollout, Role::Operator, "start a rollout"),
     (Action::CancelRollout, Role::Operator, "cancel a rollout"),
     (Action::SendCommand, Role::Operator, "send a command"),
+    (Action::CancelCommand, Role::Operator, "cancel a command run"),
     (Action::SetDeviceState, Role::Operator, "set a device's state"),
     (Action::ReadAudit, Role::Admin, "read the audit trail"),
     (Action::SetOtaEnabled, Role::Admin, "enable OTA"),

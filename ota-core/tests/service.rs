@@ -50,6 +50,7 @@ async fn world_with(settings: Settings) -> World {
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
         telemetry: Arc::new(ota_core::memory::MemoryTelemetry::default()),
+        commands: Arc::new(ota_core::memory::MemoryCommands::default()),
     };
     let svc = FleetManager::new(backend, settings).expect("valid settings");
     let naming = NamingConvention::default();

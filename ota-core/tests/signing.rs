@@ -59,6 +59,7 @@ fn world(settings: Settings) -> World {
         rollouts: Arc::new(MemoryRollouts::default()),
         audit: Arc::new(MemoryAudit::default()),
         telemetry: Arc::new(ota_core::memory::MemoryTelemetry::default()),
+        commands: Arc::new(ota_core::memory::MemoryCommands::default()),
     };
     let svc = FleetManager::new(backend.clone(), settings).expect("valid settings");
     World { svc, backend, catalog }

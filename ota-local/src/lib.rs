@@ -53,6 +53,7 @@ pub fn open_local(data_dir: &Path) -> Result<(Backend, Arc<SqliteStore>)> {
         config: store.clone(),
         rollouts: store.clone(),
         audit: store.clone(),
+        commands: Arc::new(ota_core::memory::MemoryCommands::default()), // PLACEHOLDER-16
         telemetry: store.clone(),
     };
     Ok((backend, store))

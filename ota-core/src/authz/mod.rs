@@ -52,11 +52,13 @@ pub enum Action {
     ReadTelemetry,
     ListRollouts,
     ReadRollout,
+    ReadCommand,
     Ask,
     PlanUpdate,
     StartRollout,
     CancelRollout,
     SendCommand,
+    CancelCommand,
     SetDeviceState,
     ReadAudit,
     SetOtaEnabled,
@@ -67,7 +69,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order of the role matrix.
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 21] = [
         Action::ListDeviceTypes,
         Action::ListFirmware,
         Action::VerifyFirmware,
@@ -76,11 +78,13 @@ impl Action {
         Action::ReadTelemetry,
         Action::ListRollouts,
         Action::ReadRollout,
+        Action::ReadCommand,
         Action::Ask,
         Action::PlanUpdate,
         Action::StartRollout,
         Action::CancelRollout,
         Action::SendCommand,
+        Action::CancelCommand,
         Action::SetDeviceState,
         Action::ReadAudit,
         Action::SetOtaEnabled,
@@ -100,11 +104,13 @@ impl Action {
             Action::ReadTelemetry => "ReadTelemetry",
             Action::ListRollouts => "ListRollouts",
             Action::ReadRollout => "ReadRollout",
+            Action::ReadCommand => "ReadCommand",
             Action::Ask => "Ask",
             Action::PlanUpdate => "PlanUpdate",
             Action::StartRollout => "StartRollout",
             Action::CancelRollout => "CancelRollout",
             Action::SendCommand => "SendCommand",
+            Action::CancelCommand => "CancelCommand",
             Action::SetDeviceState => "SetDeviceState",
             Action::ReadAudit => "ReadAudit",
             Action::SetOtaEnabled => "SetOtaEnabled",
@@ -131,11 +137,13 @@ impl Action {
             | Action::ReadTelemetry
             | Action::ListRollouts
             | Action::ReadRollout
+            | Action::ReadCommand
             | Action::Ask => Role::Viewer,
             Action::PlanUpdate
             | Action::StartRollout
             | Action::CancelRollout
             | Action::SendCommand
+            | Action::CancelCommand
             | Action::SetDeviceState => Role::Operator,
             Action::ReadAudit
             | Action::SetOtaEnabled

@@ -22,6 +22,7 @@ use crate::policy::RolloutPolicy;
 use crate::ports::Backend;
 use crate::version::FirmwareVersion;
 
+mod commands;
 mod devices;
 mod operations;
 mod planning;
@@ -31,6 +32,7 @@ mod several;
 mod trust;
 mod verify;
 
+pub use commands::CommandStart;
 pub use devices::DeviceStatus;
 pub use operations::{AskOutcome, PublishOptions, PublishRequest, StartItem, StartOutcome, StartResult};
 pub use revert::REVERT_SUBJECT;
