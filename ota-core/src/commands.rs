@@ -77,7 +77,13 @@ impl CommandSpec {
 
     /// A command to the devices `query` selects.
     pub fn to_query(command: &str, parameters: Map<String, Value>, query: DeviceQuery) -> Self {
-        CommandSpec { command: command.to_string(), parameters, things: Vec::new(), query: Some(query), timeout_seconds: None }
+        CommandSpec {
+            command: command.to_string(),
+            parameters,
+            things: Vec::new(),
+            query: Some(query),
+            timeout_seconds: None,
+        }
     }
 
     /// The timeout in force, checked.
@@ -428,7 +434,12 @@ pub enum Pace {
 }
 
 /// Decides [`Pace`] for counts under `policy`.
-pub fn pace(policy: &RolloutPolicy, counts: &ExecutionCounts, recent_starts: Vec<DateTime<Utc>>, now: DateTime<Utc>) -> Pace {
+pub fn pace(
+    policy: &RolloutPolicy,
+    counts: &ExecutionCounts,
+    recent_starts: Vec<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Pace {
     let stats = counts.stats(recent_starts);
     if let Decision::Abort { reason } = policy.decide(&stats) {
         return Pace::Abort(reason);
@@ -687,7 +698,10 @@ mod tests {
         let sent = r.advance(t(0));
         let rejected = CommandResponse {
             status: ExecutionStatus::Rejected,
-            status_reason: Some(StatusReason { reason_code: "UPDATE_IN_PROGRESS".into(), reason_description: "busy".into() }),
+            status_reason: Some(StatusReason {
+                reason_code: "UPDATE_IN_PROGRESS".into(),
+                reason_description: "busy".into(),
+            }),
             result: None,
         };
         r.respond(&sent[0].execution_id, &rejected, t(1)).unwrap();

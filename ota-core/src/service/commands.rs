@@ -201,7 +201,11 @@ impl FleetManager {
         };
         if !plan.targets.is_empty() {
             let id = plan.digest();
-            let active = CommandQuery { plan_id: Some(id.clone()), status: Some(CommandRunStatus::InProgress), ..Default::default() };
+            let active = CommandQuery {
+                plan_id: Some(id.clone()),
+                status: Some(CommandRunStatus::InProgress),
+                ..Default::default()
+            };
             plan.running = self.backend.commands.list(&active).await?.into_iter().next().map(|r| r.id);
             plan.plan_id = Some(id);
         }
@@ -362,7 +366,8 @@ impl FleetManager {
         let request = json!({ "command_run": id, "reason": reason });
         let what = "cancel a command run";
         self.require(caller, Action::CancelCommand, what, Resource::Fleet, self.context(), &request).await?;
-        let reason = if reason.trim().is_empty() { format!("canceled by {}", caller.subject) } else { reason.trim().into() };
+        let reason =
+            if reason.trim().is_empty() { format!("canceled by {}", caller.subject) } else { reason.trim().into() };
         let result = self.backend.commands.cancel(id, &reason, self.now()).await;
         let outcome = match &result {
             Ok(r) => AuditOutcome::Ok(r.summary()),
@@ -422,7 +427,11 @@ fn plan_message(plan: &CommandPlan) -> String {
     let mut s = if n == 0 {
         format!("nothing to send: no device can take {}", plan.command)
     } else {
-        let params = if plan.parameters.is_empty() { String::new() } else { format!(" {}", Value::Object(plan.parameters.clone())) };
+        let params = if plan.parameters.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", Value::Object(plan.parameters.clone()))
+        };
         let mut s = format!("{}{params} to {n} device{}", plan.command, if n == 1 { "" } else { "s" });
         if plan.command != SET_STATE {
             s.push_str(&format!(
