@@ -16,61 +16,9 @@ use crate::version::FirmwareVersion;
 /// (`factory-floor-1/line-7`).
 pub const LOCATION: &str = "location";
 
-/// Health as the device reports it (`state.reported.health` of its classic shadow).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
-    Ok,
-    Warning,
-    Error,
-}
-
-impl HealthStatus {
-    /// `ok`, `warning` or `error`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthStatus::Ok => "ok",
-            HealthStatus::Warning => "warning",
-            HealthStatus::Error => "error",
-        }
-    }
-
-    /// Parses `ok`, `warning` (or `warn`, `warnings`) or `error` (or `errors`), any case.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "ok" | "healthy" => Ok(HealthStatus::Ok),
-            "warning" | "warnings" | "warn" => Ok(HealthStatus::Warning),
-            "error" | "errors" => Ok(HealthStatus::Error),
-            _ => Err(Error::invalid("health", s, "one of ok, warning, error")),
-        }
-    }
-}
-
-impl std::fmt::Display for HealthStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A device's health report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct Health {
-    pub status: HealthStatus,
-    #[serde(default)]
-    pub message: String,
-}
-
-impl Health {
-    /// Reads `{"status": "...", "message": "..."}` as a device reports it; `None` when it is
-    /// not that shape.
-    pub fn from_reported(v: &serde_json::Value) -> Option<Self> {
-        let status = HealthStatus::parse(v.get("status")?.as_str()?).ok()?;
-        let message = v.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string();
-        Some(Health { status, message })
-    }
-}
+/// Health as the device reports it: one type on both sides of the link, defined with the
+/// device's command machine (it builds without the service).
+pub use crate::command::{Health, HealthStatus};
 
 /// The operational state operators set. Devices not `active` are left out of rollouts and
 /// commands unless named one by one.
