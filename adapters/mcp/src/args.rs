@@ -173,3 +173,101 @@ pub struct AskArgs {
     #[serde(default)]
     pub plan_id: Option<String>,
 }
+
+/// Which devices to list: every filter narrows the list; none lists the whole fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListDevicesArgs {
+    /// Only devices of this device type.
+    #[schemars(example = &"air_quality_monitor")]
+    #[serde(default)]
+    pub device_type: Option<String>,
+    /// Only devices whose current firmware matches: "2.0.0", "1.x" or "<2.0.0".
+    #[schemars(example = &"1.x")]
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Only devices at this location or inside it: a full path ("factory-floor-1/line-7"), a
+    /// prefix ("factory-floor-1") or one part of it ("line 7"); case, spaces and hyphens do
+    /// not matter.
+    #[schemars(example = &"factory-floor-1", example = &"line 7")]
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Only devices whose last health report is "ok", "warning" or "error" (a device that never
+    /// reported matches none).
+    #[schemars(example = &"warning")]
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Only devices in this operational state: "active", "maintenance" or "retired".
+    #[schemars(example = &"maintenance")]
+    #[serde(default)]
+    pub state: Option<String>,
+    /// true: only devices connected now; false: only devices offline now. Omit for both.
+    #[serde(default)]
+    pub online: Option<bool>,
+}
+
+/// A command to send: what, to which devices, with which parameters; plan_id only on the
+/// confirming call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SendCommandArgs {
+    /// "reboot", "identify", "recalibrate", "update_config" (parameters: the settings to
+    /// change), "set_state" (parameters: {"state": "maintenance"}), or a command the devices'
+    /// firmware declares.
+    #[schemars(example = &"recalibrate", example = &"update_config")]
+    pub command: String,
+    /// Devices by thing name. Named devices are included even in maintenance or retired.
+    #[schemars(example = ["pet_feeder-03"])]
+    #[serde(default)]
+    pub things: Vec<String>,
+    /// Select devices by type (with location and health: those matching all). Devices the
+    /// selection reaches in maintenance or retired are left out, and the plan says so.
+    #[schemars(example = &"air_quality_monitor")]
+    #[serde(default)]
+    pub device_type: Option<String>,
+    /// Select devices at this location or inside it ("factory-floor-1", "line 3").
+    #[schemars(example = &"line 3")]
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Select devices whose last health report is "ok", "warning" or "error".
+    #[serde(default)]
+    pub health: Option<String>,
+    /// The command's parameters: for update_config the settings and their values
+    /// ({"sample_rate_seconds": 10}), for set_state {"state": "maintenance"}; {} otherwise.
+    #[schemars(example = &serde_json::json!({"sample_rate_seconds": 10}))]
+    #[serde(default)]
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Seconds each device has to answer (1 to 86400; default 300).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    /// Omit to plan only. To send, pass the plan_id the planning call returned, with the same
+    /// other arguments, after the person approved that plan.
+    #[schemars(example = &"cplan-3f2a9c61d0b4")]
+    #[serde(default)]
+    pub plan_id: Option<String>,
+}
+
+/// One command run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetCommandArgs {
+    /// The command run id (as send_command returned it).
+    #[schemars(example = &"cmd-3f2a9c61d0b4-1")]
+    pub id: String,
+}
+
+/// A device's telemetry history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TelemetryArgs {
+    /// The thing name.
+    #[schemars(example = &"co2_monitor-01")]
+    pub thing: String,
+    /// Only this metric (points without it are left out), e.g. "co2_ppm".
+    #[schemars(example = &"co2_ppm")]
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// How far back: "90m", "24h", "7d", or an RFC 3339 time. Omit for everything kept (7 days).
+    #[schemars(example = &"24h")]
+    #[serde(default)]
+    pub since: Option<String>,
+    /// At most this many points, the newest (returned oldest first). Default 500.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::reply::{Failure, Outcome};
-use crate::{AskArgs, OtaMcp, RollbackArgs, StartArgs};
+use crate::{AskArgs, OtaMcp, RollbackArgs, SendCommandArgs, StartArgs};
 
 /// The MCP tools for the chat assistant.
 #[derive(Debug, Clone)]
@@ -122,6 +122,22 @@ impl Toolbox for ChatTools {
                 Ok(p) => mcp.list_rollouts(ext, p).await,
                 Err(e) => return e,
             },
+            "get_device_status" => match args(name, a) {
+                Ok(p) => mcp.get_device_status(ext, p).await,
+                Err(e) => return e,
+            },
+            "list_devices" => match args(name, a) {
+                Ok(p) => mcp.list_devices(ext, p).await,
+                Err(e) => return e,
+            },
+            "get_command" => match args(name, a) {
+                Ok(p) => mcp.get_command(ext, p).await,
+                Err(e) => return e,
+            },
+            "get_telemetry" => match args(name, a) {
+                Ok(p) => mcp.get_telemetry(ext, p).await,
+                Err(e) => return e,
+            },
             // Changing tools run only through `preview` and a confirmation.
             _ if self.specs.iter().any(|s| s.name == name) => {
                 return ToolOutput::error(format!("{name} changes the fleet; it runs only after the person confirms."));
@@ -166,6 +182,15 @@ impl Toolbox for ChatTools {
                 };
                 ask.execute = Some(false);
                 output(mcp.ask(ext, Parameters(ask)).await)
+            }
+            // The plan only (nothing is sent); the chat has no confirmation for commands yet.
+            "send_command" => {
+                let Parameters(mut send): Parameters<SendCommandArgs> = match args(name, a) {
+                    Ok(p) => p,
+                    Err(e) => return (e, None),
+                };
+                send.plan_id = None;
+                output(mcp.send_command(ext, Parameters(send)).await)
             }
             "cancel_rollout" => {
                 let id = match a.get("id").and_then(Value::as_str).map(JobId::parse) {

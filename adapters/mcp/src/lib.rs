@@ -1,7 +1,13 @@
 //! The MCP server of ota: the fleet's operations as Model Context Protocol tools, so Claude
 //! Code, Kiro CLI or any MCP client can list firmware, plan, start, watch, cancel and roll back
-//! rollouts. Each tool is a thin call into [`FleetManager`] with the caller of the request:
-//! every safety rule and every role is enforced by the service, never here.
+//! rollouts, read a device's status and telemetry, and plan, confirm and follow commands. Each
+//! tool is a thin call into [`FleetManager`] with the caller of the request: every safety rule
+//! and every role is enforced by the service, never here.
+//!
+//! `tools/list` shows each caller only the tools the policies in force can allow it (each tool's
+//! actions decided by Cedar on the fleet, now; module `visible`), as AgentCore Gateway narrows
+//! tools with Cedar: a viewer does not see `send_command` or `start_rollout`. A hidden tool
+//! called anyway is still refused by the service, with the policy's reason.
 //!
 //! Besides tools it serves resources (`ota://firmware`, `ota://fleet`, the template
 //! `ota://rollouts/{id}`; each read runs as the request's caller) and prompts (`safe_rollout`,
@@ -40,11 +46,13 @@ mod chat;
 mod progress;
 mod reply;
 mod resources;
+mod visible;
 
 use std::sync::Arc;
 
 use ota_core::auth::Caller;
-use ota_core::device::DeviceQuery;
+use ota_core::commands::CommandSpec;
+use ota_core::device::{DeviceQuery, HealthStatus, OperationalState};
 use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::rollout::RolloutQuery;
 use ota_core::service::FleetManager;
@@ -53,9 +61,9 @@ use ota_core::version::{VersionFilter, VersionRequest};
 use ota_core::{Error, Result};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    ErrorCode, ErrorData, Extensions, GetPromptRequestParams, GetPromptResponse, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig,
+    CacheScope, ErrorCode, ErrorData, Extensions, GetPromptRequestParams, GetPromptResponse, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -63,8 +71,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 
 pub use args::{
-    AskArgs, CancelArgs, DeviceTypeArgs, FleetStatusArgs, GetDeviceArgs, GetRolloutArgs, ListRolloutsArgs,
-    RollbackArgs, SetOtaArgs, StartArgs, UpdateArgs,
+    AskArgs, CancelArgs, DeviceTypeArgs, FleetStatusArgs, GetCommandArgs, GetDeviceArgs, GetRolloutArgs,
+    ListDevicesArgs, ListRolloutsArgs, RollbackArgs, SendCommandArgs, SetOtaArgs, StartArgs, TelemetryArgs, UpdateArgs,
 };
 pub use chat::ChatTools;
 use reply::{Failure, Outcome, tool_error};
@@ -85,7 +93,7 @@ Domain:
 belong to the thing group of that type. Versions are semantic versions (1.0.0, 2.1.0); requests may say \
 \"latest\", a partial version (\"2\" or \"2.1\" means the highest 2.x / 2.1.x) or an exact one.
 - Each type has an OTA gate (config): a type whose OTA is disabled is refused in every plan, with the reason.
-- Roles: viewer reads; operator plans, starts, cancels and rolls back; admin also enables or disables OTA. \
+- Roles: viewer reads; operator plans, starts, cancels and rolls back, and sends commands; admin also enables or disables OTA. \
 The server enforces them from the caller's credentials; nothing in a request adds a role.
 - One active rollout per device type. Starting a request again while its rollout is still active returns that \
 rollout (\"already running X, started at ...\"); once it has ended (completed, canceled, aborted), the same request \
@@ -100,6 +108,19 @@ it again with the plan_id). If the fleet or catalog changed meanwhile the start 
 show the new plan.
 4. Watch with get_rollout until it completes; cancel_rollout stops devices that have not started.
 Never start a rollout, cancel one or change an OTA gate without the person's explicit confirmation.
+
+Devices and commands:
+- get_device_status answers \"what is the status of X\": connectivity and last seen, location, health, \
+operational state (active, maintenance, retired), firmware, last telemetry and configuration. list_devices \
+filters by type, version, location (\"factory-floor-1\", \"line 7\"), health, state and online; get_telemetry \
+reads a device's history (since \"24h\", one metric).
+- send_command (reboot, identify, recalibrate, update_config with the settings as parameters, set_state with \
+{\"state\": ...}) first returns a plan and sends nothing: SHOW it to the person, including every refused device \
+and why. Never send commands to offline devices: the plan refuses them; tell the person instead. Devices in \
+maintenance or retired are left out unless named. Only after the person agrees, call send_command again with \
+the same arguments and the plan's plan_id; then watch the run with get_command.
+- The tools listed are the ones the policies can allow you; a call the policies forbid is refused with the \
+policy's reason: tell the person that reason, and do not try another way around it.
 
 Resources: ota://firmware (the catalog), ota://fleet (per type: devices by version, connected, latest, OTA gate) \
 and ota://rollouts/{id} (one rollout with its progress). Prompts: safe_rollout and rollback walk this workflow.";
@@ -448,6 +469,133 @@ impl OtaMcp {
             None => reply::plan(asked.plan, "ask with execute=true"),
         })
     }
+    #[tool(
+        output_schema = reply::output_schema::<ota_core::service::DeviceStatus>(),
+        description = "The whole status of one device (thing): online or offline and when it was last seen, location, health (ok, warning or error, with the device's message), operational state (active, maintenance, retired), firmware version, the last telemetry, and its configuration as the device reports it and as operators want it. The answer's summary is one line for the person.",
+        annotations(title = "Get device status", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_device_status(&self, ext: Extensions, Parameters(a): Parameters<GetDeviceArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let thing = ThingName::parse(&a.thing).map_err(tool_error)?;
+        match self.svc.device_status(&caller, &thing).await {
+            Ok(status) => Ok(reply::device_status(status)),
+            // The plain read names close matches ("did you mean pet_feeder-03?").
+            Err(Error::NotFound { .. }) => {
+                self.svc.device(&caller, &thing).await.map_err(tool_error)?;
+                Err(tool_error(Error::not_found("device", thing.as_str())))
+            }
+            Err(e) => Err(tool_error(e)),
+        }
+    }
+
+    #[tool(
+        output_schema = reply::output_schema::<ota_core::service::FleetStatus>(),
+        description = "Devices that match every filter given (none: the whole fleet), each with its connectivity, firmware, location, health and state, plus a per-type summary. Answers \"which devices are offline?\" (online=false), \"show devices with warnings\" (health=\"warning\"), \"list the devices on factory-floor-1\" (location), \"what is in maintenance?\" (state).",
+        annotations(title = "List devices", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_devices(&self, ext: Extensions, Parameters(a): Parameters<ListDevicesArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let query = device_query(&a).map_err(tool_error)?;
+        let status = self.svc.fleet_status(&caller, &query).await.map_err(tool_error)?;
+        Ok(reply::devices(status))
+    }
+
+    #[tool(
+        output_schema = reply::output_schema::<reply::CommandPlanOrStart>(),
+        description = "Send a command to devices, in two calls. Without plan_id it only plans and sends nothing: the devices it would go to, and each device refused with why (offline: commands are never sent to offline devices; in maintenance or retired and not named; its firmware does not declare the command; a setting unknown or out of bounds; forbidden by policy). Show the plan to the person. Called again with the same arguments and the plan's plan_id, it sends exactly that plan (refused if anything changed); while that run is active, confirming again returns it (already running). Commands: reboot, identify, recalibrate, update_config (parameters: the settings, e.g. {\"sample_rate_seconds\": 10}), set_state (parameters: {\"state\": \"maintenance\"}), or one the firmware declares. Needs the operator role; the policies may forbid some commands (for example reboot to all but senior operators).",
+        annotations(
+            title = "Send a command",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn send_command(&self, ext: Extensions, Parameters(a): Parameters<SendCommandArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let spec = command_spec(&a).map_err(tool_error)?;
+        match a.plan_id.as_deref() {
+            None => Ok(reply::command_plan(self.svc.plan_command(&caller, &spec).await.map_err(tool_error)?)),
+            Some(id) => {
+                let started = self.svc.start_command(&caller, &spec, Some(id)).await.map_err(tool_error)?;
+                Ok(reply::command_started(started))
+            }
+        }
+    }
+
+    #[tool(
+        output_schema = reply::output_schema::<ota_core::commands::CommandRun>(),
+        description = "One command run: its status (IN_PROGRESS, COMPLETED, ABORTED, CANCELED), and each device's execution with its state (QUEUED, CREATED, IN_PROGRESS, SUCCEEDED, FAILED, REJECTED, TIMED_OUT, CANCELED), the device's reason and result. Poll it to follow a command until the run ends.",
+        annotations(title = "Get command run", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_command(&self, ext: Extensions, Parameters(a): Parameters<GetCommandArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let run = self.svc.command_run(&caller, a.id.trim()).await.map_err(tool_error)?;
+        Ok(reply::command_run(run))
+    }
+
+    #[tool(
+        output_schema = reply::output_schema::<reply::TelemetryReply>(),
+        description = "A device's telemetry history, oldest first: each point's time and its metrics (CO2 in ppm, temperature, soil moisture %, power in W, ...). since narrows it to the last \"24h\", \"7d\", \"90m\" (or from an RFC 3339 time); metric keeps only one metric. History is kept 7 days.",
+        annotations(title = "Get telemetry", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_telemetry(&self, ext: Extensions, Parameters(a): Parameters<TelemetryArgs>) -> Outcome {
+        let caller = self.caller(&ext)?;
+        let thing = ThingName::parse(&a.thing).map_err(tool_error)?;
+        let since = a.since.as_deref().map(|s| visible::since(s, self.svc.now())).transpose().map_err(tool_error)?;
+        if a.limit == Some(0) {
+            return Err(tool_error(Error::invalid("limit", "0", "at least 1")));
+        }
+        let metric = a.metric.as_deref().map(str::trim).filter(|m| !m.is_empty()).map(str::to_string);
+        let query = ota_core::ports::TelemetryQuery {
+            metric,
+            since,
+            limit: Some(a.limit.unwrap_or(DEFAULT_TELEMETRY_POINTS)),
+            ..ota_core::ports::TelemetryQuery::of(thing.clone())
+        };
+        let points = self.svc.telemetry(&caller, &query).await.map_err(tool_error)?;
+        Ok(reply::telemetry(thing, points))
+    }
+}
+
+/// How many telemetry points `get_telemetry` returns unless asked for another limit.
+pub const DEFAULT_TELEMETRY_POINTS: usize = 500;
+
+/// A location filter with something in it.
+fn location(l: Option<&str>) -> Result<Option<String>> {
+    match l {
+        Some(l) if ota_core::device::normalize_location(l).is_empty() => {
+            Err(Error::invalid("location", l, "name a location, for example factory-floor-1 or \"line 7\""))
+        }
+        l => Ok(l.map(str::to_string)),
+    }
+}
+
+fn device_query(a: &ListDevicesArgs) -> Result<DeviceQuery> {
+    Ok(DeviceQuery {
+        device_type: a.device_type.as_deref().map(DeviceType::parse).transpose()?,
+        version: a.version.as_deref().map(VersionFilter::parse).transpose()?,
+        connected: a.online,
+        location: location(a.location.as_deref())?,
+        health: a.health.as_deref().map(HealthStatus::parse).transpose()?,
+        state: a.state.as_deref().map(OperationalState::parse).transpose()?,
+    })
+}
+
+fn command_spec(a: &SendCommandArgs) -> Result<CommandSpec> {
+    let query = DeviceQuery {
+        device_type: a.device_type.as_deref().map(DeviceType::parse).transpose()?,
+        location: location(a.location.as_deref())?,
+        health: a.health.as_deref().map(HealthStatus::parse).transpose()?,
+        ..Default::default()
+    };
+    Ok(CommandSpec {
+        command: a.command.clone(),
+        parameters: a.parameters.clone(),
+        things: a.things.iter().map(|t| ThingName::parse(t)).collect::<Result<_>>()?,
+        query: (query != DeviceQuery::default()).then_some(query),
+        timeout_seconds: a.timeout_seconds,
+    })
 }
 
 #[tool_handler]
@@ -456,6 +604,25 @@ impl ServerHandler for OtaMcp {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().build())
             .with_server_info(rmcp::model::Implementation::new("ota", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    /// The tools the policies can allow this caller (see `visible`); a request without a
+    /// verified caller is refused, as every other request is.
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<ListToolsResult, ErrorData> {
+        let caller = self.caller_data(&context.extensions)?;
+        let mut result =
+            ListToolsResult::with_all_items(visible::for_caller(&self.svc, &caller, Self::tool_router().list_all()));
+        // The list depends on who asks (and on the policies, which may change): never shared,
+        // never fresh for long.
+        if context.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28) {
+            result = result.with_ttl_ms(0);
+            result.cache_scope = Some(CacheScope::Private);
+        }
+        Ok(result)
     }
 
     async fn list_resources(

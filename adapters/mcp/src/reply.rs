@@ -348,3 +348,147 @@ pub fn config(c: TypeConfig) -> Reply {
     );
     Reply::new(&c, summary)
 }
+
+/// `get_device_status`: the device's whole status, and a line that says it all.
+pub fn device_status(s: ota_core::service::DeviceStatus) -> Reply {
+    let mut lines = vec![s.summary.clone()];
+    if let Some(t) = &s.telemetry {
+        lines.push(format!("Last telemetry at {}: {}", t.at.to_rfc3339(), Value::Object(t.values.clone())));
+    }
+    if !s.config.reported.is_empty() || !s.config.desired.is_empty() {
+        lines.push(format!(
+            "Configuration reported {}, desired {}.",
+            Value::Object(s.config.reported.clone()),
+            Value::Object(s.config.desired.clone())
+        ));
+    }
+    if !s.connected {
+        lines.push("It is offline: commands are never sent to it; tell the person instead.".to_string());
+    }
+    Reply::new(&s, lines.join("\n"))
+}
+
+/// `list_devices`: the devices matching, one line each, and the per-type summary.
+pub fn devices(status: FleetStatus) -> Reply {
+    let lines: Vec<String> = status
+        .devices
+        .iter()
+        .map(|d| {
+            let mut line = format!(
+                "- {} ({}) {}, runs {}",
+                d.thing,
+                d.device_type,
+                if d.connected { "online" } else { "offline" },
+                d.firmware_version.as_ref().map_or_else(|| "an unknown version".to_string(), ToString::to_string)
+            );
+            if let Some(l) = d.location() {
+                line.push_str(&format!(", at {l}"));
+            }
+            match &d.health {
+                Some(h) if h.message.is_empty() => line.push_str(&format!(", health {}", h.status)),
+                Some(h) => line.push_str(&format!(", health {} ({})", h.status, h.message)),
+                None => line.push_str(", health not reported"),
+            }
+            line.push_str(&format!(", {}", d.state));
+            line
+        })
+        .collect();
+    let n = status.devices.len();
+    let summary = format!(
+        "{n} device{} match{}",
+        plural(n),
+        if lines.is_empty() { ".".to_string() } else { format!(":\n{}", lines.join("\n")) }
+    );
+    Reply::new(&status, summary)
+}
+
+/// `send_command`: a command plan (nothing sent), or what a start did.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "a schema only: replies serialize the plan or the start itself")]
+pub enum CommandPlanOrStart {
+    Plan(ota_core::commands::CommandPlan),
+    Started(ota_core::service::CommandStart),
+}
+
+/// A command plan, with what to do next when it can be sent.
+pub fn command_plan(p: ota_core::commands::CommandPlan) -> Reply {
+    let mut lines = vec![p.message.clone()];
+    for t in &p.targets {
+        lines.push(format!(
+            "- {} ({}, firmware {}, {}{})",
+            t.thing,
+            t.device_type,
+            t.firmware_version.as_deref().unwrap_or("unknown"),
+            t.state,
+            t.location.as_deref().map(|l| format!(", at {l}")).unwrap_or_default()
+        ));
+    }
+    for r in &p.refusals {
+        lines.push(format!("- refused {}: {}", r.target, r.reason));
+    }
+    match (&p.plan_id, &p.running) {
+        (Some(_), Some(run)) => {
+            lines.push(format!("Exactly this command runs already as {run}: watch it with get_command."));
+        }
+        (Some(id), None) => lines.push(format!(
+            "plan_id {id}. Nothing has been sent: show this plan to the person (and any refused device, such as an offline one); to send it, call send_command with the same arguments and plan_id \"{id}\"."
+        )),
+        (None, _) => lines.push("Nothing can be sent: tell the person why, from the refusals.".to_string()),
+    }
+    Reply::new(&p, lines.join("\n"))
+}
+
+/// What a confirmed command did: started, or already running.
+pub fn command_started(s: ota_core::service::CommandStart) -> Reply {
+    let mut lines = vec![s.message.clone()];
+    for r in &s.run.refusals {
+        lines.push(format!("- not sent to {}: {}", r.target, r.reason));
+    }
+    if s.run.is_active() {
+        lines.push(format!("Watch it with get_command (id \"{}\").", s.run.id));
+    }
+    Reply::new(&s, lines.join("\n"))
+}
+
+/// `get_command`: the run and each device's execution.
+pub fn command_run(r: ota_core::commands::CommandRun) -> Reply {
+    let mut lines = vec![r.summary()];
+    for e in &r.executions {
+        let mut line = format!("- {} {}", e.thing, e.state);
+        if let Some(reason) = &e.reason {
+            line.push_str(&format!(": {reason}"));
+        }
+        if let Some(result) = &e.result {
+            line.push_str(&format!(" (result {})", Value::Object(result.clone())));
+        }
+        lines.push(line);
+    }
+    for f in &r.refusals {
+        lines.push(format!("- not sent to {}: {}", f.target, f.reason));
+    }
+    Reply::new(&r, lines.join("\n"))
+}
+
+/// `get_telemetry`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TelemetryReply {
+    pub thing: ota_core::names::ThingName,
+    /// Oldest first.
+    pub points: Vec<ota_core::ports::TelemetryPoint>,
+}
+
+pub fn telemetry(thing: ota_core::names::ThingName, points: Vec<ota_core::ports::TelemetryPoint>) -> Reply {
+    let n = points.len();
+    let mut summary = format!("{n} telemetry point{} from {thing}", plural(n));
+    if let (Some(first), Some(last)) = (points.first(), points.last()) {
+        summary.push_str(&format!(
+            ", {} to {}; the newest: {}",
+            first.at.to_rfc3339(),
+            last.at.to_rfc3339(),
+            Value::Object(last.values.clone())
+        ));
+    }
+    summary.push('.');
+    Reply::new(TelemetryReply { thing, points }, summary)
+}

@@ -18,11 +18,14 @@ if (!url || !token || !["operator", "viewer", "none"].includes(role)) {
   process.exit(2);
 }
 
-// Tools every role sees (the server may offer more).
-const TOOLS = [
-  "ask", "cancel_rollout", "fleet_status", "get_device", "get_rollout", "list_device_types",
-  "list_firmware", "list_rollouts", "plan_update", "rollback", "set_ota_enabled", "start_rollout",
+// tools/list shows each caller what the policies can allow it: a viewer the reads, an operator
+// also planning, starting, cancelling and commands (set_ota_enabled is an admin's).
+const VIEWER_TOOLS = [
+  "ask", "fleet_status", "get_command", "get_device", "get_device_status", "get_rollout", "get_telemetry",
+  "list_device_types", "list_devices", "list_firmware", "list_rollouts",
 ];
+const OPERATOR_TOOLS = [...VIEWER_TOOLS, "cancel_rollout", "plan_update", "rollback", "send_command", "start_rollout"];
+const TOOLS = (role === "viewer" ? VIEWER_TOOLS : OPERATOR_TOOLS).slice().sort();
 
 const say = (...args) => console.log(...args);
 function check(cond, what) {
@@ -71,7 +74,7 @@ async function main() {
   const { tools } = await bounded("tools/list", client.listTools());
   const names = tools.map((t) => t.name).sort();
   say("tools:", names.join(", "));
-  for (const name of TOOLS) check(names.includes(name), `the tool ${name} is listed`);
+  check(JSON.stringify(names) === JSON.stringify(TOOLS), `the ${role}'s tools, got ${names}`);
   for (const t of tools) check(t.inputSchema?.type === "object", `${t.name} has an object input schema`);
   for (const t of tools) check(t.outputSchema?.type === "object", `${t.name} declares an object output schema`);
   say("output schemas:", tools.filter((t) => t.outputSchema).length, "of", tools.length);
