@@ -4,7 +4,9 @@
 //! convention with their version in the device shadow ([`IotRegistry`]), the config gate and
 //! the audit trail are DynamoDB tables ([`DynamoConfigStore`], [`DynamoAuditLog`]), and a
 //! rollout is an IoT job with its rollout, abort, timeout and retry configuration plus a
-//! DynamoDB record ([`JobsRolloutStore`]). The rollout monitor ([`monitor`]) adds what IoT
+//! DynamoDB record ([`JobsRolloutStore`]), a command run is IoT Commands executions plus its
+//! DynamoDB record ([`AwsCommandStore`]), and the telemetry history is a DynamoDB table with a
+//! TTL that an IoT topic rule fills ([`DynamoTelemetry`]). The rollout monitor ([`monitor`]) adds what IoT
 //! Jobs cannot express: the absolute failure limit and an SNS alert on every abort. The chat
 //! assistant's model port runs on Bedrock's Converse API ([`BedrockChat`]).
 //!
@@ -17,6 +19,7 @@
 
 pub mod catalog;
 pub mod chat;
+pub mod commands;
 pub mod enroll;
 pub mod errors;
 pub mod job_spec;
@@ -28,6 +31,7 @@ pub mod rollouts;
 pub mod sessions;
 pub mod settings;
 pub mod tables;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -38,10 +42,12 @@ use ota_core::ports::Backend;
 
 pub use catalog::S3Catalog;
 pub use chat::BedrockChat;
+pub use commands::AwsCommandStore;
 pub use registry::IotRegistry;
 pub use rollouts::{JobSettings, JobsRolloutStore};
 pub use settings::AwsSettings;
 pub use tables::{DynamoAuditLog, DynamoConfigStore};
+pub use telemetry::DynamoTelemetry;
 
 /// The SDK clients of one deployment, built once from [`AwsSettings`].
 #[derive(Debug, Clone)]
@@ -49,6 +55,9 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub iot: aws_sdk_iot::Client,
     pub iot_data: aws_sdk_iotdataplane::Client,
+    /// The jobs data plane (StartCommandExecution), at `OTA_AWS_JOBS_ENDPOINT` or the shared
+    /// endpoint URL when one is set; otherwise [`backend`] finds the account's endpoint.
+    pub iot_jobs: aws_sdk_iotjobsdataplane::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sns: aws_sdk_sns::Client,
     pub region: String,
@@ -69,7 +78,12 @@ impl AwsClients {
         }
         let shared = loader.load().await;
         let region = shared.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
-        Self::from_shared(&shared, settings.endpoint_url.is_some(), region)
+        let mut clients = Self::from_shared(&shared, settings.endpoint_url.is_some(), region);
+        if let Some(url) = settings.jobs_endpoint.as_deref().filter(|_| settings.endpoint_url.is_none()) {
+            let config = aws_sdk_iotjobsdataplane::config::Builder::from(&shared).endpoint_url(url).build();
+            clients.iot_jobs = aws_sdk_iotjobsdataplane::Client::from_conf(config);
+        }
+        clients
     }
 
     /// Clients from an already loaded SDK config (tests pass static credentials).
@@ -79,6 +93,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             iot: aws_sdk_iot::Client::new(shared),
             iot_data: aws_sdk_iotdataplane::Client::new(shared),
+            iot_jobs: aws_sdk_iotjobsdataplane::Client::new(shared),
             dynamodb: aws_sdk_dynamodb::Client::new(shared),
             sns: aws_sdk_sns::Client::new(shared),
             region,
@@ -91,7 +106,7 @@ pub fn backend(clients: &AwsClients, settings: &AwsSettings, account_id: Option<
     let jobs = JobSettings {
         bucket: settings.bucket.clone(),
         region: clients.region.clone(),
-        account_id,
+        account_id: account_id.clone(),
         presign_role_arn: settings.presign_role_arn.clone(),
         url_expiry_seconds: settings.url_expiry_seconds,
         expected_update_minutes: settings.expected_update_minutes,
@@ -112,9 +127,24 @@ pub fn backend(clients: &AwsClients, settings: &AwsSettings, account_id: Option<
             jobs,
         )),
         audit: Arc::new(DynamoAuditLog::new(clients.dynamodb.clone(), settings.table("audit"))),
-        // Not built yet: a topic rule into a DynamoDB table with a TTL (see the design).
-        commands: Arc::new(ota_core::memory::MemoryCommands::default()), // PLACEHOLDER-16
-        telemetry: Arc::new(ota_core::ports::NoTelemetryHistory),
+        commands: Arc::new(command_store(clients, settings, account_id)),
+        telemetry: Arc::new(DynamoTelemetry::with_retention(
+            clients.dynamodb.clone(),
+            settings.table("telemetry"),
+            chrono::Duration::days(settings.telemetry_retention_days),
+        )),
+    }
+}
+
+/// The command store: StartCommandExecution through the configured endpoint (an emulator's,
+/// or `OTA_AWS_JOBS_ENDPOINT`), else through the account's `iot:Jobs` endpoint found once.
+fn command_store(clients: &AwsClients, settings: &AwsSettings, account_id: Option<String>) -> AwsCommandStore {
+    let (iot, jobs, db, table) =
+        (clients.iot.clone(), clients.iot_jobs.clone(), clients.dynamodb.clone(), settings.table("commands"));
+    if settings.endpoint_url.is_some() || settings.jobs_endpoint.is_some() {
+        AwsCommandStore::new(iot, jobs, db, table, clients.region.clone(), account_id)
+    } else {
+        AwsCommandStore::discovering_endpoint(iot, jobs, db, table, clients.region.clone(), account_id)
     }
 }
 

@@ -15,7 +15,7 @@ pub struct AwsSettings {
     /// `OTA_AWS_BUCKET`: the firmware bucket (`firmwares/v{semver}/{type}/...`). Required.
     pub bucket: String,
     /// `OTA_AWS_TABLE_PREFIX` (default `ota`): tables `{prefix}-config`, `{prefix}-audit`,
-    /// `{prefix}-rollouts`.
+    /// `{prefix}-rollouts`, `{prefix}-sessions`, `{prefix}-commands`, `{prefix}-telemetry`.
     pub table_prefix: String,
     /// `OTA_AWS_PRESIGN_ROLE_ARN`: the role IoT Jobs assumes to pre-sign firmware URLs; it can
     /// read only `firmwares/*` of the bucket. Required to start rollouts.
@@ -31,6 +31,13 @@ pub struct AwsSettings {
     pub fleet_index: bool,
     /// `OTA_AWS_SNS_TOPIC_ARN`: where the rollout monitor publishes aborts.
     pub alert_topic_arn: Option<String>,
+    /// `OTA_AWS_JOBS_ENDPOINT`: the IoT jobs data endpoint StartCommandExecution goes to
+    /// (`https://...`). Unset: the account's `iot:Jobs` endpoint, found once with
+    /// DescribeEndpoint (or `endpoint_url` when that is set).
+    pub jobs_endpoint: Option<String>,
+    /// `OTA_AWS_TELEMETRY_RETENTION_DAYS` (default 7, 1 to 365): how long telemetry history is
+    /// kept; the topic rule's `expires_at` says the same (the template's parameter).
+    pub telemetry_retention_days: i64,
     /// `OTA_AWS_MAX_ATTEMPTS` (default 3): attempts per request, including the SDK's retries
     /// with backoff for throttling and transient errors.
     pub max_attempts: u32,
@@ -55,6 +62,8 @@ impl AwsSettings {
             expected_update_minutes: 5,
             fleet_index: true,
             alert_topic_arn: None,
+            jobs_endpoint: None,
+            telemetry_retention_days: ota_core::ports::TELEMETRY_RETENTION_DAYS,
             max_attempts: 3,
             naming: NamingConvention::default(),
             service: Settings::default(),
@@ -89,6 +98,10 @@ impl AwsSettings {
         if let Some(v) = get("OTA_AWS_EXPECTED_UPDATE_MINUTES") {
             s.expected_update_minutes = number("OTA_AWS_EXPECTED_UPDATE_MINUTES", &v, 1, 10_080)?;
         }
+        s.jobs_endpoint = get("OTA_AWS_JOBS_ENDPOINT");
+        if let Some(v) = get("OTA_AWS_TELEMETRY_RETENTION_DAYS") {
+            s.telemetry_retention_days = number("OTA_AWS_TELEMETRY_RETENTION_DAYS", &v, 1, 365)?;
+        }
         if let Some(v) = get("OTA_AWS_MAX_ATTEMPTS") {
             s.max_attempts = number("OTA_AWS_MAX_ATTEMPTS", &v, 1, 20)?;
         }
@@ -106,7 +119,8 @@ impl AwsSettings {
         Ok(s)
     }
 
-    /// The DynamoDB table holding `name` (`config`, `audit`, `rollouts`).
+    /// The DynamoDB table holding `name` (`config`, `audit`, `rollouts`, `sessions`,
+    /// `commands`, `telemetry`).
     pub fn table(&self, name: &str) -> String {
         format!("{}-{name}", self.table_prefix)
     }
@@ -132,9 +146,11 @@ mod tests {
             "OTA_AWS_BUCKET" => Some("fw".into()),
             "OTA_AWS_TABLE_PREFIX" => Some("prod-ota".into()),
             "OTA_AWS_FLEET_INDEX" => Some("off".into()),
+            "OTA_AWS_TELEMETRY_RETENTION_DAYS" => Some("30".into()),
             _ => None,
         })
         .unwrap();
+        assert_eq!((s.telemetry_retention_days, s.table("telemetry").as_str()), (30, "prod-ota-telemetry"));
         assert_eq!((s.bucket.as_str(), s.table("audit"), s.fleet_index), ("fw", "prod-ota-audit".into(), false));
         let bad = AwsSettings::from_lookup(|k| match k {
             "OTA_AWS_BUCKET" => Some("fw".into()),
@@ -142,6 +158,12 @@ mod tests {
             _ => None,
         });
         assert!(bad.is_err());
+        let no_history = AwsSettings::from_lookup(|k| match k {
+            "OTA_AWS_BUCKET" => Some("fw".into()),
+            "OTA_AWS_TELEMETRY_RETENTION_DAYS" => Some("0".into()),
+            _ => None,
+        });
+        assert!(no_history.unwrap_err().to_string().contains("between 1 and 365"));
         let with = |json: &'static str| {
             AwsSettings::from_lookup(move |k| match k {
                 "OTA_AWS_BUCKET" => Some("fw".into()),
