@@ -37,6 +37,14 @@ pub enum Action {
     EnableOta,
     DisableOta,
     Unknown,
+    /// A command to devices (`reboot`, `identify`, `recalibrate`, `update_config`,
+    /// `set_state`): `commands` lists what each device would be sent, `refusals` each device
+    /// left out and why, and `plan_id` the command plan a confirmation starts.
+    Command,
+    /// A question about devices: `devices` lists exactly the devices it selects.
+    DeviceStatus,
+    /// A device's telemetry history: `telemetry` holds one series per metric.
+    Telemetry,
 }
 
 impl From<UpdateAction> for Action {
@@ -112,7 +120,8 @@ pub struct Plan {
     pub deployments: Vec<Deployment>,
     pub refusals: Vec<Refusal>,
     pub message: String,
-    /// Present for update and rollback plans: a digest of exactly what would run.
+    /// Present for update and rollback plans, and for command plans with a device to send
+    /// to (the command plan's `cplan-…` id): a digest of exactly what would run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<String>,
     /// The typed request behind an update or rollback plan of one change. `None` for a plan
@@ -138,6 +147,93 @@ pub struct Plan {
     /// the request did not name); those of a deployment are listed in it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_back: Vec<HeldBack>,
+    /// A command plan: what each device would be sent, sorted by thing (devices refused are
+    /// in `refusals`). Only for [`Action::Command`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<PlannedCommand>,
+    /// A device question: exactly the devices it selects, sorted by thing. Only for
+    /// [`Action::DeviceStatus`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceSummary>,
+    /// A telemetry request: one series per metric of the one device, oldest point first.
+    /// Only for [`Action::Telemetry`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub telemetry: Vec<TelemetrySeries>,
+}
+
+/// What one device would be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PlannedCommand {
+    pub thing: ThingName,
+    /// `reboot`, `identify`, `recalibrate`, `update_config`, `set_state` or a declared command.
+    pub command: String,
+    /// `update_config`: the settings; `set_state`: `{"state": ...}`; otherwise `{}`.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One device as a device question shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct DeviceSummary {
+    pub thing: ThingName,
+    pub connected: bool,
+    /// The last health the device reported (`ok`, `warning`, `error`); `null` until it reports.
+    pub health: Option<crate::device::HealthStatus>,
+    /// `active`, `maintenance` or `retired`.
+    pub state: crate::device::OperationalState,
+    /// The `location` attribute; `null` when it has none.
+    pub location: Option<String>,
+    /// What its shadow reports; `null` until it does.
+    pub firmware_version: Option<FirmwareVersion>,
+    /// The health report's words ("PM2.5 sensor drift"), when it has some.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_message: String,
+    /// When it was last connected or heard from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl DeviceSummary {
+    /// The summary of a registry record.
+    pub fn of(d: &crate::device::Device) -> Self {
+        DeviceSummary {
+            thing: d.thing.clone(),
+            connected: d.connected,
+            health: d.health.as_ref().map(|h| h.status),
+            state: d.state,
+            location: d.location().map(str::to_string),
+            firmware_version: d.firmware_version.clone(),
+            health_message: d.health.as_ref().map(|h| h.message.clone()).unwrap_or_default(),
+            last_seen: d.last_seen,
+        }
+    }
+}
+
+/// One metric of one device over a time window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TelemetrySeries {
+    pub thing: ThingName,
+    /// The metric as the device reports it (`co2_ppm`).
+    pub metric: String,
+    /// The window asked for: from `since` (inclusive) to `until`.
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Numeric readings, oldest first; a long window is thinned evenly to at most
+    /// [`MAX_SERIES_POINTS`] (the newest reading is always kept).
+    pub points: Vec<TelemetryReading>,
+}
+
+/// The most points a plan's series carries.
+pub const MAX_SERIES_POINTS: usize = 500;
+
+/// One reading of a series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TelemetryReading {
+    pub at: DateTime<Utc>,
+    pub value: f64,
 }
 
 impl Plan {
@@ -155,6 +251,9 @@ impl Plan {
             rollouts: Vec::new(),
             suggestions: Vec::new(),
             held_back: Vec::new(),
+            commands: Vec::new(),
+            devices: Vec::new(),
+            telemetry: Vec::new(),
         }
     }
 

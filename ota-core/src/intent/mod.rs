@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::{HealthStatus, OperationalState};
 use crate::names::{DeviceType, JobId};
 use crate::version::{VersionFilter, VersionRequest};
 
@@ -54,8 +55,87 @@ pub enum Intent {
     Cancel { rollout: RolloutRef },
     /// Enable or disable OTA for device types.
     SetOta { enabled: bool, device_types: Vec<DeviceType> },
+    /// A question about devices' connectivity, health, operational state or location ("Is
+    /// pet_feeder-03 online?", "Which devices are offline?", "List the devices on
+    /// factory-floor-1"): every device the selection names or passes.
+    DeviceStatus { devices: DeviceSelection },
+    /// A command to devices: `reboot`, `identify`, `recalibrate`, `update_config` (with its
+    /// settings) or `set_state` (with its state). Planned and confirmed like a rollout.
+    Command(CommandIntent),
+    /// The telemetry history of one device ("Show the last 24 hours of CO2 for
+    /// co2_monitor-01"): `metrics` as written (empty: every metric), over the last
+    /// `minutes` (a day when the request names no window).
+    Telemetry { devices: DeviceSelection, metrics: Vec<String>, minutes: u32 },
     /// Not understood; `message` says what was missing and `suggestions` offers close matches.
     Unknown { message: String, suggestions: Vec<String> },
+}
+
+/// The devices a device-management request names: things one by one, device types, or the
+/// whole fleet, narrowed by place, connectivity, health and operational state. Names are as
+/// written; the service resolves them against the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceSelection {
+    /// Words that look like thing names (`pet_feeder-03`), as written.
+    #[serde(default)]
+    pub thing_mentions: Vec<String>,
+    #[serde(default)]
+    pub device_types: Vec<DeviceType>,
+    /// Every device ("all devices", "the fleet", or a place or condition with no type).
+    #[serde(default)]
+    pub whole_fleet: bool,
+    /// A place as written ("line 7", "factory-floor-1", "lab"); the service matches it as
+    /// [`crate::device::location_matches`] does (exact, inside, or one segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Only devices connected (or not) now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// Only devices whose last health report has this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+    /// Only devices in this operational state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<OperationalState>,
+}
+
+impl DeviceSelection {
+    /// Whether it names no device, type or group at all.
+    pub fn is_empty(&self) -> bool {
+        self.thing_mentions.is_empty() && self.device_types.is_empty() && !self.whole_fleet
+    }
+
+    /// Whether a condition (place, connectivity, health, state) narrows it.
+    pub fn narrowed(&self) -> bool {
+        self.location.is_some() || self.connected.is_some() || self.health.is_some() || self.state.is_some()
+    }
+}
+
+/// A command, before its names are resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandIntent {
+    /// `reboot`, `identify`, `recalibrate`, `update_config` or `set_state`.
+    pub command: String,
+    /// For `update_config`: each setting as written, in prompt order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<SettingWords>,
+    /// For `set_state`: the state asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<OperationalState>,
+    pub devices: DeviceSelection,
+}
+
+/// One setting change as written: "sample_rate_seconds to 10", "the sample rate ... to 10 s".
+/// The service matches the name against what the devices' firmware declares and reads the
+/// value by the declared type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingWords {
+    /// Lower case, words joined by `_` (`sample_rate`, `log_level`).
+    pub name: String,
+    /// As written (`10`, `debug`).
+    pub value: String,
+    /// A unit written after the value (`s`, `minutes`), lower case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// An update or rollback, before thing mentions are resolved against the registry.

@@ -9,6 +9,7 @@
 //! reach devices the operator did not mean.
 
 mod changes;
+mod devices;
 mod lexicon;
 mod numbers;
 mod reading;
@@ -32,7 +33,7 @@ const MAX_PROMPT_CHARS: usize = 2_000;
 const ASK_VERSION: &str = "Which version? Say \"to latest\" or a version such as 2.0.0.";
 const ASK_TARGETS: &str =
     "Which devices? Name a device type (pet_feeder), a device (pet_feeder-03) or say \"the whole fleet\".";
-const HELP: &str = "I can update or roll back firmware, list firmware, show fleet and rollout status, cancel a rollout, and enable or disable OTA per device type. For example: \"update pet_feeder to 2.0.0\", \"roll back pet_feeder-03 to 1.0.0\", \"which pet_feeder devices are still on 1.x?\", \"how is the rollout going?\".";
+const HELP: &str = "I can update or roll back firmware, list firmware, show fleet and rollout status, cancel a rollout, and enable or disable OTA per device type. For example: \"update pet_feeder to 2.0.0\", \"roll back pet_feeder-03 to 1.0.0\", \"which pet_feeder devices are still on 1.x?\", \"how is the rollout going?\". I also manage devices: \"Is pet_feeder-03 online?\", \"Which devices are offline?\", \"Reboot pet_feeder-03\", \"Set sample_rate_seconds to 10 on weather_station-02\", \"Show the last 24 hours of CO2 for co2_monitor-01\".";
 
 /// Parses a plain-language request.
 pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
@@ -43,6 +44,11 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Intent {
             ),
             Vec::new(),
         );
+    }
+    // Device management (status, commands, telemetry) answers only on its own cues and
+    // never for words about rollouts or firmware, so those read exactly as before.
+    if let Some(intent) = devices::parse(text, vocab) {
+        return intent;
     }
     let whole = parse_request(text, vocab);
     // Read whole first, so every request of one change keeps its meaning; only words that
@@ -159,8 +165,14 @@ const ADVICE_WORDS: [&str; 11] = [
 /// status, progress, firmware, devices or the fleet: "what do you recommend?", "any advice?").
 /// Requests to change something never are.
 pub fn is_open_question(text: &str, intent: &Intent, vocab: &Vocabulary) -> bool {
-    let read_only =
-        matches!(intent, Intent::FleetStatus { .. } | Intent::RolloutStatus { .. } | Intent::ListFirmware { .. });
+    let read_only = matches!(
+        intent,
+        Intent::FleetStatus { .. }
+            | Intent::RolloutStatus { .. }
+            | Intent::ListFirmware { .. }
+            | Intent::DeviceStatus { .. }
+            | Intent::Telemetry { .. }
+    );
     if !read_only {
         return false;
     }

@@ -97,6 +97,10 @@ pub struct AskOutcome {
     /// Present when the plan was an update or rollback with something to run; `None` when
     /// there was nothing to start (the plan says why), which is not an error.
     pub started: Option<StartOutcome>,
+    /// Present when the plan was a command with a device to send to: the command run it
+    /// started, or the one already running exactly this plan (`created: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<super::CommandStart>,
 }
 
 impl FleetManager {
@@ -145,6 +149,8 @@ impl FleetManager {
     /// Understands `text` and, when `execute` is set and it is an update or rollback with
     /// something to run, starts exactly the plan it made (operator for the start; any role may
     /// ask). With `expected_plan_id`, the plan must be the one shown (see [`Self::start`]).
+    /// A command plan ("Reboot pet_feeder-03") is started the same way as one command run
+    /// ([`Self::start_command`], bound to the command plan's id), in `command`.
     /// The one path for "do what I say" in every front door (`ota ask`, MCP `ask`,
     /// `POST /api/ask`, the chat's tool): a plan with nothing to start is returned with
     /// `started: None` and its message says why; that is not an error.
@@ -155,7 +161,30 @@ impl FleetManager {
         execute: bool,
         expected_plan_id: Option<&str>,
     ) -> Result<AskOutcome> {
-        let plan = self.plan_prompt(caller, text).await?;
+        let (mut plan, command) = self.plan_prompt_and_command(caller, text).await?;
+        if plan.action == Action::Command {
+            // A command plan is started as a command run, bound to the command plan's id.
+            let startable = command.is_some() && plan.plan_id.is_some();
+            if execute
+                && !startable
+                && let Some(expected) = expected_plan_id
+            {
+                return Err(Error::Conflict(format!(
+                    "what would run differs from plan {expected} as it was shown (now: {}); plan again and confirm the new plan",
+                    plan.message
+                )));
+            }
+            let (true, Some(spec)) = (execute, command) else {
+                return Ok(AskOutcome { plan, started: None, command: None });
+            };
+            let start = self.start_command(caller, &spec, expected_plan_id.or(plan.plan_id.as_deref())).await?;
+            let mut said = start.message.clone();
+            if let Some(first) = said.get(..1) {
+                said = first.to_uppercase() + &said[1..];
+            }
+            plan.message = format!("{} {said}.", plan.message);
+            return Ok(AskOutcome { plan, started: None, command: Some(start) });
+        }
         let startable = matches!(plan.action, Action::Update | Action::Rollback) && !plan.deployments.is_empty();
         // A confirmation of a plan that has since become empty (or another action) is stale,
         // not "nothing to do": say so, as a start would.
@@ -170,10 +199,10 @@ impl FleetManager {
         }
         let requests = plan.update_requests();
         if !(execute && startable) || requests.is_empty() {
-            return Ok(AskOutcome { plan, started: None });
+            return Ok(AskOutcome { plan, started: None, command: None });
         }
         let started = self.start_requests(caller, &requests, expected_plan_id.or(plan.plan_id.as_deref())).await?;
-        Ok(AskOutcome { plan: started.plan.clone(), started: Some(started) })
+        Ok(AskOutcome { plan: started.plan.clone(), started: Some(started), command: None })
     }
 
     pub(super) async fn start_inner(

@@ -48,6 +48,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 mod actions;
 mod cancel_all;
 mod contractions;
+mod devices;
 mod latest;
 mod names;
 mod numbers;
