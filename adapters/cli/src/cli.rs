@@ -65,9 +65,15 @@ pub enum Command {
     /// Authorization policies (Cedar): check a file, show those in force.
     #[command(subcommand)]
     Policy(crate::policy::PolicyCommand),
-    /// The device registry.
+    /// The device registry: status, health, state, location, configuration.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Remote commands to devices (reboot, identify, recalibrate, update_config, set_state):
+    /// planned, then sent only when confirmed; list, show, cancel.
+    #[command(subcommand)]
+    Commands(crate::commands::CommandsCommand),
+    /// A device's telemetry history (kept 7 days), oldest first.
+    Telemetry(crate::devices::TelemetryArgs),
     /// The per-type OTA gate and policy.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -172,9 +178,21 @@ pub enum DevicesCommand {
         /// Current version: 1.0.0, 1.x, 1.0 or <2.0.0.
         #[arg(long)]
         version: Option<String>,
+        #[command(flatten)]
+        filters: crate::devices::DeviceFilters,
     },
-    /// Show one device.
+    /// Show one device's whole status: connectivity and last seen, location, health, state,
+    /// firmware, last telemetry, and its configuration as reported and as desired.
     Show { thing: String },
+    /// Set a device's operational state (active, maintenance, retired), audited with the
+    /// reason. Devices not active are left out of rollouts and commands unless named.
+    SetState {
+        thing: String,
+        /// active, maintenance or retired.
+        state: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Register a device and write its provisioning (ca.pem, cert.pem, key.pem, nvs.csv,
     /// settings.json) into an empty folder: a certificate from the data dir's CA naming the
     /// thing, for `ota serve`'s TLS device port (firmware/README.md, "Provisioning a device").

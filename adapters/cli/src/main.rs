@@ -9,7 +9,9 @@
 mod stdout;
 mod aws;
 mod cli;
+mod commands;
 mod demo;
+mod devices;
 mod enroll;
 mod keys;
 mod live;
@@ -321,17 +323,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Devices(DevicesCommand::List { device_type, version }) => {
-            let query = DeviceQuery {
+        Command::Devices(DevicesCommand::List { device_type, version, filters }) => {
+            let mut query = DeviceQuery {
                 device_type: device_type.as_deref().map(DeviceType::parse).transpose()?,
                 version: version.as_deref().map(VersionFilter::parse).transpose()?,
                 ..Default::default()
             };
+            filters.apply(&mut query)?;
             out.devices(&svc.fleet_status(&me, &query).await?);
         }
-        Command::Devices(DevicesCommand::Show { thing }) => {
-            out.device(&svc.device(&me, &ThingName::parse(&thing)?).await?);
+        Command::Devices(DevicesCommand::Show { thing }) => devices::show(&svc, &me, &thing, &out).await?,
+        Command::Devices(DevicesCommand::SetState { thing, state, reason }) => {
+            devices::set_state(&svc, &me, &thing, &state, &reason, &out).await?;
         }
+        Command::Commands(command) => commands::run(&svc, &me, command, &out).await?,
+        Command::Telemetry(args) => devices::telemetry(&svc, &me, &args, &out).await?,
         Command::Config(ConfigCommand::Enable { device_type }) => {
             out.config(&svc.set_ota_enabled(&me, &DeviceType::parse(&device_type)?, true).await?);
         }

@@ -189,7 +189,16 @@ impl Output {
         if self.json {
             return json(status);
         }
-        let mut t = Table::new(&["THING", "DEVICE TYPE", "THING GROUP", "FIRMWARE", "CONNECTED"]);
+        let mut t = Table::new(&[
+            "THING",
+            "DEVICE TYPE",
+            "THING GROUP",
+            "FIRMWARE",
+            "CONNECTED",
+            "LOCATION",
+            "HEALTH",
+            "STATE",
+        ]);
         for d in &status.devices {
             t.row(vec![
                 d.thing.to_string(),
@@ -197,6 +206,9 @@ impl Output {
                 d.thing_group.to_string(),
                 or_dash(d.firmware_version.as_ref().map(ToString::to_string)),
                 if d.connected { "yes".into() } else { "no".into() },
+                or_dash(d.location().map(str::to_string)),
+                or_dash(d.health.as_ref().map(|h| h.status.to_string())),
+                d.state.to_string(),
             ]);
         }
         out!("{}", t.render());
