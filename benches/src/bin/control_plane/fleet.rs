@@ -16,6 +16,16 @@
 //! before the fleet starts ([`write_tls_devices`]) and read here from one file. TLS sessions
 //! are not resumed: a device that reboots has lost them, so every connection, the first and
 //! the one after the reboot, is a full handshake.
+//!
+//! With `--commands` (the command fan-out, see `commands`) each device also runs the agent's
+//! command machine (`ota_core::command::CommandMachine`, the one the firmware runs) beside its
+//! update machine, fed as `ota_device`'s agent feeds it: it subscribes to its command
+//! requests and its `config` shadow, reports its (empty) configuration and asks for it at each
+//! connect, and answers a `reboot` as the machine decides: `SUCCEEDED` (`REBOOTING`) on the
+//! response topic first, then the reboot, after the agent's default grace of one second
+//! ([`REBOOT_GRACE`]) in which it still reads (and acknowledges) what arrives, as its MQTT
+//! client would; then it closes the connection, boots the same image into fresh machines and
+//! reconnects. It has no application: no telemetry.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,7 +37,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use ota_core::command::{Capabilities, CommandAction, CommandEvent, CommandMachine, CommandResponse, ExecutionStatus};
 use ota_core::names::{DeviceType, ThingName};
+use ota_core::topics::CommandTopic;
 use ota_core::update::{Action, BootInfo, DeviceConfig, Event, PendingJob, RunningImage, SlotState, UpdateMachine};
 use ota_core::version::FirmwareVersion;
 use ota_local::link::DeviceCredentials;
@@ -53,6 +65,9 @@ const UPDATE_SLOT_SIZE: u64 = 0x3C_0000;
 const UPTIME_MS: u64 = 60_000;
 /// Bytes handed to the machine per `Chunk`, as the agent reads them: one flash sector.
 const CHUNK: usize = 4096;
+/// How long a device waits between queuing its answer to `reboot` and restarting: the
+/// agent's default `reboot_grace`, for the answer to leave.
+pub const REBOOT_GRACE: Duration = Duration::from_secs(1);
 
 /// What the fleet did, counted across all devices: the figures the bench compares.
 #[derive(Debug, Default)]
@@ -74,6 +89,12 @@ struct Counters {
     /// (microseconds since the fleet started).
     first_connects: AtomicU64,
     last_first_connect_us: AtomicU64,
+    /// `--commands`: requests received, answers sent (and of them `SUCCEEDED`), and devices
+    /// idle again after the reboot a command asked for.
+    command_requests: AtomicU64,
+    command_answers: AtomicU64,
+    command_succeeded: AtomicU64,
+    back_after_reboot: AtomicU64,
 }
 
 static COUNTERS: Counters = Counters {
@@ -92,6 +113,10 @@ static COUNTERS: Counters = Counters {
     ready: AtomicU64::new(0),
     first_connects: AtomicU64::new(0),
     last_first_connect_us: AtomicU64::new(0),
+    command_requests: AtomicU64::new(0),
+    command_answers: AtomicU64::new(0),
+    command_succeeded: AtomicU64::new(0),
+    back_after_reboot: AtomicU64::new(0),
 };
 
 /// A copy of the counters, as the child prints it for the bench (one JSON line).
@@ -121,6 +146,19 @@ pub struct Snapshot {
     /// `{id}`, notify-next split by whether it carries a job).
     #[serde(default)]
     pub by_kind: BTreeMap<String, u64>,
+    /// `--commands`: command requests the devices received, answers they sent (and of them
+    /// `SUCCEEDED`). The agent does not subscribe to `response/accepted/json`, so the
+    /// cloud's acknowledgements never reach it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub command_requests: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub command_answers: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub command_succeeded: u64,
+    /// `--commands`: devices connected and idle again (told their next job) after the reboot
+    /// a command asked for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub back_after_reboot: u64,
 }
 
 impl Snapshot {
@@ -143,6 +181,10 @@ impl Snapshot {
             ready: l(&c.ready),
             peak_rss_kib: crate::peak_rss_kib(),
             by_kind: KINDS.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            command_requests: l(&c.command_requests),
+            command_answers: l(&c.command_answers),
+            command_succeeded: l(&c.command_succeeded),
+            back_after_reboot: l(&c.back_after_reboot),
         }
     }
 
@@ -169,8 +211,17 @@ impl Snapshot {
                 .map(|(k, n)| (k.clone(), n - earlier.by_kind.get(k).copied().unwrap_or(0)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            command_requests: self.command_requests - earlier.command_requests,
+            command_answers: self.command_answers - earlier.command_answers,
+            command_succeeded: self.command_succeeded - earlier.command_succeeded,
+            back_after_reboot: self.back_after_reboot - earlier.back_after_reboot,
         }
     }
+}
+
+/// Counters only `--commands` moves are left out of the other modes' JSON.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -190,8 +241,21 @@ fn trace(thing: &ThingName, clock: Instant, direction: &str, topic: &str, payloa
 static KINDS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
 /// Counts one PUBLISH under its kind: the topic below `$aws/things/{thing}/`, with the job id
-/// replaced and a notify-next told apart by whether it offers a job.
+/// replaced and a notify-next told apart by whether it offers a job; a Commands API topic as
+/// `commands/{id}/...` below the execution, a device's answer with its status.
 fn count_kind(direction: &str, topic: &str, payload: &[u8]) {
+    if let Some((_, _, which)) = ota_core::topics::parse_command(topic) {
+        // `.../executions/{id}/request/json` → `request/json`.
+        let below = topic.rsplit_once("/executions/").map_or(topic, |(_, r)| r);
+        let tail = below.split_once('/').map_or(below, |(_, t)| t);
+        let mut kind = format!("{direction} commands/{{id}}/{tail}");
+        if which == CommandTopic::Response {
+            let status = CommandResponse::parse(payload).map(|r| r.status.as_str()).unwrap_or("?");
+            kind.push_str(&format!(" {status}"));
+        }
+        *KINDS.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1;
+        return;
+    }
     let below = topic.splitn(4, '/').nth(3).unwrap_or(topic);
     let mut kind = match below.split('/').collect::<Vec<_>>().as_slice() {
         ["jobs", id, rest @ ..] if !id.starts_with('$') && *id != "notify-next" => {
@@ -224,6 +288,8 @@ pub struct FleetArgs {
     /// `--tls`: the file of device certificates written by [`write_tls_devices`]; the fleet
     /// then connects over mutual TLS and the address is the TLS listener's.
     pub tls_devices: Option<std::path::PathBuf>,
+    /// `--commands`: each device also runs the agent's command machine.
+    pub commands: bool,
 }
 
 /// What the bench hands the fleet for `--tls`: the CA to trust the server by, and each
@@ -323,6 +389,7 @@ pub async fn run_child(args: FleetArgs) -> Result<(), String> {
             mqtt: args.mqtt,
             gate: gate.clone(),
             clock: started,
+            commands: args.commands,
         };
         tokio::spawn(device.run(args.version.clone()));
     }
@@ -371,6 +438,20 @@ struct Device {
     mqtt: SocketAddr,
     gate: Arc<Semaphore>,
     clock: Instant,
+    /// `--commands`: the agent's command machine runs beside the update machine.
+    commands: bool,
+}
+
+/// What the firmware of a `--commands` device declares: `reboot`, and no settings.
+fn bench_capabilities() -> Capabilities {
+    Capabilities { commands: vec!["reboot".to_string()], settings: Default::default() }
+}
+
+/// A device's command side for one boot (`--commands`): the machine, and when the reboot it
+/// asked for is due.
+struct Commands {
+    machine: CommandMachine,
+    reboot_at: Option<tokio::time::Instant>,
 }
 
 /// The device's flash and NVS, which survive reboots.
@@ -380,6 +461,15 @@ struct Flash {
     pending: Option<PendingJob>,
     /// The version the boot slot was switched to, if it was.
     next: Option<FirmwareVersion>,
+}
+
+/// Which answer to `$next/get` the device is waiting for, to count it.
+#[derive(Debug)]
+struct Readiness {
+    /// The first after the fleet started: the device is up.
+    first_boot: bool,
+    /// The first after a reboot a command asked for: the device is back.
+    back_after_command: bool,
 }
 
 /// Why a connection's loop ended.
@@ -400,11 +490,15 @@ impl Device {
             pending: None,
             next: None,
         };
-        let mut first_boot = true;
+        let mut ready = Readiness { first_boot: true, back_after_command: false };
         let mut first_connect = true;
         loop {
             let mut machine = UpdateMachine::new(DeviceConfig::new(self.thing.clone(), self.device_type.clone()));
             machine.handle(Event::Booted(flash.boot.clone()));
+            let mut commands = self.commands.then(|| Commands {
+                machine: CommandMachine::new(&self.thing, bench_capabilities(), None),
+                reboot_at: None,
+            });
             let ended = loop {
                 let Some(mut conn) = self.connect().await else { return };
                 if first_connect {
@@ -414,9 +508,17 @@ impl Device {
                     COUNTERS.last_first_connect_us.fetch_max(us, Ordering::Relaxed);
                 }
                 machine.handle(Event::Connected);
-                match self.session(&mut conn, &mut machine, &mut flash, &mut first_boot).await {
+                if let Some(c) = commands.as_mut() {
+                    c.machine.handle(CommandEvent::Connected { now_ms: self.uptime_ms() });
+                }
+                match self.session(&mut conn, &mut machine, commands.as_mut(), &mut flash, &mut ready).await {
                     Ended::Reboot => break Ended::Reboot,
-                    Ended::ConnectionLost => machine.handle(Event::Disconnected),
+                    Ended::ConnectionLost => {
+                        machine.handle(Event::Disconnected);
+                        if let Some(c) = commands.as_mut() {
+                            c.machine.handle(CommandEvent::Disconnected);
+                        }
+                    }
                 }
             };
             if matches!(ended, Ended::Reboot) {
@@ -450,8 +552,9 @@ impl Device {
         &self,
         conn: &mut Conn,
         machine: &mut UpdateMachine,
+        mut commands: Option<&mut Commands>,
         flash: &mut Flash,
-        first_boot: &mut bool,
+        ready: &mut Readiness,
     ) -> Ended {
         let ping_every = Duration::from_secs(u64::from(KEEP_ALIVE_S) * 2 / 3);
         let mut next_ping = tokio::time::Instant::now() + ping_every;
@@ -461,6 +564,16 @@ impl Device {
                 Ok(false) => {}
                 Err(_) => return Ended::ConnectionLost,
             }
+            if let Some(c) = commands.as_deref_mut()
+                && c.reboot_at.is_none()
+            {
+                match self.execute_commands(conn, &mut c.machine).await {
+                    Ok(true) => c.reboot_at = Some(tokio::time::Instant::now() + REBOOT_GRACE),
+                    Ok(false) => {}
+                    Err(_) => return Ended::ConnectionLost,
+                }
+            }
+            let reboot_at = commands.as_deref().and_then(|c| c.reboot_at);
             let packet = tokio::select! {
                 p = conn.read() => p,
                 _ = tokio::time::sleep_until(next_ping) => {
@@ -469,6 +582,10 @@ impl Device {
                         return Ended::ConnectionLost;
                     }
                     continue;
+                }
+                _ = tokio::time::sleep_until(reboot_at.unwrap_or(next_ping)), if reboot_at.is_some() => {
+                    ready.back_after_command = true;
+                    return Ended::Reboot;
                 }
             };
             let Ok(Some(packet)) = packet else { return Ended::ConnectionLost };
@@ -480,11 +597,32 @@ impl Device {
                 if p.qos == QoS::AtLeastOnce && conn.queue(Packet::PubAck(PubAck::new(p.pkid))).is_err() {
                     return Ended::ConnectionLost;
                 }
-                if *first_boot && p.topic.ends_with("/jobs/$next/get/accepted") {
-                    *first_boot = false;
-                    add(&COUNTERS.ready, 1);
+                if let Some((_, _, CommandTopic::Request)) = ota_core::topics::parse_command(&p.topic) {
+                    add(&COUNTERS.command_requests, 1);
                 }
-                machine.handle_message(&p.topic, &p.payload);
+                if reboot_at.is_some() {
+                    // Restarting: what arrives now is acknowledged by the MQTT client and
+                    // lost with the reboot, as on a board.
+                    continue;
+                }
+                if p.topic.ends_with("/jobs/$next/get/accepted") {
+                    if ready.first_boot {
+                        ready.first_boot = false;
+                        add(&COUNTERS.ready, 1);
+                    } else if ready.back_after_command {
+                        ready.back_after_command = false;
+                        add(&COUNTERS.back_after_reboot, 1);
+                    }
+                }
+                // A command sees the update machine's phase as it is now (as the agent feeds
+                // them); what is not the command machine's goes to the update machine.
+                let taken = commands.as_deref_mut().is_some_and(|c| {
+                    let phase = machine.phase();
+                    c.machine.handle_message(&p.topic, &p.payload, phase)
+                });
+                if !taken {
+                    machine.handle_message(&p.topic, &p.payload);
+                }
             }
         }
     }
@@ -534,6 +672,54 @@ impl Device {
         }
         conn.flush().await?;
         Ok(false)
+    }
+
+    /// Executes the command machine's actions in order, as the agent's `run_commands` does
+    /// with no application (a command it runs succeeds doing nothing, no telemetry) and a
+    /// simulated flash; `Ok(true)` when one was a reboot (the answer is flushed first).
+    async fn execute_commands(&self, conn: &mut Conn, machine: &mut CommandMachine) -> std::io::Result<bool> {
+        while let Some(action) = machine.poll_action() {
+            match action {
+                CommandAction::Subscribe { topic } => {
+                    add(&COUNTERS.subscribes, 1);
+                    let mut s = Subscribe::new(topic, QoS::AtLeastOnce);
+                    s.pkid = conn.next_pkid();
+                    conn.queue(Packet::Subscribe(s)).map_err(std::io::Error::other)?;
+                }
+                CommandAction::Publish { topic, payload } => {
+                    add(&COUNTERS.publishes_up, 1);
+                    add(&COUNTERS.bytes_up, payload.len() as u64);
+                    count_kind("up", &topic, payload.as_bytes());
+                    trace(&self.thing, self.clock, "up", &topic, payload.as_bytes());
+                    if let Some((_, _, CommandTopic::Response)) = ota_core::topics::parse_command(&topic) {
+                        add(&COUNTERS.command_answers, 1);
+                        if CommandResponse::parse(payload.as_bytes())
+                            .is_ok_and(|r| r.status == ExecutionStatus::Succeeded)
+                        {
+                            add(&COUNTERS.command_succeeded, 1);
+                        }
+                    }
+                    let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+                    p.pkid = conn.next_pkid();
+                    conn.queue(Packet::Publish(p)).map_err(std::io::Error::other)?;
+                }
+                CommandAction::PersistConfig { task, .. } | CommandAction::Run { task, .. } => {
+                    machine.handle(CommandEvent::Done { task, error: None });
+                }
+                CommandAction::Sample => {}
+                CommandAction::Reboot => {
+                    conn.flush().await?;
+                    return Ok(true);
+                }
+            }
+        }
+        conn.flush().await?;
+        Ok(false)
+    }
+
+    /// Milliseconds the device has been up, as its clock says (see [`UPTIME_MS`]).
+    fn uptime_ms(&self) -> u64 {
+        UPTIME_MS + u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(0)
     }
 
     /// One HTTP GET of the image, fed to the machine in flash-sector chunks (it hashes them).

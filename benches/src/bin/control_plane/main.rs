@@ -46,7 +46,26 @@
 //!   rollout, rollout time, the time for all N devices to connect (first CONNACK) and to go
 //!   idle before the rollout (not in the rollout's time: where TLS costs most), and the
 //!   baseline's time; with the machine's CPU count and load at the start and the end.
+//!
+//! The command fan-out (issue 16), `reboot` to every device instead of a rollout:
+//!
+//! ```text
+//! cargo run --release -p ota-benches --bin control_plane -- --commands --devices 10000
+//! ```
+//!
+//! - `--commands`: the same world (its firmware also declares `reboot`), and devices that
+//!   also run the agent's command machine. Engine: the command is planned and started through
+//!   the service (`FleetManager::plan_command`, `start_command`), paced by the policy's
+//!   `max_in_flight` and delivered by the jobs engine; timed from `start_command` until
+//!   `command_run` reports the run ended, which must be `COMPLETED` with every execution
+//!   `SUCCEEDED`. Baseline: a fresh endpoint and a trivial responder sending the same
+//!   requests with the same cap, timed from the first request until the last answer. Each
+//!   device answers `SUCCEEDED` first, then reboots and reconnects (not in the timed figure;
+//!   printed apart). Seconds, commands per minute, the ratio, CPU count and load at the
+//!   start and the end, in a table and one JSON line. Works with `--tls` and
+//!   `--no-baseline`, not with `--scaling` or `--compare-tls`. See `commands`.
 
+mod commands;
 mod fleet;
 mod responder;
 
@@ -82,7 +101,7 @@ const AWS_MAX_PER_MINUTE: f64 = 1000.0;
 const DEVICE_TYPE: &str = "bench_sensor";
 const USAGE: &str = "usage: control_plane [--devices N] [--image-kib K] [--max-in-flight M] \
                      [--connect-concurrency C] [--timeout-s S] [--no-baseline] [--tls] \
-                     [--scaling N,N,... | --compare-tls]";
+                     [--scaling N,N,... | --compare-tls | --commands]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -122,6 +141,8 @@ struct Options {
     tls: bool,
     /// `--compare-tls`: plain, TLS, TLS, plain at the same size, for the TLS / plain ratio.
     compare_tls: bool,
+    /// `--commands`: the command fan-out (`reboot` to every device) instead of a rollout.
+    commands: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -135,6 +156,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         baseline: true,
         tls: false,
         compare_tls: false,
+        commands: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -155,6 +177,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--no-baseline" => o.baseline = false,
             "--tls" => o.tls = true,
             "--compare-tls" => o.compare_tls = true,
+            "--commands" => o.commands = true,
             "--scaling" => {
                 let list = it.next().ok_or("--scaling needs a list, e.g. 1000,10000")?;
                 o.scaling = list
@@ -168,6 +191,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if o.commands && (o.compare_tls || !o.scaling.is_empty()) {
+        return Err("--commands runs one fan-out at one size: leave out --scaling and --compare-tls".into());
+    }
     if o.compare_tls && (o.tls || !o.scaling.is_empty()) {
         return Err("--compare-tls runs both transports at one size: leave out --tls and --scaling".into());
     }
@@ -178,8 +204,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 }
 
 fn parse_fleet_args(args: &[String]) -> Result<FleetArgs, String> {
-    let [mqtt, data_dir, devices, device_type, version, concurrency, tls_devices] = args else {
-        return Err(format!("--fleet takes 7 arguments, got {}", args.len()));
+    let [mqtt, data_dir, devices, device_type, version, concurrency, tls_devices, commands] = args else {
+        return Err(format!("--fleet takes 8 arguments, got {}", args.len()));
     };
     Ok(FleetArgs {
         mqtt: mqtt.parse().map_err(|e| format!("mqtt address {mqtt:?}: {e}"))?,
@@ -189,6 +215,11 @@ fn parse_fleet_args(args: &[String]) -> Result<FleetArgs, String> {
         version: FirmwareVersion::parse(version).map_err(|e| e.to_string())?,
         connect_concurrency: concurrency.parse().map_err(|e| format!("concurrency {concurrency:?}: {e}"))?,
         tls_devices: (tls_devices != "-").then(|| PathBuf::from(tls_devices)),
+        commands: match commands.as_str() {
+            "commands" => true,
+            "-" => false,
+            other => return Err(format!("the fleet's last argument is `commands` or `-`, not {other:?}")),
+        },
     })
 }
 
@@ -268,7 +299,9 @@ async fn world(o: &Options) -> Result<World, String> {
             image: image(o.image_bytes, seed),
             release_notes: format!("bench image {v}"),
             built_at: None,
-            extra: Default::default(),
+            // `--commands`: the firmware declares `reboot` (`metadata.json`'s `commands`), as
+            // the service requires before it sends one.
+            extra: if o.commands { [("commands".to_string(), json!(["reboot"]))].into() } else { Default::default() },
         };
         svc.publish_firmware(&me, request).await.map_err(e("publish"))?;
     }
@@ -450,6 +483,7 @@ impl Fleet {
             .arg(world.v1.to_string())
             .arg(o.connect_concurrency.to_string())
             .arg(tls_devices)
+            .arg(if o.commands { "commands" } else { "-" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -564,32 +598,59 @@ async fn endpoint(world: &World) -> Result<(DeviceLink, SocketAddr), String> {
     Ok((link, addr.ok_or("the endpoint has no listener")?))
 }
 
+/// A fresh embedded endpoint with the jobs engine behind it, wired as `ota serve` wires them.
+struct Served {
+    engine: Arc<JobsEngine>,
+    /// Where the devices connect.
+    addr: SocketAddr,
+    handle: ota_local::link::LinkHandle,
+    shutdown: watch::Sender<bool>,
+    running: tokio::task::JoinHandle<()>,
+    forward: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn start(world: &World) -> Result<Served, String> {
+        let (link, addr) = endpoint(world).await?;
+        let DeviceLink { mut events, publisher, handle } = link;
+        let sign = world.signer.clone();
+        let ctx = EngineContext { firmware_url: Arc::new(move |v, t, now| sign.firmware_url(v, t, now)) };
+        let engine = JobsEngine::new(world.store.clone(), ctx, EngineOptions::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (input_tx, input_rx) = mpsc::channel(4096);
+        let forward = tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let input = match event {
+                    DeviceEvent::Connected { thing } => DeviceInput::Connected(thing),
+                    DeviceEvent::Disconnected { thing } => DeviceInput::Disconnected(thing),
+                    DeviceEvent::Message { thing, topic, payload } => DeviceInput::Message { thing, topic, payload },
+                };
+                if input_tx.send(input).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let running = tokio::spawn(engine.clone().run(input_rx, Arc::new(Publisher(publisher)), shutdown_rx));
+        Ok(Served { engine, addr, handle, shutdown, running, forward })
+    }
+
+    /// Stops the engine first (it may still be answering the devices' last requests), so
+    /// that nothing is published into a closed link, then the endpoint.
+    async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.running).await;
+        self.handle.shutdown().await;
+        self.forward.abort();
+    }
+}
+
 /// The engine phase: endpoint + engine as `ota serve` runs them, the rollout started
 /// through the service, timed until the engine reports it complete.
 async fn engine_phase(world: &World, o: &Options) -> Result<(Phase, JobId), String> {
-    let (link, addr) = endpoint(world).await?;
-    let DeviceLink { mut events, publisher, handle } = link;
-    let sign = world.signer.clone();
-    let ctx = EngineContext { firmware_url: Arc::new(move |v, t, now| sign.firmware_url(v, t, now)) };
-    let engine = JobsEngine::new(world.store.clone(), ctx, EngineOptions::default());
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let (input_tx, input_rx) = mpsc::channel(4096);
-    let forward = tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let input = match event {
-                DeviceEvent::Connected { thing } => DeviceInput::Connected(thing),
-                DeviceEvent::Disconnected { thing } => DeviceInput::Disconnected(thing),
-                DeviceEvent::Message { thing, topic, payload } => DeviceInput::Message { thing, topic, payload },
-            };
-            if input_tx.send(input).await.is_err() {
-                break;
-            }
-        }
-    });
-    let running = tokio::spawn(engine.clone().run(input_rx, Arc::new(Publisher(publisher)), shutdown_rx));
-    let mut rollout_events = engine.subscribe();
+    let served = Served::start(world).await?;
+    let mut rollout_events = served.engine.subscribe();
 
-    let (mut fleet, ready) = Fleet::start(world, o, addr).await?;
+    let (mut fleet, ready) = Fleet::start(world, o, served.addr).await?;
     eprintln!(
         "engine: {} devices connected after {:.2} s, idle after {:.2} s",
         o.devices, ready.connected_s, ready.seconds
@@ -646,12 +707,7 @@ async fn engine_phase(world: &World, o: &Options) -> Result<(Phase, JobId), Stri
     let after = fleet.snapshot("snap").await?;
     let progress = world.store.rollout_progress(&id).await.map_err(|e| format!("progress: {e}"))?;
     let total = fleet.quit().await?;
-    // The engine stops first (it may still be answering the devices' last `$next/get`s),
-    // so that nothing is published into a closed link.
-    let _ = shutdown.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
-    handle.shutdown().await;
-    forward.abort();
+    served.stop().await;
     let phase = Phase {
         name: "engine",
         seconds,
@@ -748,6 +804,9 @@ fn transport(tls: bool) -> &'static str {
 }
 
 async fn run(o: Options) -> Result<(), String> {
+    if o.commands {
+        return commands::run(o).await;
+    }
     if !o.scaling.is_empty() {
         return scaling(o).await;
     }
