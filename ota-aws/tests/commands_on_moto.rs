@@ -384,3 +384,50 @@ async fn cancel_answers_timeouts_and_aborts_are_recorded_once() {
     let late = store.respond(&plug(0), "cmd-ffff-1-0", &done, t(72)).await.unwrap();
     assert!(!late, "a late answer after a timeout stays TIMED_OUT");
 }
+
+/// What the conformance suite asks of every store, for one that delivers itself: after every
+/// step the stored run is, field for field, the run the pure transitions make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_run_is_the_pure_model_after_every_step() {
+    let Some(server) = moto::start() else { return };
+    let fake = Arc::new(FakeAws::default());
+    let store = store(&server, "cmds5", &fake, &[], &[]).await;
+    let policy = RolloutPolicy {
+        max_in_flight: 2,
+        abort: AbortRule { failure_percent: 50.0, min_executed: 4, max_failures: None },
+        ..Default::default()
+    };
+    let mut model = run("cmd-gggg-1", 6, policy, json!({}));
+    store.create(&model).await.unwrap();
+    let step = async |model: &mut CommandRun, now: i64| {
+        store.advance(t(now)).await.unwrap();
+        let due: Vec<String> = model.advance(t(now)).into_iter().map(|d| d.execution_id).collect();
+        assert_eq!(&store.get(&model.id).await.unwrap(), model, "after an advance at {now}");
+        due
+    };
+    let answer = async |model: &mut CommandRun, id: &str, status: ExecutionStatus, now: i64| {
+        let r = CommandResponse::new(status, "DONE", "as asked");
+        let thing = model.execution(id).unwrap().thing.clone();
+        let changed = store.respond(&thing, id, &r, t(now)).await.unwrap();
+        assert_eq!(changed, model.respond(id, &r, t(now)).unwrap());
+        assert_eq!(&store.get(&model.id).await.unwrap(), model, "after an answer to {id}");
+    };
+    let first = step(&mut model, 1).await;
+    assert_eq!(first, ["cmd-gggg-1-0", "cmd-gggg-1-1"]);
+    for id in &first {
+        assert_eq!(store.aws_execution_id(id).await.unwrap(), Some(format!("aws-{id}")));
+    }
+    answer(&mut model, "cmd-gggg-1-0", ExecutionStatus::InProgress, 2).await;
+    assert!(step(&mut model, 3).await.is_empty(), "IN_PROGRESS holds its slot");
+    answer(&mut model, "cmd-gggg-1-0", ExecutionStatus::Failed, 4).await;
+    answer(&mut model, "cmd-gggg-1-0", ExecutionStatus::Succeeded, 5).await;
+    assert_eq!(step(&mut model, 6).await, ["cmd-gggg-1-2"]);
+    // cmd-gggg-1-1 times out at 61, and -3 is sent in its place; failures pass the threshold.
+    assert_eq!(step(&mut model, 61).await, ["cmd-gggg-1-3"]);
+    answer(&mut model, "cmd-gggg-1-2", ExecutionStatus::Rejected, 62).await;
+    answer(&mut model, "cmd-gggg-1-3", ExecutionStatus::Failed, 63).await;
+    assert!(step(&mut model, 64).await.is_empty());
+    assert_eq!(model.status, CommandRunStatus::Aborted, "{}", model.summary());
+    assert!(step(&mut model, 200).await.is_empty(), "an ended run sends nothing");
+    assert_eq!(fake.started.lock().unwrap().len(), 4);
+}
