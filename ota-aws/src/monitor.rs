@@ -8,6 +8,11 @@
 //! `adapters/monitor-lambda` (binary `rollout-monitor`) runs it on an EventBridge schedule
 //! (every minute), so an abort lands within a minute of the failure that crossed the limit.
 //!
+//! The same tick advances command runs on a store that delivers its own executions (AWS IoT
+//! Commands: [`crate::AwsCommandStore`]): without it a paced run would move only when someone
+//! starts or reads one, so its next executions are sent, and its answers and timeouts
+//! recorded, within a minute.
+//!
 //! [`RolloutPolicy::decide`]: ota_core::policy::RolloutPolicy::decide
 
 use aws_sdk_iot::types::{JobProcessDetails, JobStatus};
@@ -237,7 +242,9 @@ impl Monitor {
         Ok(true)
     }
 
-    /// Checks every active rollout once, at `now`.
+    /// Checks every active rollout once, at `now`, then advances the command runs (see the
+    /// module's documentation). A failure of the latter is returned after every rollout was
+    /// handled.
     pub async fn check_active(&self, now: DateTime<Utc>) -> Result<Vec<Checked>> {
         let active = self.backend.rollouts.list(&RolloutQuery { active_only: true, ..Default::default() }).await?;
         let mut out = Vec::new();
@@ -298,6 +305,9 @@ impl Monitor {
                     });
                 }
             }
+        }
+        if self.backend.commands.delivers_itself() {
+            self.backend.commands.advance(now).await?;
         }
         Ok(out)
     }

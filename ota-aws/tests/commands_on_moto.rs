@@ -431,3 +431,31 @@ async fn the_stored_run_is_the_pure_model_after_every_step() {
     assert!(step(&mut model, 200).await.is_empty(), "an ended run sends nothing");
     assert_eq!(fake.started.lock().unwrap().len(), 4);
 }
+
+/// On AWS nothing else moves a paced run between reads: the rollout monitor's tick sends its
+/// next executions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_tick_advances_command_runs() {
+    let Some(server) = moto::start() else { return };
+    let fake = Arc::new(FakeAws::default());
+    let mut backend = ota_core::memory::backend();
+    backend.commands = Arc::new(store(&server, "cmds6", &fake, &[], &[]).await);
+    backend
+        .commands
+        .create(&run("cmd-hhhh-1", 3, RolloutPolicy { max_in_flight: 2, ..Default::default() }, json!({})))
+        .await
+        .unwrap();
+    let monitor = ota_aws::monitor::Monitor {
+        backend: backend.clone(),
+        iot: mock_client!(aws_sdk_iot, RuleMode::MatchAny, &[]),
+        sns: mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[]),
+        topic_arn: None,
+        service: None,
+    };
+    assert!(monitor.check_active(t(1)).await.unwrap().is_empty(), "no rollout");
+    assert_eq!(fake.started.lock().unwrap().len(), 2);
+    fake.set("aws-cmd-hhhh-1-0", CommandExecutionStatus::Succeeded, None);
+    monitor.check_active(t(61)).await.unwrap();
+    let r = backend.commands.get("cmd-hhhh-1").await.unwrap();
+    assert_eq!(states(&r), [ExecutionState::Succeeded, ExecutionState::TimedOut, ExecutionState::Created]);
+}
