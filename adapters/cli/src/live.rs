@@ -6,7 +6,10 @@
 //! words and start them" of every front door) and never wait forever: they return when every
 //! rollout has ended, when only devices that are not connected are left (their updates wait
 //! until they connect, as on AWS), or after `--wait`; the summary names the devices still
-//! waiting and the exit status says which happened ([`EXIT_STATUS_HELP`]).
+//! waiting and the exit status says which happened ([`EXIT_STATUS_HELP`]). A command prompt
+//! ("Reboot pet_feeder-03") starts one command run instead, followed through
+//! [`FleetManager::command_run`] until every execution is over or `--wait` elapsed; its JSON
+//! lists each execution under `commands`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use chrono::{DateTime, Utc};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ota_core::auth::Caller;
+use ota_core::commands::{CommandRun, CommandRunStatus};
 use ota_core::device::{Device, DeviceQuery};
 use ota_core::names::{DeviceType, JobId, ThingName};
 use ota_core::plan::Plan;
@@ -610,6 +614,41 @@ pub struct AskReport {
     /// Every simulated device as it runs now (`ota demo --headless`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<serde_json::Value>>,
+    /// The command run a command prompt started (or found running), when it was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_run: Option<String>,
+    /// Each device's execution of that command run, as watching left it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandReport>,
+}
+
+/// One device's execution of a command run in the headless JSON contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandReport {
+    pub execution_id: String,
+    pub thing: ThingName,
+    pub command: String,
+    /// `QUEUED`, `CREATED`, `IN_PROGRESS`, `SUCCEEDED`, `FAILED`, `REJECTED`, `TIMED_OUT` or
+    /// `CANCELED`.
+    pub status: String,
+    /// The device's reason (`reasonDescription`, else its `reasonCode`), or ota's for a
+    /// timeout or cancel.
+    pub reason: Option<String>,
+}
+
+impl CommandReport {
+    fn of(run: &CommandRun) -> Vec<Self> {
+        run.executions
+            .iter()
+            .map(|e| CommandReport {
+                execution_id: e.execution_id.clone(),
+                thing: e.thing.clone(),
+                command: run.command.clone(),
+                status: e.state.as_str().to_string(),
+                reason: e.reason.clone().or_else(|| e.reason_code.clone()),
+            })
+            .collect()
+    }
 }
 
 impl AskReport {
@@ -629,6 +668,8 @@ impl AskReport {
             },
             plan: Some(plan.clone()),
             devices: None,
+            command_run: None,
+            commands: Vec::new(),
         }
     }
 }
@@ -659,6 +700,19 @@ pub async fn ask_and_follow(
     out: &Output,
 ) -> Result<(AskReport, Vec<RolloutProgress>)> {
     let asked = svc.ask(me, prompt, true, None).await?;
+    if let Some(start) = asked.command {
+        if print_progress {
+            out.plan(&asked.plan);
+            outln!();
+            outln!("{}", start.message);
+        }
+        let (run, end) = follow_command(svc, me, &start.run.id, wait).await?;
+        let mut report = AskReport::new(&asked.plan, Vec::new(), run.summary(), end);
+        report.command_run = Some(run.id.clone());
+        report.commands = CommandReport::of(&run);
+        report.exit_code = command_exit_code(end, &run);
+        return Ok((report, Vec::new()));
+    }
     let Some(started) = asked.started else {
         if print_progress {
             out.plan(&asked.plan);
@@ -694,8 +748,74 @@ pub async fn ask_and_follow(
     Ok((report, watched.progress))
 }
 
+/// Follows command run `id` until it is over (every execution answered, timed out or
+/// canceled), `wait` elapsed, or Ctrl-C; the run as it was then and why watching stopped.
+/// The engine delivers the executions and applies their timeouts; this only reads.
+pub async fn follow_command(svc: &FleetManager, me: &Caller, id: &str, wait: Duration) -> Result<(CommandRun, End)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let run = svc.command_run(me, id).await?;
+        let over = run.executions.iter().all(|e| e.state.is_terminal());
+        if !run.is_active() && over {
+            return Ok((run, End::Ended));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok((run, End::WaitElapsed));
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok((run, End::Interrupted)),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// The exit status of a followed command run (see [`EXIT_STATUS_HELP`]): 0 when it completed
+/// and every device succeeded, 3 when it aborted or was canceled or a device failed, was
+/// rejected or timed out, 4 when watching stopped first.
+fn command_exit_code(end: End, run: &CommandRun) -> u8 {
+    let failed = matches!(run.status, CommandRunStatus::Aborted | CommandRunStatus::Canceled)
+        || run.executions.iter().any(|e| e.state.is_failure());
+    match end {
+        _ if failed => EXIT_FAILED,
+        End::Ended => 0,
+        End::NothingStarted => 0,
+        End::Refused => 1,
+        End::OnlyOfflineLeft | End::WaitElapsed | End::Interrupted => EXIT_WAITING,
+    }
+}
+
+/// The closing lines after a followed command: each device's execution, and how it ended.
+fn print_command_ending(report: &AskReport, wait: Duration) {
+    outln!();
+    for c in &report.commands {
+        let line = format!("  {:<28} {:<11} {}", c.thing.as_str(), c.status, c.reason.as_deref().unwrap_or_default());
+        outln!("{}", line.trim_end());
+    }
+    let id = report.command_run.as_deref().unwrap_or_default();
+    match report.result {
+        End::Ended if report.exit_code == 0 => outln!("\nThe command ran; every device succeeded."),
+        End::Ended => outln!("\nThe command run ended, not on every device as asked (see above)."),
+        End::WaitElapsed | End::Interrupted | End::OnlyOfflineLeft => {
+            let why = if report.result == End::Interrupted {
+                "stopped watching (Ctrl-C)".to_string()
+            } else {
+                format!("stopped waiting after {} s (--wait)", wait.as_secs())
+            };
+            outln!("\nReturned: {why}. The command run keeps going on the server; follow it with:");
+            outln!("  ota commands show {id}");
+        }
+        End::NothingStarted | End::Refused => {}
+    }
+}
+
 /// The closing lines after a watch: why it stopped and which devices still wait.
 pub fn print_ending(report: &AskReport, wait: Duration) {
+    if report.command_run.is_some() {
+        print_command_ending(report, wait);
+        return;
+    }
     let n = report.waiting.len();
     let devices: Vec<String> = report
         .waiting
