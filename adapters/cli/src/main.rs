@@ -632,6 +632,8 @@ async fn demo_body(
         eprintln!("Type a request (Ctrl-D to quit), for example:");
         eprintln!("  Update all pet_feeder devices to the latest firmware");
         eprintln!("  Roll back pet_feeder-03 to 1.0.0");
+        eprintln!("  Which devices are offline?");
+        eprintln!("  Reboot pet_feeder-03");
         let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
         loop {
             eprint!("ota> ");
