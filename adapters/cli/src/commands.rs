@@ -11,6 +11,7 @@ use ota_core::commands::{
 };
 use ota_core::device::{DeviceQuery, HealthStatus};
 use ota_core::names::{DeviceType, ThingName};
+use ota_core::policy::RolloutPolicy;
 use ota_core::service::{CommandStart, FleetManager};
 use ota_core::{Error, Result};
 use serde_json::{Map, Value};
@@ -171,6 +172,23 @@ fn json(v: &impl serde::Serialize) {
     }
 }
 
+/// What of a rollout policy paces a command run: the in-flight limit, the start rate and the
+/// abort thresholds (its timeout is the run's own, not the policy's).
+fn pacing(p: &RolloutPolicy) -> String {
+    let mut s = format!("at most {} at a time", p.max_in_flight);
+    if let Some(m) = p.max_per_minute {
+        s.push_str(&format!(", {m}/min"));
+    }
+    s.push_str(&format!(
+        "; abort above {} % failed (after {} executed)",
+        p.abort.failure_percent, p.abort.min_executed
+    ));
+    if let Some(n) = p.abort.max_failures {
+        s.push_str(&format!(" or above {n} failures"));
+    }
+    s
+}
+
 fn params_text(p: &Map<String, Value>) -> String {
     if p.is_empty() { String::new() } else { format!(" {}", Value::Object(p.clone())) }
 }
@@ -200,7 +218,7 @@ fn print_plan(plan: &CommandPlan, out: &Output) {
         out!("{}", t.render());
         if plan.command != ota_core::commands::SET_STATE {
             let timeout = if plan.timeout_seconds == DEFAULT_TIMEOUT_SECONDS { " (the default)" } else { "" };
-            outln!("Policy: {}; each device answers within {} s{timeout}", plan.policy, plan.timeout_seconds);
+            outln!("Pacing: {}; each device answers within {} s{timeout}", pacing(&plan.policy), plan.timeout_seconds);
         }
     }
     if !plan.refusals.is_empty() {
@@ -277,7 +295,7 @@ fn print_run(run: &CommandRun, out: &Output) {
     outln!("status:       {}{}", run.status, run.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default());
     outln!("command:      {}{}", run.command, params_text(&run.parameters));
     outln!("plan:         {}", run.plan_id);
-    outln!("policy:       {}", run.policy);
+    outln!("pacing:       {}", pacing(&run.policy));
     outln!("timeout:      {} s", run.timeout_seconds);
     outln!("created:      {} by {}", when(run.created_at), run.created_by);
     if let Some(t) = run.ended_at {
