@@ -350,7 +350,8 @@ impl AwsCommandStore {
             .table_name(&self.table)
             .key("run_id", s(key))
             .key("idx", n(0))
-            .update_expression(format!("{op} runs :id"))
+            .update_expression(format!("{op} #runs :id"))
+            .expression_attribute_names("#runs", "runs")
             .expression_attribute_values(":id", AttributeValue::Ss(vec![run_id.to_string()]))
             .build()
             .map_err(Error::storage)
@@ -362,7 +363,8 @@ impl AwsCommandStore {
             .table_name(&self.table)
             .key("run_id", s(OPEN))
             .key("idx", n(0))
-            .update_expression("DELETE runs :id")
+            .update_expression("DELETE #runs :id")
+            .expression_attribute_names("#runs", "runs")
             .expression_attribute_values(":id", AttributeValue::Ss(vec![run_id.to_string()]))
             .send()
             .await
@@ -526,15 +528,16 @@ impl AwsCommandStore {
             .key("run_id", s(run_id))
             .key("idx", n(idx as i64))
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#execution", "execution")
             .expression_attribute_values(":json", s(json))
             .expression_attribute_values(":new", s(e.state.as_str()))
             .expression_attribute_values(":prev", s(prev.as_str()))
             .condition_expression("#state = :prev");
         req = match aws_id {
             Some(a) => req
-                .update_expression("SET execution = :json, #state = :new, aws_execution_id = :aws")
+                .update_expression("SET #execution = :json, #state = :new, aws_execution_id = :aws")
                 .expression_attribute_values(":aws", s(a)),
-            None => req.update_expression("SET execution = :json, #state = :new"),
+            None => req.update_expression("SET #execution = :json, #state = :new"),
         };
         match req.send().await {
             Ok(_) => Ok(true),
@@ -597,9 +600,10 @@ impl AwsCommandStore {
                     .table_name(&self.table)
                     .key("run_id", s(&run.id))
                     .key("idx", n(i as i64))
-                    .update_expression("SET execution = :json, #state = :new")
+                    .update_expression("SET #execution = :json, #state = :new")
                     .condition_expression("#state = :queued")
                     .expression_attribute_names("#state", "state")
+                    .expression_attribute_names("#execution", "execution")
                     .expression_attribute_values(":json", s(json))
                     .expression_attribute_values(":new", s(ExecutionState::Created.as_str()))
                     .expression_attribute_values(":queued", s(ExecutionState::Queued.as_str()))
@@ -869,7 +873,8 @@ impl CommandStore for AwsCommandStore {
                 .query()
                 .table_name(&self.table)
                 .index_name("by_thing")
-                .key_condition_expression("thing = :t")
+                .key_condition_expression("#thing = :t")
+                .expression_attribute_names("#thing", "thing")
                 .expression_attribute_values(":t", s(thing.as_str()))
                 .into_paginator()
                 .send();
@@ -886,7 +891,8 @@ impl CommandStore for AwsCommandStore {
                 .query()
                 .table_name(&self.table)
                 .index_name("by_created")
-                .key_condition_expression("kind = :run")
+                .key_condition_expression("#kind = :run")
+                .expression_attribute_names("#kind", "kind")
                 .expression_attribute_values(":run", s("run"))
                 .scan_index_forward(false)
                 .into_paginator()

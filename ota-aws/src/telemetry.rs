@@ -166,7 +166,8 @@ impl DynamoTelemetry {
             .db
             .query()
             .table_name(&self.table)
-            .key_condition_expression("thing = :t AND #at <= :cut")
+            .key_condition_expression("#thing = :t AND #at <= :cut")
+            .expression_attribute_names("#thing", "thing")
             .expression_attribute_names("#at", "at")
             .expression_attribute_values(":t", s(thing.as_str()))
             .expression_attribute_values(":cut", n(t.timestamp_millis()))
@@ -188,7 +189,7 @@ impl DynamoTelemetry {
 }
 
 /// What deciding a deletion reads: the key, and the payload for the boundary millisecond.
-const KEY_AND_PAYLOAD: &str = "thing, #at, #payload, #payload_b64";
+const KEY_AND_PAYLOAD: &str = "#thing, #at, #payload, #payload_b64";
 
 fn key_of(item: &Item) -> Item {
     item.iter().filter(|(k, _)| *k == "thing" || *k == "at").map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -231,16 +232,17 @@ impl TelemetryStore for DynamoTelemetry {
             return Ok(Vec::new());
         }
         let condition = match (lo, hi) {
-            (Some(_), Some(_)) => "thing = :t AND #at BETWEEN :lo AND :hi",
-            (Some(_), None) => "thing = :t AND #at >= :lo",
-            (None, Some(_)) => "thing = :t AND #at <= :hi",
-            (None, None) => "thing = :t",
+            (Some(_), Some(_)) => "#thing = :t AND #at BETWEEN :lo AND :hi",
+            (Some(_), None) => "#thing = :t AND #at >= :lo",
+            (None, Some(_)) => "#thing = :t AND #at <= :hi",
+            (None, None) => "#thing = :t",
         };
         let mut req = self
             .db
             .query()
             .table_name(&self.table)
             .key_condition_expression(condition)
+            .expression_attribute_names("#thing", "thing")
             .expression_attribute_values(":t", s(query.thing.as_str()))
             .consistent_read(true)
             // Newest first when only the newest are wanted.
@@ -281,6 +283,7 @@ impl TelemetryStore for DynamoTelemetry {
             .scan()
             .table_name(&self.table)
             .filter_expression("#at <= :cut")
+            .expression_attribute_names("#thing", "thing")
             .expression_attribute_names("#at", "at")
             .expression_attribute_values(":cut", n(before.timestamp_millis()))
             .projection_expression(KEY_AND_PAYLOAD)
