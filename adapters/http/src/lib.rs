@@ -26,7 +26,15 @@
 //!   "summary"}`): [`FleetManager::ask`], which plans a plain-language request and with `execute`
 //!   starts it (only if it still plans to `plan_id` when given). A plan with nothing to start is
 //!   200 with `started: null` and `items: []`; `summary` is the service's words for each item
-//!   ("started X (type)", "already running X (type), started at …") or the plan's message.
+//!   ("started X (type)", "already running X (type), started at …") or the plan's message. A
+//!   command plan ("Reboot pet_feeder-03") started this way adds `"command"`: the command run
+//!   (`{"run", "created", "message"}`); the chat page's command cards confirm through here;
+//! - `GET commands/{id}`: one command run with each device's execution (the page follows a
+//!   confirmed command with it).
+//!
+//! `POST chat` answers device questions, command plans and telemetry with their plan (its
+//! `devices`, `commands` or `telemetry`), which the page shows as device cards, a command card
+//! with its confirm button, or a time-series chart.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -40,9 +48,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures::Stream;
 use ota_core::Error;
-use ota_core::agent::{Assistant, ChatReply};
+use ota_core::agent::{AnsweredBy, Assistant, ChatReply};
 use ota_core::auth::Caller;
 use ota_core::device::DeviceQuery;
+use ota_core::intent::Intent;
 use ota_core::names::{DeviceType, JobId};
 use ota_core::rollout::{Rollout, RolloutQuery};
 use ota_core::service::FleetManager;
@@ -143,6 +152,7 @@ impl Web {
             .route("/api/rollouts/{id}/events", get(events))
             .route("/api/rollouts/{id}/stream", get(stream))
             .route("/api/rollouts/{id}/cancel", post(cancel))
+            .route("/api/commands/{id}", get(command_run))
             .with_state(self)
     }
 }
@@ -282,7 +292,20 @@ struct ChatBody {
 
 async fn chat(State(w): State<Web>, c: Option<Extension<Caller>>, Body(b): Body<ChatBody>) -> ApiResult<ChatReply> {
     let c = caller(c)?;
-    Ok(Json(w.assistant.chat(&c, b.session_id.as_deref(), &b.message).await?))
+    let mut reply = w.assistant.chat(&c, b.session_id.as_deref(), &b.message).await?;
+    // Device questions, command plans and telemetry are shown as cards (a command's with its
+    // confirm button, which goes through `POST /api/ask` with the plan id): the intent
+    // engine's answer carries its words only, so the plan is made here for the page.
+    if reply.plan.is_none() && reply.answered_by == AnsweredBy::Intent && reply.error.is_none() {
+        let device_intent = matches!(
+            w.svc.understand(&c, &b.message).await,
+            Ok(Intent::DeviceStatus { .. } | Intent::Command(_) | Intent::Telemetry { .. })
+        );
+        if device_intent && let Ok(plan) = w.svc.plan_prompt(&c, &b.message).await {
+            reply.plan = Some(plan);
+        }
+    }
+    Ok(Json(reply))
 }
 
 #[derive(Deserialize, Default)]
@@ -323,15 +346,27 @@ struct AskBody {
 async fn ask(State(w): State<Web>, c: Option<Extension<Caller>>, Body(b): Body<AskBody>) -> ApiResult {
     let c = caller(c)?;
     let asked = w.svc.ask(&c, &b.prompt, b.execute, b.plan_id.as_deref()).await?;
-    Ok(Json(match asked.started {
-        Some(o) => json!({
+    Ok(Json(match (asked.started, asked.command) {
+        (Some(o), _) => json!({
             "plan": o.plan,
             "summary": o.summary(),
             "items": o.items,
             "started": {"rollouts": o.rollouts, "existing": o.existing, "items": o.items},
         }),
-        None => json!({"plan": asked.plan, "summary": asked.plan.message, "items": [], "started": null}),
+        (None, Some(start)) => json!({
+            "plan": asked.plan,
+            "summary": start.message,
+            "items": [],
+            "started": null,
+            "command": start,
+        }),
+        (None, None) => json!({"plan": asked.plan, "summary": asked.plan.message, "items": [], "started": null}),
     }))
+}
+
+async fn command_run(State(w): State<Web>, c: Option<Extension<Caller>>, UrlPath(id): UrlPath<String>) -> ApiResult {
+    let c = caller(c)?;
+    Ok(Json(to_value(&w.svc.command_run(&c, &id).await?)))
 }
 
 #[derive(Deserialize)]

@@ -379,3 +379,62 @@ async fn a_session_of_another_subject_is_refused_and_the_owners_confirmation_sur
     let text = again["reply"].as_str().unwrap();
     assert!(text.contains(&id) && text.contains("Nothing new would start"), "{text}");
 }
+
+/// Device cards, command plans with their confirmation and telemetry charts come with their
+/// plan in the chat's answer; the command card's confirm goes through `POST /api/ask` with the
+/// plan id, and `GET /api/commands/{id}` follows the run.
+#[tokio::test]
+async fn the_chat_answers_device_questions_commands_and_telemetry_with_their_plans() {
+    let (svc, store, _dir) = common::world().await;
+    let t = ota_core::names::DeviceType::parse("smart_plug").unwrap();
+    let thing = ota_core::names::ThingName::parse("smart_plug-01").unwrap();
+    svc.backend().telemetry.append(ota_core::demo::telemetry_history(&t, &thing, svc.now())).await.unwrap();
+    let addr = serve(svc.clone(), store, PageAuth::Token, None).await;
+    let chat = |message: &str| json!({ "message": message });
+
+    let (status, reply) = json_call(&addr, "POST", "/api/chat", "viewer", Some(chat("Is pet_feeder-03 online?"))).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["answered_by"], "intent");
+    assert_eq!(reply["plan"]["action"], "device_status", "{reply}");
+    assert_eq!(reply["plan"]["devices"][0]["thing"], "pet_feeder-03", "{reply}");
+    assert_eq!(reply["plan"]["devices"][0]["location"], "factory-floor-2", "{reply}");
+
+    let (_, reply) = json_call(&addr, "POST", "/api/chat", "viewer", Some(chat("telemetry of smart_plug-01"))).await;
+    assert_eq!(reply["plan"]["action"], "telemetry", "{reply}");
+    let series = reply["plan"]["telemetry"].as_array().unwrap();
+    assert_eq!(series.iter().map(|s| s["metric"].as_str().unwrap()).collect::<Vec<_>>(), ["energy_kwh", "power_w"]);
+    assert!(series[0]["points"].as_array().unwrap().len() >= 24, "{reply}");
+
+    // A viewer may not plan a command: refused, no card.
+    let (_, refused) = json_call(&addr, "POST", "/api/chat", "viewer", Some(chat("Reboot pet_feeder-03"))).await;
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+    assert!(refused.get("plan").is_none(), "{refused}");
+
+    let (_, reply) = json_call(&addr, "POST", "/api/chat", "operator", Some(chat("Reboot pet_feeder-03"))).await;
+    let plan = &reply["plan"];
+    assert_eq!(plan["action"], "command", "{reply}");
+    assert_eq!(plan["commands"], json!([{"thing": "pet_feeder-03", "command": "reboot", "parameters": {}}]));
+    let plan_id = plan["plan_id"].as_str().unwrap().to_string();
+    let admin = Caller::new("root", [Role::Admin]);
+    let runs = || async { svc.list_commands(&admin, &Default::default()).await.unwrap() };
+    assert!(runs().await.is_empty(), "planning sends nothing");
+
+    // Another plan id, or a viewer: refused, nothing sent.
+    let confirm = |id: &str| json!({"prompt": "Reboot pet_feeder-03", "execute": true, "plan_id": id});
+    let (status, err) = json_call(&addr, "POST", "/api/ask", "operator", Some(confirm("cplan-000000000000"))).await;
+    assert_eq!((status, &err["error"]), (409, &json!("conflict")), "{err}");
+    let (status, err) = json_call(&addr, "POST", "/api/ask", "viewer", Some(confirm(&plan_id))).await;
+    assert_eq!((status, &err["error"]), (403, &json!("forbidden")), "{err}");
+    assert!(runs().await.is_empty());
+    let (status, sent) = json_call(&addr, "POST", "/api/ask", "operator", Some(confirm(&plan_id))).await;
+    assert_eq!(status, 200, "{sent}");
+    let run = &sent["command"]["run"];
+    assert_eq!(run["plan_id"], plan_id.as_str(), "{sent}");
+    assert_eq!(run["executions"][0]["thing"], "pet_feeder-03", "{sent}");
+    let id = run["id"].as_str().unwrap();
+    let (status, shown) = json_call(&addr, "GET", &format!("/api/commands/{id}"), "viewer", None).await;
+    assert_eq!((status, &shown["id"]), (200, &json!(id)), "{shown}");
+    assert_eq!(runs().await.len(), 1);
+    let (status, _) = json_call(&addr, "GET", "/api/commands/cmd-000000000000-1", "viewer", None).await;
+    assert_eq!(status, 404);
+}

@@ -31,6 +31,14 @@ impl FleetManager {
         Ok(self.plan_prompt_and_command(caller, text).await?.0)
     }
 
+    /// What the intent engine makes of `text`, planning nothing (any role that may ask). A
+    /// front door that shows device plans its own way (the chat page's device cards) reads
+    /// the kind of request here first.
+    pub async fn understand(&self, caller: &Caller, text: &str) -> Result<Intent> {
+        self.allow(caller, Op::Ask, "ask", Resource::Fleet)?;
+        Ok(parse(text, &self.vocabulary().await?))
+    }
+
     /// [`FleetManager::plan_prompt`], and for a command plan with devices to send to, the
     /// typed command a confirmation starts ([`FleetManager::start_command`] with the plan's id).
     pub(super) async fn plan_prompt_and_command(
