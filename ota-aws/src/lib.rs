@@ -25,6 +25,7 @@ pub mod errors;
 pub mod job_spec;
 pub mod kms;
 pub mod monitor;
+pub mod policies;
 pub mod provision;
 pub mod registry;
 pub mod rollouts;

@@ -10,6 +10,10 @@
 //! `lastSeen` fields that registration wrote into the shadow. Either way the whole
 //! [`DeviceQuery`] is applied again to the results, so the semantics are exactly the domain's
 //! (Fleet Indexing compares versions as strings; `<2.0.0` is filtered here).
+//!
+//! A device's configuration is its named shadow `config` (desired written by the service,
+//! reported by the device): `get` reads it and `upsert` writes it when the record has one;
+//! listings leave it empty (Fleet Indexing indexes named shadows only when configured to).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -23,6 +27,7 @@ use ota_core::Result;
 use ota_core::device::{Device, DeviceQuery, Health, OperationalState, Telemetry};
 use ota_core::names::{DeviceType, NamingConvention, ThingGroupName, ThingName};
 use ota_core::ports::DeviceRegistry;
+use ota_core::topics::CONFIG_SHADOW;
 use ota_core::version::{FirmwareVersion, VersionFilter};
 use serde_json::{Value, json};
 
@@ -197,7 +202,12 @@ impl IotRegistry {
     }
 
     async fn shadow(&self, thing: &ThingName) -> Result<Option<Value>> {
-        match self.data.get_thing_shadow().thing_name(thing.as_str()).send().await {
+        self.named_shadow(thing, None).await
+    }
+
+    /// The classic shadow (`name` `None`) or a named one, `None` when it does not exist.
+    async fn named_shadow(&self, thing: &ThingName, name: Option<&str>) -> Result<Option<Value>> {
+        match self.data.get_thing_shadow().thing_name(thing.as_str()).set_shadow_name(name.map(str::to_string)).send().await {
             Ok(out) => Ok(out.payload().and_then(|p| serde_json::from_slice(p.as_ref()).ok())),
             Err(e) => match aws("iot:GetThingShadow")(e) {
                 f if f.kind == FailureKind::NotFound => Ok(None),
@@ -250,7 +260,16 @@ impl DeviceRegistry for IotRegistry {
             }
         };
         let shadow = self.shadow(thing).await?;
-        Ok(self.device_from(thing.clone(), described.attributes(), shadow.as_ref()))
+        let Some(mut device) = self.device_from(thing.clone(), described.attributes(), shadow.as_ref()) else {
+            return Ok(None);
+        };
+        // The configuration: the named shadow `config` (desired by operators, reported by the device).
+        if let Some(config) = self.named_shadow(thing, Some(CONFIG_SHADOW)).await? {
+            let part = |k: &str| config.pointer(&format!("/state/{k}")).and_then(Value::as_object).cloned();
+            device.config.desired = part("desired").unwrap_or_default();
+            device.config.reported = part("reported").unwrap_or_default();
+        }
+        Ok(Some(device))
     }
 
     /// The state is a thing attribute: one UpdateThing merging it, the shadow untouched.
@@ -342,6 +361,23 @@ impl DeviceRegistry for IotRegistry {
             .send()
             .await
             .map_err(fail("iot:UpdateThingShadow"))?;
+        if !device.config.desired.is_empty() || !device.config.reported.is_empty() {
+            let mut state = serde_json::Map::new();
+            if !device.config.desired.is_empty() {
+                state.insert("desired".into(), Value::Object(device.config.desired.clone()));
+            }
+            if !device.config.reported.is_empty() {
+                state.insert("reported".into(), Value::Object(device.config.reported.clone()));
+            }
+            self.data
+                .update_thing_shadow()
+                .thing_name(device.thing.as_str())
+                .shadow_name(CONFIG_SHADOW)
+                .payload(Blob::new(json!({ "state": state }).to_string()))
+                .send()
+                .await
+                .map_err(fail("iot:UpdateThingShadow"))?;
+        }
         Ok(())
     }
 

@@ -38,6 +38,9 @@ pub struct AwsSettings {
     /// `OTA_AWS_TELEMETRY_RETENTION_DAYS` (default 7, 1 to 365): how long telemetry history is
     /// kept; the topic rule's `expires_at` says the same (the template's parameter).
     pub telemetry_retention_days: i64,
+    /// `OTA_AWS_POLICIES_KEY` (default `policies/policies.cedar`): the object of the firmware
+    /// bucket that holds the authorization policies (see [`crate::policies`]).
+    pub policies_key: String,
     /// `OTA_AWS_MAX_ATTEMPTS` (default 3): attempts per request, including the SDK's retries
     /// with backoff for throttling and transient errors.
     pub max_attempts: u32,
@@ -64,6 +67,7 @@ impl AwsSettings {
             alert_topic_arn: None,
             jobs_endpoint: None,
             telemetry_retention_days: ota_core::ports::TELEMETRY_RETENTION_DAYS,
+            policies_key: crate::policies::POLICIES_KEY.to_string(),
             max_attempts: 3,
             naming: NamingConvention::default(),
             service: Settings::default(),
@@ -99,6 +103,16 @@ impl AwsSettings {
             s.expected_update_minutes = number("OTA_AWS_EXPECTED_UPDATE_MINUTES", &v, 1, 10_080)?;
         }
         s.jobs_endpoint = get("OTA_AWS_JOBS_ENDPOINT");
+        if let Some(k) = get("OTA_AWS_POLICIES_KEY") {
+            if k.starts_with("firmwares/") || k.starts_with('/') {
+                return Err(Error::invalid(
+                    "AWS settings",
+                    "OTA_AWS_POLICIES_KEY",
+                    "the policies live outside firmwares/ (which the presigning role can read), as a relative key",
+                ));
+            }
+            s.policies_key = k;
+        }
         if let Some(v) = get("OTA_AWS_TELEMETRY_RETENTION_DAYS") {
             s.telemetry_retention_days = number("OTA_AWS_TELEMETRY_RETENTION_DAYS", &v, 1, 365)?;
         }

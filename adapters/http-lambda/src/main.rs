@@ -45,7 +45,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let settings = ota_aws::AwsSettings::from_env()?;
     let (clients, backend) = ota_aws::connect(&settings).await?;
-    let svc = Arc::new(FleetManager::new(backend, settings.service.clone())?);
+    // The deployment's policies (s3://BUCKET/policies/policies.cedar) or the defaults; a file that
+    // does not validate stops the function here.
+    let svc = Arc::new(ota_aws::policies::service(&clients, &settings, backend).await?);
     let progress: Arc<dyn ProgressSource> = Arc::new(JobCounts(clients.clone()));
 
     let sessions = ota_aws::sessions::DynamoSessions::new(

@@ -30,7 +30,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = ota_aws::AwsSettings::from_env()?;
     let (clients, backend) = ota_aws::connect(&settings).await?;
     // No data dir in Lambda: the service settings come from OTA_SETTINGS (validated), as for `ota --backend aws`.
-    let svc = Arc::new(FleetManager::new(backend, settings.service.clone())?);
+    // The deployment's policies (s3://BUCKET/policies/policies.cedar) or the defaults; a file that
+    // does not validate stops the function here.
+    let svc = Arc::new(ota_aws::policies::service(&clients, &settings, backend).await?);
     let hosts = apigw::allowed_hosts(std::env::var("OTA_MCP_ALLOWED_HOSTS").ok().as_deref(), in_lambda);
     let router = OtaMcp::new(svc, Some(Arc::new(job_counts::JobCounts(clients))))
         .http_router(hosts)

@@ -12,8 +12,9 @@ use ota_aws::{AwsSettings, connect};
 async fn main() -> Result<(), Error> {
     let settings = AwsSettings::from_env()?;
     let (clients, backend) = connect(&settings).await?;
-    // Reverts on abort go through the service, with every rule of a start.
-    let service = std::sync::Arc::new(ota_core::service::FleetManager::new(backend.clone(), settings.service.clone())?);
+    // Reverts on abort go through the service, with every rule of a start and the deployment's
+    // policies (a policy file that does not validate stops the function here).
+    let service = std::sync::Arc::new(ota_aws::policies::service(&clients, &settings, backend.clone()).await?);
     let monitor = Monitor {
         backend,
         iot: clients.iot,
