@@ -1,12 +1,15 @@
 // Drives ota's chat page in a real browser (Debian's Chromium, through playwright-core): sign in
 // with a token, plan and confirm a pet_feeder update, follow the rollout to COMPLETED, ask for a
-// refused update (beehive_scale's OTA gate is closed in the demo world), then check the phone
-// layout. Prints one line per step; exits non-zero with the reason on any failure.
+// refused update (beehive_scale's OTA gate is closed in the demo world), ask whether a device is
+// online (a device status card), plan and confirm a reboot (a command card, then its run until
+// the device answers SUCCEEDED), then check the phone layout. Prints one line per step; exits
+// non-zero with the reason on any failure.
 //
 // Environment:
 //   OTA_URL             the server, e.g. http://127.0.0.1:8080 (required)
 //   OTA_TOKEN           an operator's token from `ota token create --role operator` (required)
-//   OTA_SCREENSHOT_DIR  where chat.png, refusal.png and phone.png go (default: the current folder)
+//   OTA_SCREENSHOT_DIR  where chat.png, refusal.png, devices.png and phone.png go (default: the
+//                       current folder)
 //   CHROMIUM_PATH       the browser (default: /usr/bin/chromium or /usr/bin/chromium-browser)
 //
 // Run by adapters/cli/tests/browser.rs with OTA_TEST_BROWSER=1.
@@ -17,6 +20,9 @@ import { chromium } from 'playwright-core';
 
 const UPDATE = 'Update all pet_feeder devices to the latest firmware';
 const REFUSED = 'Update all beehive_scale devices to the latest firmware';
+const STATUS = 'Is pet_feeder-03 online?';
+const COMMAND = 'Reboot pet_feeder-03';
+const COMMAND_TIMEOUT = 60_000;
 const STEP_TIMEOUT = 30_000;
 const ROLLOUT_TIMEOUT = 120_000;
 
@@ -158,6 +164,49 @@ try {
   say(`asked "${REFUSED}": refused (${refusalText.split('\n').find((l) => /disabled|OTA/.test(l)).trim()})`);
   await page.screenshot({ path: path.join(shots, 'refusal.png'), fullPage: true });
   say(`saved ${path.join(shots, 'refusal.png')}`);
+
+  // -- A device status card ------------------------------------------------------------
+  const status = await ask(STATUS);
+  const deviceCard = status.locator('[data-testid="device-card"][data-thing="pet_feeder-03"]');
+  await deviceCard.waitFor();
+  const pill = (await deviceCard.getByTestId('connectivity').innerText()).trim();
+  if (pill !== 'online') fail(`the device card of pet_feeder-03 says "${pill}", not "online": ${await deviceCard.innerText()}`);
+  const cardText = (await deviceCard.innerText()).replace(/\s+/g, ' ');
+  if (!/factory-floor-2/.test(cardText)) fail(`the device card does not show the device's location: ${cardText}`);
+  say(`asked "${STATUS}": device card ${cardText}`);
+
+  // -- A command plan, confirmed --------------------------------------------------------
+  const commandReply = await ask(COMMAND);
+  const commandCard = commandReply.getByTestId('command-card');
+  await commandCard.waitFor();
+  const targets = await commandCard.getByTestId('command-targets').innerText();
+  if (!targets.includes('pet_feeder-03')) fail(`the command card does not list pet_feeder-03: ${await commandCard.innerText()}`);
+  const planIdText = (await commandCard.locator('.plan-id').innerText()).trim();
+  if (!planIdText.startsWith('cplan-')) fail(`the command card shows no command plan id: "${planIdText}"`);
+  const sendButton = commandCard.getByTestId('confirm');
+  if (!(await sendButton.isEnabled())) fail('the command card has no enabled confirm button');
+  await sendButton.click();
+  const run = page.getByTestId('command-run').last();
+  await run.waitFor();
+  const runId = await run.getAttribute('data-run-id');
+  say(`confirmed ${planIdText}: command run ${runId} is shown`);
+  try {
+    await page.waitForFunction(
+      (rid) => {
+        const el = [...document.querySelectorAll('[data-testid="command-run"]')].find((e) => e.dataset.runId === rid);
+        const ex = el && el.querySelector('[data-testid="execution"][data-thing="pet_feeder-03"]');
+        return ex && ex.dataset.state === 'SUCCEEDED';
+      },
+      runId,
+      { timeout: COMMAND_TIMEOUT, polling: 250 },
+    );
+  } catch (e) {
+    fail(`the reboot of pet_feeder-03 did not succeed within ${COMMAND_TIMEOUT / 1000} s: ${(await run.innerText()).replace(/\s+/g, ' ')}`);
+  }
+  if (await sendButton.isEnabled()) fail('the command confirm button is still enabled after use');
+  say(`command run ${runId}: ${(await run.innerText()).replace(/\s+/g, ' ')}`);
+  await page.screenshot({ path: path.join(shots, 'devices.png'), fullPage: true });
+  say(`saved ${path.join(shots, 'devices.png')}`);
 
   // -- Phone width ----------------------------------------------------------------------
   await page.setViewportSize({ width: 375, height: 800 });
