@@ -68,18 +68,24 @@ pub async fn resume_versions(svc: &FleetManager, specs: &mut [SimDeviceSpec]) ->
 }
 
 /// Registers the simulated devices (the thing group from the naming convention, the version
-/// they will report), so plans target them before they first connect.
+/// they will report), so plans target them before they first connect. A device the registry
+/// knows keeps its record (location, health, state, telemetry, configuration, last seen), as
+/// a real device's would; it is marked not connected until it connects.
 pub async fn register(svc: &FleetManager, specs: &[SimDeviceSpec]) -> Result<()> {
     let naming = &svc.settings().naming;
-    let devices = specs
-        .iter()
-        .map(|s| Device {
-            firmware_version: Some(s.version.clone()),
-            connected: false,
-            last_seen: None,
-            ..Device::new(s.thing.clone(), s.device_type.clone(), naming.thing_group_of(&s.device_type))
-        })
-        .collect();
+    let mut devices = Vec::new();
+    for s in specs {
+        let device = match svc.backend().registry.get(&s.thing).await? {
+            Some(known) => Device { firmware_version: Some(s.version.clone()), connected: false, ..known },
+            None => Device {
+                firmware_version: Some(s.version.clone()),
+                connected: false,
+                last_seen: None,
+                ..Device::new(s.thing.clone(), s.device_type.clone(), naming.thing_group_of(&s.device_type))
+            },
+        };
+        devices.push(device);
+    }
     svc.backend().registry.upsert_many(devices).await
 }
 

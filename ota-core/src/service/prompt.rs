@@ -926,7 +926,7 @@ fn metric_matches(written: &str, available: &BTreeSet<String>) -> Vec<String> {
 
 /// "last 24 hours", "last 30 minutes", "last 7 days".
 fn window_words(minutes: u32) -> String {
-    let (n, unit) = if minutes.is_multiple_of(24 * 60) {
+    let (n, unit) = if minutes.is_multiple_of(24 * 60) && minutes > 24 * 60 {
         (minutes / (24 * 60), "day")
     } else if minutes.is_multiple_of(60) {
         (minutes / 60, "hour")
