@@ -112,3 +112,31 @@ string_schema!(
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     )
 );
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::Plan;
+
+    /// The plan's schema (MCP's output schema of every planning tool) names the device
+    /// management fields and actions, so a client can check a command or device plan too.
+    #[test]
+    fn the_plan_schema_has_the_device_fields_and_actions() {
+        let schema = serde_json::to_value(schemars::schema_for!(Plan)).unwrap();
+        let text = schema.to_string();
+        let properties = schema["properties"].as_object().expect("the plan's properties");
+        for field in ["commands", "devices", "telemetry", "refusals", "message", "plan_id"] {
+            assert!(properties.contains_key(field), "{field} missing: {text}");
+        }
+        let required: Vec<&str> =
+            schema["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        for optional in ["commands", "devices", "telemetry"] {
+            assert!(!required.contains(&optional), "{optional} is left out when empty, so not required");
+        }
+        for action in ["\"command\"", "\"device_status\"", "\"telemetry\"", "\"update\""] {
+            assert!(text.contains(action), "action {action} missing");
+        }
+        for key in ["firmware_version", "health_message", "parameters", "points"] {
+            assert!(text.contains(key), "{key} missing");
+        }
+    }
+}

@@ -212,3 +212,16 @@ fn rollout_and_firmware_words_keep_their_reading() {
     }
     assert!(matches!(p("Set pet feeders to 2.0.0"), Intent::Update(_)));
 }
+
+#[test]
+fn device_questions_asking_why_go_to_a_model_and_plain_ones_do_not() {
+    let v = vocab();
+    for (text, open) in [
+        ("why is mailbox_notifier-04 offline?", true),
+        ("Is pet_feeder-03 online?", false),
+        ("Which devices are offline?", false),
+        ("Reboot pet_feeder-03", false),
+    ] {
+        assert_eq!(is_open_question(text, &p(text), &v), open, "{text}");
+    }
+}
