@@ -20,6 +20,8 @@ use crate::cli::{AwsCommand, Command};
 pub struct AwsInfo {
     /// The service settings from `OTA_SETTINGS`.
     pub service: Settings,
+    /// The deployment's policies (`s3://BUCKET/policies/policies.cedar`), `None` for the defaults.
+    pub policies: Option<std::sync::Arc<ota_core::authz::Authorizer>>,
     #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     expected_update_minutes: u32,
 }
@@ -37,7 +39,13 @@ pub async fn connect(command: &Command) -> Result<(Backend, AwsInfo)> {
     if let Command::Aws(AwsCommand::SeedDemo { create_resources: true }) = command {
         ota_aws::provision::create_resources(&clients, &settings).await?;
     }
-    let info = AwsInfo { service: settings.service.clone(), expected_update_minutes: settings.expected_update_minutes };
+    // The policies every AWS front door decides by; one that does not validate stops here.
+    let policies = ota_aws::policies::load(&clients, &settings).await?;
+    let info = AwsInfo {
+        service: settings.service.clone(),
+        policies,
+        expected_update_minutes: settings.expected_update_minutes,
+    };
     Ok((backend, info))
 }
 

@@ -154,6 +154,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Some(aws) => aws.service.clone(),
         None => load_settings(&cli.data_dir)?,
     };
+    let policies = policies.or_else(|| aws_settings.as_ref().and_then(|a| a.policies.clone()));
     let svc = Arc::new(policy::apply(FleetManager::new(backend, settings)?, policies));
     let me = local_caller();
     let local_store =
