@@ -410,6 +410,10 @@ pub struct FleetArgs {
     /// Seed for which devices get which fault: the same seed gives the same fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Also connect the demo's offline devices (mailbox_notifier-04, sound_level_meter-04),
+    /// which the simulator otherwise leaves disconnected, as the demo world says they are.
+    #[arg(long)]
+    pub connect_offline: bool,
 }
 
 #[derive(Debug, Args)]

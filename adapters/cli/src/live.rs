@@ -52,8 +52,14 @@ pub fn fleet_specs(args: &FleetArgs) -> Result<Vec<SimDeviceSpec>> {
     let rates = FaultRates::new(args.corrupt_rate, args.boot_failure_rate, args.drop_rate)
         .and_then(|r| r.with_tamper(args.tamper_rate))
         .map_err(|e| Error::invalid("fault rate", format!("{e}"), "each rate is a fraction between 0 and 1"))?;
-    demo_fleet(&types, args.devices_per_type, rates, args.seed)
-        .map_err(|e| Error::invalid("simulated fleet", format!("{e}"), "check the fleet options"))
+    let mut specs = demo_fleet(&types, args.devices_per_type, rates, args.seed)
+        .map_err(|e| Error::invalid("simulated fleet", format!("{e}"), "check the fleet options"))?;
+    if !args.connect_offline {
+        // The demo world's offline devices stay offline: commands to them are refused and
+        // rollouts wait for them, as for a real device out of reach.
+        specs.retain(|s| !ota_core::demo::OFFLINE.contains(&s.thing.as_str()));
+    }
+    Ok(specs)
 }
 
 /// Simulated devices keep their firmware across runs the way real ones do: a device the
