@@ -4,4 +4,5 @@
 async fn memory_backend_passes_the_conformance_suite() {
     ota_core::conformance::run_all(|| async { ota_core::memory::backend() }).await;
     ota_core::conformance::run_device_management(|| async { ota_core::memory::backend() }).await;
+    ota_core::conformance::run_commands(|| async { ota_core::memory::backend() }).await;
 }

@@ -1,7 +1,8 @@
 //! `ota-local` implements ota's ports on one machine, so `ota serve` works with no cloud
 //! account: the firmware catalog is a folder with exactly the bucket layout
 //! (`firmwares/v{semver}/{device_type}/...`, see [`FolderCatalog`]), and the registry, the
-//! config gate, the rollouts and the audit trail live in one SQLite file ([`SqliteStore`]).
+//! config gate, the rollouts, the command runs, the telemetry history and the audit trail
+//! live in one SQLite file ([`SqliteStore`]).
 //! It holds no safety rule of its own: `ota-core`'s service enforces them all, and the
 //! conformance suite checks that this backend keeps every guarantee the ports document.
 //! [`download`] serves the catalog's images to devices over signed, expiring HTTP links
@@ -53,7 +54,7 @@ pub fn open_local(data_dir: &Path) -> Result<(Backend, Arc<SqliteStore>)> {
         config: store.clone(),
         rollouts: store.clone(),
         audit: store.clone(),
-        commands: Arc::new(ota_core::memory::MemoryCommands::default()), // PLACEHOLDER-16
+        commands: store.clone(),
         telemetry: store.clone(),
     };
     Ok((backend, store))

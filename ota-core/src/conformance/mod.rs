@@ -10,6 +10,7 @@
 
 use std::future::Future;
 
+mod commands;
 mod devices;
 mod lifecycle;
 pub use lifecycle::lifecycle_model;
@@ -79,6 +80,29 @@ where
         telemetry_is_queried_by_device_metric_and_time_oldest_first,
         telemetry_keeps_the_retention_and_prunes,
         telemetry_refuses_oversized_points_and_stores_none_of_the_batch,
+    );
+}
+
+/// The command run behaviours (create, get, list, advance, respond, cancel, and the service's
+/// start over them), each on a backend from `fresh`. Separate from [`run_all`] while a backend
+/// (AWS) does not implement them all.
+pub async fn run_commands<F, Fut>(mut fresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Backend>,
+{
+    macro_rules! run {
+        ($($f:ident),* $(,)?) => { $( commands::$f(&fresh().await).await; )* };
+    }
+    run!(
+        commands_create_get_and_list_newest_first,
+        commands_advance_paces_by_the_in_flight_limit_and_completes,
+        commands_respond_records_answers_of_the_device_only,
+        commands_time_out_and_a_late_answer_changes_nothing,
+        commands_abort_past_the_thresholds_and_cancel_what_was_not_sent,
+        commands_cancel_keeps_what_was_sent,
+        commands_runs_advance_together_in_id_order,
+        commands_service_starts_repeats_and_runs_again,
     );
 }
 

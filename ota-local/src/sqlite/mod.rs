@@ -1,5 +1,5 @@
-//! One SQLite file holding the device registry, the config gate, the rollouts and the audit
-//! trail. rusqlite is synchronous, so every call runs on tokio's blocking pool. Writes go
+//! One SQLite file holding the device registry, the config gate, the rollouts, the command
+//! runs and the audit trail. rusqlite is synchronous, so every call runs on tokio's blocking pool. Writes go
 //! through one writer connection behind a mutex, which orders them (the jobs engine is the
 //! busiest writer); queries (the registry, rollouts, events and shadows that HTTP, SSE, MCP
 //! and planning read) run on reader connections of their own, which WAL lets read the last
@@ -11,6 +11,7 @@
 
 mod admission;
 mod audit;
+mod commands;
 mod config;
 mod events;
 mod executions;
@@ -46,9 +47,10 @@ pub use executions::{Execution, ExecutionCounts, ExecutionStatus, RolloutProgres
 pub use transitions::DeviceInput;
 pub use wire::{EngineContext, Output};
 
-/// The registry, config gate, rollouts and audit trail in one SQLite database. Implements
-/// [`ota_core::ports::DeviceRegistry`], [`ota_core::ports::ConfigStore`],
-/// [`ota_core::ports::RolloutStore`] and [`ota_core::ports::AuditLog`].
+/// The registry, config gate, rollouts, command runs, telemetry and audit trail in one SQLite
+/// database. Implements [`ota_core::ports::DeviceRegistry`], [`ota_core::ports::ConfigStore`],
+/// [`ota_core::ports::RolloutStore`], [`ota_core::ports::CommandStore`],
+/// [`ota_core::ports::TelemetryStore`] and [`ota_core::ports::AuditLog`].
 pub struct SqliteStore {
     /// The writer: every write, in order.
     conn: Arc<Mutex<Connection>>,

@@ -223,8 +223,101 @@ CREATE INDEX telemetry_by_thing_at ON telemetry (thing, at);
 CREATE INDEX telemetry_by_at ON telemetry (at);
 ";
 
+/// Version 8: remote commands and the named shadow `config`. A command run is one row; its
+/// executions are one row each (a run can have 10,000), so a device's answer changes one row
+/// and reads a handful: `command_execution_counts`, kept by triggers as `execution_counts`
+/// is for rollouts, gives the pacing its counts; the partial indexes serve the tick's
+/// in-flight scan (timeouts, and runs that ended with executions still out) and a
+/// rate-limited run's sends of the last minute. `config_version` is the `config` shadow's
+/// version (bumped by every change of the device's configuration, whoever writes it), and
+/// `config_outbox` the devices whose desired configuration changed (the service writes it
+/// through the registry, possibly from another process) and which the engine owes a delta.
+const V8: &str = "
+CREATE TABLE command_runs (
+    id              TEXT PRIMARY KEY NOT NULL,
+    plan_id         TEXT NOT NULL,
+    command         TEXT NOT NULL,
+    parameters      TEXT NOT NULL,            -- JSON object
+    created_by      TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('IN_PROGRESS', 'COMPLETED', 'ABORTED', 'CANCELED')),
+    reason          TEXT,
+    ended_at        TEXT,
+    policy          TEXT NOT NULL,            -- JSON RolloutPolicy
+    timeout_seconds INTEGER NOT NULL CHECK (timeout_seconds > 0),
+    refusals        TEXT NOT NULL DEFAULT '[]' -- JSON array of {target, reason}
+) WITHOUT ROWID;
+CREATE INDEX command_runs_newest_first ON command_runs (created_at DESC, id);
+CREATE INDEX command_runs_by_plan ON command_runs (plan_id, created_at DESC, id);
+CREATE INDEX command_runs_active ON command_runs (id) WHERE status = 'IN_PROGRESS';
+
+CREATE TABLE command_executions (
+    execution_id TEXT PRIMARY KEY NOT NULL,
+    run_id       TEXT NOT NULL REFERENCES command_runs (id),
+    -- Position in the run (its executions sorted by thing): sent in this order.
+    position     INTEGER NOT NULL,
+    thing        TEXT NOT NULL,
+    device_type  TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN
+                     ('QUEUED', 'CREATED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'REJECTED', 'TIMED_OUT', 'CANCELED')),
+    reason_code  TEXT,
+    reason       TEXT,
+    result       TEXT,                        -- JSON object
+    sent_at      TEXT,
+    updated_at   TEXT NOT NULL,
+    UNIQUE (run_id, position)
+) WITHOUT ROWID;
+CREATE INDEX command_executions_by_run_state ON command_executions (run_id, state, position);
+CREATE INDEX command_executions_by_thing ON command_executions (thing, run_id);
+CREATE INDEX command_executions_in_flight ON command_executions (run_id, sent_at)
+    WHERE state IN ('CREATED', 'IN_PROGRESS');
+CREATE INDEX command_executions_by_run_sent ON command_executions (run_id, sent_at) WHERE sent_at IS NOT NULL;
+
+CREATE TABLE command_execution_counts (
+    run_id TEXT NOT NULL,
+    state  TEXT NOT NULL,
+    n      INTEGER NOT NULL CHECK (n >= 0),
+    PRIMARY KEY (run_id, state)
+) WITHOUT ROWID;
+CREATE TRIGGER command_execution_counts_insert AFTER INSERT ON command_executions
+BEGIN
+    INSERT INTO command_execution_counts (run_id, state, n) VALUES (NEW.run_id, NEW.state, 1)
+        ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER command_execution_counts_update AFTER UPDATE OF run_id, state ON command_executions
+    WHEN OLD.run_id IS NOT NEW.run_id OR OLD.state IS NOT NEW.state
+BEGIN
+    UPDATE command_execution_counts SET n = n - 1 WHERE run_id = OLD.run_id AND state = OLD.state;
+    INSERT INTO command_execution_counts (run_id, state, n) VALUES (NEW.run_id, NEW.state, 1)
+        ON CONFLICT (run_id, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER command_execution_counts_delete AFTER DELETE ON command_executions
+BEGIN
+    UPDATE command_execution_counts SET n = n - 1 WHERE run_id = OLD.run_id AND state = OLD.state;
+END;
+
+ALTER TABLE devices ADD COLUMN config_version INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE config_outbox (
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    thing TEXT NOT NULL
+);
+CREATE TRIGGER devices_config_changed AFTER UPDATE OF config ON devices
+    WHEN OLD.config IS NOT NEW.config
+BEGIN
+    UPDATE devices SET config_version = config_version + 1 WHERE thing = NEW.thing;
+    INSERT INTO config_outbox (thing) SELECT NEW.thing
+        WHERE (CASE WHEN json_valid(OLD.config) THEN json_extract(OLD.config, '$.desired') END)
+              IS NOT (CASE WHEN json_valid(NEW.config) THEN json_extract(NEW.config, '$.desired') END);
+END;
+CREATE TRIGGER devices_config_inserted AFTER INSERT ON devices
+    WHEN json_valid(NEW.config) AND COALESCE(json_extract(NEW.config, '$.desired'), '{}') <> '{}'
+BEGIN
+    INSERT INTO config_outbox (thing) VALUES (NEW.thing);
+END;
+";
+
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -417,5 +510,75 @@ mod tests {
             .query_row("SELECT sql FROM sqlite_master WHERE name = 'telemetry_by_thing_at'", [], |r| r.get(0))
             .unwrap();
         assert!(index.contains("(thing, at)"), "{index}");
+    }
+
+    /// A file of the previous release (schema 7) with a device and its configuration:
+    /// upgraded in place, the device reads back as it was, its `config` shadow starts at
+    /// version 0, and from then on a change of its desired configuration (the service writes
+    /// it through the registry) bumps the version and leaves the engine a delta to send;
+    /// command runs can be stored.
+    #[tokio::test]
+    async fn a_version_7_file_upgrades_in_place_and_its_configuration_changes_are_tracked() {
+        use ota_core::commands::{CommandExecution, CommandRun, CommandRunStatus};
+        use ota_core::ports::{CommandStore, DeviceRegistry};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ota.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..7] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 7).unwrap();
+            conn.execute_batch(
+                r#"INSERT INTO devices (thing, device_type, thing_group, firmware_version, connected, last_seen, config)
+                   VALUES ('co2_monitor-01', 'co2_monitor', 'Co2MonitorAWSDevice', '1.0.0', 1, NULL,
+                           '{"reported":{"sample_rate_seconds":60},"desired":{}}');"#,
+            )
+            .unwrap();
+        }
+        let store = super::super::SqliteStore::open(&path).unwrap();
+        let thing = ota_core::names::ThingName::parse("co2_monitor-01").unwrap();
+        let mut d = DeviceRegistry::get(&store, &thing).await.unwrap().expect("the device survives the upgrade");
+        assert_eq!(d.config.reported.get("sample_rate_seconds"), Some(&serde_json::json!(60)));
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version as usize, SCHEMA_VERSION);
+        let tracked = |conn: &Connection| -> (i64, i64) {
+            let v = conn.query_row("SELECT config_version FROM devices", [], |r| r.get(0)).unwrap();
+            let owed = conn.query_row("SELECT COUNT(*) FROM config_outbox", [], |r| r.get(0)).unwrap();
+            (v, owed)
+        };
+        assert_eq!(tracked(&conn), (0, 0));
+
+        // Rewriting the same record changes nothing; a new desired value is tracked.
+        store.upsert(d.clone()).await.unwrap();
+        assert_eq!(tracked(&conn), (0, 0), "an unchanged configuration");
+        d.config.desired.insert("sample_rate_seconds".into(), serde_json::json!(10));
+        store.upsert(d.clone()).await.unwrap();
+        assert_eq!(tracked(&conn), (1, 1), "a desired change: a new version and a delta owed");
+        d.config.reported.insert("sample_rate_seconds".into(), serde_json::json!(10));
+        store.upsert(d).await.unwrap();
+        assert_eq!(tracked(&conn), (2, 1), "a reported change: a new version, no delta owed");
+
+        let ty = ota_core::names::DeviceType::parse("co2_monitor").unwrap();
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let run = CommandRun {
+            id: "cmd-0123456789ab-1".into(),
+            plan_id: "cplan-0123456789ab".into(),
+            command: "identify".into(),
+            parameters: Default::default(),
+            created_by: "operator".into(),
+            created_at: at,
+            status: CommandRunStatus::InProgress,
+            reason: None,
+            ended_at: None,
+            policy: Default::default(),
+            timeout_seconds: 300,
+            executions: vec![CommandExecution::queued("cmd-0123456789ab-1-0".into(), thing, ty, at)],
+            refusals: Vec::new(),
+        };
+        store.create(&run).await.unwrap();
+        assert_eq!(CommandStore::get(&store, &run.id).await.unwrap(), run);
     }
 }

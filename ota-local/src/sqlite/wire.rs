@@ -23,6 +23,8 @@ pub struct Output {
     pub aborted: Vec<(JobId, DeviceType, String)>,
     /// Rollouts that completed in this transition (a completed revert may call the next).
     pub completed: Vec<JobId>,
+    /// Command runs that ended in this transition: (id, status, reason).
+    pub commands_ended: Vec<(String, ota_core::commands::CommandRunStatus, Option<String>)>,
 }
 
 /// Signs the URL a device downloads `version` of `device_type` from, valid from `now`.
