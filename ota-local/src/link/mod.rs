@@ -14,8 +14,9 @@
 //!   connects as one privileged client. There the broker enforces isolation, with the files
 //!   [`write_mosquitto_files`] generates.
 //!
-//! Architecture Invariant: the link knows topics only as far as `$aws/things/{thing}/`; what
-//! the Jobs and shadow topics below that mean is the engine's business.
+//! Architecture Invariant: the link knows topics only as far as the thing they belong to
+//! (`$aws/things/{thing}/`, `$aws/commands/things/{thing}/`, `dt/ota/{thing}/telemetry`);
+//! what the Jobs, shadow and Commands topics below that mean is the engine's business.
 
 mod credentials;
 mod embedded;
@@ -58,8 +59,11 @@ pub enum DeviceEvent {
     Connected { thing: ThingName },
     /// The thing has no session left. Only the embedded endpoint reports these.
     Disconnected { thing: ThingName },
-    /// A publish on a topic under `$aws/things/{thing}/` (the full topic string). On the
-    /// embedded endpoint `thing` is the connection's authenticated identity.
+    /// A publish on one of the thing's topics (the full topic string): under
+    /// `$aws/things/{thing}/`, a command execution's response, or its telemetry. On the
+    /// embedded endpoint `thing` is the connection's authenticated identity; through an
+    /// external broker, the thing the topic names ([`thing_of_topic`]), which the broker's
+    /// ACL confines each device to.
     Message { thing: ThingName, topic: String, payload: Vec<u8> },
 }
 
@@ -203,11 +207,16 @@ impl Drop for LinkHandle {
     }
 }
 
-/// The thing whose reserved topics `topic` is under: `$aws/things/{thing}/{something}`.
-/// `None` for any other topic, or one whose thing level is not a valid thing name (which
-/// also rules out the `+` and `#` wildcards there).
+/// The thing a device topic belongs to: `$aws/things/{thing}/{something}`, one of its command
+/// executions (`$aws/commands/things/{thing}/executions/{id}/...`) or its telemetry
+/// (`dt/ota/{thing}/telemetry`). `None` for any other topic, or one whose thing level is not
+/// a valid thing name (which also rules out the `+` and `#` wildcards there). An external
+/// broker's messages reach the engine as this thing's.
 pub fn thing_of_topic(topic: &str) -> Option<ThingName> {
-    let (thing, _below) = ota_core::topics::split_thing(topic)?;
+    let thing = match ota_core::topics::split_thing(topic) {
+        Some((thing, _below)) => thing,
+        None => ota_core::topics::thing_of(topic)?,
+    };
     ThingName::parse(thing).ok()
 }
 
@@ -238,6 +247,13 @@ mod tests {
         assert_eq!(t("$aws/things/#"), None);
         assert_eq!(t("aws/things/pet_feeder-01/jobs"), None);
         assert_eq!(t("$aws/thing/pet_feeder-01/jobs"), None);
+        // The other families a device publishes in.
+        let response = "$aws/commands/things/pet_feeder-01/executions/cmd-1-0/response/json";
+        assert_eq!(t(response).as_deref(), Some("pet_feeder-01"));
+        assert_eq!(t("dt/ota/pet_feeder-01/telemetry").as_deref(), Some("pet_feeder-01"));
+        assert_eq!(t("$aws/commands/things/+/executions/cmd-1-0/response/json"), None);
+        assert_eq!(t("dt/ota/+/telemetry"), None);
+        assert_eq!(t("$aws/commands/things/pet_feeder-01/executions"), None);
     }
 
     #[test]

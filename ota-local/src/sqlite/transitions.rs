@@ -1,6 +1,8 @@
 //! The jobs engine's transitions on SQLite: a device's message (a job status update, a job
-//! or next-job request, a shadow request) and a clock tick (timeouts, then every active
-//! rollout evaluated), each run inside one transaction opened by its caller.
+//! or next-job request, a classic or `config` shadow request, a command execution's answer,
+//! telemetry) and a clock tick (timeouts, then every active rollout evaluated, then every
+//! command run advanced and the config deltas owed sent), each run inside one transaction
+//! opened by its caller.
 //!
 //! A transition (a device's status update, the abort it triggers, the devices it releases,
 //! the events it records) is committed whole or not at all. A server killed at any instant
@@ -14,7 +16,9 @@
 use chrono::{DateTime, Duration, Utc};
 use ota_core::names::{JobId, ThingName};
 use ota_core::rollout::Rollout;
-use ota_core::topics::{self, JobsTopic, NEXT_JOB, Reply, ShadowOp, ShadowTopic, ThingTopic};
+use ota_core::topics::{
+    self, CONFIG_SHADOW, CommandTopic, JobsTopic, NEXT_JOB, Reply, ShadowOp, ShadowTopic, ThingTopic,
+};
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -22,7 +26,7 @@ use serde_json::{Map, Value, json};
 use super::admission::{ENGINE_SUBJECT, audit_engine, drain_outbox, evaluate, rollout_of};
 use super::events::record;
 use super::executions::{ExecutionStatus, execution, execution_json, next_execution, notify_next};
-use super::shadow::{shadow_get, shadow_update};
+use super::shadow::{config_get, config_update, drain_config_outbox, shadow_get, shadow_update};
 use super::wire::{
     EngineContext, Output, client_token, epoch, job_document, notify_next_topic, rejected, rejected_with, topic,
 };
@@ -121,6 +125,13 @@ fn handle_message(
         }
         return Ok(out);
     }
+    // `$aws/commands/things/{thing}/executions/{id}/response/json`: the device's answer.
+    if let Some((who, id, kind)) = topics::parse_command(topic_name) {
+        if who == thing.as_str() && kind == CommandTopic::Response {
+            super::commands::device_response(conn, thing, id, payload, now, &mut out)?;
+        }
+        return Ok(out);
+    }
     let Some(request) = topics::parse_for(thing.as_str(), topic_name) else { return Ok(out) };
     match request {
         ThingTopic::Jobs(JobsTopic::Get(NEXT_JOB, None)) => {
@@ -139,6 +150,12 @@ fn handle_message(
         }
         ThingTopic::Shadow(ShadowTopic { name: None, op: ShadowOp::Get, reply: None }) => {
             shadow_get(conn, thing, payload, now, &mut out)?;
+        }
+        ThingTopic::Shadow(ShadowTopic { name: Some(CONFIG_SHADOW), op: ShadowOp::Update, reply: None }) => {
+            config_update(conn, thing, payload, now, &mut out)?;
+        }
+        ThingTopic::Shadow(ShadowTopic { name: Some(CONFIG_SHADOW), op: ShadowOp::Get, reply: None }) => {
+            config_get(conn, thing, payload, now, &mut out)?;
         }
         ThingTopic::Jobs(JobsTopic::Update(id, None)) => job_update(conn, ctx, thing, id, payload, now, &mut out)?,
         ThingTopic::Jobs(JobsTopic::Get(id, None)) => {
@@ -163,7 +180,8 @@ fn handle_message(
                 )),
             }
         }
-        // Answers, notifications and named shadows are not requests the engine serves.
+        // Answers, notifications, deletes and other named shadows are not requests the
+        // engine serves.
         _ => {}
     }
     Ok(out)
@@ -385,6 +403,9 @@ fn tick(conn: &Connection, ctx: Option<&EngineContext>, now: DateTime<Utc>) -> D
         }
     }
     drain_outbox(conn, ctx, now, &mut out)?;
+    // Command runs: timeouts, aborts, sends, completions; then the config deltas owed.
+    super::commands::publish_advanced(super::commands::advance_all(conn, now)?, &mut out);
+    drain_config_outbox(conn, now, &mut out)?;
     Ok(out)
 }
 
@@ -437,7 +458,8 @@ impl SqliteStore {
     /// notification may have been lost: each such device is told its next job again (a device
     /// ignores a repeated offer). And the notices still in the outbox (a rollout canceled
     /// while no engine ran, or just before a crash): those devices are told their next job,
-    /// or that they have none, and the outbox is emptied in the same transaction.
+    /// or that they have none, and the outbox is emptied in the same transaction. And the
+    /// command requests sent and not answered yet, sent again.
     pub async fn pending_offers(&self, ctx: EngineContext, now: DateTime<Utc>) -> ota_core::Result<Output> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -453,6 +475,10 @@ impl SqliteStore {
                 out.publish.push(notify_next(&tx, &thing, next.as_ref(), now, Some(&ctx))?);
             }
             drain_outbox(&tx, Some(&ctx), now, &mut out)?;
+            // Command requests sent before a restart and not answered may never have reached
+            // their devices: sent again (a device answers an execution id once).
+            let requests = super::commands::unanswered_requests(&tx)?;
+            out.publish.extend(requests.iter().map(super::commands::request_message));
             tx.commit()?;
             Ok(out)
         })
