@@ -9,6 +9,10 @@
 //! When the policy aborts a rollout, operators hear of it three ways: a structured log line
 //! on stderr, the rollout's event stream, and, when configured, a JSON POST to a webhook.
 //!
+//! Command runs go through the same loop: every tick times out, aborts, paces and completes
+//! them and publishes the requests due; a device's answer is recorded, and one that ends its
+//! execution sends the next at once. A run that ends is logged (`command_run_ended`).
+//!
 //! With a service (`EngineOptions::service`), the engine also asks it for the revert of an
 //! aborted rollout whose policy says `revert_on_abort` ([`FleetManager::revert_after`]): at the
 //! abort, whenever a rollout completes (a finished revert calls the next), and every few
@@ -210,6 +214,10 @@ impl JobsEngine {
         }
         for id in out.completed {
             let _ = revert_tx.send(RevertCheck::Ended(id));
+        }
+        for (id, status, reason) in out.commands_ended {
+            let level = if status == ota_core::commands::CommandRunStatus::Aborted { "warn" } else { "info" };
+            log(level, "command_run_ended", json!({"command_run": id, "status": status.as_str(), "reason": reason}));
         }
     }
 }
