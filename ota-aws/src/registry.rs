@@ -207,7 +207,14 @@ impl IotRegistry {
 
     /// The classic shadow (`name` `None`) or a named one, `None` when it does not exist.
     async fn named_shadow(&self, thing: &ThingName, name: Option<&str>) -> Result<Option<Value>> {
-        match self.data.get_thing_shadow().thing_name(thing.as_str()).set_shadow_name(name.map(str::to_string)).send().await {
+        match self
+            .data
+            .get_thing_shadow()
+            .thing_name(thing.as_str())
+            .set_shadow_name(name.map(str::to_string))
+            .send()
+            .await
+        {
             Ok(out) => Ok(out.payload().and_then(|p| serde_json::from_slice(p.as_ref()).ok())),
             Err(e) => match aws("iot:GetThingShadow")(e) {
                 f if f.kind == FailureKind::NotFound => Ok(None),

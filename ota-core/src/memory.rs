@@ -8,14 +8,14 @@ use async_trait::async_trait;
 
 use crate::audit::AuditEntry;
 use crate::catalog::{ArtifactRef, CatalogFile};
+use crate::commands::{CommandQuery, CommandRun, Dispatch};
 use crate::config::TypeConfig;
 use crate::device::{Device, DeviceQuery};
 use crate::error::{Error, Result};
 use crate::names::{DeviceType, JobId, ThingName};
-use crate::commands::{CommandQuery, CommandRun, Dispatch};
 use crate::ports::{
-    AuditLog, Backend, ByteStream, CommandStore, ConfigStore, DeviceRegistry, FirmwareCatalog, RolloutStore, TelemetryPoint,
-    TelemetryQuery, TelemetryStore, check_telemetry,
+    AuditLog, Backend, ByteStream, CommandStore, ConfigStore, DeviceRegistry, FirmwareCatalog, RolloutStore,
+    TelemetryPoint, TelemetryQuery, TelemetryStore, check_telemetry,
 };
 use crate::rollout::{Rollout, RolloutQuery, RolloutStatus};
 

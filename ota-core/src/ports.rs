@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::audit::AuditEntry;
-use crate::commands::{CommandQuery, CommandRun, Dispatch};
 use crate::catalog::ArtifactRef;
+use crate::commands::{CommandQuery, CommandRun, Dispatch};
 use crate::config::TypeConfig;
 use crate::device::{Device, DeviceQuery};
 use crate::error::Result;
