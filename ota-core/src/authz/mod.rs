@@ -350,7 +350,10 @@ pub struct Authorizer {
     schema: cedar::Schema,
     policies: cedar::PolicySet,
     /// The action entities of the schema (with their groups), added to every request.
-    actions: Vec<cedar::Entity>,
+    /// Per action name: its entity and those of the groups it is in, the only action
+    /// entities a decision of that action needs (building all of them into every request's
+    /// entity set cost most of a decision).
+    actions: std::collections::HashMap<String, Vec<cedar::Entity>>,
     text: String,
     source: String,
     authorizer: cedar::Authorizer,
@@ -426,7 +429,17 @@ impl Authorizer {
             problems.sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
             return Err(fail(problems));
         }
-        let actions = schema.action_entities().map(|e| e.iter().cloned().collect()).unwrap_or_default();
+        let mut actions = std::collections::HashMap::new();
+        if let Ok(all) = schema.action_entities() {
+            for e in all.iter() {
+                let uid = e.uid();
+                let mut needed = vec![e.clone()];
+                if let Some(groups) = all.ancestors(&uid) {
+                    needed.extend(groups.filter_map(|g| all.get(g).cloned()));
+                }
+                actions.insert(uid.id().unescaped().to_string(), needed);
+            }
+        }
         Ok(Authorizer {
             schema,
             policies,
@@ -485,7 +498,7 @@ impl Authorizer {
             return Err(format!("unknown action {action:?}"));
         }
         let action_uid = uid("Action", action)?;
-        let mut entities = self.actions.clone();
+        let mut entities = self.actions.get(action).cloned().unwrap_or_default();
         let principal = user(caller)?;
         let principal_uid = principal.uid();
         entities.push(principal);
