@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use ota_auth::apigw;
 use ota_core::agent::{Assistant, AssistantOptions, ModelSpec, SessionLimits};
-use ota_core::service::FleetManager;
 use ota_http::{PageAuth, PageConfig, ProgressSource, Web};
 use ota_mcp::{ChatTools, OtaMcp};
 

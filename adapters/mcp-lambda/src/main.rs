@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use ota_auth::apigw;
-use ota_core::service::FleetManager;
 use ota_mcp::OtaMcp;
 
 mod job_counts;
