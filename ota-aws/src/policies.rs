@@ -31,7 +31,8 @@ pub async fn load(clients: &AwsClients, settings: &AwsSettings) -> Result<Option
         Ok(o) => o,
         Err(e) => {
             return match aws("s3:GetObject")(e) {
-                f if f.kind == FailureKind::NotFound => Ok(None),
+                // No object, or no bucket yet (a deployment being set up): the defaults.
+                f if f.kind == FailureKind::NotFound || f.code == "NoSuchBucket" => Ok(None),
                 f => Err(f.into_error()),
             };
         }
